@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Building an image index: an in-memory tree that sources fill in any
+ * order (a directory walk, a tar stream with entries out of order,
+ * duplicates and hard links), serialised by cfs_builder_finish() into the
+ * format of format.h.
+ *
+ * Inode numbers are assigned at finish, depth first with entries in name
+ * order, so the same tree always gives the same index and the same image
+ * reference whatever order the source listed it in.
+ *
+ * Not thread-safe, except cfs_builder_chunk_set(), which workers may call
+ * concurrently for distinct chunk numbers.
+ */
+#ifndef CFS_BUILDER_H
+#define CFS_BUILDER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "digest.h"
+
+struct cfs_builder;
+
+#define CFS_NODE_ROOT 0u
+
+struct cfs_attr {
+	uint32_t mode;  /* S_IF* type and permission bits */
+	uint32_t uid, gid;
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	uint64_t rdev;  /* devices */
+	uint64_t size;  /* regular files */
+};
+
+int cfs_builder_new(uint32_t chunk_size, struct cfs_builder **out);
+void cfs_builder_free(struct cfs_builder *b);
+
+/* The root directory exists from the start (0755, 0:0, mtime 0). */
+int cfs_builder_set_attr(struct cfs_builder *b, uint32_t node, const struct cfs_attr *a);
+
+/* Adds name under directory parent.  An existing entry of the same name is
+ * replaced, as a later tar member replaces an earlier one, except that a
+ * directory added over a directory keeps its children and takes the new
+ * attributes.  Returns 0 and *node, -EINVAL for a bad name, -ENOTDIR. */
+int cfs_builder_add(struct cfs_builder *b, uint32_t parent, const char *name, size_t name_len,
+		    const struct cfs_attr *a, uint32_t *node);
+
+/* Same, by path relative to the root ("a/b/c", "./a//b/", "/a/b" are all
+ * a/b).  Missing parents are created as 0755 root-owned directories.
+ * -EINVAL for a path with a ".." component or an empty path. */
+int cfs_builder_add_path(struct cfs_builder *b, const char *path, const struct cfs_attr *a,
+			 uint32_t *node);
+/* Node of an existing path, -ENOENT. */
+int cfs_builder_find_path(struct cfs_builder *b, const char *path, uint32_t *node);
+
+/* Hard link: a new name for an existing non-directory node. */
+int cfs_builder_link(struct cfs_builder *b, uint32_t parent, const char *name, size_t name_len,
+		     uint32_t target);
+int cfs_builder_link_path(struct cfs_builder *b, const char *path, const char *target_path);
+
+int cfs_builder_set_symlink(struct cfs_builder *b, uint32_t node, const char *target, size_t len);
+
+/* Sets (or replaces) one xattr.  -EINVAL for names or values over the
+ * limits of format.h. */
+int cfs_builder_set_xattr(struct cfs_builder *b, uint32_t node, const char *name,
+			  const void *value, size_t value_len);
+
+/* Appends a data extent to a regular file.  Extents are added in file
+ * order; gaps between them and after the last are holes.  chunk is a
+ * number from cfs_builder_chunk_new().  Replaces nothing: a file whose
+ * data is given again must be a new node. */
+int cfs_builder_add_extent(struct cfs_builder *b, uint32_t node, uint64_t file_off, uint64_t len,
+			   uint32_t chunk, uint32_t chunk_off);
+
+/* Reserves a chunk number for content whose digest is not known yet. */
+int cfs_builder_chunk_new(struct cfs_builder *b, uint32_t *chunk);
+/* Records the digest and sizes of a reserved chunk.  Thread-safe. */
+int cfs_builder_chunk_set(struct cfs_builder *b, uint32_t chunk, const cfs_digest *d,
+			  uint32_t raw_size, uint32_t stored_size);
+
+struct cfs_builder_stats {
+	uint64_t inodes, files, dirs, file_bytes, chunks, unique_chunks;
+};
+
+/* Serialises the tree.  Chunks with equal digests become one entry.  Every
+ * reserved chunk must have been set.  *index is malloc'd, the caller frees
+ * it.  The builder can only be freed afterwards. */
+int cfs_builder_finish(struct cfs_builder *b, void **index, size_t *len,
+		       struct cfs_builder_stats *stats);
+
+#endif /* CFS_BUILDER_H */

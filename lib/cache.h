@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Chunk cache: decoded chunk contents, by digest, in a bounded in-memory LRU
+ * in front of a bounded on-disk directory.  Content-addressed, so one cache
+ * directory can serve every image of a store.
+ *
+ * Disk entries are <dir>/<hh>/<64 hex>: a 32-byte header (magic "CFSCACH1",
+ * content length, XXH3-64 of the content) and the content.  They are
+ * written to a temporary file and renamed, so a crash leaves either nothing
+ * or a whole entry; an entry whose checksum fails is deleted and counts as
+ * a miss.  A failed disk write (ENOSPC, EIO) is logged and ignored: the
+ * data is still served from memory.
+ *
+ * Thread-safe.
+ */
+#ifndef CFS_CACHE_H
+#define CFS_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "digest.h"
+
+struct cfs_cache;
+struct cfs_buf;
+
+struct cfs_cache_opts {
+	const char *dir;   /* NULL: memory only */
+	uint64_t disk_max; /* bytes on disk; 0 = 10 GiB */
+	uint64_t mem_max;  /* bytes in memory; 0 = 256 MiB */
+};
+
+struct cfs_cache_stats {
+	uint64_t mem_hits;
+	uint64_t disk_hits;
+	uint64_t misses;       /* loads through the callback */
+	uint64_t load_errors;
+	uint64_t disk_bad;     /* entries that failed their checksum */
+	uint64_t disk_write_errors;
+	uint64_t disk_bytes;   /* current */
+	uint64_t mem_bytes;    /* current */
+	uint64_t evictions;
+};
+
+/* Creates the directory if needed and takes stock of what it holds. */
+int cfs_cache_new(const struct cfs_cache_opts *opts, struct cfs_cache **out);
+void cfs_cache_free(struct cfs_cache *c);
+
+/* Fills dst with exactly raw_size verified bytes of chunk d.
+ * Returns 0 or -errno. */
+typedef int (*cfs_cache_load_fn)(void *ctx, const cfs_digest *d, uint32_t raw_size, uint8_t *dst);
+
+/* Returns in *out a reference to the content of chunk d (raw_size bytes):
+ * from memory, else from disk, else from load(), which runs once however
+ * many threads ask for d at the same time (the others wait for it).  A
+ * load error is returned to every waiter and not remembered: the next call
+ * tries again.  Release the reference with cfs_buf_unref(). */
+int cfs_cache_get(struct cfs_cache *c, const cfs_digest *d, uint32_t raw_size,
+		  cfs_cache_load_fn load, void *ctx, struct cfs_buf **out);
+
+const uint8_t *cfs_buf_data(const struct cfs_buf *b);
+size_t cfs_buf_len(const struct cfs_buf *b);
+void cfs_buf_unref(struct cfs_buf *b); /* NULL is fine */
+
+void cfs_cache_stats_get(struct cfs_cache *c, struct cfs_cache_stats *out);
+
+#endif /* CFS_CACHE_H */

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * An opened image: its index, and reads of file data that fetch only the
+ * chunks they touch, through the cache, each verified against its digest.
+ * Shared by the FUSE daemon and, later, the loader's direct mode.
+ * Thread-safe.
+ */
+#ifndef CFS_IMAGE_H
+#define CFS_IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "digest.h"
+
+struct cfs_store;
+struct cfs_cache;
+struct cfs_index;
+struct cfs_image;
+
+struct cfs_image_stats {
+	uint64_t reads;        /* cfs_image_read calls */
+	uint64_t read_bytes;
+	uint64_t read_errors;
+	uint64_t chunk_fetches; /* chunk objects fetched from the store */
+	uint64_t chunk_bad;     /* fetched chunks that failed verification */
+};
+
+/* Resolves image (a tag or "sha256:<hex>"), fetches the index object, checks
+ * its digest and validates it.  Reads nothing else.  Errors: -ENOENT
+ * (unknown tag or missing index object), -EBADMSG (index digest mismatch),
+ * -EUCLEAN (corrupt index), -EPROTONOSUPPORT, -EINVAL (malformed argument).
+ * The store and cache are borrowed and must outlive the image. */
+int cfs_image_open(struct cfs_store *st, struct cfs_cache *cache, const char *image,
+		   struct cfs_image **out);
+void cfs_image_free(struct cfs_image *img);
+
+const struct cfs_index *cfs_image_index(const struct cfs_image *img);
+void cfs_image_digest(const struct cfs_image *img, cfs_digest *out);
+
+/* Reads up to len bytes at off of regular file ino into buf.  Returns the
+ * count (short only at end of file), -EINVAL (not a regular file), or the
+ * error of the first chunk that could not be had: -ENOENT (object missing
+ * from the store), -EBADMSG (digest mismatch), -EUCLEAN (corrupt object),
+ * -EIO.  Never returns unverified bytes. */
+ssize_t cfs_image_read(struct cfs_image *img, uint64_t ino, void *buf, size_t len, uint64_t off);
+
+void cfs_image_stats_get(struct cfs_image *img, struct cfs_image_stats *out);
+
+#endif /* CFS_IMAGE_H */

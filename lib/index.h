@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Reading an image index (format.h).  cfs_index_open() validates the whole
+ * index once, so that the accessors can answer from it without further
+ * checks beyond the arguments they are given: every section inside the
+ * buffer, every reference inside its table, every name well-formed and
+ * every directory sorted, the directory graph a tree rooted at inode 1,
+ * every regular file's extents contiguous from 0 to its size and inside
+ * their chunks.
+ *
+ * An opened index is immutable; every accessor is thread-safe.  Pointers it
+ * returns (names, symlink targets, xattr values) live as long as the index.
+ */
+#ifndef CFS_INDEX_H
+#define CFS_INDEX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "digest.h"
+
+struct cfs_index;
+
+struct cfs_index_info {
+	uint32_t version;
+	uint32_t chunk_size;
+	uint64_t inode_count;
+	uint64_t chunk_count;
+	uint64_t total_file_bytes;
+	uint64_t index_size;
+};
+
+struct cfs_inode {
+	uint64_t ino;
+	uint32_t mode, uid, gid, nlink;
+	uint64_t size;
+	uint64_t blocks;      /* 512-byte units: data extents rounded up to 4 KiB */
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	uint64_t parent;      /* directories: parent ino (root: itself); else 0 */
+	uint64_t rdev;        /* devices */
+	uint32_t nentries;    /* directories: entries; regular: extents */
+	uint32_t nxattrs;
+};
+
+struct cfs_dirent {
+	uint64_t ino;
+	const char *name;     /* not NUL-terminated */
+	size_t name_len;
+	uint8_t type;         /* DT_* */
+};
+
+struct cfs_xattr {
+	const char *name;     /* not NUL-terminated */
+	size_t name_len;
+	const void *value;
+	size_t value_len;
+};
+
+struct cfs_extent {
+	uint64_t file_off;
+	uint64_t len;
+	uint32_t chunk;       /* CFS_CHUNK_NONE for a hole */
+	uint32_t chunk_off;
+};
+
+struct cfs_chunk {
+	cfs_digest digest;
+	uint32_t raw_size;
+	uint32_t stored_size;
+};
+
+/* Validates len bytes of decompressed index at buf.  On success the index
+ * owns buf (malloc'd; freed by cfs_index_free); on failure the caller still
+ * owns it.  Returns 0, -EUCLEAN for any inconsistency (logged at debug
+ * level with the reason), -EPROTONOSUPPORT for an unknown version or
+ * incompat feature, -ENOMEM. */
+int cfs_index_open(void *buf, size_t len, struct cfs_index **out);
+void cfs_index_free(struct cfs_index *idx);
+
+void cfs_index_info(const struct cfs_index *idx, struct cfs_index_info *out);
+
+/* 0 or -ENOENT when ino is not in the image. */
+int cfs_index_inode(const struct cfs_index *idx, uint64_t ino, struct cfs_inode *out);
+
+/* Binary search in a directory.  0, -ENOENT, -ENOTDIR. */
+int cfs_index_lookup(const struct cfs_index *idx, uint64_t dir, const char *name,
+		     size_t name_len, uint64_t *ino);
+
+/* Entry pos (0-based, sorted order) of a directory: 1 filled, 0 past the
+ * end, -ENOTDIR, -ENOENT. */
+int cfs_index_dirent(const struct cfs_index *idx, uint64_t dir, uint64_t pos,
+		     struct cfs_dirent *out);
+
+/* 0, -EINVAL when not a symlink, -ENOENT. */
+int cfs_index_readlink(const struct cfs_index *idx, uint64_t ino, const char **target,
+		       size_t *len);
+
+/* xattr i of an inode: 1 filled, 0 past the end, -ENOENT. */
+int cfs_index_xattr(const struct cfs_index *idx, uint64_t ino, uint32_t i, struct cfs_xattr *out);
+/* By full name: 0, -ENODATA, -ENOENT. */
+int cfs_index_getxattr(const struct cfs_index *idx, uint64_t ino, const char *name,
+		       struct cfs_xattr *out);
+
+/* Index (within the file) of the extent holding byte off of a regular
+ * file: 0 and *i set, 1 when off >= size, -EINVAL not a regular file,
+ * -ENOENT. */
+int cfs_index_extent_find(const struct cfs_index *idx, uint64_t ino, uint64_t off, uint32_t *i);
+/* Extent i of a regular file: 1 filled, 0 past the end, -EINVAL, -ENOENT. */
+int cfs_index_extent(const struct cfs_index *idx, uint64_t ino, uint32_t i, struct cfs_extent *out);
+
+/* 0 or -ENOENT. */
+int cfs_index_chunk(const struct cfs_index *idx, uint32_t chunk, struct cfs_chunk *out);
+
+#endif /* CFS_INDEX_H */

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A store holds immutable, content-addressed objects and mutable tags:
+ *
+ *   cfs-store                 marker: "cfs-store 1\n"
+ *   objects/<hh>/<64 hex>     objects, <hh> = first two hex digits
+ *   tags/<name>               "sha256:<64 hex>\n"
+ *
+ * The same tree can be served by any HTTP server or copied into an S3
+ * bucket.  Backends are const tables (store_i.h), one file each; this
+ * release has the local directory backend (store_dir.c).
+ *
+ * All functions are thread-safe on one store handle.
+ */
+#ifndef CFS_STORE_H
+#define CFS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "digest.h"
+
+struct cfs_store;
+
+/* Largest object a store will hand out; bounds memory on a lying store. */
+#define CFS_OBJECT_MAX_SIZE ((size_t)1 << 31)
+
+#define CFS_STORE_CREATE 0x1u /* create the store (dir + marker) if absent */
+
+struct cfs_store_stats {
+	uint64_t gets;        /* objects read (successful gets) */
+	uint64_t get_bytes;   /* bytes of those objects */
+	uint64_t get_errors;  /* failed gets, ENOENT included */
+	uint64_t puts;        /* objects written */
+	uint64_t put_bytes;
+	uint64_t put_skipped; /* puts of objects already present */
+};
+
+/* Opens the store at location (a directory path or file:// URL).
+ * Errors: -ENOENT (no such store), -ENOTDIR, -EUCLEAN (exists but is not a
+ * cfs store, i.e. no marker), -EPROTONOSUPPORT (unknown URL scheme).
+ * Free with cfs_store_free(). */
+int cfs_store_open(const char *location, unsigned flags, struct cfs_store **out);
+void cfs_store_free(struct cfs_store *st);
+const char *cfs_store_location(const struct cfs_store *st);
+
+/* Reads object d into a malloc'd buffer the caller frees.
+ * -ENOENT when absent. */
+int cfs_store_get(struct cfs_store *st, const cfs_digest *d, void **buf, size_t *len);
+
+/* 1 when present, 0 when absent, or -errno. */
+int cfs_store_has(struct cfs_store *st, const cfs_digest *d);
+
+/* Writes object d atomically (temporary file, then rename) unless it is
+ * already present.  Returns 1 when written, 0 when present, or -errno.
+ * Objects are not durable until cfs_store_sync(). */
+int cfs_store_put(struct cfs_store *st, const cfs_digest *d, const void *buf, size_t len);
+
+/* Makes every object written so far durable: call before a tag that
+ * points at them. */
+int cfs_store_sync(struct cfs_store *st);
+
+/* Tag names: 1..200 bytes of [A-Za-z0-9._:@+-] and '/', no empty, "." or
+ * ".." component, no leading or trailing '/'. */
+bool cfs_tag_name_valid(const char *name);
+
+/* -ENOENT unknown tag, -EINVAL bad name, -EUCLEAN malformed tag object. */
+int cfs_store_tag_get(struct cfs_store *st, const char *name, cfs_digest *out);
+/* Points a tag at d, atomically replacing any previous value. */
+int cfs_store_tag_set(struct cfs_store *st, const char *name, const cfs_digest *d);
+
+/* An image argument: "sha256:<hex>" is a reference, anything else a tag. */
+int cfs_store_resolve(struct cfs_store *st, const char *image, cfs_digest *out);
+
+void cfs_store_stats_get(struct cfs_store *st, struct cfs_store_stats *out);
+
+#endif /* CFS_STORE_H */

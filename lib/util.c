@@ -1,0 +1,177 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util.h"
+
+static const char *log_prog = "cfs";
+static enum cfs_log_level log_level = CFS_LOG_WARN;
+static FILE *log_out;
+
+void cfs_log_setup(const char *prog, enum cfs_log_level level, FILE *out)
+{
+	if (prog)
+		log_prog = prog;
+	log_level = level;
+	log_out = out;
+}
+
+void cfs_log(enum cfs_log_level level, const char *fmt, ...)
+{
+	FILE *out = log_out ? log_out : stderr;
+	char line[1024];
+	va_list ap;
+	int n;
+
+	if (level > log_level)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	/* One fprintf per line so that lines from threads do not interleave. */
+	fprintf(out, "%s: %s\n", log_prog, line);
+	fflush(out);
+}
+
+const char *cfs_strerror(int neg_errno)
+{
+	switch (-neg_errno) {
+	case EUCLEAN:
+		return "corrupt image or object";
+	case EBADMSG:
+		return "digest mismatch";
+	case EPROTONOSUPPORT:
+		return "unsupported format version or feature";
+	default:
+		return strerror(-neg_errno);
+	}
+}
+
+int cfs_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	if (!s || !*s || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case '\0': break;
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	default: return -EINVAL;
+	}
+	if (*end == 'i' && shift)
+		end++;
+	if ((*end == 'b' || *end == 'B') && shift)
+		end++;
+	if (*end)
+		return -EINVAL;
+	if (shift && v > (UINT64_MAX >> shift))
+		return -ERANGE;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+int cfs_pread_full(int fd, void *buf, size_t len, off_t off)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t n = pread(fd, p, len, off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -ENODATA;
+		p += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
+int cfs_write_full(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int cfs_read_file_at(int dirfd, const char *path, size_t max, void **buf, size_t *len)
+{
+	struct stat st;
+	void *p = NULL;
+	int fd, ret;
+
+	fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		goto out_close;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		ret = -EINVAL;
+		goto out_close;
+	}
+	if ((uint64_t)st.st_size > max) {
+		ret = -EFBIG;
+		goto out_close;
+	}
+	p = malloc(st.st_size ? (size_t)st.st_size : 1);
+	if (!p) {
+		ret = -ENOMEM;
+		goto out_close;
+	}
+	ret = cfs_pread_full(fd, p, (size_t)st.st_size, 0);
+	if (ret < 0) {
+		/* A file that shrank under us is as bad as a torn one. */
+		if (ret == -ENODATA)
+			ret = -EIO;
+		goto out_free;
+	}
+	*buf = p;
+	*len = (size_t)st.st_size;
+	close(fd);
+	return 0;
+
+out_free:
+	free(p);
+out_close:
+	close(fd);
+	return ret;
+}
+
+uint64_t cfs_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/* Small helpers shared by every module: logging, errors, sizes, full I/O. */
+#ifndef CFS_UTIL_H
+#define CFS_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#define CFS_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define CFS_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define CFS_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define CFS_ALIGN_UP(x, a) (((x) + ((a) - 1)) & ~((__typeof__(x))(a) - 1))
+#define CFS_EXPORT __attribute__((visibility("default")))
+#define CFS_PRINTF(f, a) __attribute__((format(printf, f, a)))
+
+enum cfs_log_level { CFS_LOG_ERR = 0, CFS_LOG_WARN, CFS_LOG_INFO, CFS_LOG_DEBUG };
+
+/* The log goes to stderr by default.  These are process-wide settings made
+ * once at start-up by a program's main(), before threads exist. */
+void cfs_log_setup(const char *prog, enum cfs_log_level level, FILE *out);
+void cfs_log(enum cfs_log_level level, const char *fmt, ...) CFS_PRINTF(2, 3);
+#define cfs_err(...) cfs_log(CFS_LOG_ERR, __VA_ARGS__)
+#define cfs_warn(...) cfs_log(CFS_LOG_WARN, __VA_ARGS__)
+#define cfs_info(...) cfs_log(CFS_LOG_INFO, __VA_ARGS__)
+#define cfs_debug(...) cfs_log(CFS_LOG_DEBUG, __VA_ARGS__)
+
+/* strerror() for a negative errno, with the project's meanings of the
+ * aliased values: EUCLEAN is a corrupt image or object, EBADMSG a digest
+ * mismatch. */
+const char *cfs_strerror(int neg_errno);
+
+/* "4096", "64K", "512M", "10G", "1T" (powers of 1024).  0 or -EINVAL. */
+int cfs_parse_size(const char *s, uint64_t *out);
+
+/* Full reads and writes that retry on EINTR and short transfers.
+ * Return 0 or -errno; cfs_pread_full returns -ENODATA on early EOF. */
+int cfs_pread_full(int fd, void *buf, size_t len, off_t off);
+int cfs_write_full(int fd, const void *buf, size_t len);
+
+/* Read a whole file into a malloc'd buffer, refusing files over max bytes
+ * (-EFBIG).  The caller frees *buf.  dirfd may be AT_FDCWD. */
+int cfs_read_file_at(int dirfd, const char *path, size_t max, void **buf, size_t *len);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t cfs_now_ns(void);
+
+#endif /* CFS_UTIL_H */
