@@ -1,3 +1,902 @@
 /* SPDX-License-Identifier: MIT */
-/* placeholder: being written */
+/*
+ * Chunk cache (cache.h).  One mutex guards both tiers' tables and LRU
+ * lists; it is never held across I/O, a load or a large free.  A buffer is
+ * its own table entry: while it loads, later callers sleep on its condition
+ * variable holding a reference, so it outlives a failed load.
+ */
+#include <dirent.h>
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "cache.h"
+#include "format.h"
 #include "util.h"
+
+#define MEM_MAX_DEFAULT (256ull << 20)
+#define DISK_MAX_DEFAULT (10ull << 30)
+#define TABLE_MIN_BUCKETS 1024u
+/* A temporary file this old is left over from a crash, not being written. */
+#define TMP_STALE_SEC 60
+
+#define DISK_MAGIC "CFSCACH1"
+struct disk_hdr {
+	uint8_t magic[8];
+	uint64_t len;      /* le */
+	uint64_t xxh;      /* le, XXH3-64 of the content */
+	uint64_t reserved; /* 0 */
+};
+static_assert(sizeof(struct disk_hdr) == 32, "cache entry header size");
+
+/* "hh/" + 64 hex + NUL; ".tmp." + 16 hex more for temporaries. */
+#define DISK_PATH_LEN (3 + CFS_DIGEST_HEX_LEN + 1)
+#define DISK_TMP_LEN (DISK_PATH_LEN + 5 + 16)
+
+/* An entry of a table and of an LRU list (next = more recent). */
+struct node {
+	cfs_digest d;
+	struct node *hnext;
+	struct node *prev, *next;
+};
+
+struct table {
+	struct node **b;
+	size_t mask;
+	size_t count;
+};
+
+struct cfs_buf {
+	struct node n;          /* c->mem while cached, under c->lock */
+	atomic_uint refs;
+	uint32_t len;
+	bool loading;           /* under c->lock */
+	int err;                /* under c->lock: result for waiters */
+	pthread_cond_t done;    /* broadcast when loading ends */
+	uint8_t data[] __attribute__((aligned(16)));
+};
+
+struct disk_ent {
+	struct node n;
+	uint64_t size;          /* file bytes, header included */
+	bool writing;           /* reserved by a writer: only it may drop this */
+};
+
+struct cfs_cache {
+	pthread_mutex_t lock;
+	struct table mem, disk;
+	struct node mem_lru, disk_lru;  /* sentinels */
+	uint64_t mem_bytes, mem_max;
+	uint64_t disk_bytes, disk_max;
+	int dirfd;                      /* -1: memory only */
+
+	_Atomic uint64_t mem_hits, disk_hits, misses, load_errors;
+	_Atomic uint64_t disk_bad, disk_write_errors, evictions;
+	_Atomic uint64_t warned[2];     /* errno values already logged */
+};
+
+static void stat_add(_Atomic uint64_t *v, uint64_t n)
+{
+	atomic_fetch_add_explicit(v, n, memory_order_relaxed);
+}
+
+static uint64_t stat_load(_Atomic uint64_t *v)
+{
+	return atomic_load_explicit(v, memory_order_relaxed);
+}
+
+/* ---- tables and lists ---- */
+
+static int table_init(struct table *t)
+{
+	t->b = calloc(TABLE_MIN_BUCKETS, sizeof(*t->b));
+	t->mask = TABLE_MIN_BUCKETS - 1;
+	t->count = 0;
+	return t->b ? 0 : -ENOMEM;
+}
+
+/* Digests are SHA-256 outputs of content that verified: uniform bits. */
+static size_t table_slot(const struct table *t, const cfs_digest *d)
+{
+	uint64_t h;
+
+	memcpy(&h, d->b, sizeof(h));
+	return (size_t)h & t->mask;
+}
+
+static struct node *table_find(const struct table *t, const cfs_digest *d)
+{
+	for (struct node *n = t->b[table_slot(t, d)]; n; n = n->hnext)
+		if (cfs_digest_eq(&n->d, d))
+			return n;
+	return NULL;
+}
+
+static void table_grow(struct table *t)
+{
+	size_t nb = (t->mask + 1) * 2;
+	struct node **b = calloc(nb, sizeof(*b));
+	struct table nt = { b, nb - 1, t->count };
+
+	if (!b)
+		return; /* longer chains, still correct */
+	for (size_t i = 0; i <= t->mask; i++) {
+		struct node *n = t->b[i], *next;
+
+		for (; n; n = next) {
+			size_t s = table_slot(&nt, &n->d);
+
+			next = n->hnext;
+			n->hnext = b[s];
+			b[s] = n;
+		}
+	}
+	free(t->b);
+	*t = nt;
+}
+
+static void table_insert(struct table *t, struct node *n)
+{
+	size_t s;
+
+	if (t->count >= t->mask + 1)
+		table_grow(t);
+	s = table_slot(t, &n->d);
+	n->hnext = t->b[s];
+	t->b[s] = n;
+	t->count++;
+}
+
+static void table_remove(struct table *t, struct node *n)
+{
+	struct node **p = &t->b[table_slot(t, &n->d)];
+
+	for (; *p; p = &(*p)->hnext) {
+		if (*p == n) {
+			*p = n->hnext;
+			n->hnext = NULL;
+			t->count--;
+			return;
+		}
+	}
+}
+
+static void list_init(struct node *head)
+{
+	head->prev = head->next = head;
+}
+
+static void list_del(struct node *n)
+{
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	n->prev = n->next = n;
+}
+
+static void list_add_head(struct node *head, struct node *n)
+{
+	n->next = head->next;
+	n->prev = head;
+	head->next->prev = n;
+	head->next = n;
+}
+
+static void list_touch(struct node *head, struct node *n)
+{
+	list_del(n);
+	list_add_head(head, n);
+}
+
+#define buf_of(np) ((struct cfs_buf *)((char *)(np) - offsetof(struct cfs_buf, n)))
+#define ent_of(np) ((struct disk_ent *)((char *)(np) - offsetof(struct disk_ent, n)))
+
+/* ---- buffers ---- */
+
+static struct cfs_buf *buf_new(const cfs_digest *d, uint32_t len)
+{
+	struct cfs_buf *b = malloc(sizeof(*b) + len);
+
+	if (!b)
+		return NULL;
+	memset(b, 0, sizeof(*b));
+	b->n.d = *d;
+	list_init(&b->n);
+	/* One reference for the cache's table, one for the loader. */
+	atomic_init(&b->refs, 2);
+	b->len = len;
+	b->loading = true;
+	if (pthread_cond_init(&b->done, NULL)) {
+		free(b);
+		return NULL;
+	}
+	return b;
+}
+
+static void buf_free(struct cfs_buf *b)
+{
+	pthread_cond_destroy(&b->done);
+	free(b);
+}
+
+static void buf_ref(struct cfs_buf *b)
+{
+	atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+}
+
+void cfs_buf_unref(struct cfs_buf *b)
+{
+	if (b && atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+		buf_free(b);
+}
+
+const uint8_t *cfs_buf_data(const struct cfs_buf *b)
+{
+	return b->data;
+}
+
+size_t cfs_buf_len(const struct cfs_buf *b)
+{
+	return b->len;
+}
+
+/* Drops least recently used buffers until mem_max holds; they are chained
+ * on *victims (through hnext) to be released after unlocking, since the
+ * last reference may munmap megabytes. */
+static void mem_evict_locked(struct cfs_cache *c, struct node **victims)
+{
+	while (c->mem_bytes > c->mem_max && c->mem_lru.prev != &c->mem_lru) {
+		struct node *n = c->mem_lru.prev;
+
+		list_del(n);
+		table_remove(&c->mem, n);
+		c->mem_bytes -= buf_of(n)->len;
+		n->hnext = *victims;
+		*victims = n;
+		stat_add(&c->evictions, 1);
+	}
+}
+
+static void release_victims(struct node *victims)
+{
+	while (victims) {
+		struct node *next = victims->hnext;
+
+		cfs_buf_unref(buf_of(victims));
+		victims = next;
+	}
+}
+
+/* ---- disk tier ---- */
+
+static void disk_path(const cfs_digest *d, char out[DISK_PATH_LEN])
+{
+	char hex[CFS_DIGEST_HEX_LEN + 1];
+
+	cfs_digest_hex(d, hex);
+	snprintf(out, DISK_PATH_LEN, "%.2s/%s", hex, hex);
+}
+
+/* Logs a disk write failure once per errno value; the data is still
+ * served from memory, so the caller never sees it. */
+static void disk_write_failed(struct cfs_cache *c, int err)
+{
+	unsigned e = (unsigned)-err;
+
+	stat_add(&c->disk_write_errors, 1);
+	if (e < 128) {
+		uint64_t bit = 1ull << (e % 64);
+
+		if (atomic_fetch_or(&c->warned[e / 64], bit) & bit)
+			return;
+	}
+	cfs_warn("chunk cache: cannot write to the cache directory (%s); "
+		 "serving from memory", cfs_strerror(err));
+}
+
+/* Forgets an entry whose file turned out missing or bad. */
+static void disk_forget(struct cfs_cache *c, const cfs_digest *d)
+{
+	struct disk_ent *e = NULL;
+	struct node *n;
+
+	pthread_mutex_lock(&c->lock);
+	n = table_find(&c->disk, d);
+	if (n && !ent_of(n)->writing) {
+		e = ent_of(n);
+		table_remove(&c->disk, n);
+		list_del(n);
+		c->disk_bytes -= e->size;
+	}
+	pthread_mutex_unlock(&c->lock);
+	free(e);
+}
+
+/* Marks an entry just read as recently used, adding it when another
+ * process sharing the directory wrote it. */
+static void disk_touch(struct cfs_cache *c, const cfs_digest *d, uint64_t size)
+{
+	struct node *n;
+
+	pthread_mutex_lock(&c->lock);
+	n = table_find(&c->disk, d);
+	if (n) {
+		list_touch(&c->disk_lru, n);
+	} else {
+		struct disk_ent *e = calloc(1, sizeof(*e));
+
+		if (e) {
+			e->n.d = *d;
+			e->size = size;
+			table_insert(&c->disk, &e->n);
+			list_add_head(&c->disk_lru, &e->n);
+			c->disk_bytes += size;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Deletes a torn, truncated or flipped entry; the load rewrites it. */
+static void disk_drop(struct cfs_cache *c, const cfs_digest *d)
+{
+	char path[DISK_PATH_LEN];
+
+	disk_path(d, path);
+	stat_add(&c->disk_bad, 1);
+	cfs_info("chunk cache: entry %s failed its check; reloading", path);
+	unlinkat(c->dirfd, path, 0);
+	disk_forget(c, d);
+}
+
+/* Reads the entry for b into b->data: 0 on a verified hit, else a miss:
+ * -ERANGE when the entry holds another size than the caller asked for. */
+static int disk_read(struct cfs_cache *c, struct cfs_buf *b)
+{
+	char path[DISK_PATH_LEN];
+	struct disk_hdr h;
+	struct iovec iov[2] = { { &h, sizeof(h) }, { b->data, b->len } };
+	size_t total = sizeof(h) + b->len;
+	bool have_hdr;
+	ssize_t n;
+	int fd, ret;
+
+	disk_path(&b->n.d, path);
+	fd = openat(c->dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		ret = -errno;
+		if (ret == -ENOENT)
+			disk_forget(c, &b->n.d);
+		return ret;
+	}
+	do
+		n = preadv(fd, iov, 2, 0);
+	while (n < 0 && errno == EINTR);
+	have_hdr = n >= (ssize_t)sizeof(h);
+	if (n < 0)
+		ret = -errno;
+	else if (have_hdr && (size_t)n < total)
+		ret = cfs_pread_full(fd, b->data + (n - (ssize_t)sizeof(h)), total - (size_t)n, n);
+	else
+		ret = (size_t)n == total ? 0 : -ENODATA;
+	close(fd);
+
+	if (ret < 0 && ret != -ENODATA)
+		return ret; /* EIO and such: a miss, the file may be fine */
+	if (!have_hdr || memcmp(h.magic, DISK_MAGIC, sizeof(h.magic)))
+		goto bad;
+	if (le64toh(h.len) != b->len)
+		return -ERANGE; /* the caller's size disagrees: the load decides */
+	if (ret < 0 || le64toh(h.xxh) != XXH3_64bits(b->data, b->len))
+		goto bad;
+	disk_touch(c, &b->n.d, total);
+	return 0;
+
+bad:
+	disk_drop(c, &b->n.d);
+	return -EUCLEAN;
+}
+
+static void unlink_victims(struct cfs_cache *c, struct node *victims)
+{
+	char path[DISK_PATH_LEN];
+
+	while (victims) {
+		struct node *next = victims->hnext;
+
+		disk_path(&victims->d, path);
+		unlinkat(c->dirfd, path, 0);
+		free(ent_of(victims));
+		victims = next;
+	}
+}
+
+/* Evicts unreserved entries, oldest first, until disk_max holds. */
+static void disk_evict_locked(struct cfs_cache *c, struct node **victims)
+{
+	struct node *n = c->disk_lru.prev;
+
+	while (c->disk_bytes > c->disk_max && n != &c->disk_lru) {
+		struct node *prev = n->prev;
+
+		if (!ent_of(n)->writing) {
+			list_del(n);
+			table_remove(&c->disk, n);
+			c->disk_bytes -= ent_of(n)->size;
+			n->hnext = *victims;
+			*victims = n;
+			stat_add(&c->evictions, 1);
+		}
+		n = prev;
+	}
+}
+
+static int disk_write_file(struct cfs_cache *c, const struct cfs_buf *b)
+{
+	char path[DISK_PATH_LEN], tmp[DISK_TMP_LEN];
+	struct disk_hdr h;
+	uint64_t r;
+	int fd, ret;
+
+	memcpy(h.magic, DISK_MAGIC, sizeof(h.magic));
+	h.len = htole64(b->len);
+	h.xxh = htole64(XXH3_64bits(b->data, b->len));
+	h.reserved = 0;
+
+	disk_path(&b->n.d, path);
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+		r = cfs_now_ns();
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%016" PRIx64, path, r);
+	fd = openat(c->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0 && errno == ENOENT) {
+		/* The fan-out directory, made on first use. */
+		char dir[3] = { path[0], path[1], '\0' };
+
+		if (mkdirat(c->dirfd, dir, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		fd = openat(c->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	}
+	if (fd < 0)
+		return -errno;
+
+	/* No fsync: a torn entry fails its checksum and is reloaded. */
+	ret = cfs_write_full(fd, &h, sizeof(h));
+	if (!ret)
+		ret = cfs_write_full(fd, b->data, b->len);
+	if (close(fd) < 0 && !ret)
+		ret = -errno;
+	if (!ret && renameat(c->dirfd, tmp, c->dirfd, path) < 0)
+		ret = -errno;
+	if (ret < 0)
+		unlinkat(c->dirfd, tmp, 0);
+	return ret;
+}
+
+/* Stores a freshly loaded buffer on disk, making room first.  Failures are
+ * counted and logged, never returned. */
+static void disk_write(struct cfs_cache *c, const struct cfs_buf *b)
+{
+	uint64_t size = sizeof(struct disk_hdr) + (uint64_t)b->len;
+	struct node *victims = NULL;
+	struct disk_ent *e;
+	int ret;
+
+	if (size > c->disk_max)
+		return;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return;
+	e->n.d = b->n.d;
+	e->size = size;
+	e->writing = true;
+
+	pthread_mutex_lock(&c->lock);
+	if (table_find(&c->disk, &b->n.d)) {
+		/* Present, or another thread is writing it. */
+		pthread_mutex_unlock(&c->lock);
+		free(e);
+		return;
+	}
+	table_insert(&c->disk, &e->n);
+	list_add_head(&c->disk_lru, &e->n);
+	c->disk_bytes += size;
+	disk_evict_locked(c, &victims);
+	pthread_mutex_unlock(&c->lock);
+
+	unlink_victims(c, victims);
+	ret = disk_write_file(c, b);
+
+	pthread_mutex_lock(&c->lock);
+	if (ret < 0) {
+		table_remove(&c->disk, &e->n);
+		list_del(&e->n);
+		c->disk_bytes -= size;
+	} else {
+		e->writing = false;
+		e = NULL;
+	}
+	pthread_mutex_unlock(&c->lock);
+
+	if (ret < 0) {
+		free(e);
+		disk_write_failed(c, ret);
+	}
+}
+
+/* ---- start-up: take stock of the directory ---- */
+
+struct scanned {
+	struct disk_ent *e;
+	struct timespec mtime;
+};
+
+static int scanned_cmp(const void *a, const void *b)
+{
+	const struct timespec *x = &((const struct scanned *)a)->mtime;
+	const struct timespec *y = &((const struct scanned *)b)->mtime;
+
+	if (x->tv_sec != y->tv_sec)
+		return x->tv_sec < y->tv_sec ? -1 : 1;
+	return (x->tv_nsec > y->tv_nsec) - (x->tv_nsec < y->tv_nsec);
+}
+
+static bool lower_hex(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return true;
+}
+
+static DIR *opendir_at(int dirfd, const char *name)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	DIR *d;
+
+	if (fd < 0)
+		return NULL;
+	d = fdopendir(fd);
+	if (!d)
+		close(fd);
+	return d;
+}
+
+/* Adds the entries of one fan-out directory to *list; deletes stale
+ * temporaries. */
+static int scan_fanout(struct cfs_cache *c, const char *hh, struct scanned **list, size_t *n,
+		       size_t *cap)
+{
+	time_t now = time(NULL);
+	struct dirent *de;
+	DIR *d;
+	int ret = 0;
+
+	d = opendir_at(c->dirfd, hh);
+	if (!d)
+		return 0;
+	while ((de = readdir(d))) {
+		const char *name = de->d_name;
+		struct disk_ent *e;
+		struct stat sb;
+
+		if (name[0] == '.')
+			continue;
+		if (fstatat(dirfd(d), name, &sb, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(sb.st_mode))
+			continue;
+		if (strstr(name, ".tmp")) {
+			if (now - sb.st_mtime > TMP_STALE_SEC)
+				unlinkat(dirfd(d), name, 0);
+			continue;
+		}
+		if (strlen(name) != CFS_DIGEST_HEX_LEN || !lower_hex(name, CFS_DIGEST_HEX_LEN) ||
+		    memcmp(name, hh, 2))
+			continue;
+		if (*n == *cap) {
+			size_t ncap = *cap ? *cap * 2 : 256;
+			struct scanned *nl = realloc(*list, ncap * sizeof(*nl));
+
+			if (!nl) {
+				ret = -ENOMEM;
+				break;
+			}
+			*list = nl;
+			*cap = ncap;
+		}
+		e = calloc(1, sizeof(*e));
+		if (!e) {
+			ret = -ENOMEM;
+			break;
+		}
+		cfs_digest_parse(name, true, &e->n.d);
+		e->size = (uint64_t)sb.st_size;
+		(*list)[*n].e = e;
+		(*list)[*n].mtime = sb.st_mtim;
+		(*n)++;
+	}
+	closedir(d);
+	return ret;
+}
+
+static int disk_scan(struct cfs_cache *c)
+{
+	struct scanned *list = NULL;
+	size_t n = 0, cap = 0;
+	struct node *victims = NULL;
+	struct dirent *de;
+	DIR *d;
+	int ret = 0;
+
+	d = opendir_at(c->dirfd, ".");
+	if (!d)
+		return -errno;
+	while ((de = readdir(d)) && !ret)
+		if (strlen(de->d_name) == 2 && lower_hex(de->d_name, 2))
+			ret = scan_fanout(c, de->d_name, &list, &n, &cap);
+	closedir(d);
+	if (ret < 0) {
+		for (size_t i = 0; i < n; i++)
+			free(list[i].e);
+		free(list);
+		return ret;
+	}
+
+	/* Oldest first, so that the newest end up at the head. */
+	if (n)
+		qsort(list, n, sizeof(*list), scanned_cmp);
+	for (size_t i = 0; i < n; i++) {
+		table_insert(&c->disk, &list[i].e->n);
+		list_add_head(&c->disk_lru, &list[i].e->n);
+		c->disk_bytes += list[i].e->size;
+	}
+	free(list);
+	disk_evict_locked(c, &victims); /* unlocked: no other thread yet */
+	unlink_victims(c, victims);
+	return 0;
+}
+
+static int mkdir_p(const char *path)
+{
+	char p[PATH_MAX];
+	size_t len = strlen(path);
+
+	if (len == 0 || len >= sizeof(p))
+		return -ENAMETOOLONG;
+	memcpy(p, path, len + 1);
+	for (char *s = strchr(p + 1, '/'); s; s = strchr(s + 1, '/')) {
+		*s = '\0';
+		if (mkdir(p, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*s = '/';
+	}
+	if (mkdir(p, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* ---- public ---- */
+
+int cfs_cache_new(const struct cfs_cache_opts *opts, struct cfs_cache **out)
+{
+	struct cfs_cache *c;
+	int ret;
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->dirfd = -1;
+	c->mem_max = opts && opts->mem_max ? opts->mem_max : MEM_MAX_DEFAULT;
+	c->disk_max = opts && opts->disk_max ? opts->disk_max : DISK_MAX_DEFAULT;
+	list_init(&c->mem_lru);
+	list_init(&c->disk_lru);
+	ret = -pthread_mutex_init(&c->lock, NULL);
+	if (ret < 0)
+		goto out_free;
+	ret = table_init(&c->mem);
+	if (ret < 0)
+		goto out_mutex;
+	ret = table_init(&c->disk);
+	if (ret < 0)
+		goto out_mem_table;
+
+	if (opts && opts->dir) {
+		ret = mkdir_p(opts->dir);
+		if (ret < 0)
+			goto out_disk_table;
+		c->dirfd = open(opts->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (c->dirfd < 0) {
+			ret = -errno;
+			goto out_disk_table;
+		}
+		ret = disk_scan(c);
+		if (ret < 0)
+			goto out_close;
+	}
+	*out = c;
+	return 0;
+
+out_close:
+	close(c->dirfd);
+out_disk_table:
+	free(c->disk.b);
+out_mem_table:
+	free(c->mem.b);
+out_mutex:
+	pthread_mutex_destroy(&c->lock);
+out_free:
+	free(c);
+	return ret;
+}
+
+void cfs_cache_free(struct cfs_cache *c)
+{
+	if (!c)
+		return;
+	/* No get may be running: buffers still referenced by callers stay
+	 * valid, only the cache's references go. */
+	for (size_t i = 0; i <= c->mem.mask; i++) {
+		for (struct node *n = c->mem.b[i], *next; n; n = next) {
+			next = n->hnext;
+			cfs_buf_unref(buf_of(n));
+		}
+	}
+	for (size_t i = 0; i <= c->disk.mask; i++) {
+		for (struct node *n = c->disk.b[i], *next; n; n = next) {
+			next = n->hnext;
+			free(ent_of(n));
+		}
+	}
+	free(c->mem.b);
+	free(c->disk.b);
+	if (c->dirfd >= 0)
+		close(c->dirfd);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+/* Fills a new buffer from disk or through load(); no lock held. */
+static int cache_fill(struct cfs_cache *c, struct cfs_buf *b, cfs_cache_load_fn load, void *ctx,
+		      bool *loaded)
+{
+	int disk = -ENOENT, ret;
+
+	*loaded = false;
+	if (c->dirfd >= 0) {
+		disk = disk_read(c, b);
+		if (disk == 0) {
+			stat_add(&c->disk_hits, 1);
+			return 0;
+		}
+	}
+	stat_add(&c->misses, 1);
+	ret = load(ctx, &b->n.d, b->len, b->data);
+	if (ret < 0) {
+		stat_add(&c->load_errors, 1);
+		return ret;
+	}
+	/* The load verified this size, so the entry's header was wrong. */
+	if (disk == -ERANGE)
+		disk_drop(c, &b->n.d);
+	*loaded = true;
+	return 0;
+}
+
+/* The caller that inserted b loads it and wakes the waiters. */
+static int cache_load(struct cfs_cache *c, struct cfs_buf *b, cfs_cache_load_fn load, void *ctx)
+{
+	bool loaded;
+	int ret;
+
+	ret = cache_fill(c, b, load, ctx, &loaded);
+
+	pthread_mutex_lock(&c->lock);
+	b->loading = false;
+	b->err = ret;
+	if (ret < 0) {
+		/* Not remembered: the next caller tries again. */
+		table_remove(&c->mem, &b->n);
+		c->mem_bytes -= b->len;
+	} else {
+		list_add_head(&c->mem_lru, &b->n);
+	}
+	pthread_cond_broadcast(&b->done);
+	pthread_mutex_unlock(&c->lock);
+
+	if (ret < 0) {
+		cfs_buf_unref(b); /* the table's */
+		cfs_buf_unref(b); /* ours */
+		return ret;
+	}
+	/* After publishing: waiters need not wait for the disk. */
+	if (loaded && c->dirfd >= 0)
+		disk_write(c, b);
+	return 0;
+}
+
+int cfs_cache_get(struct cfs_cache *c, const cfs_digest *d, uint32_t raw_size,
+		  cfs_cache_load_fn load, void *ctx, struct cfs_buf **out)
+{
+	struct cfs_buf *b, *fresh = NULL;
+	struct node *n, *victims = NULL;
+	int ret;
+
+	if (!c || !d || !load || !out)
+		return -EINVAL;
+	if (raw_size > CFS_CHUNK_MAX_SIZE)
+		return -EUCLEAN;
+
+	pthread_mutex_lock(&c->lock);
+	while (!(n = table_find(&c->mem, d))) {
+		if (fresh) {
+			/* Still absent: this caller loads it. */
+			table_insert(&c->mem, &fresh->n);
+			c->mem_bytes += raw_size;
+			mem_evict_locked(c, &victims);
+			pthread_mutex_unlock(&c->lock);
+			release_victims(victims);
+			ret = cache_load(c, fresh, load, ctx);
+			if (ret < 0)
+				return ret;
+			*out = fresh;
+			return 0;
+		}
+		/* Allocate unlocked, then look again. */
+		pthread_mutex_unlock(&c->lock);
+		fresh = buf_new(d, raw_size);
+		if (!fresh)
+			return -ENOMEM;
+		pthread_mutex_lock(&c->lock);
+	}
+
+	b = buf_of(n);
+	buf_ref(b);
+	if (b->loading) {
+		while (b->loading)
+			pthread_cond_wait(&b->done, &c->lock);
+		ret = b->err;
+	} else {
+		list_touch(&c->mem_lru, n);
+		stat_add(&c->mem_hits, 1);
+		ret = 0;
+	}
+	pthread_mutex_unlock(&c->lock);
+
+	/* The content is fixed by the digest; a caller with another size was
+	 * given a wrong one. */
+	if (!ret && b->len != raw_size)
+		ret = -EUCLEAN;
+	if (ret < 0)
+		cfs_buf_unref(b);
+	else
+		*out = b;
+	if (fresh)
+		buf_free(fresh);
+	return ret;
+}
+
+void cfs_cache_stats_get(struct cfs_cache *c, struct cfs_cache_stats *out)
+{
+	out->mem_hits = stat_load(&c->mem_hits);
+	out->disk_hits = stat_load(&c->disk_hits);
+	out->misses = stat_load(&c->misses);
+	out->load_errors = stat_load(&c->load_errors);
+	out->disk_bad = stat_load(&c->disk_bad);
+	out->disk_write_errors = stat_load(&c->disk_write_errors);
+	out->evictions = stat_load(&c->evictions);
+	pthread_mutex_lock(&c->lock);
+	out->disk_bytes = c->disk_bytes;
+	out->mem_bytes = c->mem_bytes;
+	pthread_mutex_unlock(&c->lock);
+}

@@ -1,3 +1,274 @@
 /* SPDX-License-Identifier: MIT */
-/* placeholder: being written */
+/*
+ * The backend-independent part of a store: location dispatch, object keys,
+ * tags and statistics.  Backends only move bytes under keys.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "store_i.h"
 #include "util.h"
+
+#define TAG_NAME_MAX 200
+/* "sha256:" + 64 hex + "\n"; a little slack so that a longer file is
+ * reported as malformed rather than too big. */
+#define TAG_FILE_MAX 128
+
+/* "objects/" + "hh/" + 64 hex + NUL */
+#define OBJ_KEY_LEN (8 + 3 + CFS_DIGEST_HEX_LEN + 1)
+/* "tags/" + name + NUL */
+#define TAG_KEY_LEN (5 + TAG_NAME_MAX + 1)
+
+static void stat_add(_Atomic uint64_t *v, uint64_t n)
+{
+	atomic_fetch_add_explicit(v, n, memory_order_relaxed);
+}
+
+static uint64_t stat_load(_Atomic uint64_t *v)
+{
+	return atomic_load_explicit(v, memory_order_relaxed);
+}
+
+static void obj_key(const cfs_digest *d, char key[OBJ_KEY_LEN])
+{
+	char hex[CFS_DIGEST_HEX_LEN + 1];
+
+	cfs_digest_hex(d, hex);
+	snprintf(key, OBJ_KEY_LEN, "objects/%.2s/%s", hex, hex);
+}
+
+/* ASCII only: ctype.h follows the locale. */
+static bool is_alpha(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static bool is_alnum(char c)
+{
+	return is_alpha(c) || (c >= '0' && c <= '9');
+}
+
+/* Length of a "scheme://" prefix, or 0 when location is a plain path. */
+static size_t url_scheme_len(const char *location)
+{
+	const char *p = location;
+
+	if (!is_alpha(*p))
+		return 0;
+	while (is_alnum(*p) || *p == '+' || *p == '-' || *p == '.')
+		p++;
+	return strncmp(p, "://", 3) ? 0 : (size_t)(p - location) + 3;
+}
+
+int cfs_store_open(const char *location, unsigned flags, struct cfs_store **out)
+{
+	const struct cfs_store_ops *ops = &cfs_store_dir_ops;
+	const char *path = location;
+	struct cfs_store *st;
+	size_t scheme;
+	int ret;
+
+	if (!location || !*location || !out)
+		return -EINVAL;
+	scheme = url_scheme_len(location);
+	if (scheme) {
+		if (strncasecmp(location, "file://", scheme)) {
+			cfs_err("%s: unsupported store location: this build reads local "
+				"directories (a path or file:// URL) only", location);
+			return -EPROTONOSUPPORT;
+		}
+		/* file:///abs/path; a host part other than localhost is not ours. */
+		path = location + scheme;
+		if (!strncmp(path, "localhost/", 10))
+			path += 9;
+		if (*path != '/') {
+			cfs_err("%s: a file:// URL needs an absolute path", location);
+			return -EINVAL;
+		}
+	}
+
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	st->ops = ops;
+	st->location = strdup(location);
+	if (!st->location) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	ret = ops->open(st, path, flags);
+	if (ret < 0)
+		goto out_free_location;
+	*out = st;
+	return 0;
+
+out_free_location:
+	free(st->location);
+out_free:
+	free(st);
+	return ret;
+}
+
+void cfs_store_free(struct cfs_store *st)
+{
+	if (!st)
+		return;
+	st->ops->close(st);
+	free(st->location);
+	free(st);
+}
+
+const char *cfs_store_location(const struct cfs_store *st)
+{
+	return st->location;
+}
+
+int cfs_store_get(struct cfs_store *st, const cfs_digest *d, void **buf, size_t *len)
+{
+	char key[OBJ_KEY_LEN];
+	int ret;
+
+	obj_key(d, key);
+	ret = st->ops->get(st, key, CFS_OBJECT_MAX_SIZE, buf, len);
+	if (ret < 0) {
+		stat_add(&st->get_errors, 1);
+		return ret;
+	}
+	stat_add(&st->gets, 1);
+	stat_add(&st->get_bytes, *len);
+	return 0;
+}
+
+int cfs_store_has(struct cfs_store *st, const cfs_digest *d)
+{
+	char key[OBJ_KEY_LEN];
+
+	obj_key(d, key);
+	return st->ops->has(st, key);
+}
+
+int cfs_store_put(struct cfs_store *st, const cfs_digest *d, const void *buf, size_t len)
+{
+	char key[OBJ_KEY_LEN];
+	int ret;
+
+	/* The content is not checked against d here: the writer just hashed
+	 * it, and every reader verifies it anyway. */
+	if (len > CFS_OBJECT_MAX_SIZE)
+		return -EFBIG;
+	obj_key(d, key);
+	ret = st->ops->put(st, key, buf, len, false);
+	if (ret < 0)
+		return ret;
+	if (ret) {
+		stat_add(&st->puts, 1);
+		stat_add(&st->put_bytes, len);
+	} else {
+		stat_add(&st->put_skipped, 1);
+	}
+	return ret;
+}
+
+int cfs_store_sync(struct cfs_store *st)
+{
+	return st->ops->sync(st);
+}
+
+bool cfs_tag_name_valid(const char *name)
+{
+	size_t len, comp = 0;
+
+	if (!name)
+		return false;
+	len = strnlen(name, TAG_NAME_MAX + 1);
+	if (len == 0 || len > TAG_NAME_MAX || name[0] == '/' || name[len - 1] == '/')
+		return false;
+	for (size_t i = 0; i <= len; i++) {
+		char c = name[i];
+
+		if (c == '/' || c == '\0') {
+			/* Empty, "." and ".." components would escape tags/ or
+			 * alias another name. */
+			if (comp == 0 || (comp == 1 && name[i - 1] == '.') ||
+			    (comp == 2 && name[i - 1] == '.' && name[i - 2] == '.'))
+				return false;
+			comp = 0;
+			continue;
+		}
+		if (!is_alnum(c) && !strchr("._:@+-", c))
+			return false;
+		comp++;
+	}
+	return true;
+}
+
+static int tag_key(const char *name, char key[TAG_KEY_LEN])
+{
+	if (!cfs_tag_name_valid(name))
+		return -EINVAL;
+	snprintf(key, TAG_KEY_LEN, "tags/%s", name);
+	return 0;
+}
+
+int cfs_store_tag_get(struct cfs_store *st, const char *name, cfs_digest *out)
+{
+	char key[TAG_KEY_LEN], text[TAG_FILE_MAX + 1];
+	void *buf;
+	size_t len;
+	int ret;
+
+	ret = tag_key(name, key);
+	if (ret < 0)
+		return ret;
+	ret = st->ops->get(st, key, TAG_FILE_MAX, &buf, &len);
+	if (ret == -EFBIG)
+		return -EUCLEAN;
+	if (ret < 0)
+		return ret;
+	memcpy(text, buf, len);
+	free(buf);
+
+	/* Exactly "sha256:<64 hex>", the newline optional. */
+	if (len && text[len - 1] == '\n')
+		len--;
+	text[len] = '\0';
+	if (len != CFS_REF_STRLEN - 1 || cfs_digest_parse(text, false, out) < 0)
+		return -EUCLEAN;
+	return 0;
+}
+
+int cfs_store_tag_set(struct cfs_store *st, const char *name, const cfs_digest *d)
+{
+	char key[TAG_KEY_LEN], text[CFS_REF_STRLEN + 1];
+	int ret;
+
+	ret = tag_key(name, key);
+	if (ret < 0)
+		return ret;
+	cfs_digest_ref(d, text);
+	text[CFS_REF_STRLEN - 1] = '\n';
+	ret = st->ops->put(st, key, text, CFS_REF_STRLEN, true);
+	return ret < 0 ? ret : 0;
+}
+
+int cfs_store_resolve(struct cfs_store *st, const char *image, cfs_digest *out)
+{
+	if (!image)
+		return -EINVAL;
+	if (!strncmp(image, "sha256:", 7))
+		return cfs_digest_parse(image, false, out);
+	return cfs_store_tag_get(st, image, out);
+}
+
+void cfs_store_stats_get(struct cfs_store *st, struct cfs_store_stats *out)
+{
+	out->gets = stat_load(&st->gets);
+	out->get_bytes = stat_load(&st->get_bytes);
+	out->get_errors = stat_load(&st->get_errors);
+	out->puts = stat_load(&st->puts);
+	out->put_bytes = stat_load(&st->put_bytes);
+	out->put_skipped = stat_load(&st->put_skipped);
+}

@@ -1,3 +1,307 @@
 /* SPDX-License-Identifier: MIT */
-/* placeholder: being written */
+/*
+ * Local directory store backend.  Every access is relative to an
+ * O_DIRECTORY descriptor of the root, so a renamed or replaced path does
+ * not redirect an open store.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store_i.h"
 #include "util.h"
+
+#define MARKER "cfs-store"
+#define MARKER_TEXT "cfs-store 1\n"
+#define MARKER_MAX 64
+
+struct dir_store {
+	int rootfd;
+};
+
+static int rootfd(struct cfs_store *st)
+{
+	return ((struct dir_store *)st->priv)->rootfd;
+}
+
+/* Creates the directories above key (mkdir -p of its dirname). */
+static int mkdir_parents(int dirfd, const char *key)
+{
+	char path[PATH_MAX];
+	size_t len = strlen(key);
+
+	if (len >= sizeof(path))
+		return -ENAMETOOLONG;
+	memcpy(path, key, len + 1);
+	for (char *p = strchr(path, '/'); p; p = strchr(p + 1, '/')) {
+		*p = '\0';
+		if (mkdirat(dirfd, path, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	return 0;
+}
+
+/* Marker: "cfs-store <version>\n".  Another version is a format we do not
+ * speak; anything else is not a store. */
+static int marker_check(int fd)
+{
+	void *buf;
+	size_t len;
+	int ret;
+
+	ret = cfs_read_file_at(fd, MARKER, MARKER_MAX, &buf, &len);
+	if (ret == -EFBIG || ret == -EINVAL)
+		return -EUCLEAN;
+	if (ret < 0)
+		return ret;
+	if (len == strlen(MARKER_TEXT) && !memcmp(buf, MARKER_TEXT, len))
+		ret = 0;
+	else if (len > strlen(MARKER " ") && !memcmp(buf, MARKER " ", strlen(MARKER " ")))
+		ret = -EPROTONOSUPPORT;
+	else
+		ret = -EUCLEAN;
+	free(buf);
+	return ret;
+}
+
+/* A directory may become a store when it holds nothing but what an
+ * interrupted create leaves: turning some unrelated non-empty directory
+ * into a store would be a surprise. */
+static int dir_adoptable(int fd)
+{
+	struct dirent *de;
+	DIR *d;
+	int dfd, ret = 0;
+
+	dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return -errno;
+	}
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+		    !strcmp(de->d_name, "objects") || !strcmp(de->d_name, "tags") ||
+		    !strncmp(de->d_name, MARKER ".tmp.", strlen(MARKER ".tmp.")))
+			continue;
+		ret = -EUCLEAN;
+		break;
+	}
+	closedir(d);
+	return ret;
+}
+
+static int dir_put(struct cfs_store *st, const char *key, const void *buf, size_t len,
+		   bool replace);
+
+static int dir_create(struct cfs_store *st, int fd)
+{
+	int ret;
+
+	ret = dir_adoptable(fd);
+	if (ret < 0)
+		return ret;
+	if (mkdirat(fd, "objects", 0755) < 0 && errno != EEXIST)
+		return -errno;
+	if (mkdirat(fd, "tags", 0755) < 0 && errno != EEXIST)
+		return -errno;
+	/* The marker last: a store that has one is complete. */
+	ret = dir_put(st, MARKER, MARKER_TEXT, strlen(MARKER_TEXT), false);
+	return ret < 0 ? ret : 0;
+}
+
+static int dir_open(struct cfs_store *st, const char *location, unsigned flags)
+{
+	struct dir_store *ds;
+	int ret;
+
+	ds = calloc(1, sizeof(*ds));
+	if (!ds)
+		return -ENOMEM;
+	if ((flags & CFS_STORE_CREATE) && mkdir(location, 0755) < 0 && errno != EEXIST) {
+		ret = -errno;
+		goto out_free;
+	}
+	ds->rootfd = open(location, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (ds->rootfd < 0) {
+		ret = -errno;
+		goto out_free;
+	}
+	st->priv = ds;
+
+	ret = marker_check(ds->rootfd);
+	if (ret == -ENOENT)
+		ret = (flags & CFS_STORE_CREATE) ? dir_create(st, ds->rootfd) : -EUCLEAN;
+	if (ret < 0) {
+		cfs_debug("%s: not a cfs store: %s", location, cfs_strerror(ret));
+		goto out_close;
+	}
+	return 0;
+
+out_close:
+	st->priv = NULL;
+	close(ds->rootfd);
+out_free:
+	free(ds);
+	return ret;
+}
+
+static void dir_close(struct cfs_store *st)
+{
+	struct dir_store *ds = st->priv;
+
+	if (!ds)
+		return;
+	close(ds->rootfd);
+	free(ds);
+	st->priv = NULL;
+}
+
+static int dir_get(struct cfs_store *st, const char *key, size_t max, void **buf, size_t *len)
+{
+	struct stat sb;
+	int ret;
+
+	ret = cfs_read_file_at(rootfd(st), key, max, buf, len);
+	/* A component that is a file (tag "a" asked as "a/b") means absent. */
+	if (ret == -ENOTDIR)
+		return -ENOENT;
+	if (ret == -EINVAL) {
+		/* Not a regular file: a directory is just not this key (tag
+		 * "a" when only "a/b" exists); anything else is damage. */
+		if (fstatat(rootfd(st), key, &sb, 0) == 0 && S_ISDIR(sb.st_mode))
+			return -ENOENT;
+		return -EUCLEAN;
+	}
+	return ret;
+}
+
+static int dir_has(struct cfs_store *st, const char *key)
+{
+	struct stat sb;
+
+	if (fstatat(rootfd(st), key, &sb, 0) < 0)
+		return (errno == ENOENT || errno == ENOTDIR) ? 0 : -errno;
+	return S_ISREG(sb.st_mode);
+}
+
+static void tmp_name(const char *key, char *out, size_t size)
+{
+	uint64_t r;
+
+	/* Uniqueness only matters among concurrent writers, and O_EXCL
+	 * catches the rest. */
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+		r = cfs_now_ns() ^ ((uint64_t)getpid() << 32);
+	snprintf(out, size, "%s.tmp.%016" PRIx64, key, r);
+}
+
+/* Moves tmp to key without ever replacing an existing key: 1 when moved,
+ * 0 when key was there already (tmp is left for the caller), or -errno. */
+static int link_noreplace(int fd, const char *tmp, const char *key)
+{
+	if (renameat2(fd, tmp, fd, key, RENAME_NOREPLACE) == 0)
+		return 1;
+	if (errno == EEXIST)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)
+		return -errno;
+
+	/* No RENAME_NOREPLACE here (some network and FUSE filesystems). */
+	if (linkat(fd, tmp, fd, key, 0) == 0) {
+		unlinkat(fd, tmp, 0);
+		return 1;
+	}
+	if (errno == EEXIST)
+		return 0;
+	if (errno != EPERM && errno != ENOTSUP && errno != EOPNOTSUPP)
+		return -errno;
+
+	/* Nor hard links.  Content addressing makes the race harmless: a
+	 * concurrent writer of the same key wrote the same bytes. */
+	if (faccessat(fd, key, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+		return 0;
+	return renameat(fd, tmp, fd, key) < 0 ? -errno : 1;
+}
+
+static int dir_put(struct cfs_store *st, const char *key, const void *buf, size_t len,
+		   bool replace)
+{
+	char tmp[PATH_MAX];
+	int fd, dfd = rootfd(st), ret;
+
+	if (!replace) {
+		/* The common case of a re-pack: skip the write entirely. */
+		ret = dir_has(st, key);
+		if (ret)
+			return ret < 0 ? ret : 0;
+	}
+	if (strlen(key) + 32 > sizeof(tmp))
+		return -ENAMETOOLONG;
+
+	for (int tries = 0;; tries++) {
+		tmp_name(key, tmp, sizeof(tmp));
+		fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (fd >= 0)
+			break;
+		ret = -errno;
+		/* The fan-out or tag directory is made on first use. */
+		if (ret == -ENOENT && tries == 0) {
+			ret = mkdir_parents(dfd, key);
+			if (ret < 0)
+				return ret;
+			continue;
+		}
+		if (ret == -EEXIST && tries < 4)
+			continue;
+		return ret;
+	}
+
+	ret = cfs_write_full(fd, buf, len);
+	if (close(fd) < 0 && ret == 0)
+		ret = -errno;
+	if (ret < 0)
+		goto out_unlink;
+
+	if (replace) {
+		if (renameat(dfd, tmp, dfd, key) < 0) {
+			ret = -errno;
+			goto out_unlink;
+		}
+		return 1;
+	}
+	ret = link_noreplace(dfd, tmp, key);
+	if (ret < 1)
+		goto out_unlink;
+	return 1;
+
+out_unlink:
+	unlinkat(dfd, tmp, 0);
+	return ret;
+}
+
+static int dir_sync(struct cfs_store *st)
+{
+	return syncfs(rootfd(st)) < 0 ? -errno : 0;
+}
+
+const struct cfs_store_ops cfs_store_dir_ops = {
+	.name = "dir",
+	.open = dir_open,
+	.close = dir_close,
+	.get = dir_get,
+	.has = dir_has,
+	.put = dir_put,
+	.sync = dir_sync,
+};
