@@ -1,4 +1,603 @@
 /* SPDX-License-Identifier: MIT */
-/* placeholder: being written */
-int main(void);
-int main(void) { return 77; }
+/*
+ * cfs-pack: turns a directory or a tar archive into an image in a store.
+ *
+ * The source walker (main thread) feeds the builder and the chunker; sealed
+ * chunks go through a bounded queue to N workers that hash, compress and
+ * store them, so memory stays bounded however large the files are.  The
+ * index is written last, after every chunk is durable, and the tag after
+ * the index: a reader never sees a tag whose image is incomplete.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "builder.h"
+#include "chunker.h"
+#include "codec.h"
+#include "digest.h"
+#include "format.h"
+#include "store.h"
+#include "util.h"
+
+#include "pack.h"
+
+#define PROG "cfs-pack"
+#define PROGRESS_NS 500000000ull
+
+struct job {
+	uint32_t chunk;
+	void *data;
+	size_t len;
+};
+
+struct cfs_pack_pipe {
+	pthread_mutex_t mu;
+	pthread_cond_t not_empty, not_full;
+	struct job *q;
+	size_t cap, head, count;
+	bool closing;
+	int err;               /* first worker error; stops the feed */
+
+	struct cfs_pack *p;
+	struct cfs_store *st;
+	struct cfs_builder *b;
+	uint32_t chunk_size;
+	int level;
+
+	/* Under mu. */
+	uint64_t chunks, new_objects, present, stored_bytes;
+
+	pthread_t *threads;
+	unsigned nthreads, started;
+
+	bool progress;
+	uint64_t t0, last_progress;
+};
+
+/* First error message of the pack: written once, read by main(). */
+static pthread_mutex_t fail_mu = PTHREAD_MUTEX_INITIALIZER;
+static char fail_msg[PATH_MAX + 256];
+static int fail_err;
+
+int cfs_pack_fail(struct cfs_pack *p, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	(void)p;
+	pthread_mutex_lock(&fail_mu);
+	if (!fail_err) {
+		fail_err = err;
+		va_start(ap, fmt);
+		vsnprintf(fail_msg, sizeof(fail_msg), fmt, ap);
+		va_end(ap);
+	}
+	pthread_mutex_unlock(&fail_mu);
+	return err;
+}
+
+/* ---- workers ---- */
+
+static int store_chunk(struct cfs_pack_pipe *pp, const struct job *j, void *obj, size_t cap,
+		       bool *is_new, size_t *stored)
+{
+	cfs_digest d;
+	char hex[CFS_DIGEST_HEX_LEN + 1];
+	ssize_t n;
+	int ret;
+
+	cfs_sha256(j->data, j->len, &d);
+	ret = cfs_store_has(pp->st, &d);
+	if (ret == 1) {
+		void *old;
+		size_t oldlen;
+
+		/* Present: nothing to upload.  Its stored size still goes into the
+		 * index, read from the object itself so that the index (and the
+		 * image reference) does not depend on what the store held. */
+		ret = cfs_store_get(pp->st, &d, &old, &oldlen);
+		if (ret == 0) {
+			free(old);
+			*is_new = false;
+			*stored = oldlen;
+			goto set;
+		}
+		if (ret != -ENOENT)
+			goto fail;
+		/* Gone meanwhile: store it again. */
+	} else if (ret < 0) {
+		goto fail;
+	}
+	n = cfs_obj_encode(obj, cap, j->data, j->len, pp->level);
+	if (n < 0) {
+		ret = (int)n;
+		cfs_digest_hex(&d, hex);
+		return cfs_pack_fail(pp->p, ret, "compressing chunk %s: %s", hex, cfs_strerror(ret));
+	}
+	ret = cfs_store_put(pp->st, &d, obj, (size_t)n);
+	if (ret < 0)
+		goto fail;
+	*is_new = ret == 1;
+	*stored = (size_t)n;
+set:
+	ret = cfs_builder_chunk_set(pp->b, j->chunk, &d, (uint32_t)j->len, (uint32_t)*stored);
+	if (ret < 0)
+		return cfs_pack_fail(pp->p, ret, "recording chunk %u: %s", j->chunk,
+				     cfs_strerror(ret));
+	return 0;
+fail:
+	cfs_digest_hex(&d, hex);
+	return cfs_pack_fail(pp->p, ret, "%s: object %s: %s", cfs_store_location(pp->st), hex,
+			     cfs_strerror(ret));
+}
+
+static void *worker(void *arg)
+{
+	struct cfs_pack_pipe *pp = arg;
+	size_t cap = cfs_obj_bound(pp->chunk_size);
+	void *obj = malloc(cap);
+
+	for (;;) {
+		struct job j;
+		bool skip, is_new = false;
+		size_t stored = 0;
+		int ret;
+
+		pthread_mutex_lock(&pp->mu);
+		while (!pp->count && !pp->closing)
+			pthread_cond_wait(&pp->not_empty, &pp->mu);
+		if (!pp->count) {
+			pthread_mutex_unlock(&pp->mu);
+			break;
+		}
+		j = pp->q[pp->head];
+		pp->head = (pp->head + 1) % pp->cap;
+		pp->count--;
+		pthread_cond_signal(&pp->not_full);
+		if (!obj && !pp->err) {
+			pp->err = cfs_pack_fail(pp->p, -ENOMEM, "worker buffer: %s",
+						cfs_strerror(-ENOMEM));
+			pthread_cond_broadcast(&pp->not_full);
+		}
+		skip = pp->err != 0;
+		pthread_mutex_unlock(&pp->mu);
+
+		/* After an error the queue is only drained, so that the feed
+		 * never waits on a full queue nobody serves. */
+		ret = skip ? 0 : store_chunk(pp, &j, obj, cap, &is_new, &stored);
+		free(j.data);
+		if (skip)
+			continue;
+
+		pthread_mutex_lock(&pp->mu);
+		if (ret < 0) {
+			if (!pp->err)
+				pp->err = ret;
+			pthread_cond_broadcast(&pp->not_full);
+		} else if (is_new) {
+			pp->new_objects++;
+			pp->stored_bytes += stored;
+		} else {
+			pp->present++;
+		}
+		pthread_mutex_unlock(&pp->mu);
+	}
+	free(obj);
+	return NULL;
+}
+
+static void progress(struct cfs_pack_pipe *pp, bool final)
+{
+	uint64_t now = cfs_now_ns();
+	double s;
+
+	if (!pp->progress || (!final && now - pp->last_progress < PROGRESS_NS))
+		return;
+	pp->last_progress = now;
+	if (final) {
+		fputs("\r\033[K", stderr);
+		return;
+	}
+	s = (double)(now - pp->t0) / 1e9;
+	fprintf(stderr, "\r\033[K" PROG ": %llu files, %.1f MB, %llu chunks, %.1f s",
+		(unsigned long long)pp->p->files, (double)pp->p->bytes_in / 1e6,
+		(unsigned long long)pp->chunks, s);
+}
+
+/* The chunker's emit: queue the chunk, waiting while the queue is full. */
+static int emit(void *ctx, uint32_t chunk, void *data, size_t len)
+{
+	struct cfs_pack_pipe *pp = ctx;
+	int err;
+
+	pthread_mutex_lock(&pp->mu);
+	while (pp->count == pp->cap && !pp->err)
+		pthread_cond_wait(&pp->not_full, &pp->mu);
+	err = pp->err;
+	if (!err) {
+		pp->q[(pp->head + pp->count) % pp->cap] = (struct job){ chunk, data, len };
+		pp->count++;
+		pp->chunks++;
+		pthread_cond_signal(&pp->not_empty);
+	}
+	pthread_mutex_unlock(&pp->mu);
+	if (err) {
+		free(data);
+		return err;
+	}
+	progress(pp, false);
+	return 0;
+}
+
+static int pipe_start(struct cfs_pack_pipe *pp, unsigned nthreads)
+{
+	int ret;
+
+	pp->nthreads = nthreads;
+	pp->cap = 2 * (size_t)nthreads;
+	pp->q = calloc(pp->cap, sizeof(*pp->q));
+	pp->threads = calloc(nthreads, sizeof(*pp->threads));
+	if (!pp->q || !pp->threads)
+		return -ENOMEM;
+	for (pp->started = 0; pp->started < nthreads; pp->started++) {
+		ret = pthread_create(&pp->threads[pp->started], NULL, worker, pp);
+		if (ret)
+			return -ret;
+	}
+	return 0;
+}
+
+/* Lets the workers finish the queue and stop; returns their first error. */
+static int pipe_stop(struct cfs_pack_pipe *pp)
+{
+	pthread_mutex_lock(&pp->mu);
+	pp->closing = true;
+	pthread_cond_broadcast(&pp->not_empty);
+	pthread_mutex_unlock(&pp->mu);
+	for (unsigned i = 0; i < pp->started; i++)
+		pthread_join(pp->threads[i], NULL);
+	pp->started = 0;
+	/* Anything still queued (no thread could start) is dropped. */
+	while (pp->count) {
+		free(pp->q[pp->head].data);
+		pp->head = (pp->head + 1) % pp->cap;
+		pp->count--;
+	}
+	return pp->err;
+}
+
+int cfs_pack_data(struct cfs_pack *p, const char *path, uint64_t off, const void *buf, size_t len)
+{
+	int ret = cfs_chunker_file_data(p->ch, off, buf, len);
+
+	if (ret < 0)
+		return cfs_pack_fail(p, ret, "%s: %s", path, cfs_strerror(ret));
+	p->bytes_in += len;
+	return 0;
+}
+
+/* ---- main ---- */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: " PROG " [-q] [--tag NAME] [-j N] [--chunk-size SIZE] [--level N]\n"
+		"                [--small-max SIZE] [--group-bits N] SOURCE STORE\n"
+		"\n"
+		"Packs SOURCE (a directory, or a tar archive: plain, gzip, zstd, xz, bzip2)\n"
+		"into STORE (a directory, created if absent) and prints the image\n"
+		"reference, sha256:<hex>, on stdout.\n"
+		"\n"
+		"  -q, --quiet           no summary on stderr\n"
+		"  -t, --tag NAME        point tag NAME at the image\n"
+		"  -j, --jobs N          worker threads (default: online CPUs)\n"
+		"  -c, --chunk-size SIZE chunk size, 64K..64M (default 1M)\n"
+		"  -l, --level N         zstd level (default %d)\n"
+		"      --small-max SIZE  files smaller than this share group chunks (default 64K)\n"
+		"      --group-bits N    groups average 2^N small files (default %d)\n",
+		CFS_ZSTD_LEVEL_DEFAULT, CFS_GROUP_BITS_DEFAULT);
+}
+
+static int parse_uint(const char *s, long min, long max, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < min || v > max)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+/* The store directory's identity, so that the walk can skip it. */
+static void note_store(struct cfs_pack *p, const char *location)
+{
+	struct stat sb;
+
+	if (!strncmp(location, "file://", 7))
+		location += 7;
+	if (stat(location, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+		p->store_known = true;
+		p->store_dev = sb.st_dev;
+		p->store_ino = sb.st_ino;
+	}
+}
+
+static int write_index(struct cfs_store *st, const void *idx, size_t len, int level,
+		       cfs_digest *d, size_t *stored)
+{
+	size_t cap = cfs_obj_bound(len);
+	void *obj = malloc(cap);
+	ssize_t n;
+	int ret;
+
+	if (!obj)
+		return -ENOMEM;
+	cfs_sha256(idx, len, d);
+	n = cfs_obj_encode(obj, cap, idx, len, level);
+	if (n < 0) {
+		ret = (int)n;
+		goto out;
+	}
+	ret = cfs_store_put(st, d, obj, (size_t)n);
+	*stored = ret == 1 ? (size_t)n : 0;
+out:
+	free(obj);
+	return ret < 0 ? ret : 0;
+}
+
+static void human(double v, char *buf, size_t len)
+{
+	const char *u[] = { "B", "kB", "MB", "GB", "TB" };
+	unsigned i = 0;
+
+	while (v >= 1000 && i + 1 < CFS_ARRAY_SIZE(u)) {
+		v /= 1000;
+		i++;
+	}
+	snprintf(buf, len, i ? "%.1f %s" : "%.0f %s", v, u[i]);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "tag", required_argument, NULL, 't' },
+		{ "jobs", required_argument, NULL, 'j' },
+		{ "chunk-size", required_argument, NULL, 'c' },
+		{ "level", required_argument, NULL, 'l' },
+		{ "small-max", required_argument, NULL, 'S' },
+		{ "group-bits", required_argument, NULL, 'G' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct cfs_chunker_opts copts = { 0 };
+	struct cfs_pack p = { 0 };
+	struct cfs_pack_pipe pp = { .mu = PTHREAD_MUTEX_INITIALIZER,
+				    .not_empty = PTHREAD_COND_INITIALIZER,
+				    .not_full = PTHREAD_COND_INITIALIZER };
+	struct cfs_builder_stats bs = { 0 };
+	struct cfs_store *st = NULL;
+	const char *tag = NULL, *source, *store_loc;
+	bool quiet = false, is_dir;
+	long jobs, level = CFS_ZSTD_LEVEL_DEFAULT, v;
+	uint64_t size;
+	void *idx = NULL;
+	size_t idx_len = 0, idx_stored = 0;
+	cfs_digest ref;
+	char refstr[CFS_REF_STRLEN];
+	struct stat sb;
+	int opt, src_fd = -1, ret, rc = 1;
+
+	jobs = sysconf(_SC_NPROCESSORS_ONLN);
+	if (jobs < 1)
+		jobs = 1;
+	while ((opt = getopt_long(argc, argv, "qt:j:c:l:h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'q':
+			quiet = true;
+			break;
+		case 't':
+			tag = optarg;
+			if (!cfs_tag_name_valid(tag)) {
+				fprintf(stderr, PROG ": invalid tag name: %s\n", tag);
+				return 2;
+			}
+			break;
+		case 'j':
+			if (parse_uint(optarg, 1, 1024, &jobs) < 0) {
+				fprintf(stderr, PROG ": -j: expected 1..1024: %s\n", optarg);
+				return 2;
+			}
+			break;
+		case 'c':
+			if (cfs_parse_size(optarg, &size) < 0 || size < (64u << 10) ||
+			    size > CFS_CHUNK_MAX_SIZE) {
+				fprintf(stderr, PROG ": --chunk-size: expected 64K..64M: %s\n", optarg);
+				return 2;
+			}
+			copts.chunk_size = (uint32_t)size;
+			break;
+		case 'l':
+			if (parse_uint(optarg, 1, 22, &level) < 0) {
+				fprintf(stderr, PROG ": --level: expected 1..22: %s\n", optarg);
+				return 2;
+			}
+			break;
+		case 'S':
+			if (cfs_parse_size(optarg, &size) < 0 || size < 1 || size > CFS_CHUNK_MAX_SIZE) {
+				fprintf(stderr, PROG ": --small-max: bad size: %s\n", optarg);
+				return 2;
+			}
+			copts.small_max = (uint32_t)size;
+			break;
+		case 'G':
+			if (parse_uint(optarg, 1, 32, &v) < 0) {
+				fprintf(stderr, PROG ": --group-bits: expected 1..32: %s\n", optarg);
+				return 2;
+			}
+			copts.group_bits = (uint32_t)v;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (argc - optind != 2) {
+		usage(stderr);
+		return 2;
+	}
+	source = argv[optind];
+	store_loc = argv[optind + 1];
+	if (!copts.chunk_size)
+		copts.chunk_size = CFS_CHUNK_SIZE_DEFAULT;
+	if (copts.small_max >= copts.chunk_size) {
+		fprintf(stderr, PROG ": --small-max must be below the chunk size\n");
+		return 2;
+	}
+	cfs_log_setup(PROG, quiet ? CFS_LOG_ERR : CFS_LOG_WARN, stderr);
+
+	/* The source first, so that a typo does not leave an empty store. */
+	if (!strcmp(source, "-")) {
+		src_fd = dup(STDIN_FILENO);
+	} else {
+		src_fd = open(source, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	}
+	if (src_fd < 0 || fstat(src_fd, &sb) < 0) {
+		fprintf(stderr, PROG ": %s: %s\n", source, strerror(errno));
+		goto out;
+	}
+	is_dir = S_ISDIR(sb.st_mode);
+	if (!is_dir) {
+		/* Reads of a FIFO or a pipe must block. */
+		int fl = fcntl(src_fd, F_GETFL);
+		if (fl >= 0)
+			fcntl(src_fd, F_SETFL, fl & ~O_NONBLOCK);
+	}
+
+	ret = cfs_store_open(store_loc, CFS_STORE_CREATE, &st);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": %s: %s\n", store_loc,
+			ret == -EUCLEAN ? "exists but is not a cfs store" : cfs_strerror(ret));
+		goto out;
+	}
+	note_store(&p, store_loc);
+
+	ret = cfs_builder_new(copts.chunk_size, &p.b);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": builder: %s\n", cfs_strerror(ret));
+		goto out;
+	}
+	pp.p = &p;
+	pp.st = st;
+	pp.b = p.b;
+	pp.chunk_size = copts.chunk_size;
+	pp.level = (int)level;
+	pp.progress = !quiet && isatty(STDERR_FILENO);
+	pp.t0 = pp.last_progress = cfs_now_ns();
+	p.pipe = &pp;
+	ret = cfs_chunker_new(&copts, p.b, emit, &pp, &p.ch);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": chunker: %s\n", cfs_strerror(ret));
+		goto out;
+	}
+	ret = pipe_start(&pp, (unsigned)jobs);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": starting workers: %s\n", cfs_strerror(ret));
+		goto out_pipe;
+	}
+
+	if (is_dir) {
+		close(src_fd);
+		src_fd = -1;
+		ret = cfs_pack_dir(&p, source);
+	} else {
+		ret = cfs_pack_tar(&p, src_fd, source);
+	}
+	if (ret == 0) {
+		ret = cfs_chunker_flush(p.ch);
+		if (ret < 0)
+			cfs_pack_fail(&p, ret, "chunker: %s", cfs_strerror(ret));
+	}
+	/* Always drain: the workers must be joined before anything is freed. */
+	if (pipe_stop(&pp) < 0 || ret < 0 || fail_err)
+		goto out_failed;
+	progress(&pp, true);
+
+	ret = cfs_builder_finish(p.b, &idx, &idx_len, &bs);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": building the index: %s\n", cfs_strerror(ret));
+		goto out_pipe;
+	}
+	ret = write_index(st, idx, idx_len, (int)level, &ref, &idx_stored);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": %s: writing the index: %s\n", store_loc, cfs_strerror(ret));
+		goto out_pipe;
+	}
+	ret = cfs_store_sync(st);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": %s: sync: %s\n", store_loc, cfs_strerror(ret));
+		goto out_pipe;
+	}
+	if (tag) {
+		ret = cfs_store_tag_set(st, tag, &ref);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": %s: tag %s: %s\n", store_loc, tag, cfs_strerror(ret));
+			goto out_pipe;
+		}
+	}
+
+	if (!quiet) {
+		double s = (double)(cfs_now_ns() - pp.t0) / 1e9;
+		char in[32], wr[32];
+
+		human((double)p.bytes_in, in, sizeof(in));
+		human((double)(pp.stored_bytes + idx_stored), wr, sizeof(wr));
+		fprintf(stderr,
+			PROG ": %llu files, %llu dirs, %s in, %llu chunks, %llu new objects "
+			"(%llu already stored), %s written, index %zu bytes, %.2f s, %.1f MB/s\n",
+			(unsigned long long)bs.files, (unsigned long long)bs.dirs, in,
+			(unsigned long long)pp.chunks, (unsigned long long)pp.new_objects,
+			(unsigned long long)pp.present, wr, idx_len, s,
+			s > 0 ? (double)p.bytes_in / 1e6 / s : 0.0);
+	}
+	cfs_digest_ref(&ref, refstr);
+	if (printf("%s\n", refstr) < 0 || fflush(stdout) != 0) {
+		fprintf(stderr, PROG ": stdout: %s\n", strerror(errno));
+		goto out_pipe;
+	}
+	rc = 0;
+	goto out_pipe;
+
+out_failed:
+	progress(&pp, true);
+	if (fail_err)
+		fprintf(stderr, PROG ": %s\n", fail_msg);
+	else
+		fprintf(stderr, PROG ": %s\n", cfs_strerror(ret < 0 ? ret : pp.err));
+out_pipe:
+	pipe_stop(&pp);
+	free(pp.q);
+	free(pp.threads);
+out:
+	free(idx);
+	cfs_chunker_free(p.ch);
+	cfs_builder_free(p.b);
+	cfs_store_free(st);
+	if (src_fd >= 0)
+		close(src_fd);
+	return rc;
+}
