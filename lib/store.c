@@ -142,12 +142,12 @@ int cfs_store_get(struct cfs_store *st, const cfs_digest *d, void **buf, size_t 
 	return 0;
 }
 
-int cfs_store_has(struct cfs_store *st, const cfs_digest *d)
+int cfs_store_has(struct cfs_store *st, const cfs_digest *d, uint64_t *size)
 {
 	char key[OBJ_KEY_LEN];
 
 	obj_key(d, key);
-	return st->ops->has(st, key);
+	return st->ops->has(st, key, size);
 }
 
 int cfs_store_put(struct cfs_store *st, const cfs_digest *d, const void *buf, size_t len)

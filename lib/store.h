@@ -49,8 +49,9 @@ const char *cfs_store_location(const struct cfs_store *st);
  * -ENOENT when absent. */
 int cfs_store_get(struct cfs_store *st, const cfs_digest *d, void **buf, size_t *len);
 
-/* 1 when present, 0 when absent, or -errno. */
-int cfs_store_has(struct cfs_store *st, const cfs_digest *d);
+/* 1 when present, 0 when absent, or -errno.  When present and size is not
+ * NULL, *size is the object's stored size (a stat or HEAD, not a read). */
+int cfs_store_has(struct cfs_store *st, const cfs_digest *d, uint64_t *size);
 
 /* Writes object d atomically (temporary file, then rename) unless it is
  * already present.  Returns 1 when written, 0 when present, or -errno.

@@ -187,13 +187,17 @@ static int dir_get(struct cfs_store *st, const char *key, size_t max, void **buf
 	return ret;
 }
 
-static int dir_has(struct cfs_store *st, const char *key)
+static int dir_has(struct cfs_store *st, const char *key, uint64_t *size)
 {
 	struct stat sb;
 
 	if (fstatat(rootfd(st), key, &sb, 0) < 0)
 		return (errno == ENOENT || errno == ENOTDIR) ? 0 : -errno;
-	return S_ISREG(sb.st_mode);
+	if (!S_ISREG(sb.st_mode))
+		return 0;
+	if (size)
+		*size = (uint64_t)sb.st_size;
+	return 1;
 }
 
 static void tmp_name(const char *key, char *out, size_t size)
@@ -243,7 +247,7 @@ static int dir_put(struct cfs_store *st, const char *key, const void *buf, size_
 
 	if (!replace) {
 		/* The common case of a re-pack: skip the write entirely. */
-		ret = dir_has(st, key);
+		ret = dir_has(st, key, NULL);
 		if (ret)
 			return ret < 0 ? ret : 0;
 	}

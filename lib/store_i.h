@@ -15,8 +15,8 @@ struct cfs_store_ops {
 	void (*close)(struct cfs_store *st);
 	/* malloc'd whole object; -ENOENT when absent; -EFBIG over max. */
 	int (*get)(struct cfs_store *st, const char *key, size_t max, void **buf, size_t *len);
-	/* 1 present, 0 absent. */
-	int (*has)(struct cfs_store *st, const char *key);
+	/* 1 present (and *size set when size is not NULL), 0 absent. */
+	int (*has)(struct cfs_store *st, const char *key, uint64_t *size);
 	/* Atomic.  With replace false, an existing key is kept and 0 returned. */
 	int (*put)(struct cfs_store *st, const char *key, const void *buf, size_t len, bool replace);
 	int (*sync)(struct cfs_store *st);

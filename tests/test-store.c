@@ -120,6 +120,7 @@ static void test_objects(struct cfs_store *st)
 	struct stat a, b;
 	char hex[CFS_DIGEST_HEX_LEN + 1], p[512], rel[128];
 	cfs_digest d, missing;
+	uint64_t osize = 0;
 	void *buf = NULL;
 	size_t len = 0;
 	int ret;
@@ -129,10 +130,10 @@ static void test_objects(struct cfs_store *st)
 	cfs_digest_hex(&d, hex);
 
 	printf("objects: put, has, get\n");
-	CHECK(cfs_store_has(st, &d) == 0, "has before put");
+	CHECK(cfs_store_has(st, &d, NULL) == 0, "has before put");
 	ret = cfs_store_put(st, &d, content, sizeof(content));
 	CHECK(ret == 1, "first put: %d", ret);
-	CHECK(cfs_store_has(st, &d) == 1, "has after put");
+	CHECK(cfs_store_has(st, &d, &osize) == 1 && osize == sizeof(content), "has after put");
 	ret = cfs_store_get(st, &d, &buf, &len);
 	CHECK(ret == 0 && len == sizeof(content) && !memcmp(buf, content, len), "get: %d", ret);
 	free(buf);

@@ -91,28 +91,18 @@ static int store_chunk(struct cfs_pack_pipe *pp, const struct job *j, void *obj,
 {
 	cfs_digest d;
 	char hex[CFS_DIGEST_HEX_LEN + 1];
+	uint64_t oldlen;
 	ssize_t n;
 	int ret;
 
 	cfs_sha256(j->data, j->len, &d);
-	ret = cfs_store_has(pp->st, &d);
+	ret = cfs_store_has(pp->st, &d, &oldlen);
 	if (ret == 1) {
-		void *old;
-		size_t oldlen;
-
-		/* Present: nothing to upload.  Its stored size still goes into the
-		 * index, read from the object itself so that the index (and the
-		 * image reference) does not depend on what the store held. */
-		ret = cfs_store_get(pp->st, &d, &old, &oldlen);
-		if (ret == 0) {
-			free(old);
-			*is_new = false;
-			*stored = oldlen;
-			goto set;
-		}
-		if (ret != -ENOENT)
-			goto fail;
-		/* Gone meanwhile: store it again. */
+		/* Present: nothing to upload.  The index records the size of the
+		 * object the store holds, which is what a reader will fetch. */
+		*is_new = false;
+		*stored = (size_t)oldlen;
+		goto set;
 	} else if (ret < 0) {
 		goto fail;
 	}
