@@ -1,4 +1,674 @@
 /* SPDX-License-Identifier: MIT */
-/* placeholder: being written */
-int main(void);
-int main(void) { return 77; }
+/*
+ * cfs-mount: mount an image of a store read-only over FUSE.
+ *
+ * Everything that can fail because of the arguments (the store, the image,
+ * its index, the cache, the mount point) is opened before anything is
+ * mounted, so a bad argument is one line on stderr and exit status 1 with
+ * nothing left behind.  Then: mount, daemonize (the parent returns once the
+ * mount exists), serve until unmounted or signalled, and write the stats.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "cfs_config.h"
+#include "format.h"
+#include "fs.h"
+#include "image.h"
+#include "store.h"
+#include "util.h"
+
+#define PROG "cfs-mount"
+#define DEFAULT_CACHE_SIZE (10ull << 30)
+#define DEFAULT_MEM_CACHE (256ull << 20)
+#define ENTRY_TIMEOUT 86400.0 /* the image is immutable */
+#define MAX_IDLE_THREADS 10
+#define MAX_THREADS 32
+#define READAHEAD_KB "1024"
+#define MALLOC_MMAP_THRESHOLD (CFS_CHUNK_MAX_SIZE + (1 << 20))
+#define MALLOC_TRIM_THRESHOLD (256 << 20)
+
+struct mount_args {
+	bool foreground, debug;
+	int verbose;
+	bool allow_other, default_permissions;
+	char *fuse_opts;          /* user -o options for libfuse, or NULL */
+	const char *cache_dir;    /* NULL: the default */
+	uint64_t cache_size, mem_cache;
+	const char *stats_file, *log_file;
+	const char *store, *image, *mountpoint;
+};
+
+/* The daemon: the context the ops see, plus what main needs around it. */
+struct daemon {
+	struct cfs_fs fs;
+	char *stats_path;         /* absolute, or NULL */
+	pthread_mutex_t stats_lock;
+	pthread_t stats_thread;
+	bool stats_thread_started;
+	atomic_bool stopping;
+	FILE *log;
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: " PROG " [options] STORE IMAGE MOUNTPOINT\n"
+		"\n"
+		"Mounts IMAGE (a tag or sha256:<hex>) of STORE read-only at MOUNTPOINT.\n"
+		"\n"
+		"  -f, --foreground       stay in the foreground\n"
+		"  -d, --debug            libfuse debug output (implies -f)\n"
+		"  -o OPT[,OPT...]        mount options: allow_other, default_permissions,\n"
+		"                         dev, suid, and others passed to libfuse\n"
+		"      --cache DIR        chunk cache directory (default /var/cache/cfs as\n"
+		"                         root, else $XDG_CACHE_HOME/cfs)\n"
+		"      --cache-size SIZE  bound of the disk cache (default 10G)\n"
+		"      --mem-cache SIZE   bound of the memory cache (default 256M)\n"
+		"      --stats-file FILE  write counters as JSON at exit and on SIGUSR1\n"
+		"      --log FILE         log here (default stderr; syslog once daemonized)\n"
+		"  -v, --verbose          more log output (twice for debug)\n"
+		"  -h, --help             this text\n"
+		"  -V, --version          the version\n");
+}
+
+/* An absolute version of path (which need not exist): the daemon changes
+ * to / when it detaches. */
+static char *abs_path(const char *path)
+{
+	char cwd[PATH_MAX];
+	char *out;
+
+	if (path[0] == '/' || strstr(path, "://"))
+		return strdup(path);
+	if (!getcwd(cwd, sizeof(cwd)))
+		return NULL;
+	if (asprintf(&out, "%s/%s", cwd, path) < 0)
+		return NULL;
+	return out;
+}
+
+/* Appends opt to the comma list *list. */
+static int opt_append(char **list, const char *opt, size_t len)
+{
+	size_t old = *list ? strlen(*list) : 0;
+	char *p = realloc(*list, old + len + 2);
+
+	if (!p)
+		return -ENOMEM;
+	if (old)
+		p[old++] = ',';
+	memcpy(p + old, opt, len);
+	p[old + len] = '\0';
+	*list = p;
+	return 0;
+}
+
+/* -o: note the options cfs cares about, pass everything to libfuse. */
+static int parse_o(struct mount_args *a, const char *s)
+{
+	while (*s) {
+		size_t len = strcspn(s, ",");
+
+		if (len == 2 && !strncmp(s, "rw", 2)) {
+			fprintf(stderr, PROG ": -o rw: images are read-only\n");
+			return -EINVAL;
+		}
+		if (len == 11 && !strncmp(s, "allow_other", len))
+			a->allow_other = true;
+		if (len == 19 && !strncmp(s, "default_permissions", len))
+			a->default_permissions = true;
+		if (len && opt_append(&a->fuse_opts, s, len) < 0)
+			return -ENOMEM;
+		s += len;
+		if (*s == ',')
+			s++;
+	}
+	return 0;
+}
+
+enum { OPT_CACHE = 256, OPT_CACHE_SIZE, OPT_MEM_CACHE, OPT_STATS_FILE, OPT_LOG };
+
+/* 0, 1 when the program should exit 0 (help, version), or -1. */
+static int parse_args(int argc, char **argv, struct mount_args *a)
+{
+	static const struct option longopts[] = {
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "cache", required_argument, NULL, OPT_CACHE },
+		{ "cache-size", required_argument, NULL, OPT_CACHE_SIZE },
+		{ "mem-cache", required_argument, NULL, OPT_MEM_CACHE },
+		{ "stats-file", required_argument, NULL, OPT_STATS_FILE },
+		{ "log", required_argument, NULL, OPT_LOG },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	a->cache_size = DEFAULT_CACHE_SIZE;
+	a->mem_cache = DEFAULT_MEM_CACHE;
+	while ((c = getopt_long(argc, argv, "fdvhVo:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			a->foreground = true;
+			break;
+		case 'd':
+			a->debug = true;
+			a->foreground = true;
+			break;
+		case 'v':
+			a->verbose++;
+			break;
+		case 'h':
+			usage(stdout);
+			return 1;
+		case 'V':
+			printf(PROG " " CFS_VERSION "\n");
+			return 1;
+		case 'o':
+			if (parse_o(a, optarg) < 0)
+				return -1;
+			break;
+		case OPT_CACHE:
+			a->cache_dir = optarg;
+			break;
+		case OPT_CACHE_SIZE:
+		case OPT_MEM_CACHE:
+			if (cfs_parse_size(optarg, c == OPT_CACHE_SIZE ? &a->cache_size
+								       : &a->mem_cache) < 0) {
+				fprintf(stderr, PROG ": %s: invalid size '%s'\n",
+					c == OPT_CACHE_SIZE ? "--cache-size" : "--mem-cache", optarg);
+				return -1;
+			}
+			break;
+		case OPT_STATS_FILE:
+			a->stats_file = optarg;
+			break;
+		case OPT_LOG:
+			a->log_file = optarg;
+			break;
+		default:
+			usage(stderr);
+			return -1;
+		}
+	}
+	if (argc - optind != 3) {
+		fprintf(stderr, PROG ": expected STORE IMAGE MOUNTPOINT\n");
+		usage(stderr);
+		return -1;
+	}
+	a->store = argv[optind];
+	a->image = argv[optind + 1];
+	a->mountpoint = argv[optind + 2];
+	return 0;
+}
+
+/* stats ------------------------------------------------------------------ */
+
+static int stats_write(struct daemon *d)
+{
+	struct cfs_store_stats ss;
+	struct cfs_cache_stats cs;
+	struct cfs_image_stats is;
+	char json[1024], *tmp = NULL;
+	int fd, n, ret;
+
+	cfs_store_stats_get(d->fs.store, &ss);
+	cfs_cache_stats_get(d->fs.cache, &cs);
+	cfs_image_stats_get(d->fs.img, &is);
+	n = snprintf(json, sizeof(json),
+		     "{\"store_gets\":%" PRIu64 ",\"store_get_bytes\":%" PRIu64
+		     ",\"store_get_errors\":%" PRIu64 ",\"chunk_fetches\":%" PRIu64
+		     ",\"chunk_bad\":%" PRIu64 ",\"cache_mem_hits\":%" PRIu64
+		     ",\"cache_disk_hits\":%" PRIu64 ",\"cache_misses\":%" PRIu64
+		     ",\"reads\":%" PRIu64 ",\"read_bytes\":%" PRIu64
+		     ",\"read_errors\":%" PRIu64 "}\n",
+		     ss.gets, ss.get_bytes, ss.get_errors, is.chunk_fetches, is.chunk_bad,
+		     cs.mem_hits, cs.disk_hits, cs.misses, is.reads, is.read_bytes,
+		     is.read_errors);
+	if (n < 0 || (size_t)n >= sizeof(json))
+		return -EOVERFLOW;
+
+	pthread_mutex_lock(&d->stats_lock);
+	if (asprintf(&tmp, "%s.tmp.%ld", d->stats_path, (long)getpid()) < 0) {
+		ret = -ENOMEM;
+		goto out_unlock;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		ret = -errno;
+		goto out_free;
+	}
+	ret = cfs_write_full(fd, json, (size_t)n);
+	if (close(fd) < 0 && ret == 0)
+		ret = -errno;
+	if (ret == 0 && rename(tmp, d->stats_path) < 0)
+		ret = -errno;
+	if (ret < 0)
+		unlink(tmp);
+out_free:
+	free(tmp);
+out_unlock:
+	pthread_mutex_unlock(&d->stats_lock);
+	if (ret < 0)
+		cfs_err("stats file %s: %s", d->stats_path, cfs_strerror(ret));
+	return ret;
+}
+
+/* SIGUSR1 is blocked in every thread; this one takes it with sigwait(),
+ * so writing the stats needs no signal handler and no global. */
+static void *stats_thread_main(void *arg)
+{
+	struct daemon *d = arg;
+	sigset_t set;
+	int sig;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	for (;;) {
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (atomic_load(&d->stopping))
+			break;
+		stats_write(d);
+	}
+	return NULL;
+}
+
+static int stats_thread_start(struct daemon *d)
+{
+	sigset_t all, old;
+	int ret;
+
+	/* The thread takes no signal but through sigwait: SIGTERM and SIGINT
+	 * must reach a thread of the FUSE loop. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	ret = -pthread_create(&d->stats_thread, NULL, stats_thread_main, d);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (ret == 0)
+		d->stats_thread_started = true;
+	return ret;
+}
+
+static void stats_thread_stop(struct daemon *d)
+{
+	if (!d->stats_thread_started)
+		return;
+	atomic_store(&d->stopping, true);
+	pthread_kill(d->stats_thread, SIGUSR1);
+	pthread_join(d->stats_thread, NULL);
+	d->stats_thread_started = false;
+}
+
+/* logging ---------------------------------------------------------------- */
+
+static ssize_t syslog_write(void *cookie, const char *buf, size_t len)
+{
+	int n = (int)CFS_MIN(len, (size_t)INT_MAX);
+
+	(void)cookie;
+	while (n > 0 && buf[n - 1] == '\n')
+		n--;
+	if (n > 0)
+		syslog(LOG_ERR, "%.*s", n, buf);
+	return (ssize_t)len;
+}
+
+/* Once detached, stderr is /dev/null: without --log, log to syslog. */
+static FILE *syslog_file(void)
+{
+	static const cookie_io_functions_t io = { .write = syslog_write };
+	FILE *f;
+
+	openlog(PROG, LOG_PID, LOG_DAEMON);
+	f = fopencookie(NULL, "w", io);
+	if (f)
+		setvbuf(f, NULL, _IOLBF, 0);
+	return f;
+}
+
+/* setup ------------------------------------------------------------------ */
+
+static char *default_cache_dir(void)
+{
+	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+	char *out;
+
+	if (geteuid() == 0)
+		return strdup("/var/cache/cfs");
+	if (xdg && xdg[0] == '/')
+		return asprintf(&out, "%s/cfs", xdg) < 0 ? NULL : out;
+	if (home && home[0] == '/')
+		return asprintf(&out, "%s/.cache/cfs", home) < 0 ? NULL : out;
+	return strdup("/var/tmp/cfs-cache");
+}
+
+/* Appends s to the option list with ',' and '\' escaped, as libfuse's
+ * option parser expects. */
+static int opt_append_escaped(char **list, const char *prefix, const char *s)
+{
+	size_t n = strlen(prefix) + 2 * strlen(s) + 1;
+	char *buf = malloc(n), *p;
+	int ret;
+
+	if (!buf)
+		return -ENOMEM;
+	p = stpcpy(buf, prefix);
+	for (; *s; s++) {
+		if (*s == ',' || *s == '\\')
+			*p++ = '\\';
+		*p++ = *s;
+	}
+	*p = '\0';
+	ret = opt_append(list, buf, (size_t)(p - buf));
+	free(buf);
+	return ret;
+}
+
+static int build_fuse_args(const struct mount_args *a, const char *store_abs,
+			   struct fuse_args *args)
+{
+	char *opts = NULL;
+	int ret = -ENOMEM;
+
+	if (fuse_opt_add_arg(args, PROG) < 0)
+		return -ENOMEM;
+	if (a->debug && fuse_opt_add_arg(args, "-d") < 0)
+		return -ENOMEM;
+	if (opt_append(&opts, "ro", 2) < 0 ||
+	    opt_append_escaped(&opts, "fsname=cfs:", store_abs) < 0 ||
+	    opt_append(&opts, "subtype=cfs", 11) < 0)
+		goto out;
+	/* With other users let in, let the kernel check permissions. */
+	if (a->allow_other && !a->default_permissions &&
+	    opt_append(&opts, "default_permissions", 19) < 0)
+		goto out;
+	if (a->fuse_opts && opt_append(&opts, a->fuse_opts, strlen(a->fuse_opts)) < 0)
+		goto out;
+	if (fuse_opt_add_arg(args, "-o") < 0 || fuse_opt_add_arg(args, opts) < 0)
+		goto out;
+	ret = 0;
+out:
+	free(opts);
+	return ret;
+}
+
+/* Opens store, cache and image, printing one line for what failed. */
+static int open_image(const struct mount_args *a, struct daemon *d, const char *store_abs)
+{
+	struct cfs_cache_opts co = { 0 };
+	char ref[CFS_REF_STRLEN];
+	char *cache_dir = NULL;
+	cfs_digest dg;
+	int ret;
+
+	ret = cfs_store_open(store_abs, 0, &d->fs.store);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": store %s: %s\n", a->store,
+			ret == -EUCLEAN ? "not a cfs store" : cfs_strerror(ret));
+		return ret;
+	}
+
+	cache_dir = a->cache_dir ? abs_path(a->cache_dir) : default_cache_dir();
+	if (!cache_dir) {
+		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	co.dir = cache_dir;
+	co.disk_max = a->cache_size;
+	co.mem_max = a->mem_cache;
+	ret = cfs_cache_new(&co, &d->fs.cache);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": cache %s: %s\n", cache_dir, cfs_strerror(ret));
+		goto out;
+	}
+
+	ret = cfs_store_resolve(d->fs.store, a->image, &dg);
+	if (ret == -ENOENT) {
+		fprintf(stderr, PROG ": image '%s' not found in store %s\n", a->image, a->store);
+		goto out;
+	} else if (ret == -EINVAL) {
+		fprintf(stderr, PROG ": invalid image name '%s' (a tag or sha256:<64 hex>)\n",
+			a->image);
+		goto out;
+	} else if (ret < 0) {
+		fprintf(stderr, PROG ": image '%s': %s\n", a->image, cfs_strerror(ret));
+		goto out;
+	}
+	/* Open what the tag named just now, even if it moves meanwhile. */
+	cfs_digest_ref(&dg, ref);
+	ret = cfs_image_open(d->fs.store, d->fs.cache, ref, &d->fs.img);
+	if (ret == -ENOENT && strcmp(a->image, ref)) {
+		fprintf(stderr, PROG ": image '%s': the tag names %s, which is not in store %s\n",
+			a->image, ref, a->store);
+		goto out;
+	} else if (ret == -ENOENT) {
+		fprintf(stderr, PROG ": image '%s' not found in store %s\n", a->image, a->store);
+		goto out;
+	} else if (ret < 0) {
+		fprintf(stderr, PROG ": image %s: %s\n", ref, cfs_strerror(ret));
+		goto out;
+	}
+	d->fs.idx = cfs_image_index(d->fs.img);
+	cfs_index_info(d->fs.idx, &d->fs.info);
+	d->fs.timeout = ENTRY_TIMEOUT;
+	cfs_info("image %s: %" PRIu64 " inodes, %" PRIu64 " chunks, %" PRIu64 " bytes of files",
+		 ref, d->fs.info.inode_count, d->fs.info.chunk_count, d->fs.info.total_file_bytes);
+out:
+	free(cache_dir);
+	return ret;
+}
+
+static int check_mountpoint(const char *mp, char **out)
+{
+	struct stat st;
+
+	if (stat(mp, &st) < 0) {
+		fprintf(stderr, PROG ": mountpoint %s: %s\n", mp, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, PROG ": mountpoint %s: %s\n", mp, strerror(ENOTDIR));
+		return -1;
+	}
+	*out = realpath(mp, NULL);
+	if (!*out) {
+		fprintf(stderr, PROG ": mountpoint %s: %s\n", mp, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* The kernel gives a FUSE mount 128 KiB of readahead whatever the daemon
+ * asks for; its bdi setting is what lets sequential reads arrive as 1 MiB
+ * requests (fewer round trips, about twice the throughput here).  Root
+ * only, best effort.  Reads mountinfo rather than stat()ing the mount point,
+ * which would wait for the loop that is not running yet. */
+static void raise_readahead(const char *mountpoint)
+{
+	char line[4096], dev[64] = "", path[PATH_MAX + 64];
+	FILE *f;
+	int fd;
+
+	if (geteuid() != 0 || strpbrk(mountpoint, " \t\n\\"))
+		return;
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		char d[64], mp[PATH_MAX];
+
+		/* id parent major:minor root mountpoint ...; the last match is ours */
+		if (sscanf(line, "%*s %*s %63s %*s %4095s", d, mp) == 2 && !strcmp(mp, mountpoint))
+			snprintf(dev, sizeof(dev), "%s", d);
+	}
+	fclose(f);
+	if (!dev[0])
+		return;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (cfs_write_full(fd, READAHEAD_KB, strlen(READAHEAD_KB)) < 0)
+		cfs_info("%s: cannot raise readahead", path);
+	close(fd);
+}
+
+static void close_image(struct daemon *d)
+{
+	cfs_image_free(d->fs.img);
+	cfs_cache_free(d->fs.cache);
+	cfs_store_free(d->fs.store);
+}
+
+int main(int argc, char **argv)
+{
+	struct mount_args a = { 0 };
+	struct daemon d = { 0 };
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	struct fuse_session *se;
+	struct fuse_loop_config *cfg;
+	char *mountpoint = NULL, *store_abs = NULL;
+	enum cfs_log_level level;
+	sigset_t usr1;
+	bool served = false;
+	int ret, status = 1;
+
+	/* Before any thread exists: SIGUSR1 is taken by the stats thread with
+	 * sigwait(), and must not kill us while we start up. */
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+	pthread_mutex_init(&d.stats_lock, NULL);
+	/* Every chunk fetch and FUSE read allocates about a chunk: keep such
+	 * buffers in the heap for reuse instead of paying page faults on a
+	 * fresh mmap each time. */
+	mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD);
+	mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD);
+
+	ret = parse_args(argc, argv, &a);
+	if (ret != 0) {
+		status = ret > 0 ? 0 : 1;
+		goto out_args;
+	}
+
+	level = a.debug || a.verbose >= 2 ? CFS_LOG_DEBUG : a.verbose ? CFS_LOG_INFO : CFS_LOG_WARN;
+	if (a.log_file) {
+		char *p = abs_path(a.log_file);
+
+		d.log = p ? fopen(p, "ae") : NULL;
+		if (!d.log) {
+			fprintf(stderr, PROG ": log %s: %s\n", a.log_file,
+				strerror(p ? errno : ENOMEM));
+			free(p);
+			goto out_args;
+		}
+		free(p);
+		setvbuf(d.log, NULL, _IOLBF, 0);
+	}
+	cfs_log_setup(PROG, level, d.log);
+
+	if (a.stats_file && !(d.stats_path = abs_path(a.stats_file))) {
+		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
+		goto out_log;
+	}
+	if (check_mountpoint(a.mountpoint, &mountpoint) < 0)
+		goto out_log;
+	store_abs = abs_path(a.store);
+	if (!store_abs) {
+		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
+		goto out_log;
+	}
+	if (open_image(&a, &d, store_abs) < 0)
+		goto out_image;
+
+	if (build_fuse_args(&a, store_abs, &args) < 0) {
+		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
+		goto out_image;
+	}
+	se = fuse_session_new(&args, &cfs_fs_ops, sizeof(cfs_fs_ops), &d.fs);
+	if (!se) {
+		fprintf(stderr, PROG ": invalid mount options (see above)\n");
+		goto out_image;
+	}
+	if (fuse_set_signal_handlers(se) < 0) {
+		fprintf(stderr, PROG ": cannot set signal handlers\n");
+		goto out_session;
+	}
+	if (fuse_session_mount(se, mountpoint) < 0) {
+		fprintf(stderr, PROG ": cannot mount at %s (see above)\n", a.mountpoint);
+		goto out_signals;
+	}
+	raise_readahead(mountpoint);
+	/* The parent exits 0 here only once the mount is in place. */
+	if (fuse_daemonize(a.foreground) < 0) {
+		fprintf(stderr, PROG ": cannot detach\n");
+		goto out_unmount;
+	}
+	if (!a.foreground && !d.log) {
+		d.log = syslog_file();
+		cfs_log_setup(PROG, level, d.log);
+	}
+	if (d.stats_path && (ret = stats_thread_start(&d)) < 0)
+		cfs_warn("no stats on SIGUSR1: %s", strerror(-ret));
+
+	cfg = fuse_loop_cfg_create();
+	if (!cfg) {
+		cfs_err("%s", strerror(ENOMEM));
+		goto out_stats;
+	}
+	fuse_loop_cfg_set_clone_fd(cfg, 1);
+	fuse_loop_cfg_set_idle_threads(cfg, MAX_IDLE_THREADS);
+	fuse_loop_cfg_set_max_threads(cfg, MAX_THREADS);
+	ret = fuse_session_loop_mt(se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	served = true;
+	/* A positive value is the signal that ended the loop: a clean exit. */
+	if (ret < 0)
+		cfs_err("FUSE session: %s", strerror(-ret));
+	else
+		status = 0;
+
+out_stats:
+	stats_thread_stop(&d);
+out_unmount:
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_session:
+	fuse_session_destroy(se);
+	if (served && d.stats_path && stats_write(&d) < 0)
+		status = 1;
+out_image:
+	close_image(&d);
+	free(store_abs);
+	free(mountpoint);
+out_log:
+	free(d.stats_path);
+	cfs_log_setup(PROG, level, NULL);
+	if (d.log)
+		fclose(d.log);
+	closelog();
+out_args:
+	fuse_opt_free_args(&args);
+	free(a.fuse_opts);
+	pthread_mutex_destroy(&d.stats_lock);
+	return status;
+}

@@ -361,7 +361,8 @@ static int list_dir(struct walk *w, int dirfd, char ***out, size_t *count)
 		free_names(names, n);
 		return ret;
 	}
-	qsort(names, n, sizeof(*names), cmp_name);
+	if (n)
+		qsort(names, n, sizeof(*names), cmp_name);
 	*out = names;
 	*count = n;
 	return 0;

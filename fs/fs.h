@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: MIT */
+/* cfs-mount internals: the daemon's one context and its FUSE operations. */
+#ifndef CFS_FS_H
+#define CFS_FS_H
+
+#define FUSE_USE_VERSION 312 /* FUSE_MAKE_VERSION(3, 12): fuse_loop_cfg_* */
+
+#include <fuse_lowlevel.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "index.h"
+
+struct cfs_store;
+struct cfs_cache;
+struct cfs_image;
+
+/* Everything the daemon has; passed to libfuse as the session's userdata
+ * and reached in every op through fuse_req_userdata().  Read-only once the
+ * session runs, apart from what the library objects guard themselves. */
+struct cfs_fs {
+	struct cfs_store *store;
+	struct cfs_cache *cache;
+	struct cfs_image *img;
+	const struct cfs_index *idx; /* borrowed from img */
+	struct cfs_index_info info;
+	double timeout;              /* entry and attr timeout, seconds */
+};
+
+/* The low-level operations; every one replies exactly once. */
+extern const struct fuse_lowlevel_ops cfs_fs_ops;
+
+#endif /* CFS_FS_H */
