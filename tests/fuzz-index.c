@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fuzz-index: libFuzzer target for the index parser.  Whatever the input,
+ * cfs_index_open() must not crash; when it accepts an index, every
+ * accessor over every inode must work and agree with the others (a failed
+ * invariant aborts, which the fuzzer reports).
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "format.h"
+#include "index.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define ASSERT(cond)                                                                 \
+	do {                                                                         \
+		if (!(cond)) {                                                       \
+			fprintf(stderr, "fuzz-index: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+			abort();                                                     \
+		}                                                                    \
+	} while (0)
+
+static volatile unsigned sink;
+
+static void check_dir(const struct cfs_index *idx, const struct cfs_inode *in)
+{
+	struct cfs_dirent de;
+	uint64_t ino, pos;
+
+	for (pos = 0;; pos++) {
+		struct cfs_inode child;
+		int r = cfs_index_dirent(idx, in->ino, pos, &de);
+
+		ASSERT(r == 0 || r == 1);
+		if (r == 0)
+			break;
+		ASSERT(de.name_len >= 1 && de.name_len <= CFS_NAME_MAX);
+		ASSERT(!memchr(de.name, '/', de.name_len) && !memchr(de.name, 0, de.name_len));
+		ASSERT(cfs_index_lookup(idx, in->ino, de.name, de.name_len, &ino) == 0);
+		ASSERT(ino == de.ino);
+		ASSERT(cfs_index_inode(idx, de.ino, &child) == 0);
+		ASSERT(de.type == ((child.mode & S_IFMT) >> 12));
+		if (S_ISDIR(child.mode))
+			ASSERT(child.parent == in->ino);
+		/* a name just past this one is absent or the next entry */
+		if (de.name_len < CFS_NAME_MAX) {
+			char name[CFS_NAME_MAX + 1];
+			int lr;
+
+			memcpy(name, de.name, de.name_len);
+			name[de.name_len] = '\x01';
+			lr = cfs_index_lookup(idx, in->ino, name, de.name_len + 1, &ino);
+			ASSERT(lr == 0 || lr == -ENOENT);
+		}
+	}
+	ASSERT(pos == in->nentries);
+	ASSERT(cfs_index_lookup(idx, in->ino, "", 0, &ino) == -ENOENT);
+	ASSERT(cfs_index_lookup(idx, in->ino, "a/b", 3, &ino) == -ENOENT);
+}
+
+static void check_file(const struct cfs_index *idx, const struct cfs_inode *in)
+{
+	struct cfs_extent e;
+	struct cfs_chunk c;
+	uint64_t next = 0, blocks = 0;
+	uint32_t i, found;
+
+	for (i = 0;; i++) {
+		int r = cfs_index_extent(idx, in->ino, i, &e);
+
+		ASSERT(r == 0 || r == 1);
+		if (r == 0)
+			break;
+		ASSERT(e.file_off == next && e.len > 0);
+		next = e.file_off + e.len;
+		if (e.chunk != CFS_CHUNK_NONE) {
+			ASSERT(cfs_index_chunk(idx, e.chunk, &c) == 0);
+			ASSERT((uint64_t)e.chunk_off + e.len <= c.raw_size);
+			blocks += (e.len + 4095) / 4096 * 8;
+		}
+		/* first, last and middle byte of each extent */
+		ASSERT(cfs_index_extent_find(idx, in->ino, e.file_off, &found) == 0 && found == i);
+		ASSERT(cfs_index_extent_find(idx, in->ino, next - 1, &found) == 0 && found == i);
+		ASSERT(cfs_index_extent_find(idx, in->ino, e.file_off + e.len / 2, &found) == 0 &&
+		       found == i);
+	}
+	ASSERT(i == in->nentries && next == in->size && blocks == in->blocks);
+	ASSERT(cfs_index_extent_find(idx, in->ino, in->size, &found) == 1);
+	ASSERT(cfs_index_extent_find(idx, in->ino, UINT64_MAX, &found) == 1);
+}
+
+static void check_xattrs(const struct cfs_index *idx, const struct cfs_inode *in)
+{
+	struct cfs_xattr x, y;
+	char name[CFS_XATTR_NAME_MAX + 1];
+	uint32_t i;
+
+	for (i = 0;; i++) {
+		int r = cfs_index_xattr(idx, in->ino, i, &x);
+
+		ASSERT(r == 0 || r == 1);
+		if (r == 0)
+			break;
+		ASSERT(x.name_len >= 1 && x.name_len <= CFS_XATTR_NAME_MAX);
+		ASSERT(x.value_len <= CFS_XATTR_VALUE_MAX);
+		memcpy(name, x.name, x.name_len);
+		name[x.name_len] = 0;
+		ASSERT(cfs_index_getxattr(idx, in->ino, name, &y) == 0);
+		ASSERT(y.name == x.name && y.value == x.value && y.value_len == x.value_len);
+		/* touch every byte, for the sanitizers */
+		for (size_t k = 0; k < x.value_len; k++)
+			sink += ((const uint8_t *)x.value)[k];
+	}
+	ASSERT(i == in->nxattrs);
+	ASSERT(cfs_index_getxattr(idx, in->ino, "", &y) == -ENODATA);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct cfs_index *idx;
+	struct cfs_index_info info;
+	struct cfs_inode in;
+	struct cfs_chunk c;
+	void *buf = malloc(size ? size : 1);
+	uint64_t ino;
+
+	if (!buf)
+		return 0;
+	memcpy(buf, data, size);
+	if (cfs_index_open(buf, size, &idx)) {
+		free(buf);
+		return 0;
+	}
+	cfs_index_info(idx, &info);
+	ASSERT(info.inode_count >= 1 && info.index_size == size);
+	ASSERT(cfs_index_inode(idx, 0, &in) == -ENOENT);
+	ASSERT(cfs_index_inode(idx, info.inode_count + 1, &in) == -ENOENT);
+	ASSERT(cfs_index_inode(idx, CFS_ROOT_INO, &in) == 0 && S_ISDIR(in.mode) &&
+	       in.parent == CFS_ROOT_INO);
+	for (ino = 1; ino <= info.inode_count; ino++) {
+		const char *target;
+		size_t tlen;
+		uint32_t i;
+
+		ASSERT(cfs_index_inode(idx, ino, &in) == 0 && in.ino == ino);
+		check_xattrs(idx, &in);
+		if (S_ISDIR(in.mode)) {
+			check_dir(idx, &in);
+			ASSERT(cfs_index_extent(idx, ino, 0, (struct cfs_extent[1]){}) == -EINVAL);
+		} else {
+			ASSERT(cfs_index_dirent(idx, ino, 0, (struct cfs_dirent[1]){}) == -ENOTDIR);
+			ASSERT(in.nlink >= 1 && in.parent == 0);
+		}
+		if (S_ISREG(in.mode))
+			check_file(idx, &in);
+		else
+			ASSERT(cfs_index_extent_find(idx, ino, 0, &i) == -EINVAL);
+		if (S_ISLNK(in.mode)) {
+			ASSERT(cfs_index_readlink(idx, ino, &target, &tlen) == 0);
+			ASSERT(tlen >= 1 && tlen <= CFS_SYMLINK_MAX && tlen == in.size);
+			ASSERT(!memchr(target, 0, tlen));
+		} else {
+			ASSERT(cfs_index_readlink(idx, ino, &target, &tlen) == -EINVAL);
+		}
+	}
+	for (uint64_t i = 0; i < info.chunk_count; i++) {
+		ASSERT(cfs_index_chunk(idx, (uint32_t)i, &c) == 0);
+		ASSERT(c.raw_size >= 1 && c.raw_size <= CFS_CHUNK_MAX_SIZE);
+	}
+	ASSERT(cfs_index_chunk(idx, (uint32_t)info.chunk_count, &c) == -ENOENT);
+	cfs_index_free(idx);
+	return 0;
+}
