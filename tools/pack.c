@@ -458,6 +458,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": --small-max must be below the chunk size\n");
 		return 2;
 	}
+	/* The chunker's default, resolved here so that the sources know it. */
+	if (!copts.small_max)
+		copts.small_max = CFS_MIN(CFS_SMALL_MAX_DEFAULT, copts.chunk_size / 2);
 	cfs_log_setup(PROG, quiet ? CFS_LOG_ERR : CFS_LOG_WARN, stderr);
 
 	/* The source first, so that a typo does not leave an empty store. */
@@ -491,6 +494,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": builder: %s\n", cfs_strerror(ret));
 		goto out;
 	}
+	p.small_max = copts.small_max;
 	pp.p = &p;
 	pp.st = st;
 	pp.b = p.b;

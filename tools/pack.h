@@ -25,6 +25,10 @@ struct cfs_pack {
 	dev_t store_dev;
 	ino_t store_ino;
 
+	/* The chunker's small_max: files below it share group chunks, so a
+	 * source must feed them in the builder's order (pack_tar.c). */
+	uint32_t small_max;
+
 	/* Counted by the sources. */
 	uint64_t files, dirs, other;
 	uint64_t bytes_in;    /* data bytes read (holes not counted) */

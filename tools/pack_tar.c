@@ -4,13 +4,23 @@
  * ever extracted, so a hostile archive can at most make a strange image,
  * never touch the filesystem.  Names are checked here ("..") as well as
  * by the builder, to give a clear message.
+ *
+ * Small files share group chunks in the order the chunker sees them, so to
+ * give the image of the same tree whatever the member order, their data is
+ * spooled to an anonymous temporary file and fed at the end of the archive
+ * in the builder's order (depth first, names sorted), as the directory
+ * source feeds them.  Large files have chunks of their own and stream
+ * straight through.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -24,6 +34,49 @@
 
 #define TAR_MAX_ENTRIES 10000000ull
 #define TAR_BLOCK_SIZE (1u << 20)
+/* Spool write buffer and read window. */
+#define SPOOL_IO_SIZE (1u << 20)
+/* The names of spooled files are held in memory until the end; a hostile
+ * archive of long names meets this cap on their total (over 200 bytes a
+ * name at TAR_MAX_ENTRIES) rather than the memory limit. */
+#define SPOOL_MAX_PATH_BYTES (2ull << 30)
+
+/* A data segment of a spooled file: file bytes [off, off + len) are at
+ * spool offset at.  A file's segments are consecutive in the spool. */
+struct spool_seg {
+	uint64_t off, len, at;
+};
+
+/* A small regular file whose data waits in the spool. */
+struct spool_file {
+	uint32_t node;
+	uint64_t size;
+	size_t seg, nseg;     /* in spool.segs */
+	size_t name;          /* paths offset of its first live name in the
+	                       * builder's order; SIZE_MAX if none (replaced) */
+};
+
+/* A name given to a node: a small file's own path or a hard link's. */
+struct spool_name {
+	size_t path;          /* offset in spool.paths, NUL-terminated */
+	uint32_t node;
+};
+
+struct spool {
+	int fd;               /* -1 until the first byte */
+	uint64_t end;         /* bytes spooled, buffered ones included */
+	uint8_t *buf;         /* write buffer, then read window */
+	size_t buf_len;
+
+	struct spool_file *files;
+	size_t nfiles, files_cap;
+	struct spool_seg *segs;
+	size_t nsegs, segs_cap;
+	struct spool_name *names;
+	size_t nnames, names_cap;
+	char *paths;
+	size_t paths_len, paths_cap;
+};
 
 /* "/a//./b/" -> "a/b" into out (PATH_MAX); "" is the root.  -EXDEV for a
  * ".." component, -ENAMETOOLONG. */
@@ -106,8 +159,272 @@ static int entry_xattrs(struct cfs_pack *p, struct archive_entry *e, const char 
 	return 0;
 }
 
-static int entry_data(struct cfs_pack *p, struct archive *ar, const char *src, const char *path,
-		      uint32_t node, uint64_t size)
+/* ---- the small-file spool ---- */
+
+static void spool_free(struct spool *s)
+{
+	if (s->fd >= 0)
+		close(s->fd);
+	free(s->buf);
+	free(s->files);
+	free(s->segs);
+	free(s->names);
+	free(s->paths);
+}
+
+/* Grows *v (of *cap elements of size sz) to hold n + 1. */
+static int vec_grow(void **v, size_t *cap, size_t n, size_t sz)
+{
+	size_t ncap;
+	void *nv;
+
+	if (n < *cap)
+		return 0;
+	ncap = *cap ? 2 * *cap : 256;
+	if (ncap > SIZE_MAX / sz)
+		return -ENOMEM;
+	nv = realloc(*v, ncap * sz);
+	if (!nv)
+		return -ENOMEM;
+	*v = nv;
+	*cap = ncap;
+	return 0;
+}
+
+/* An unnamed file in $TMPDIR or /tmp: O_TMPFILE where the filesystem has
+ * it, else a name that is unlinked at once.  Either way it disappears with
+ * the process, whatever path it exits by. */
+static int spool_open(struct cfs_pack *p, struct spool *s)
+{
+	const char *dir = getenv("TMPDIR");
+	char tmpl[PATH_MAX];
+	int fd, n;
+
+	if (!dir || !*dir)
+		dir = "/tmp";
+	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		n = snprintf(tmpl, sizeof(tmpl), "%s/cfs-pack-XXXXXX", dir);
+		if (n < 0 || (size_t)n >= sizeof(tmpl))
+			return cfs_pack_fail(p, -ENAMETOOLONG, "spool in %s: %s", dir,
+					     cfs_strerror(-ENAMETOOLONG));
+		fd = mkostemp(tmpl, O_CLOEXEC);
+		if (fd < 0)
+			return cfs_pack_fail(p, -errno, "spool in %s: %s", dir, cfs_strerror(-errno));
+		unlink(tmpl);
+	}
+	s->fd = fd;
+	return 0;
+}
+
+static int spool_flush(struct cfs_pack *p, struct spool *s)
+{
+	size_t done = 0;
+
+	while (done < s->buf_len) {
+		ssize_t n = write(s->fd, s->buf + done, s->buf_len - done);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return cfs_pack_fail(p, -errno, "writing the spool: %s", cfs_strerror(-errno));
+		}
+		done += (size_t)n;
+	}
+	s->buf_len = 0;
+	return 0;
+}
+
+static int spool_write(struct cfs_pack *p, struct spool *s, const void *data, size_t len)
+{
+	const uint8_t *d = data;
+	int ret;
+
+	if (s->fd < 0) {
+		ret = spool_open(p, s);
+		if (ret < 0)
+			return ret;
+	}
+	if (!s->buf) {
+		s->buf = malloc(SPOOL_IO_SIZE);
+		if (!s->buf)
+			return cfs_pack_fail(p, -ENOMEM, "spool: %s", cfs_strerror(-ENOMEM));
+	}
+	while (len) {
+		size_t n = CFS_MIN(len, SPOOL_IO_SIZE - s->buf_len);
+
+		memcpy(s->buf + s->buf_len, d, n);
+		s->buf_len += n;
+		s->end += n;
+		d += n;
+		len -= n;
+		if (s->buf_len == SPOOL_IO_SIZE) {
+			ret = spool_flush(p, s);
+			if (ret < 0)
+				return ret;
+		}
+	}
+	return 0;
+}
+
+/* Records that node has the name path (normalised). */
+static int spool_name(struct cfs_pack *p, struct spool *s, const char *path, uint32_t node)
+{
+	size_t len = strlen(path) + 1;
+
+	if (s->paths_len + len > SPOOL_MAX_PATH_BYTES)
+		return cfs_pack_fail(p, -EFBIG, "%s: the names of small files exceed %llu bytes",
+				     path, SPOOL_MAX_PATH_BYTES);
+	if (s->paths_len + len > s->paths_cap) {
+		size_t cap = CFS_MAX(s->paths_len + len, s->paths_cap ? 2 * s->paths_cap : 65536);
+		char *np = realloc(s->paths, cap);
+
+		if (!np)
+			return cfs_pack_fail(p, -ENOMEM, "%s: %s", path, cfs_strerror(-ENOMEM));
+		s->paths = np;
+		s->paths_cap = cap;
+	}
+	if (vec_grow((void **)&s->names, &s->names_cap, s->nnames, sizeof(*s->names)) < 0)
+		return cfs_pack_fail(p, -ENOMEM, "%s: %s", path, cfs_strerror(-ENOMEM));
+	memcpy(s->paths + s->paths_len, path, len);
+	s->names[s->nnames++] = (struct spool_name){ s->paths_len, node };
+	s->paths_len += len;
+	return 0;
+}
+
+/* The builder's order of two normalised paths: component by component,
+ * each by bytes and then length, a directory before what it holds. */
+static int dfs_cmp(const char *a, const char *b)
+{
+	for (;;) {
+		size_t an = strcspn(a, "/"), bn = strcspn(b, "/");
+		int c = memcmp(a, b, CFS_MIN(an, bn));
+
+		if (c)
+			return c;
+		if (an != bn)
+			return an < bn ? -1 : 1;
+		a += an;
+		b += bn;
+		if (!*a || !*b)
+			return (*a != '\0') - (*b != '\0');
+		a++;
+		b++;
+	}
+}
+
+static int file_node_cmp(const void *x, const void *y)
+{
+	const struct spool_file *f = x, *g = y;
+
+	return (f->node > g->node) - (f->node < g->node);
+}
+
+static int file_name_cmp(const void *x, const void *y, void *ctx)
+{
+	const struct spool_file *f = x, *g = y;
+	const char *paths = ctx;
+
+	return dfs_cmp(paths + f->name, paths + g->name);
+}
+
+/* Feeds one spooled file, reading the spool in windows of SPOOL_IO_SIZE. */
+static int spool_feed_file(struct cfs_pack *p, struct spool *s, const struct spool_file *f)
+{
+	const char *path = s->paths + f->name;
+	uint64_t win_at = 0, win_len = 0;
+	int ret;
+
+	ret = cfs_chunker_file_begin(p->ch, f->node, f->size);
+	if (ret < 0)
+		return cfs_pack_fail(p, ret, "%s: %s", path, cfs_strerror(ret));
+	for (size_t i = f->seg; i < f->seg + f->nseg; i++) {
+		const struct spool_seg *sg = &s->segs[i];
+		uint64_t done = 0;
+
+		while (done < sg->len) {
+			uint64_t pos = sg->at + done, n;
+
+			if (pos < win_at || pos >= win_at + win_len) {
+				const struct spool_seg *last = &s->segs[f->seg + f->nseg - 1];
+				uint64_t want = CFS_MIN((uint64_t)SPOOL_IO_SIZE, last->at + last->len - pos);
+				ssize_t r = pread(s->fd, s->buf, (size_t)want, (off_t)pos);
+
+				if (r < 0 && errno == EINTR)
+					continue;
+				if (r < 0)
+					return cfs_pack_fail(p, -errno, "reading the spool: %s",
+							     cfs_strerror(-errno));
+				if (r == 0)
+					return cfs_pack_fail(p, -EIO, "reading the spool: %s",
+							     "unexpected end");
+				win_at = pos;
+				win_len = (uint64_t)r;
+			}
+			n = CFS_MIN(sg->len - done, win_at + win_len - pos);
+			ret = cfs_chunker_file_data(p->ch, sg->off + done, s->buf + (pos - win_at),
+						    (size_t)n);
+			if (ret < 0)
+				return cfs_pack_fail(p, ret, "%s: %s", path, cfs_strerror(ret));
+			done += n;
+		}
+	}
+	ret = cfs_chunker_file_end(p->ch);
+	if (ret < 0)
+		return cfs_pack_fail(p, ret, "%s: %s", path, cfs_strerror(ret));
+	return 0;
+}
+
+/* At the end of the archive: feeds the spooled files that are still in the
+ * tree, each at the first of its names in the builder's order, which is
+ * where the directory source meets it. */
+static int spool_feed(struct cfs_pack *p, struct spool *s)
+{
+	size_t n = 0;
+	int ret;
+
+	if (!s->nfiles)
+		return 0;
+	if (s->fd >= 0) {
+		ret = spool_flush(p, s);
+		if (ret < 0)
+			return ret;
+	}
+
+	/* Nodes are unique per file; a name counts only if it still leads to
+	 * its node (a later member may have replaced it or its directory). */
+	qsort(s->files, s->nfiles, sizeof(*s->files), file_node_cmp);
+	for (size_t i = 0; i < s->nnames; i++) {
+		const struct spool_name *nm = &s->names[i];
+		struct spool_file key = { .node = nm->node }, *f;
+		uint32_t node;
+
+		f = bsearch(&key, s->files, s->nfiles, sizeof(*s->files), file_node_cmp);
+		if (!f)
+			continue; /* a hard link to something not spooled */
+		if (cfs_builder_find_path(p->b, s->paths + nm->path, &node) < 0 || node != nm->node)
+			continue;
+		if (f->name == SIZE_MAX || dfs_cmp(s->paths + nm->path, s->paths + f->name) < 0)
+			f->name = nm->path;
+	}
+	for (size_t i = 0; i < s->nfiles; i++)
+		if (s->files[i].name != SIZE_MAX)
+			s->files[n++] = s->files[i];
+	s->nfiles = n;
+	if (n > 1)
+		qsort_r(s->files, n, sizeof(*s->files), file_name_cmp, s->paths);
+
+	for (size_t i = 0; i < n; i++) {
+		ret = spool_feed_file(p, s, &s->files[i]);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+/* Streams a large file's data to the chunker. */
+static int entry_stream(struct cfs_pack *p, struct archive *ar, const char *src, const char *path,
+			uint32_t node, uint64_t size)
 {
 	const void *buf;
 	size_t len;
@@ -137,12 +454,82 @@ static int entry_data(struct cfs_pack *p, struct archive *ar, const char *src, c
 	ret = cfs_chunker_file_end(p->ch);
 	if (ret < 0)
 		return cfs_pack_fail(p, ret, "%s: %s", path, cfs_strerror(ret));
+	return 0;
+}
+
+/* Spools a small file's data, its holes kept, for spool_feed(). */
+static int entry_spool(struct cfs_pack *p, struct spool *sp, struct archive *ar, const char *src,
+		       const char *raw, const char *path, uint32_t node, uint64_t size)
+{
+	struct spool_file f = { .node = node, .size = size, .seg = sp->nsegs, .name = SIZE_MAX };
+	uint64_t next = 0;
+	const void *buf;
+	size_t len;
+	la_int64_t off;
+	int r, ret;
+
+	for (;;) {
+		r = archive_read_data_block(ar, &buf, &len, &off);
+		if (r == ARCHIVE_EOF)
+			break;
+		if (r == ARCHIVE_WARN) {
+			cfs_warn("%s: %s: %s", src, raw, archive_error_string(ar));
+		} else if (r != ARCHIVE_OK) {
+			return cfs_pack_fail(p, -EIO, "%s: %s: %s", src, raw,
+					     archive_error_string(ar));
+		}
+		if (off < 0 || (uint64_t)off > size || len > size - (uint64_t)off)
+			return cfs_pack_fail(p, -EINVAL, "%s: %s: data outside the file's size",
+					     src, raw);
+		if (!len)
+			continue;
+		/* Checked now, as the chunker would check it when fed. */
+		if ((uint64_t)off < next)
+			return cfs_pack_fail(p, -EINVAL, "%s: %s: overlapping or unordered data",
+					     src, raw);
+		if (f.nseg && sp->segs[sp->nsegs - 1].off + sp->segs[sp->nsegs - 1].len ==
+				      (uint64_t)off) {
+			sp->segs[sp->nsegs - 1].len += len;
+		} else {
+			if (vec_grow((void **)&sp->segs, &sp->segs_cap, sp->nsegs,
+				     sizeof(*sp->segs)) < 0)
+				return cfs_pack_fail(p, -ENOMEM, "%s: %s", raw,
+						     cfs_strerror(-ENOMEM));
+			sp->segs[sp->nsegs++] = (struct spool_seg){ (uint64_t)off, len, sp->end };
+			f.nseg++;
+		}
+		ret = spool_write(p, sp, buf, len);
+		if (ret < 0)
+			return ret;
+		next = (uint64_t)off + len;
+		p->bytes_in += len;
+	}
+	if (vec_grow((void **)&sp->files, &sp->files_cap, sp->nfiles, sizeof(*sp->files)) < 0)
+		return cfs_pack_fail(p, -ENOMEM, "%s: %s", raw, cfs_strerror(-ENOMEM));
+	ret = spool_name(p, sp, path, node);
+	if (ret < 0)
+		return ret;
+	sp->files[sp->nfiles++] = f;
+	return 0;
+}
+
+static int entry_data(struct cfs_pack *p, struct spool *sp, struct archive *ar, const char *src,
+		      const char *raw, const char *path, uint32_t node, uint64_t size)
+{
+	int ret;
+
+	if (size < p->small_max)
+		ret = entry_spool(p, sp, ar, src, raw, path, node, size);
+	else
+		ret = entry_stream(p, ar, src, raw, node, size);
+	if (ret < 0)
+		return ret;
 	p->files++;
 	return 0;
 }
 
-static int do_entry(struct cfs_pack *p, struct archive *ar, struct archive_entry *e,
-		    const char *src, const char *raw, const char *path)
+static int do_entry(struct cfs_pack *p, struct spool *sp, struct archive *ar,
+		    struct archive_entry *e, const char *src, const char *raw, const char *path)
 {
 	const char *hl = archive_entry_hardlink(e), *target;
 	char tpath[PATH_MAX];
@@ -162,7 +549,11 @@ static int do_entry(struct cfs_pack *p, struct archive *ar, struct archive_entry
 		if (ret < 0)
 			return cfs_pack_fail(p, ret, "%s: hard link to %s: %s", raw, hl,
 					     cfs_strerror(ret));
-		return 0;
+		/* The new name may come first in the builder's order. */
+		ret = cfs_builder_find_path(p->b, path, &node);
+		if (ret < 0)
+			return cfs_pack_fail(p, ret, "%s: %s", raw, cfs_strerror(ret));
+		return sp->nfiles ? spool_name(p, sp, path, node) : 0;
 	}
 
 	ret = entry_attr(p, e, raw, &a);
@@ -204,7 +595,7 @@ static int do_entry(struct cfs_pack *p, struct archive *ar, struct archive_entry
 		p->dirs++;
 		return 0;
 	case S_IFREG:
-		return entry_data(p, ar, src, raw, node, a.size);
+		return entry_data(p, sp, ar, src, raw, path, node, a.size);
 	case S_IFLNK:
 		target = archive_entry_symlink(e);
 		if (!target)
@@ -220,8 +611,20 @@ static int do_entry(struct cfs_pack *p, struct archive *ar, struct archive_entry
 	}
 }
 
+/* libarchive converts pax names (UTF-8) to the current locale and, where
+ * it cannot (non-ASCII names in the C locale, names that are not UTF-8),
+ * keeps the raw bytes and says so.  The raw bytes are what we want. */
+static bool conversion_notice(struct archive *ar, struct archive_entry *e)
+{
+	const char *msg = archive_error_string(ar);
+
+	return msg && archive_entry_pathname(e) && strstr(msg, " can't be converted from ") &&
+	       strstr(msg, " to current locale");
+}
+
 int cfs_pack_tar(struct cfs_pack *p, int fd, const char *src)
 {
+	struct spool sp = { .fd = -1 };
 	struct archive_entry *e;
 	struct archive *ar;
 	char path[PATH_MAX];
@@ -253,7 +656,8 @@ int cfs_pack_tar(struct cfs_pack *p, int fd, const char *src)
 		if (r == ARCHIVE_EOF)
 			break;
 		if (r == ARCHIVE_WARN) {
-			cfs_warn("%s: %s", src, archive_error_string(ar));
+			if (!conversion_notice(ar, e))
+				cfs_warn("%s: %s", src, archive_error_string(ar));
 		} else if (r != ARCHIVE_OK) {
 			ret = cfs_pack_fail(p, -EIO, "%s: %s", src,
 					    archive_error_string(ar) ? archive_error_string(ar) :
@@ -265,6 +669,7 @@ int cfs_pack_tar(struct cfs_pack *p, int fd, const char *src)
 					    TAR_MAX_ENTRIES);
 			goto out;
 		}
+		/* The name's bytes as stored, whatever their encoding. */
 		raw = archive_entry_pathname(e);
 		if (!raw) {
 			cfs_warn("%s: entry %llu: skipped: no usable name", src,
@@ -276,13 +681,15 @@ int cfs_pack_tar(struct cfs_pack *p, int fd, const char *src)
 			path_error(p, raw, ret);
 			goto out;
 		}
-		ret = do_entry(p, ar, e, src, raw, path);
+		ret = do_entry(p, &sp, ar, e, src, raw, path);
 		if (ret < 0)
 			goto out;
 	}
 	if (n == 0)
 		cfs_warn("%s: empty archive", src);
+	ret = spool_feed(p, &sp);
 out:
+	spool_free(&sp);
 	archive_read_free(ar);
 	return ret;
 }
