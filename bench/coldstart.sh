@@ -43,22 +43,18 @@ bytes=$(du -sb --apparent-size "$rootfs" | cut -f1)
 tar --format=posix --xattrs --xattrs-include='*' --numeric-owner -C "$rootfs" -cf - . | zstd -q -3 -T0 > "$work/layer.tar.zst"
 tar --format=posix --xattrs --xattrs-include='*' --numeric-owner -C "$rootfs" -cf - . | gzip -6 > "$work/layer.tar.gz"
 
-mkdir -p "$work/bundle" "$work/mnt"
-(cd "$work/bundle" && runc spec)
-# Non-interactive, read-only root; the path is set per run.
-sed -i -e 's/"terminal": true/"terminal": false/' "$work/bundle/config.json"
-# The command goes into args as a JSON string (perl is part of Debian's base).
-CMD_JSON=$(printf '%s' "$cmd" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g') \
-	perl -0pi -e 's/"args": \[\s*"sh"\s*\]/"args": ["sh", "-c", "$ENV{CMD_JSON}"]/' "$work/bundle/config.json"
+# One bundle per root: the cfs mount, and the directory a layer is extracted to.
+mkdir -p "$work/mnt"
+bash "$top/scripts/mkbundle.sh" "$work/bundle-cfs" "$work/mnt" -- sh -c "$cmd"
+bash "$top/scripts/mkbundle.sh" "$work/bundle-x" "$work/x" -- sh -c "$cmd"
 
 now() { date +%s%N; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 
-# Runs the container on root path $1; prints "first_ms total_ms" from $2 (ns).
+# Runs the container of bundle $1; prints "first_ms total_ms" from $2 (ns).
 run_container() {
-	local root=$1 t0=$2 first
-	sed -i "s|\"path\": \"[^\"]*\"|\"path\": \"$root\"|" "$work/bundle/config.json"
-	first=$( (cd "$work/bundle" && runc run "cfsbench-$$") | { IFS= read -r _; now; cat > /dev/null; })
+	local bundle=$1 t0=$2 first
+	first=$( (cd "$bundle" && runc run "cfsbench-$$") | { IFS= read -r _; now; cat > /dev/null; })
 	echo $(( (first - t0) / 1000000 )) $(( ($(now) - t0) / 1000000 ))
 }
 
@@ -66,7 +62,7 @@ run_cfs() {
 	rm -rf "$work/cache"; drop_caches
 	local t0; t0=$(now)
 	"$mnt_bin" "$work/store" bench "$work/mnt" --cache "$work/cache" -o allow_other,default_permissions,dev,suid
-	run_container "$work/mnt" "$t0"
+	run_container "$work/bundle-cfs" "$t0"
 	fusermount3 -u "$work/mnt"
 }
 run_extract() { # $1: zst|gz
@@ -74,7 +70,7 @@ run_extract() { # $1: zst|gz
 	local t0; t0=$(now)
 	if [ "$1" = zst ]; then zstd -q -d -c "$work/layer.tar.zst"; else gzip -d -c "$work/layer.tar.gz"; fi |
 		tar --xattrs --xattrs-include='*' --numeric-owner -C "$work/x" -xf -
-	run_container "$work/x" "$t0"
+	run_container "$work/bundle-x" "$t0"
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

@@ -221,14 +221,18 @@ static int do_opendir(struct cfs_fs *fs, fuse_ino_t ino, struct fuse_file_info *
 	return 0;
 }
 
-static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+/* Replies to open and opendir: the error, or fi as do_open* filled it in. */
+static void reply_open(fuse_req_t req, int ret, const struct fuse_file_info *fi)
 {
-	int ret = do_opendir(fs_of(req), ino, fi);
-
 	if (ret < 0)
 		reply_err(req, ret);
 	else
 		fuse_reply_open(req, fi);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	reply_open(req, do_opendir(fs_of(req), ino, fi), fi);
 }
 
 /* Adds one entry; returns its size, which exceeds rem when it did not fit
@@ -382,12 +386,7 @@ static int do_open(struct cfs_fs *fs, fuse_ino_t ino, struct fuse_file_info *fi)
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	int ret = do_open(fs_of(req), ino, fi);
-
-	if (ret < 0)
-		reply_err(req, ret);
-	else
-		fuse_reply_open(req, fi);
+	reply_open(req, do_open(fs_of(req), ino, fi), fi);
 }
 
 static ssize_t do_read(struct cfs_fs *fs, fuse_ino_t ino, void *buf, size_t size, off_t off)

@@ -74,23 +74,8 @@ echo "store: $store_objects objects, $store_bytes bytes; $("$lscmd" "$store" dem
 
 # The bundle only names the mount point, so it is ready before the clock starts.
 cmd="echo hello from cfs; cat /etc/os-release 2>/dev/null; busybox | head -1"
-mkdir -p "$work/bundle" "$m"
-(cd "$work/bundle" && runc spec)
-CFS_ROOT=$m CFS_CMD=$cmd awk '
-	BEGIN { root = ENVIRON["CFS_ROOT"]; cmd = ENVIRON["CFS_CMD"] }
-	skip { if ($0 ~ /^[ \t]*\],?[ \t]*$/) { skip = 0; print }; next }
-	/"args": \[/ {
-		print
-		match($0, /^[ \t]*/)
-		printf "%s\t\"/bin/sh\", \"-c\", \"%s\"\n", substr($0, 1, RLENGTH), cmd
-		skip = 1
-		next
-	}
-	/"terminal": true/ { sub(/true/, "false") }
-	/"path": "rootfs"/ { sub(/"rootfs"/, "\"" root "\"") }
-	/"readonly": false/ { sub(/false/, "true") }
-	{ print }' "$work/bundle/config.json" > "$work/bundle/config.json.new"
-mv "$work/bundle/config.json.new" "$work/bundle/config.json"
+mkdir -p "$m"
+bash scripts/mkbundle.sh "$work/bundle" "$m" -- /bin/sh -c "$cmd"
 
 say "cold start"
 sync

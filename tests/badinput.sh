@@ -6,41 +6,34 @@
 # got so a reader can judge the message. Env: CFS_PACK, CFS_MOUNT, CFS_LS.
 set -euo pipefail
 
-skip() { echo "SKIP: $*"; exit 77; }
-fail() { echo "FAIL: $*" >&2; exit 1; }
+source "$(dirname "$0")/lib.sh"
 
-command -v fusermount3 >/dev/null 2>&1 || skip "fusermount3 not installed"
-[ -c /dev/fuse ] || skip "/dev/fuse missing"
-[ "$(id -u)" -eq 0 ] || [ -w /dev/fuse ] || skip "no access to /dev/fuse"
+need_fuse
 : "${CFS_PACK:?}" "${CFS_MOUNT:?}" "${CFS_LS:?}"
 
-t=$(mktemp -d /tmp/cfs-badinput.XXXXXX)
-m=$t/mnt
+make_workdir badinput
+m=$W/mnt
 mkdir "$m"
-cleanup() {
-	fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-	rm -rf "$t"
-}
-trap cleanup EXIT
+MOUNTS+=("$m")
 
 MiB=$((1024 * 1024))
 
 # expect_fail CASE CMD...: CMD must fail by itself (status 1..123 or 125..127)
-# within 30 s and say why on stderr; the message is left in $t/err.
+# within 30 s and say why on stderr; the message is left in $W/err.
 expect_fail() {
 	local name=$1 rc=0
 	shift
-	timeout 30 "$@" > "$t/out" 2> "$t/err" < /dev/null || rc=$?
+	timeout 30 "$@" > "$W/out" 2> "$W/err" < /dev/null || rc=$?
 	case $rc in
 	0) fail "$name: succeeded: $*" ;;
 	124) fail "$name: hung (killed after 30 s): $*" ;;
 	esac
 	[ "$rc" -lt 128 ] || fail "$name: killed by signal $((rc - 128)) (crash): $*"
-	[ -s "$t/err" ] || fail "$name: failed with status $rc but printed no error"
-	printf '%-32s exit %d: %s\n' "$name" "$rc" "$(head -n 1 "$t/err")"
-	if [ "$(wc -l < "$t/err")" -gt 1 ]; then
+	[ -s "$W/err" ] || fail "$name: failed with status $rc but printed no error"
+	printf '%-32s exit %d: %s\n' "$name" "$rc" "$(head -n 1 "$W/err")"
+	if [ "$(wc -l < "$W/err")" -gt 1 ]; then
 		echo "  (more lines on stderr:)"
-		sed -n '2,6s/^/  | /p' "$t/err"
+		sed -n '2,6s/^/  | /p' "$W/err"
 	fi
 }
 
@@ -76,7 +69,7 @@ pack() { # pack SRC STORE [TAG]: prints the reference
 
 # A tree with three 3 MiB files of distinct random data (so each has chunks
 # of its own) and some small files.
-src=$t/src
+src=$W/src
 mkdir -p "$src/data" "$src/etc"
 for f in A B C; do
 	head -c $((3 * MiB)) /dev/urandom > "$src/data/$f"
@@ -84,7 +77,7 @@ done
 for i in $(seq 1 50); do
 	printf 'small file %d\n' "$i" > "$src/etc/small-$i"
 done
-store=$t/store
+store=$W/store
 ref=$(pack "$src" "$store" good)
 hex=${ref#sha256:}
 index_rel=objects/${hex:0:2}/$hex
@@ -92,7 +85,7 @@ index_rel=objects/${hex:0:2}/$hex
 echo "good image $ref"
 
 # Sanity: the good image mounts and reads.
-timeout 30 "$CFS_MOUNT" --cache "$t/cache-good" "$store" good "$m" || fail "good image does not mount"
+timeout 30 "$CFS_MOUNT" --cache "$W/cache-good" "$store" good "$m" || fail "good image does not mount"
 timeout 30 cmp "$m/data/C" "$src/data/C" || fail "good image: data/C differs"
 timeout 30 fusermount3 -u "$m" || fail "unmount failed"
 
@@ -100,7 +93,7 @@ echo
 echo "# cfs-mount"
 # (a) a tag that does not exist
 expect_fail "(a) nonexistent tag" "$CFS_MOUNT" "$store" no-such-tag "$m"
-grep -q 'no-such-tag' "$t/err" || fail "(a): the message does not name the tag"
+grep -q 'no-such-tag' "$W/err" || fail "(a): the message does not name the tag"
 not_mounted "(a)"
 
 # (a2) a well-formed reference that is not in the store
@@ -108,41 +101,41 @@ expect_fail "(a2) unknown reference" "$CFS_MOUNT" "$store" "sha256:$(printf '0%.
 not_mounted "(a2)"
 
 # (b) a store directory that does not exist
-expect_fail "(b) nonexistent store" "$CFS_MOUNT" "$t/no-such-store" good "$m"
-grep -q 'no-such-store' "$t/err" || echo "  note: the message does not name the store path"
+expect_fail "(b) nonexistent store" "$CFS_MOUNT" "$W/no-such-store" good "$m"
+grep -q 'no-such-store' "$W/err" || echo "  note: the message does not name the store path"
 not_mounted "(b)"
 
 # (b2) a directory that is not a store
-mkdir "$t/not-a-store"
-expect_fail "(b2) directory is not a store" "$CFS_MOUNT" "$t/not-a-store" good "$m"
+mkdir "$W/not-a-store"
+expect_fail "(b2) directory is not a store" "$CFS_MOUNT" "$W/not-a-store" good "$m"
 not_mounted "(b2)"
 
 # (c) a mount point that is a regular file, or missing
-: > "$t/regular-file"
-expect_fail "(c) mountpoint is a file" "$CFS_MOUNT" "$store" good "$t/regular-file"
-expect_fail "(c2) mountpoint missing" "$CFS_MOUNT" "$store" good "$t/no-such-dir"
+: > "$W/regular-file"
+expect_fail "(c) mountpoint is a file" "$CFS_MOUNT" "$store" good "$W/regular-file"
+expect_fail "(c2) mountpoint missing" "$CFS_MOUNT" "$store" good "$W/no-such-dir"
 
 # (d) the index object truncated to half its size
-cp -a "$store" "$t/store-d"
-size=$(stat -c %s "$t/store-d/$index_rel")
-truncate -s $((size / 2)) "$t/store-d/$index_rel"
-expect_fail "(d) truncated index" "$CFS_MOUNT" --cache "$t/cache-d" "$t/store-d" good "$m"
+cp -a "$store" "$W/store-d"
+size=$(stat -c %s "$W/store-d/$index_rel")
+truncate -s $((size / 2)) "$W/store-d/$index_rel"
+expect_fail "(d) truncated index" "$CFS_MOUNT" --cache "$W/cache-d" "$W/store-d" good "$m"
 not_mounted "(d)"
-expect_fail "(d) cfs-ls truncated index" "$CFS_LS" "$t/store-d" good
+expect_fail "(d) cfs-ls truncated index" "$CFS_LS" "$W/store-d" good
 
 # (d2) the index object missing
-cp -a "$store" "$t/store-d2"
-rm "$t/store-d2/$index_rel"
-expect_fail "(d2) missing index" "$CFS_MOUNT" --cache "$t/cache-d2" "$t/store-d2" good "$m"
+cp -a "$store" "$W/store-d2"
+rm "$W/store-d2/$index_rel"
+expect_fail "(d2) missing index" "$CFS_MOUNT" --cache "$W/cache-d2" "$W/store-d2" good "$m"
 not_mounted "(d2)"
 
 # (e) one byte flipped in the middle of the compressed index object
-cp -a "$store" "$t/store-e"
-flip_byte "$t/store-e/$index_rel" $((size / 2))
-cmp -s "$store/$index_rel" "$t/store-e/$index_rel" && fail "(e): flip_byte changed nothing"
-expect_fail "(e) corrupt index" "$CFS_MOUNT" --cache "$t/cache-e" "$t/store-e" good "$m"
+cp -a "$store" "$W/store-e"
+flip_byte "$W/store-e/$index_rel" $((size / 2))
+cmp -s "$store/$index_rel" "$W/store-e/$index_rel" && fail "(e): flip_byte changed nothing"
+expect_fail "(e) corrupt index" "$CFS_MOUNT" --cache "$W/cache-e" "$W/store-e" good "$m"
 not_mounted "(e)"
-expect_fail "(e) cfs-ls corrupt index" "$CFS_LS" "$t/store-e" good
+expect_fail "(e) cfs-ls corrupt index" "$CFS_LS" "$W/store-e" good
 
 echo
 echo "# (f) a corrupt chunk of data/A, a missing chunk of data/B"
@@ -150,41 +143,41 @@ echo "# (f) a corrupt chunk of data/A, a missing chunk of data/B"
 # large files are chunked from their own start) and keep the objects that
 # are not that image's index.
 for f in A B; do
-	mkdir -p "$t/only$f/data"
-	cp "$src/data/$f" "$t/only$f/data/$f"
-	r=$(pack "$t/only$f" "$t/store$f")
-	objects "$t/store$f" | grep -vx "${r#sha256:}" > "$t/chunks$f" || true
-	[ -s "$t/chunks$f" ] || fail "no chunk objects found for data/$f"
-	missing=$(comm -23 "$t/chunks$f" <(objects "$store"))
+	mkdir -p "$W/only$f/data"
+	cp "$src/data/$f" "$W/only$f/data/$f"
+	r=$(pack "$W/only$f" "$W/store$f")
+	objects "$W/store$f" | grep -vx "${r#sha256:}" > "$W/chunks$f" || true
+	[ -s "$W/chunks$f" ] || fail "no chunk objects found for data/$f"
+	missing=$(comm -23 "$W/chunks$f" <(objects "$store"))
 	[ -z "$missing" ] || fail "chunks of data/$f packed alone are not in the full image (chunking depends on neighbours?)"
-	echo "data/$f: $(wc -l < "$t/chunks$f") chunk object(s)"
+	echo "data/$f: $(wc -l < "$W/chunks$f") chunk object(s)"
 done
-[ -z "$(comm -12 "$t/chunksA" "$t/chunksB")" ] || fail "data/A and data/B share a chunk"
+[ -z "$(comm -12 "$W/chunksA" "$W/chunksB")" ] || fail "data/A and data/B share a chunk"
 
-cp -a "$store" "$t/store-f"
+cp -a "$store" "$W/store-f"
 # The middle chunk of A (any one would do), flipped in the middle.
-a=$(sed -n "$(( ($(wc -l < "$t/chunksA") + 1) / 2 ))p" "$t/chunksA")
-a_obj=$t/store-f/objects/${a:0:2}/$a
+a=$(sed -n "$(( ($(wc -l < "$W/chunksA") + 1) / 2 ))p" "$W/chunksA")
+a_obj=$W/store-f/objects/${a:0:2}/$a
 flip_byte "$a_obj" $(($(stat -c %s "$a_obj") / 2))
-b=$(head -n 1 "$t/chunksB")
-rm "$t/store-f/objects/${b:0:2}/$b"
+b=$(head -n 1 "$W/chunksB")
+rm "$W/store-f/objects/${b:0:2}/$b"
 
-timeout 30 "$CFS_MOUNT" --cache "$t/cache-f" --stats-file "$t/stats-f.json" \
-	"$t/store-f" good "$m" || fail "(f): the image with bad chunks does not mount"
+timeout 30 "$CFS_MOUNT" --cache "$W/cache-f" --stats-file "$W/stats-f.json" \
+	"$W/store-f" good "$m" || fail "(f): the image with bad chunks does not mount"
 mountpoint -q "$m" || fail "(f): not mounted"
 
 # read_eio CASE FILE: reading FILE fails with EIO, and whatever came out
 # before the error is the true content.
 read_eio() {
 	local rc=0 n
-	timeout 30 cat "$m/$2" > "$t/out" 2> "$t/err" || rc=$?
+	timeout 30 cat "$m/$2" > "$W/out" 2> "$W/err" || rc=$?
 	[ "$rc" -ne 124 ] || fail "$1: read of $2 hung"
 	[ "$rc" -lt 128 ] || fail "$1: cat killed by signal $((rc - 128))"
-	[ "$rc" -ne 0 ] || fail "$1: reading $2 succeeded (cmp with source: $(cmp "$t/out" "$src/$2" 2>&1 || true))"
-	printf '%-32s exit %d: %s\n' "$1" "$rc" "$(head -n 1 "$t/err")"
-	grep -q 'Input/output error' "$t/err" || fail "$1: expected EIO (Input/output error)"
-	n=$(stat -c %s "$t/out")
-	cmp -n "$n" "$t/out" "$src/$2" || fail "$1: the $n bytes read before the error are wrong"
+	[ "$rc" -ne 0 ] || fail "$1: reading $2 succeeded (cmp with source: $(cmp "$W/out" "$src/$2" 2>&1 || true))"
+	printf '%-32s exit %d: %s\n' "$1" "$rc" "$(head -n 1 "$W/err")"
+	grep -q 'Input/output error' "$W/err" || fail "$1: expected EIO (Input/output error)"
+	n=$(stat -c %s "$W/out")
+	cmp -n "$n" "$W/out" "$src/$2" || fail "$1: the $n bytes read before the error are wrong"
 	echo "  ($n good bytes before the error)"
 }
 for pass in 1 2; do
@@ -198,13 +191,12 @@ echo "(f) data/C and a small file still read back intact"
 mountpoint -q "$m" || fail "(f): the daemon died (mount gone)"
 timeout 30 fusermount3 -u "$m" || fail "(f): unmount failed"
 for i in $(seq 100); do
-	[ -s "$t/stats-f.json" ] && grep -q '}' "$t/stats-f.json" && break
+	[ -s "$W/stats-f.json" ] && grep -q '}' "$W/stats-f.json" && break
 	sleep 0.1
 done
-if [ -s "$t/stats-f.json" ]; then
-	echo "(f) daemon stats: $(cat "$t/stats-f.json")"
-	errs=$(grep -o '"read_errors"[[:space:]]*:[[:space:]]*[0-9]*' "$t/stats-f.json" | grep -o '[0-9]*$') ||
-		fail "(f): no read_errors in the stats"
+if [ -s "$W/stats-f.json" ]; then
+	echo "(f) daemon stats: $(cat "$W/stats-f.json")"
+	errs=$(stat_of "$W/stats-f.json" read_errors)
 	[ "$errs" -ge 2 ] || fail "(f): read_errors=$errs, expected at least 2"
 else
 	fail "(f): the daemon wrote no stats file within 10 s of unmount"
@@ -212,13 +204,13 @@ fi
 
 echo
 echo "# cfs-pack and cfs-ls"
-expect_fail "(g) pack: missing source" "$CFS_PACK" "$t/no-such-source" "$t/store-g"
-tar -C "$src" -czf "$t/src.tar.gz" .
-head -c $(($(stat -c %s "$t/src.tar.gz") / 2)) "$t/src.tar.gz" > "$t/truncated.tar.gz"
-expect_fail "(h) pack: truncated tar.gz" "$CFS_PACK" "$t/truncated.tar.gz" "$t/store-h"
-head -c 100000 /dev/urandom > "$t/garbage.tar"
-expect_fail "(h2) pack: garbage as tar" "$CFS_PACK" "$t/garbage.tar" "$t/store-h2"
+expect_fail "(g) pack: missing source" "$CFS_PACK" "$W/no-such-source" "$W/store-g"
+tar -C "$src" -czf "$W/src.tar.gz" .
+head -c $(($(stat -c %s "$W/src.tar.gz") / 2)) "$W/src.tar.gz" > "$W/truncated.tar.gz"
+expect_fail "(h) pack: truncated tar.gz" "$CFS_PACK" "$W/truncated.tar.gz" "$W/store-h"
+head -c 100000 /dev/urandom > "$W/garbage.tar"
+expect_fail "(h2) pack: garbage as tar" "$CFS_PACK" "$W/garbage.tar" "$W/store-h2"
 expect_fail "(i) ls: nonexistent tag" "$CFS_LS" "$store" no-such-tag
-grep -q 'no-such-tag' "$t/err" || fail "(i): the message does not name the tag"
+grep -q 'no-such-tag' "$W/err" || fail "(i): the message does not name the tag"
 
 echo "PASS"

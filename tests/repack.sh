@@ -6,27 +6,21 @@
 # Does not mount.
 set -euo pipefail
 
-skip() { echo "SKIP: $*"; exit 77; }
-fail() { echo "FAIL: $*" >&2; exit 1; }
-step() { echo "== $*"; }
+source "$(dirname "$0")/lib.sh"
 
-[ "$(id -u)" -eq 0 ] || skip "needs root"
+need_root
 : "${CFS_PACK:?}" "${CFS_MKTREE:?}"
 
-W=$(mktemp -d /tmp/cfs-repack.XXXXXX)
-trap 'rm -rf --one-file-system "$W"' EXIT
+make_workdir repack
 cd "$W"
 
 # pack NAME ARGS...: runs cfs-pack, prints the reference (last stdout line).
 pack() {
-	local name=$1 ref
+	local name=$1
 	shift
 	"$CFS_PACK" "$@" >"$name.out" 2>"$name.err" ||
 		fail "cfs-pack $* exited $?: $(tail -n 3 "$name.err")"
-	ref=$(tail -n 1 "$name.out")
-	[[ $ref =~ ^sha256:[0-9a-f]{64}$ ]] ||
-		fail "cfs-pack $*: last stdout line is not sha256:<64 hex>: '$ref'"
-	echo "$ref"
+	ref_of "$name.out"
 }
 
 # snapshot STORE: one line per object with its inode and mtime, so that an

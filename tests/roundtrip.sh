@@ -7,52 +7,19 @@
 # shrink the tree for a quick run.
 set -euo pipefail
 
-skip() { echo "SKIP: $*"; exit 77; }
-fail() { echo "FAIL: $*" >&2; exit 1; }
+source "$(dirname "$0")/lib.sh"
+
 # A failed check that does not stop the later ones; the script fails at
 # the end.
 FAILED=0
 soft_fail() { echo "FAIL: $*" >&2; FAILED=$((FAILED + 1)); }
-step() { echo "== $*"; }
 
-[ "$(id -u)" -eq 0 ] || skip "needs root"
-[ -c /dev/fuse ] || skip "/dev/fuse missing"
+need_root
+need_fuse
 command -v mountpoint >/dev/null 2>&1 || skip "mountpoint(1) not installed"
 : "${CFS_PACK:?}" "${CFS_MOUNT:?}" "${CFS_LS:?}" "${CFS_MKTREE:?}" "${CFS_TREECMP:?}"
 
-W=$(mktemp -d /tmp/cfs-roundtrip.XXXXXX)
-MOUNTS=()   # mountpoints this script mounted
-PIDS=()     # their daemons, found right after each mount
-
-unmount_quiet() {
-	fusermount3 -u "$1" 2>/dev/null || umount "$1" 2>/dev/null || umount -l "$1" 2>/dev/null || true
-}
-
-cleanup() {
-	local rc=$? mp pid
-	for mp in "${MOUNTS[@]}"; do
-		mountpoint -q "$mp" 2>/dev/null && unmount_quiet "$mp"
-	done
-	# Only the daemons this script started, by pid.
-	for pid in "${PIDS[@]}"; do
-		alive "$pid" && kill "$pid" 2>/dev/null
-	done
-	# --one-file-system: never descend into a mount that would not go away.
-	rm -rf --one-file-system "$W"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# ref_of FILE: the last line of cfs-pack's stdout, checked for the
-# sha256:<64 hex> format.
-ref_of() {
-	local ref
-	ref=$(tail -n 1 "$1")
-	[[ $ref =~ ^sha256:[0-9a-f]{64}$ ]] ||
-		fail "cfs-pack's last stdout line is not sha256:<64 hex>: '$ref' (output in $1)"
-	echo "$ref"
-}
+make_workdir roundtrip
 
 # The store's object files; anything else under objects/ (a leftover .tmp,
 # a misplaced object) is a failure.
@@ -89,33 +56,9 @@ mount_image() {
 	echo "$pid" >"$mp.pid"
 }
 
-# alive PID: running, and not a zombie that nobody has reaped yet (our
-# daemons are reparented to whatever pid 1 is, which may reap late).
-alive() {
-	local stat
-	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-	stat=${stat##*) }
-	[ "${stat%% *}" != Z ]
-}
-
-# unmount_wait MOUNTPOINT: unmount and wait until the daemon is gone.
-unmount_wait() {
-	local mp=$1 pid i
-	pid=$(cat "$mp.pid")
-	fusermount3 -u "$mp" || fail "fusermount3 -u $mp failed"
-	for ((i = 0; i < 100; i++)); do
-		mountpoint -q "$mp" || break
-		sleep 0.1
-	done
-	mountpoint -q "$mp" && fail "$mp still mounted 10 s after fusermount3 -u"
-	if [ -n "$pid" ]; then
-		for ((i = 0; i < 100; i++)); do
-			alive "$pid" || break
-			sleep 0.1
-		done
-		alive "$pid" && fail "cfs-mount daemon $pid still running 10 s after unmount"
-	fi
-	return 0
+# unmount_image MOUNTPOINT: unmount and wait until its daemon is gone.
+unmount_image() {
+	unmount_wait "$1" "$(cat "$1.pid")"
 }
 
 # compare FLAGS... A B: cfs-treecmp must find the trees identical.
@@ -160,7 +103,7 @@ compare $BLOCKS src mnt
 step "mount: the same image by reference $ref on mnt2"
 mount_image store "$ref" "$W/mnt2"
 compare $BLOCKS src mnt2
-unmount_wait "$W/mnt2"
+unmount_image "$W/mnt2"
 
 step "ls: cfs-ls store rt lists the odd names"
 "$CFS_LS" store rt >ls.out 2>ls.err || fail "cfs-ls store rt exited $?: $(tail -n 3 ls.err)"
@@ -182,7 +125,7 @@ rm -f mnt/files/empty 2>/dev/null && [ ! -e mnt/files/empty ] && fail "rm mnt/fi
 chmod 0777 mnt/files/small.txt 2>/dev/null && fail "chmod on mnt succeeded"
 
 step "unmount: mnt"
-unmount_wait "$W/mnt"
+unmount_image "$W/mnt"
 
 # --- b. tar sources -------------------------------------------------------
 step "tar: archiving src (pax, xattrs, sparse, numeric owners)"
@@ -238,7 +181,7 @@ for a in "${archives[@]}"; do
 	step "treecmp: src against mnt-tar"
 	compare $BLOCKS src mnt-tar
 	step "unmount: mnt-tar"
-	unmount_wait "$W/mnt-tar"
+	unmount_image "$W/mnt-tar"
 done
 
 [ "$FAILED" -eq 0 ] || fail "$FAILED checks failed (above)"

@@ -21,6 +21,7 @@
 #include "format.h"
 #include "index.h"
 #include "util.h"
+#include "test.h"
 
 /* ---- independent decoder -------------------------------------------- */
 
@@ -268,9 +269,6 @@ static uint32_t dec_lookup(struct dec *d, const char *path)
 
 /* ---- tests ----------------------------------------------------------- */
 
-static int fails;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); fails++; } } while (0)
-#define EQ(a, b) do { long long _a = (long long)(a), _b = (long long)(b); if (_a != _b) { fprintf(stderr, "%s:%d: %s = %lld, want %lld\n", __FILE__, __LINE__, #a, _a, _b); fails++; } } while (0)
 
 static struct cfs_attr A(uint32_t mode) { struct cfs_attr a = { .mode = mode, .uid = 1000, .gid = 100, .mtime_sec = 1700000000, .mtime_nsec = 5 }; return a; }
 static struct cfs_attr F(uint64_t size) { struct cfs_attr a = A(S_IFREG | 0644); a.size = size; return a; }
@@ -285,64 +283,64 @@ static int finish_check(struct cfs_builder *b, struct dec *d, void **out, size_t
 	int r;
 	memset(d, 0, sizeof(*d));
 	r = cfs_builder_finish(b, &buf, &len, &s);
-	if (r) { fprintf(stderr, "finish: %d\n", r); fails++; return r; }
-	if (dec_open(d, buf, len)) { fprintf(stderr, "decoder rejects: %s\n", d->why); fails++; }
+	if (r) { fprintf(stderr, "finish: %d\n", r); failures++; return r; }
+	if (dec_open(d, buf, len)) { fprintf(stderr, "decoder rejects: %s\n", d->why); failures++; }
 	{
 		void *copy = malloc(len); struct cfs_index *idx;
 		memcpy(copy, buf, len);
 		r = cfs_index_open(copy, len, &idx);
-		if (r) { fprintf(stderr, "cfs_index_open rejects: %d\n", r); fails++; free(copy); }
+		if (r) { fprintf(stderr, "cfs_index_open rejects: %d\n", r); failures++; free(copy); }
 		else {
 			/* compare every accessor against the decoder */
 			struct cfs_index_info info; cfs_index_info(idx, &info);
-			EQ(info.inode_count, d->nino); EQ(info.chunk_count, d->nch); EQ(info.total_file_bytes, d->h.total_file_bytes); EQ(info.index_size, len);
+			CHECK_EQ(info.inode_count, d->nino); CHECK_EQ(info.chunk_count, d->nch); CHECK_EQ(info.total_file_bytes, d->h.total_file_bytes); CHECK_EQ(info.index_size, len);
 			for (size_t i = 0; i < d->nino; i++) {
 				struct cfs_inode in; struct cfs_disk_inode *n = &d->ino[i];
-				EQ(cfs_index_inode(idx, i + 1, &in), 0);
-				EQ(in.ino, i + 1); EQ(in.mode, n->mode); EQ(in.uid, n->uid); EQ(in.gid, n->gid); EQ(in.nlink, n->nlink);
-				EQ(in.size, n->size); EQ(in.mtime_sec, n->mtime_sec); EQ(in.mtime_nsec, n->mtime_nsec); EQ(in.parent, n->parent); EQ(in.nxattrs, n->xattr_count);
-				if (S_ISCHR(n->mode) || S_ISBLK(n->mode)) EQ(in.rdev, n->a);
+				CHECK_EQ(cfs_index_inode(idx, i + 1, &in), 0);
+				CHECK_EQ(in.ino, i + 1); CHECK_EQ(in.mode, n->mode); CHECK_EQ(in.uid, n->uid); CHECK_EQ(in.gid, n->gid); CHECK_EQ(in.nlink, n->nlink);
+				CHECK_EQ(in.size, n->size); CHECK_EQ(in.mtime_sec, n->mtime_sec); CHECK_EQ(in.mtime_nsec, n->mtime_nsec); CHECK_EQ(in.parent, n->parent); CHECK_EQ(in.nxattrs, n->xattr_count);
+				if (S_ISCHR(n->mode) || S_ISBLK(n->mode)) CHECK_EQ(in.rdev, n->a);
 				if (S_ISDIR(n->mode)) {
-					EQ(in.nentries, n->b);
+					CHECK_EQ(in.nentries, n->b);
 					for (uint32_t k = 0; k < n->b; k++) {
 						struct cfs_dirent de; struct cfs_disk_dirent *e = &d->de[n->a + k]; uint64_t li;
-						EQ(cfs_index_dirent(idx, i + 1, k, &de), 1);
-						EQ(de.ino, e->ino); EQ(de.name_len, e->name_len); EQ(de.type, e->type);
+						CHECK_EQ(cfs_index_dirent(idx, i + 1, k, &de), 1);
+						CHECK_EQ(de.ino, e->ino); CHECK_EQ(de.name_len, e->name_len); CHECK_EQ(de.type, e->type);
 						CHECK(!memcmp(de.name, d->str + e->name_off, e->name_len));
-						EQ(cfs_index_lookup(idx, i + 1, d->str + e->name_off, e->name_len, &li), 0); EQ(li, e->ino);
+						CHECK_EQ(cfs_index_lookup(idx, i + 1, d->str + e->name_off, e->name_len, &li), 0); CHECK_EQ(li, e->ino);
 					}
-					{ struct cfs_dirent de; EQ(cfs_index_dirent(idx, i + 1, n->b, &de), 0); }
+					{ struct cfs_dirent de; CHECK_EQ(cfs_index_dirent(idx, i + 1, n->b, &de), 0); }
 				}
 				if (S_ISREG(n->mode)) {
-					EQ(in.nentries, n->b);
+					CHECK_EQ(in.nentries, n->b);
 					for (uint32_t k = 0; k < n->b; k++) {
 						struct cfs_extent x; struct cfs_disk_extent *e = &d->ex[n->a + k]; uint32_t fi;
-						EQ(cfs_index_extent(idx, i + 1, k, &x), 1);
-						EQ(x.file_off, e->file_off); EQ(x.len, e->len); EQ(x.chunk, e->chunk); EQ(x.chunk_off, e->chunk_off);
-						EQ(cfs_index_extent_find(idx, i + 1, e->file_off + e->len - 1, &fi), 0); EQ(fi, k);
+						CHECK_EQ(cfs_index_extent(idx, i + 1, k, &x), 1);
+						CHECK_EQ(x.file_off, e->file_off); CHECK_EQ(x.len, e->len); CHECK_EQ(x.chunk, e->chunk); CHECK_EQ(x.chunk_off, e->chunk_off);
+						CHECK_EQ(cfs_index_extent_find(idx, i + 1, e->file_off + e->len - 1, &fi), 0); CHECK_EQ(fi, k);
 					}
 				}
 				if (S_ISLNK(n->mode)) {
 					const char *t; size_t tl;
-					EQ(cfs_index_readlink(idx, i + 1, &t, &tl), 0); EQ(tl, n->b); CHECK(!memcmp(t, d->str + n->a, tl));
+					CHECK_EQ(cfs_index_readlink(idx, i + 1, &t, &tl), 0); CHECK_EQ(tl, n->b); CHECK(!memcmp(t, d->str + n->a, tl));
 				}
 				for (uint32_t k = 0; k < n->xattr_count; k++) {
 					struct cfs_xattr x; struct cfs_disk_xattr *e = &d->xa[n->xattr_first + k];
-					EQ(cfs_index_xattr(idx, i + 1, k, &x), 1);
-					EQ(x.name_len, e->name_len); EQ(x.value_len, e->value_len);
+					CHECK_EQ(cfs_index_xattr(idx, i + 1, k, &x), 1);
+					CHECK_EQ(x.name_len, e->name_len); CHECK_EQ(x.value_len, e->value_len);
 					CHECK(!memcmp(x.name, d->str + e->name_off, e->name_len));
 					CHECK(!e->value_len || !memcmp(x.value, d->str + e->value_off, e->value_len));
 				}
 			}
 			for (size_t c = 0; c < d->nch; c++) {
-				struct cfs_chunk ch; EQ(cfs_index_chunk(idx, (uint32_t)c, &ch), 0);
-				CHECK(!memcmp(ch.digest.b, d->ch[c].digest, 32)); EQ(ch.raw_size, d->ch[c].raw_size); EQ(ch.stored_size, d->ch[c].stored_size);
+				struct cfs_chunk ch; CHECK_EQ(cfs_index_chunk(idx, (uint32_t)c, &ch), 0);
+				CHECK(!memcmp(ch.digest.b, d->ch[c].digest, 32)); CHECK_EQ(ch.raw_size, d->ch[c].raw_size); CHECK_EQ(ch.stored_size, d->ch[c].stored_size);
 			}
 			cfs_index_free(idx);
 		}
 	}
 	if (st) *st = s;
-	EQ(s.inodes, d->nino); EQ(s.unique_chunks, d->nch); EQ(s.file_bytes, d->h.total_file_bytes);
+	CHECK_EQ(s.inodes, d->nino); CHECK_EQ(s.unique_chunks, d->nch); CHECK_EQ(s.file_bytes, d->h.total_file_bytes);
 	if (out) { *out = buf; *outlen = len; } else free(buf);
 	return 0;
 }
@@ -350,85 +348,85 @@ static int finish_check(struct cfs_builder *b, struct dec *d, void **out, size_t
 static struct cfs_disk_inode *INO(struct dec *d, const char *path)
 {
 	uint32_t i = dec_lookup(d, path);
-	if (!i) { fprintf(stderr, "missing path %s\n", path); fails++; static struct cfs_disk_inode z; return &z; }
+	if (!i) { fprintf(stderr, "missing path %s\n", path); failures++; static struct cfs_disk_inode z; return &z; }
 	return &d->ino[i - 1];
 }
 
 static void test_empty(void)
 {
 	struct cfs_builder *b; struct dec d; struct cfs_builder_stats s;
-	EQ(cfs_builder_new(0, &b), 0);
+	CHECK_EQ(cfs_builder_new(0, &b), 0);
 	finish_check(b, &d, NULL, NULL, &s);
-	EQ(d.nino, 1); EQ(d.nde, 0); EQ(d.ino[0].nlink, 2); EQ(d.ino[0].mode, S_IFDIR | 0755); EQ(d.ino[0].uid, 0); EQ(d.h.chunk_size, 1u << 20);
-	EQ(s.dirs, 1); EQ(s.files, 0);
+	CHECK_EQ(d.nino, 1); CHECK_EQ(d.nde, 0); CHECK_EQ(d.ino[0].nlink, 2); CHECK_EQ(d.ino[0].mode, S_IFDIR | 0755); CHECK_EQ(d.ino[0].uid, 0); CHECK_EQ(d.h.chunk_size, 1u << 20);
+	CHECK_EQ(s.dirs, 1); CHECK_EQ(s.files, 0);
 	/* after finish everything refuses */
 	uint32_t n; struct cfs_attr a = F(0);
-	EQ(cfs_builder_add_path(b, "x", &a, &n), -EINVAL);
+	CHECK_EQ(cfs_builder_add_path(b, "x", &a, &n), -EINVAL);
 	void *buf; size_t len;
-	EQ(cfs_builder_finish(b, &buf, &len, NULL), -EINVAL);
+	CHECK_EQ(cfs_builder_finish(b, &buf, &len, NULL), -EINVAL);
 	dec_free(&d); cfs_builder_free(b);
 	cfs_builder_free(NULL);
-	EQ(cfs_builder_new(CFS_CHUNK_MAX_SIZE + 1, &b), -EINVAL);
+	CHECK_EQ(cfs_builder_new(CFS_CHUNK_MAX_SIZE + 1, &b), -EINVAL);
 }
 
 static void test_types(void)
 {
 	struct cfs_builder *b; struct dec d; uint32_t n, f, c, l; cfs_digest dg;
 	struct cfs_attr a;
-	EQ(cfs_builder_new(65536, &b), 0);
-	a = F(10000); EQ(cfs_builder_add(b, CFS_NODE_ROOT, "file", 4, &a, &f), 0);
-	EQ(cfs_builder_chunk_new(b, &c), 0);
-	EQ(cfs_builder_add_extent(b, f, 0, 4096, c, 100), 0);
-	EQ(cfs_builder_add_extent(b, f, 8192, 1808, c, 4196), 0);
-	dig(&dg, 1); EQ(cfs_builder_chunk_set(b, c, &dg, 8000, 3000), 0);
-	a = A(S_IFDIR | 0700); EQ(cfs_builder_add(b, CFS_NODE_ROOT, "dir", 3, &a, &n), 0);
-	a = A(S_IFLNK | 0777); EQ(cfs_builder_add_path(b, "dir/link", &a, &l), 0);
-	EQ(cfs_builder_set_symlink(b, l, "../file", 7), 0);
-	EQ(cfs_builder_set_symlink(b, f, "x", 1), -EINVAL);
-	EQ(cfs_builder_set_symlink(b, l, "", 0), -EINVAL);
-	EQ(cfs_builder_set_symlink(b, l, "a\0b", 3), -EINVAL);
-	a = A(S_IFCHR | 0600); a.rdev = makedev(1, 3); EQ(cfs_builder_add_path(b, "dev/null", &a, &n), 0);
-	a = A(S_IFBLK | 0600); a.rdev = makedev(8, 1); EQ(cfs_builder_add_path(b, "dev/sda1", &a, &n), 0);
-	a = A(S_IFIFO | 0644); EQ(cfs_builder_add_path(b, "fifo", &a, &n), 0);
-	a = A(S_IFSOCK | 0644); EQ(cfs_builder_add_path(b, "sock", &a, &n), 0);
-	a = F(0); EQ(cfs_builder_add_path(b, "empty", &a, &n), 0);
-	EQ(cfs_builder_set_xattr(b, f, "user.b", "2", 1), 0);
-	EQ(cfs_builder_set_xattr(b, f, "security.capability", "cap", 3), 0);
-	EQ(cfs_builder_set_xattr(b, f, "user.a", "old", 3), 0);
-	EQ(cfs_builder_set_xattr(b, f, "user.a", "newvalue", 8), 0);
-	EQ(cfs_builder_set_xattr(b, f, "user.empty", NULL, 0), 0);
-	EQ(cfs_builder_set_xattr(b, n, "user.a", "newvalue", 8), 0);
-	EQ(cfs_builder_set_xattr(b, CFS_NODE_ROOT, "user.root", "r", 1), 0);
+	CHECK_EQ(cfs_builder_new(65536, &b), 0);
+	a = F(10000); CHECK_EQ(cfs_builder_add(b, CFS_NODE_ROOT, "file", 4, &a, &f), 0);
+	CHECK_EQ(cfs_builder_chunk_new(b, &c), 0);
+	CHECK_EQ(cfs_builder_add_extent(b, f, 0, 4096, c, 100), 0);
+	CHECK_EQ(cfs_builder_add_extent(b, f, 8192, 1808, c, 4196), 0);
+	dig(&dg, 1); CHECK_EQ(cfs_builder_chunk_set(b, c, &dg, 8000, 3000), 0);
+	a = A(S_IFDIR | 0700); CHECK_EQ(cfs_builder_add(b, CFS_NODE_ROOT, "dir", 3, &a, &n), 0);
+	a = A(S_IFLNK | 0777); CHECK_EQ(cfs_builder_add_path(b, "dir/link", &a, &l), 0);
+	CHECK_EQ(cfs_builder_set_symlink(b, l, "../file", 7), 0);
+	CHECK_EQ(cfs_builder_set_symlink(b, f, "x", 1), -EINVAL);
+	CHECK_EQ(cfs_builder_set_symlink(b, l, "", 0), -EINVAL);
+	CHECK_EQ(cfs_builder_set_symlink(b, l, "a\0b", 3), -EINVAL);
+	a = A(S_IFCHR | 0600); a.rdev = makedev(1, 3); CHECK_EQ(cfs_builder_add_path(b, "dev/null", &a, &n), 0);
+	a = A(S_IFBLK | 0600); a.rdev = makedev(8, 1); CHECK_EQ(cfs_builder_add_path(b, "dev/sda1", &a, &n), 0);
+	a = A(S_IFIFO | 0644); CHECK_EQ(cfs_builder_add_path(b, "fifo", &a, &n), 0);
+	a = A(S_IFSOCK | 0644); CHECK_EQ(cfs_builder_add_path(b, "sock", &a, &n), 0);
+	a = F(0); CHECK_EQ(cfs_builder_add_path(b, "empty", &a, &n), 0);
+	CHECK_EQ(cfs_builder_set_xattr(b, f, "user.b", "2", 1), 0);
+	CHECK_EQ(cfs_builder_set_xattr(b, f, "security.capability", "cap", 3), 0);
+	CHECK_EQ(cfs_builder_set_xattr(b, f, "user.a", "old", 3), 0);
+	CHECK_EQ(cfs_builder_set_xattr(b, f, "user.a", "newvalue", 8), 0);
+	CHECK_EQ(cfs_builder_set_xattr(b, f, "user.empty", NULL, 0), 0);
+	CHECK_EQ(cfs_builder_set_xattr(b, n, "user.a", "newvalue", 8), 0);
+	CHECK_EQ(cfs_builder_set_xattr(b, CFS_NODE_ROOT, "user.root", "r", 1), 0);
 	{
 		char big[CFS_XATTR_VALUE_MAX + 1] = { 0 }; char nm[300];
-		EQ(cfs_builder_set_xattr(b, f, "user.big", big, sizeof(big)), -EINVAL);
+		CHECK_EQ(cfs_builder_set_xattr(b, f, "user.big", big, sizeof(big)), -EINVAL);
 		memset(nm, 'x', 256); nm[256] = 0;
-		EQ(cfs_builder_set_xattr(b, f, nm, "v", 1), -EINVAL);
-		EQ(cfs_builder_set_xattr(b, f, "", "v", 1), -EINVAL);
+		CHECK_EQ(cfs_builder_set_xattr(b, f, nm, "v", 1), -EINVAL);
+		CHECK_EQ(cfs_builder_set_xattr(b, f, "", "v", 1), -EINVAL);
 	}
 	/* bad attrs */
-	a = A(0170000); EQ(cfs_builder_add_path(b, "bad", &a, &n), -EINVAL);
-	a = A(S_IFREG | 010000); EQ(cfs_builder_add_path(b, "bad", &a, &n), -EINVAL);
-	a = A(S_IFREG); a.mtime_nsec = 1000000000; EQ(cfs_builder_add_path(b, "bad", &a, &n), -EINVAL);
-	a = A(S_IFDIR | 0755); EQ(cfs_builder_set_attr(b, f, &a), -EINVAL);
-	EQ(cfs_builder_add(b, f, "x", 1, &a, &n), -ENOTDIR);
-	EQ(cfs_builder_add(b, 9999, "x", 1, &a, &n), -EINVAL);
+	a = A(0170000); CHECK_EQ(cfs_builder_add_path(b, "bad", &a, &n), -EINVAL);
+	a = A(S_IFREG | 010000); CHECK_EQ(cfs_builder_add_path(b, "bad", &a, &n), -EINVAL);
+	a = A(S_IFREG); a.mtime_nsec = 1000000000; CHECK_EQ(cfs_builder_add_path(b, "bad", &a, &n), -EINVAL);
+	a = A(S_IFDIR | 0755); CHECK_EQ(cfs_builder_set_attr(b, f, &a), -EINVAL);
+	CHECK_EQ(cfs_builder_add(b, f, "x", 1, &a, &n), -ENOTDIR);
+	CHECK_EQ(cfs_builder_add(b, 9999, "x", 1, &a, &n), -EINVAL);
 	/* extent errors */
-	EQ(cfs_builder_add_extent(b, f, 9000, 10, c, 0), -EINVAL);  /* overlaps 8192+1808 */
-	EQ(cfs_builder_add_extent(b, f, 100, 10, c, 0), -EINVAL);   /* backwards */
-	EQ(cfs_builder_add_extent(b, f, 20000, 0, c, 0), -EINVAL);  /* empty */
-	EQ(cfs_builder_add_extent(b, f, 20000, 1, c + 5, 0), -EINVAL);
-	EQ(cfs_builder_add_extent(b, l, 0, 1, c, 0), -EINVAL);
-	EQ(cfs_builder_chunk_set(b, c + 5, &dg, 1, 1), -EINVAL);
-	EQ(cfs_builder_chunk_set(b, c, &dg, 0, 1), -EINVAL);
+	CHECK_EQ(cfs_builder_add_extent(b, f, 9000, 10, c, 0), -EINVAL);  /* overlaps 8192+1808 */
+	CHECK_EQ(cfs_builder_add_extent(b, f, 100, 10, c, 0), -EINVAL);   /* backwards */
+	CHECK_EQ(cfs_builder_add_extent(b, f, 20000, 0, c, 0), -EINVAL);  /* empty */
+	CHECK_EQ(cfs_builder_add_extent(b, f, 20000, 1, c + 5, 0), -EINVAL);
+	CHECK_EQ(cfs_builder_add_extent(b, l, 0, 1, c, 0), -EINVAL);
+	CHECK_EQ(cfs_builder_chunk_set(b, c + 5, &dg, 1, 1), -EINVAL);
+	CHECK_EQ(cfs_builder_chunk_set(b, c, &dg, 0, 1), -EINVAL);
 
 	finish_check(b, &d, NULL, NULL, NULL);
 	struct cfs_disk_inode *fi = INO(&d, "file");
-	EQ(fi->size, 10000); EQ(fi->b, 3); EQ(fi->nlink, 1); EQ(fi->uid, 1000); EQ(fi->gid, 100); EQ(fi->mtime_sec, 1700000000); EQ(fi->mtime_nsec, 5);
-	EQ(d.ex[fi->a].len, 4096); EQ(d.ex[fi->a].chunk_off, 100); EQ(d.ex[fi->a].chunk, 0);
-	EQ(d.ex[fi->a + 1].chunk, CFS_CHUNK_NONE); EQ(d.ex[fi->a + 1].len, 4096);
-	EQ(d.ex[fi->a + 2].file_off, 8192); EQ(d.ex[fi->a + 2].len, 1808);
-	EQ(fi->xattr_count, 4);
+	CHECK_EQ(fi->size, 10000); CHECK_EQ(fi->b, 3); CHECK_EQ(fi->nlink, 1); CHECK_EQ(fi->uid, 1000); CHECK_EQ(fi->gid, 100); CHECK_EQ(fi->mtime_sec, 1700000000); CHECK_EQ(fi->mtime_nsec, 5);
+	CHECK_EQ(d.ex[fi->a].len, 4096); CHECK_EQ(d.ex[fi->a].chunk_off, 100); CHECK_EQ(d.ex[fi->a].chunk, 0);
+	CHECK_EQ(d.ex[fi->a + 1].chunk, CFS_CHUNK_NONE); CHECK_EQ(d.ex[fi->a + 1].len, 4096);
+	CHECK_EQ(d.ex[fi->a + 2].file_off, 8192); CHECK_EQ(d.ex[fi->a + 2].len, 1808);
+	CHECK_EQ(fi->xattr_count, 4);
 	{
 		struct cfs_disk_xattr *x = &d.xa[fi->xattr_first];
 		CHECK(x[0].name_len == 19 && !memcmp(d.str + x[0].name_off, "security.capability", 19));
@@ -437,15 +435,15 @@ static void test_types(void)
 		CHECK(x[3].name_len == 10 && x[3].value_len == 0);
 	}
 	struct cfs_disk_inode *li = INO(&d, "dir/link");
-	EQ(li->mode, S_IFLNK | 0777); EQ(li->size, 7); CHECK(!memcmp(d.str + li->a, "../file", 7));
-	EQ(INO(&d, "dir")->mode, S_IFDIR | 0700); EQ(INO(&d, "dir")->nlink, 2);
-	EQ(INO(&d, "dev")->mode, S_IFDIR | 0755); EQ(INO(&d, "dev")->uid, 0); EQ(INO(&d, "dev")->mtime_sec, 0);
-	EQ(INO(&d, "dev/null")->a, makedev(1, 3)); EQ(INO(&d, "dev/sda1")->a, makedev(8, 1));
-	EQ(INO(&d, "fifo")->mode, S_IFIFO | 0644); EQ(INO(&d, "sock")->mode, S_IFSOCK | 0644);
-	EQ(INO(&d, "empty")->b, 0);
-	EQ(d.ino[0].nlink, 4); EQ(d.ino[0].xattr_count, 1);
-	EQ(d.h.total_file_bytes, 10000);
-	EQ(d.nch, 1); EQ(d.ch[0].raw_size, 8000); EQ(d.ch[0].stored_size, 3000);
+	CHECK_EQ(li->mode, S_IFLNK | 0777); CHECK_EQ(li->size, 7); CHECK(!memcmp(d.str + li->a, "../file", 7));
+	CHECK_EQ(INO(&d, "dir")->mode, S_IFDIR | 0700); CHECK_EQ(INO(&d, "dir")->nlink, 2);
+	CHECK_EQ(INO(&d, "dev")->mode, S_IFDIR | 0755); CHECK_EQ(INO(&d, "dev")->uid, 0); CHECK_EQ(INO(&d, "dev")->mtime_sec, 0);
+	CHECK_EQ(INO(&d, "dev/null")->a, makedev(1, 3)); CHECK_EQ(INO(&d, "dev/sda1")->a, makedev(8, 1));
+	CHECK_EQ(INO(&d, "fifo")->mode, S_IFIFO | 0644); CHECK_EQ(INO(&d, "sock")->mode, S_IFSOCK | 0644);
+	CHECK_EQ(INO(&d, "empty")->b, 0);
+	CHECK_EQ(d.ino[0].nlink, 4); CHECK_EQ(d.ino[0].xattr_count, 1);
+	CHECK_EQ(d.h.total_file_bytes, 10000);
+	CHECK_EQ(d.nch, 1); CHECK_EQ(d.ch[0].raw_size, 8000); CHECK_EQ(d.ch[0].stored_size, 3000);
 	dec_free(&d); cfs_builder_free(b);
 }
 
@@ -453,62 +451,62 @@ static void test_paths(void)
 {
 	struct cfs_builder *b; struct dec d; uint32_t n, m; struct cfs_attr a;
 	char name[300];
-	EQ(cfs_builder_new(0, &b), 0);
+	CHECK_EQ(cfs_builder_new(0, &b), 0);
 	a = F(0);
-	EQ(cfs_builder_add_path(b, "./a//b/", &a, &n), 0);
-	EQ(cfs_builder_find_path(b, "/a/b", &m), 0); EQ(m, n);
-	EQ(cfs_builder_find_path(b, "a/./b", &m), 0); EQ(m, n);
-	EQ(cfs_builder_add_path(b, "", &a, &n), -EINVAL);
-	EQ(cfs_builder_add_path(b, "a/../b", &a, &n), -EINVAL);
-	EQ(cfs_builder_add_path(b, "..", &a, &n), -EINVAL);
-	EQ(cfs_builder_add_path(b, "x/y/..", &a, &n), -EINVAL);
-	EQ(cfs_builder_find_path(b, "x", &m), -ENOENT); /* nothing made by the failed call */
-	EQ(cfs_builder_add_path(b, "a/b/c", &a, &n), -ENOTDIR);
-	EQ(cfs_builder_find_path(b, "a/b/c", &m), -ENOTDIR);
-	EQ(cfs_builder_find_path(b, "a/zz", &m), -ENOENT);
-	EQ(cfs_builder_find_path(b, "", &m), -EINVAL);
-	EQ(cfs_builder_find_path(b, ".", &m), 0); EQ(m, 0);
-	EQ(cfs_builder_find_path(b, "/", &m), 0); EQ(m, 0);
-	EQ(cfs_builder_add_path(b, ".", &a, &n), -EINVAL); /* root must stay a dir */
+	CHECK_EQ(cfs_builder_add_path(b, "./a//b/", &a, &n), 0);
+	CHECK_EQ(cfs_builder_find_path(b, "/a/b", &m), 0); CHECK_EQ(m, n);
+	CHECK_EQ(cfs_builder_find_path(b, "a/./b", &m), 0); CHECK_EQ(m, n);
+	CHECK_EQ(cfs_builder_add_path(b, "", &a, &n), -EINVAL);
+	CHECK_EQ(cfs_builder_add_path(b, "a/../b", &a, &n), -EINVAL);
+	CHECK_EQ(cfs_builder_add_path(b, "..", &a, &n), -EINVAL);
+	CHECK_EQ(cfs_builder_add_path(b, "x/y/..", &a, &n), -EINVAL);
+	CHECK_EQ(cfs_builder_find_path(b, "x", &m), -ENOENT); /* nothing made by the failed call */
+	CHECK_EQ(cfs_builder_add_path(b, "a/b/c", &a, &n), -ENOTDIR);
+	CHECK_EQ(cfs_builder_find_path(b, "a/b/c", &m), -ENOTDIR);
+	CHECK_EQ(cfs_builder_find_path(b, "a/zz", &m), -ENOENT);
+	CHECK_EQ(cfs_builder_find_path(b, "", &m), -EINVAL);
+	CHECK_EQ(cfs_builder_find_path(b, ".", &m), 0); CHECK_EQ(m, 0);
+	CHECK_EQ(cfs_builder_find_path(b, "/", &m), 0); CHECK_EQ(m, 0);
+	CHECK_EQ(cfs_builder_add_path(b, ".", &a, &n), -EINVAL); /* root must stay a dir */
 	a = A(S_IFDIR | 0711); a.uid = 5;
-	EQ(cfs_builder_add_path(b, "./", &a, &n), 0); EQ(n, 0);
-	a = A(S_IFDIR | 0700); EQ(cfs_builder_add_path(b, "/", &a, &n), 0); EQ(n, 0);
+	CHECK_EQ(cfs_builder_add_path(b, "./", &a, &n), 0); CHECK_EQ(n, 0);
+	a = A(S_IFDIR | 0700); CHECK_EQ(cfs_builder_add_path(b, "/", &a, &n), 0); CHECK_EQ(n, 0);
 	/* names */
 	a = F(0);
-	EQ(cfs_builder_add(b, 0, "", 0, &a, &n), -EINVAL);
-	EQ(cfs_builder_add(b, 0, ".", 1, &a, &n), -EINVAL);
-	EQ(cfs_builder_add(b, 0, "..", 2, &a, &n), -EINVAL);
-	EQ(cfs_builder_add(b, 0, "a/b", 3, &a, &n), -EINVAL);
-	EQ(cfs_builder_add(b, 0, "a\0b", 3, &a, &n), -EINVAL);
-	EQ(cfs_builder_add(b, 0, "...", 3, &a, &n), 0);
-	EQ(cfs_builder_add(b, 0, ".x", 2, &a, &n), 0);
+	CHECK_EQ(cfs_builder_add(b, 0, "", 0, &a, &n), -EINVAL);
+	CHECK_EQ(cfs_builder_add(b, 0, ".", 1, &a, &n), -EINVAL);
+	CHECK_EQ(cfs_builder_add(b, 0, "..", 2, &a, &n), -EINVAL);
+	CHECK_EQ(cfs_builder_add(b, 0, "a/b", 3, &a, &n), -EINVAL);
+	CHECK_EQ(cfs_builder_add(b, 0, "a\0b", 3, &a, &n), -EINVAL);
+	CHECK_EQ(cfs_builder_add(b, 0, "...", 3, &a, &n), 0);
+	CHECK_EQ(cfs_builder_add(b, 0, ".x", 2, &a, &n), 0);
 	memset(name, 'n', 256);
-	EQ(cfs_builder_add(b, 0, name, 256, &a, &n), -EINVAL);
-	EQ(cfs_builder_add(b, 0, name, 255, &a, &n), 0);
-	name[256] = 0; EQ(cfs_builder_add_path(b, name, &a, &n), -EINVAL);
-	name[255] = 0; EQ(cfs_builder_add_path(b, name, &a, &m), 0); /* same name: replaces */
+	CHECK_EQ(cfs_builder_add(b, 0, name, 256, &a, &n), -EINVAL);
+	CHECK_EQ(cfs_builder_add(b, 0, name, 255, &a, &n), 0);
+	name[256] = 0; CHECK_EQ(cfs_builder_add_path(b, name, &a, &n), -EINVAL);
+	name[255] = 0; CHECK_EQ(cfs_builder_add_path(b, name, &a, &m), 0); /* same name: replaces */
 	/* byte order: unsigned, shorter first */
-	EQ(cfs_builder_add(b, 0, "\xff", 1, &a, &n), 0);
-	EQ(cfs_builder_add(b, 0, "ab", 2, &a, &n), 0);
-	EQ(cfs_builder_add(b, 0, "a\x01", 2, &a, &n), 0);
-	EQ(cfs_builder_add(b, 0, "B", 1, &a, &n), 0);
+	CHECK_EQ(cfs_builder_add(b, 0, "\xff", 1, &a, &n), 0);
+	CHECK_EQ(cfs_builder_add(b, 0, "ab", 2, &a, &n), 0);
+	CHECK_EQ(cfs_builder_add(b, 0, "a\x01", 2, &a, &n), 0);
+	CHECK_EQ(cfs_builder_add(b, 0, "B", 1, &a, &n), 0);
 	/* 40 deep */
 	char deep[40 * 3 + 10] = ""; 
 	for (int i = 0; i < 40; i++) { char c[4]; snprintf(c, sizeof(c), "%c%c/", 'a' + i % 26, 'A' + i / 26); strcat(deep, c); }
 	strcat(deep, "leaf");
-	EQ(cfs_builder_add_path(b, deep, &a, &n), 0);
+	CHECK_EQ(cfs_builder_add_path(b, deep, &a, &n), 0);
 	finish_check(b, &d, NULL, NULL, NULL);
-	EQ(d.ino[0].mode, S_IFDIR | 0700); EQ(d.ino[0].uid, 1000);
-	EQ(INO(&d, name)->mode, S_IFREG | 0644);
-	EQ(INO(&d, deep)->mode, S_IFREG | 0644);
+	CHECK_EQ(d.ino[0].mode, S_IFDIR | 0700); CHECK_EQ(d.ino[0].uid, 1000);
+	CHECK_EQ(INO(&d, name)->mode, S_IFREG | 0644);
+	CHECK_EQ(INO(&d, deep)->mode, S_IFREG | 0644);
 	{
 		/* root entries in order */
 		const char *want[] = { "...", ".x", "B", "a", "a\x01", "aA", "ab", name, "\xff" };
 		struct cfs_disk_inode *r = &d.ino[0];
-		EQ(r->b, CFS_ARRAY_SIZE(want));
+		CHECK_EQ(r->b, CFS_ARRAY_SIZE(want));
 		for (uint32_t k = 0; k < r->b && k < CFS_ARRAY_SIZE(want); k++) {
 			struct cfs_disk_dirent *e = &d.de[r->a + k];
-			if (e->name_len != strlen(want[k]) || memcmp(d.str + e->name_off, want[k], e->name_len)) { fprintf(stderr, "root entry %u wrong\n", k); fails++; }
+			if (e->name_len != strlen(want[k]) || memcmp(d.str + e->name_off, want[k], e->name_len)) { fprintf(stderr, "root entry %u wrong\n", k); failures++; }
 		}
 	}
 	dec_free(&d); cfs_builder_free(b);
@@ -518,94 +516,94 @@ static void test_paths(void)
 static void test_tar(void)
 {
 	struct cfs_builder *b; struct dec d; uint32_t n, old; struct cfs_attr a;
-	EQ(cfs_builder_new(0, &b), 0);
-	a = F(5); EQ(cfs_builder_add_path(b, "usr/lib/x/a.py", &a, &n), 0);
-	a = F(6); EQ(cfs_builder_add_path(b, "usr/lib/x/b.py", &a, &n), 0);
+	CHECK_EQ(cfs_builder_new(0, &b), 0);
+	a = F(5); CHECK_EQ(cfs_builder_add_path(b, "usr/lib/x/a.py", &a, &n), 0);
+	a = F(6); CHECK_EQ(cfs_builder_add_path(b, "usr/lib/x/b.py", &a, &n), 0);
 	a = A(S_IFDIR | 0750); a.mtime_sec = 42;
-	EQ(cfs_builder_add_path(b, "usr/lib/", &a, &n), 0); /* dir over implicit dir: keeps children */
-	EQ(cfs_builder_set_xattr(b, n, "user.gone", "1", 1), 0);
-	a = A(S_IFDIR | 0751); EQ(cfs_builder_add_path(b, "usr/lib", &a, &n), 0); /* again: xattrs reset */
-	a = F(7); EQ(cfs_builder_add_path(b, "usr/lib/x/a.py", &a, &n), 0); /* dup replaces */
+	CHECK_EQ(cfs_builder_add_path(b, "usr/lib/", &a, &n), 0); /* dir over implicit dir: keeps children */
+	CHECK_EQ(cfs_builder_set_xattr(b, n, "user.gone", "1", 1), 0);
+	a = A(S_IFDIR | 0751); CHECK_EQ(cfs_builder_add_path(b, "usr/lib", &a, &n), 0); /* again: xattrs reset */
+	a = F(7); CHECK_EQ(cfs_builder_add_path(b, "usr/lib/x/a.py", &a, &n), 0); /* dup replaces */
 	/* file over dir drops subtree */
-	a = F(1); EQ(cfs_builder_add_path(b, "opt/sub/deep/f", &a, &n), 0);
-	a = F(3); EQ(cfs_builder_add_path(b, "opt/sub", &a, &n), 0);
+	a = F(1); CHECK_EQ(cfs_builder_add_path(b, "opt/sub/deep/f", &a, &n), 0);
+	a = F(3); CHECK_EQ(cfs_builder_add_path(b, "opt/sub", &a, &n), 0);
 	/* dir over file */
-	a = F(2); EQ(cfs_builder_add_path(b, "var", &a, &old), 0);
-	a = A(S_IFDIR | 0755); EQ(cfs_builder_add_path(b, "var", &a, &n), 0); CHECK(n != old);
-	a = F(9); EQ(cfs_builder_add_path(b, "var/log", &a, &n), 0);
+	a = F(2); CHECK_EQ(cfs_builder_add_path(b, "var", &a, &old), 0);
+	a = A(S_IFDIR | 0755); CHECK_EQ(cfs_builder_add_path(b, "var", &a, &n), 0); CHECK(n != old);
+	a = F(9); CHECK_EQ(cfs_builder_add_path(b, "var/log", &a, &n), 0);
 	finish_check(b, &d, NULL, NULL, NULL);
-	EQ(INO(&d, "usr/lib")->mode, S_IFDIR | 0751); EQ(INO(&d, "usr/lib")->xattr_count, 0);
-	EQ(INO(&d, "usr/lib/x/a.py")->size, 7); EQ(INO(&d, "usr/lib/x/b.py")->size, 6);
-	EQ(INO(&d, "usr")->mode, S_IFDIR | 0755);
-	EQ(INO(&d, "opt/sub")->size, 3); EQ(INO(&d, "opt")->nlink, 2);
-	EQ(INO(&d, "var/log")->size, 9);
-	EQ(d.nino, 10); /* root usr lib x a b opt sub var log */
-	EQ(d.h.total_file_bytes, 7 + 6 + 3 + 9);
+	CHECK_EQ(INO(&d, "usr/lib")->mode, S_IFDIR | 0751); CHECK_EQ(INO(&d, "usr/lib")->xattr_count, 0);
+	CHECK_EQ(INO(&d, "usr/lib/x/a.py")->size, 7); CHECK_EQ(INO(&d, "usr/lib/x/b.py")->size, 6);
+	CHECK_EQ(INO(&d, "usr")->mode, S_IFDIR | 0755);
+	CHECK_EQ(INO(&d, "opt/sub")->size, 3); CHECK_EQ(INO(&d, "opt")->nlink, 2);
+	CHECK_EQ(INO(&d, "var/log")->size, 9);
+	CHECK_EQ(d.nino, 10); /* root usr lib x a b opt sub var log */
+	CHECK_EQ(d.h.total_file_bytes, 7 + 6 + 3 + 9);
 	dec_free(&d); cfs_builder_free(b);
 }
 
 static void test_links(void)
 {
 	struct cfs_builder *b; struct dec d; uint32_t f, dn, n; struct cfs_attr a; cfs_digest dg; uint32_t c;
-	EQ(cfs_builder_new(0, &b), 0);
-	a = F(100); EQ(cfs_builder_add_path(b, "z/orig", &a, &f), 0);
-	EQ(cfs_builder_chunk_new(b, &c), 0); EQ(cfs_builder_add_extent(b, f, 0, 100, c, 0), 0);
-	dig(&dg, 7); EQ(cfs_builder_chunk_set(b, c, &dg, 100, 50), 0);
-	EQ(cfs_builder_link_path(b, "a/hard1", "z/orig"), 0);  /* creates a/ ; sorts before z */
-	EQ(cfs_builder_link_path(b, "m/n/hard2", "/z//orig"), 0);
-	EQ(cfs_builder_find_path(b, "z", &dn), 0);
-	EQ(cfs_builder_link(b, dn, "hard3", 5, f), 0);
-	EQ(cfs_builder_link(b, dn, "hard3", 5, f), 0); /* same again: no-op */
-	EQ(cfs_builder_link(b, 0, "x", 1, dn), -EPERM);
-	EQ(cfs_builder_link_path(b, "x", "z"), -EPERM);
-	EQ(cfs_builder_link_path(b, "x", "nope"), -ENOENT);
-	EQ(cfs_builder_link_path(b, ".", "z/orig"), -EINVAL);
-	a = F(0); EQ(cfs_builder_add_path(b, "a/victim", &a, &n), 0);
-	EQ(cfs_builder_link_path(b, "a/victim", "z/orig"), 0); /* link replaces a file */
-	a = F(1); EQ(cfs_builder_add_path(b, "z/replaced", &a, &n), 0);
-	EQ(cfs_builder_link_path(b, "z/replaced2", "z/replaced"), 0);
-	a = F(2); EQ(cfs_builder_add_path(b, "z/replaced", &a, &n), 0); /* old node lives on via replaced2 */
+	CHECK_EQ(cfs_builder_new(0, &b), 0);
+	a = F(100); CHECK_EQ(cfs_builder_add_path(b, "z/orig", &a, &f), 0);
+	CHECK_EQ(cfs_builder_chunk_new(b, &c), 0); CHECK_EQ(cfs_builder_add_extent(b, f, 0, 100, c, 0), 0);
+	dig(&dg, 7); CHECK_EQ(cfs_builder_chunk_set(b, c, &dg, 100, 50), 0);
+	CHECK_EQ(cfs_builder_link_path(b, "a/hard1", "z/orig"), 0);  /* creates a/ ; sorts before z */
+	CHECK_EQ(cfs_builder_link_path(b, "m/n/hard2", "/z//orig"), 0);
+	CHECK_EQ(cfs_builder_find_path(b, "z", &dn), 0);
+	CHECK_EQ(cfs_builder_link(b, dn, "hard3", 5, f), 0);
+	CHECK_EQ(cfs_builder_link(b, dn, "hard3", 5, f), 0); /* same again: no-op */
+	CHECK_EQ(cfs_builder_link(b, 0, "x", 1, dn), -EPERM);
+	CHECK_EQ(cfs_builder_link_path(b, "x", "z"), -EPERM);
+	CHECK_EQ(cfs_builder_link_path(b, "x", "nope"), -ENOENT);
+	CHECK_EQ(cfs_builder_link_path(b, ".", "z/orig"), -EINVAL);
+	a = F(0); CHECK_EQ(cfs_builder_add_path(b, "a/victim", &a, &n), 0);
+	CHECK_EQ(cfs_builder_link_path(b, "a/victim", "z/orig"), 0); /* link replaces a file */
+	a = F(1); CHECK_EQ(cfs_builder_add_path(b, "z/replaced", &a, &n), 0);
+	CHECK_EQ(cfs_builder_link_path(b, "z/replaced2", "z/replaced"), 0);
+	a = F(2); CHECK_EQ(cfs_builder_add_path(b, "z/replaced", &a, &n), 0); /* old node lives on via replaced2 */
 	struct cfs_builder_stats s;
 	finish_check(b, &d, NULL, NULL, &s);
 	uint32_t ino = dec_lookup(&d, "a/hard1");
-	EQ(ino, 3); /* root=1, a=2, a/hard1=3 */
-	EQ(dec_lookup(&d, "z/orig"), ino); EQ(dec_lookup(&d, "m/n/hard2"), ino); EQ(dec_lookup(&d, "z/hard3"), ino); EQ(dec_lookup(&d, "a/victim"), ino);
-	EQ(d.ino[ino - 1].nlink, 5);
-	EQ(INO(&d, "z/replaced")->size, 2); EQ(INO(&d, "z/replaced2")->size, 1); EQ(INO(&d, "z/replaced2")->nlink, 1);
-	EQ(d.h.total_file_bytes, 103); EQ(s.files, 3);
+	CHECK_EQ(ino, 3); /* root=1, a=2, a/hard1=3 */
+	CHECK_EQ(dec_lookup(&d, "z/orig"), ino); CHECK_EQ(dec_lookup(&d, "m/n/hard2"), ino); CHECK_EQ(dec_lookup(&d, "z/hard3"), ino); CHECK_EQ(dec_lookup(&d, "a/victim"), ino);
+	CHECK_EQ(d.ino[ino - 1].nlink, 5);
+	CHECK_EQ(INO(&d, "z/replaced")->size, 2); CHECK_EQ(INO(&d, "z/replaced2")->size, 1); CHECK_EQ(INO(&d, "z/replaced2")->nlink, 1);
+	CHECK_EQ(d.h.total_file_bytes, 103); CHECK_EQ(s.files, 3);
 	dec_free(&d); cfs_builder_free(b);
 }
 
 static void test_sparse_and_chunks(void)
 {
 	struct cfs_builder *b; struct dec d; uint32_t f, g, c[6]; struct cfs_attr a; cfs_digest dg;
-	EQ(cfs_builder_new(0, &b), 0);
-	for (int i = 0; i < 6; i++) EQ(cfs_builder_chunk_new(b, &c[i]), 0);
+	CHECK_EQ(cfs_builder_new(0, &b), 0);
+	for (int i = 0; i < 6; i++) CHECK_EQ(cfs_builder_chunk_new(b, &c[i]), 0);
 	/* c0,c2 same digest; c5 unused; c1,c3 digest B; c4 C */
-	dig(&dg, 10); EQ(cfs_builder_chunk_set(b, c[0], &dg, 1000, 500), 0); EQ(cfs_builder_chunk_set(b, c[2], &dg, 1000, 600), 0);
-	dig(&dg, 11); EQ(cfs_builder_chunk_set(b, c[1], &dg, 2000, 1), 0); EQ(cfs_builder_chunk_set(b, c[3], &dg, 2000, 1), 0);
-	dig(&dg, 12); EQ(cfs_builder_chunk_set(b, c[4], &dg, 3000, 1), 0);
-	dig(&dg, 13); EQ(cfs_builder_chunk_set(b, c[5], &dg, 3000, 1), 0);
+	dig(&dg, 10); CHECK_EQ(cfs_builder_chunk_set(b, c[0], &dg, 1000, 500), 0); CHECK_EQ(cfs_builder_chunk_set(b, c[2], &dg, 1000, 600), 0);
+	dig(&dg, 11); CHECK_EQ(cfs_builder_chunk_set(b, c[1], &dg, 2000, 1), 0); CHECK_EQ(cfs_builder_chunk_set(b, c[3], &dg, 2000, 1), 0);
+	dig(&dg, 12); CHECK_EQ(cfs_builder_chunk_set(b, c[4], &dg, 3000, 1), 0);
+	dig(&dg, 13); CHECK_EQ(cfs_builder_chunk_set(b, c[5], &dg, 3000, 1), 0);
 	/* "b" is numbered before "z": its first reference (c4) gets chunk 0 */
-	a = F(6ull << 30); EQ(cfs_builder_add_path(b, "z", &a, &f), 0);
-	EQ(cfs_builder_add_extent(b, f, 0, 500, c[1], 0), 0);
-	EQ(cfs_builder_add_extent(b, f, 500, 500, c[3], 500), 0); /* same digest, contiguous -> merged */
-	EQ(cfs_builder_add_extent(b, f, 1000, 100, c[0], 0), 0);
-	EQ(cfs_builder_add_extent(b, f, 1100, 100, c[0], 100), 0); /* merged at add */
-	EQ(cfs_builder_add_extent(b, f, (9ull << 29), 1000, c[2], 0), 0); /* 4.5 GiB; hole > 4 GiB before */
-	a = F(10); EQ(cfs_builder_add_path(b, "b", &a, &g), 0);
-	EQ(cfs_builder_add_extent(b, g, 0, 10, c[4], 2990), 0);
+	a = F(6ull << 30); CHECK_EQ(cfs_builder_add_path(b, "z", &a, &f), 0);
+	CHECK_EQ(cfs_builder_add_extent(b, f, 0, 500, c[1], 0), 0);
+	CHECK_EQ(cfs_builder_add_extent(b, f, 500, 500, c[3], 500), 0); /* same digest, contiguous -> merged */
+	CHECK_EQ(cfs_builder_add_extent(b, f, 1000, 100, c[0], 0), 0);
+	CHECK_EQ(cfs_builder_add_extent(b, f, 1100, 100, c[0], 100), 0); /* merged at add */
+	CHECK_EQ(cfs_builder_add_extent(b, f, (9ull << 29), 1000, c[2], 0), 0); /* 4.5 GiB; hole > 4 GiB before */
+	a = F(10); CHECK_EQ(cfs_builder_add_path(b, "b", &a, &g), 0);
+	CHECK_EQ(cfs_builder_add_extent(b, g, 0, 10, c[4], 2990), 0);
 	struct cfs_builder_stats s;
 	finish_check(b, &d, NULL, NULL, &s);
-	EQ(s.chunks, 6); EQ(s.unique_chunks, 3); EQ(d.nch, 3);
-	EQ(d.ch[0].raw_size, 3000); EQ(d.ch[1].raw_size, 2000); EQ(d.ch[2].raw_size, 1000); EQ(d.ch[2].stored_size, 500);
+	CHECK_EQ(s.chunks, 6); CHECK_EQ(s.unique_chunks, 3); CHECK_EQ(d.nch, 3);
+	CHECK_EQ(d.ch[0].raw_size, 3000); CHECK_EQ(d.ch[1].raw_size, 2000); CHECK_EQ(d.ch[2].raw_size, 1000); CHECK_EQ(d.ch[2].stored_size, 500);
 	struct cfs_disk_inode *z = INO(&d, "z");
-	EQ(z->b, 5); EQ(d.ex[z->a + 4].chunk, CFS_CHUNK_NONE); EQ(d.ex[z->a + 4].len, (6ull << 30) - (9ull << 29) - 1000);
+	CHECK_EQ(z->b, 5); CHECK_EQ(d.ex[z->a + 4].chunk, CFS_CHUNK_NONE); CHECK_EQ(d.ex[z->a + 4].len, (6ull << 30) - (9ull << 29) - 1000);
 	struct cfs_disk_extent *e = &d.ex[z->a];
-	EQ(e[0].len, 1000); EQ(e[0].chunk, 1);
-	EQ(e[1].file_off, 1000); EQ(e[1].len, 200); EQ(e[1].chunk, 2);
-	EQ(e[2].chunk, CFS_CHUNK_NONE); EQ(e[2].len, (9ull << 29) - 1200);
-	EQ(e[3].chunk, 2); EQ(e[3].file_off, 9ull << 29); EQ(e[3].len, 1000);
+	CHECK_EQ(e[0].len, 1000); CHECK_EQ(e[0].chunk, 1);
+	CHECK_EQ(e[1].file_off, 1000); CHECK_EQ(e[1].len, 200); CHECK_EQ(e[1].chunk, 2);
+	CHECK_EQ(e[2].chunk, CFS_CHUNK_NONE); CHECK_EQ(e[2].len, (9ull << 29) - 1200);
+	CHECK_EQ(e[3].chunk, 2); CHECK_EQ(e[3].file_off, 9ull << 29); CHECK_EQ(e[3].len, 1000);
 	dec_free(&d); cfs_builder_free(b);
 }
 
@@ -613,33 +611,33 @@ static void test_errors_at_finish(void)
 {
 	struct cfs_builder *b; uint32_t f, c; struct cfs_attr a; cfs_digest dg; void *buf; size_t len;
 	/* unset chunk */
-	EQ(cfs_builder_new(0, &b), 0); EQ(cfs_builder_chunk_new(b, &c), 0);
-	EQ(cfs_builder_finish(b, &buf, &len, NULL), -EINVAL);
-	dig(&dg, 1); EQ(cfs_builder_chunk_set(b, c, &dg, 10, 10), 0);
-	EQ(cfs_builder_finish(b, &buf, &len, NULL), 0); free(buf); /* retry works; unreferenced chunk dropped */
+	CHECK_EQ(cfs_builder_new(0, &b), 0); CHECK_EQ(cfs_builder_chunk_new(b, &c), 0);
+	CHECK_EQ(cfs_builder_finish(b, &buf, &len, NULL), -EINVAL);
+	dig(&dg, 1); CHECK_EQ(cfs_builder_chunk_set(b, c, &dg, 10, 10), 0);
+	CHECK_EQ(cfs_builder_finish(b, &buf, &len, NULL), 0); free(buf); /* retry works; unreferenced chunk dropped */
 	cfs_builder_free(b);
 	/* extent past size */
-	EQ(cfs_builder_new(0, &b), 0); EQ(cfs_builder_chunk_new(b, &c), 0); EQ(cfs_builder_chunk_set(b, c, &dg, 10, 10), 0);
-	a = F(5); EQ(cfs_builder_add_path(b, "f", &a, &f), 0); EQ(cfs_builder_add_extent(b, f, 0, 6, c, 0), 0);
-	EQ(cfs_builder_finish(b, &buf, &len, NULL), -EINVAL);
-	a = F(6); EQ(cfs_builder_set_attr(b, f, &a), 0);
-	EQ(cfs_builder_finish(b, &buf, &len, NULL), 0); free(buf);
+	CHECK_EQ(cfs_builder_new(0, &b), 0); CHECK_EQ(cfs_builder_chunk_new(b, &c), 0); CHECK_EQ(cfs_builder_chunk_set(b, c, &dg, 10, 10), 0);
+	a = F(5); CHECK_EQ(cfs_builder_add_path(b, "f", &a, &f), 0); CHECK_EQ(cfs_builder_add_extent(b, f, 0, 6, c, 0), 0);
+	CHECK_EQ(cfs_builder_finish(b, &buf, &len, NULL), -EINVAL);
+	a = F(6); CHECK_EQ(cfs_builder_set_attr(b, f, &a), 0);
+	CHECK_EQ(cfs_builder_finish(b, &buf, &len, NULL), 0); free(buf);
 	cfs_builder_free(b);
 	/* extent past chunk */
-	EQ(cfs_builder_new(0, &b), 0); EQ(cfs_builder_chunk_new(b, &c), 0); EQ(cfs_builder_chunk_set(b, c, &dg, 10, 10), 0);
-	a = F(20); EQ(cfs_builder_add_path(b, "f", &a, &f), 0); EQ(cfs_builder_add_extent(b, f, 0, 6, c, 5), 0);
-	EQ(cfs_builder_finish(b, &buf, &len, NULL), -EINVAL);
+	CHECK_EQ(cfs_builder_new(0, &b), 0); CHECK_EQ(cfs_builder_chunk_new(b, &c), 0); CHECK_EQ(cfs_builder_chunk_set(b, c, &dg, 10, 10), 0);
+	a = F(20); CHECK_EQ(cfs_builder_add_path(b, "f", &a, &f), 0); CHECK_EQ(cfs_builder_add_extent(b, f, 0, 6, c, 5), 0);
+	CHECK_EQ(cfs_builder_finish(b, &buf, &len, NULL), -EINVAL);
 	cfs_builder_free(b);
 	/* symlink without target */
-	EQ(cfs_builder_new(0, &b), 0);
-	a = A(S_IFLNK | 0777); EQ(cfs_builder_add_path(b, "l", &a, &f), 0);
-	EQ(cfs_builder_finish(b, &buf, &len, NULL), -EINVAL);
+	CHECK_EQ(cfs_builder_new(0, &b), 0);
+	a = A(S_IFLNK | 0777); CHECK_EQ(cfs_builder_add_path(b, "l", &a, &f), 0);
+	CHECK_EQ(cfs_builder_finish(b, &buf, &len, NULL), -EINVAL);
 	cfs_builder_free(b);
 	/* unreachable stuff is fine: unset-target symlink in a dropped subtree */
-	EQ(cfs_builder_new(0, &b), 0);
-	a = A(S_IFLNK | 0777); EQ(cfs_builder_add_path(b, "d/l", &a, &f), 0);
-	a = F(0); EQ(cfs_builder_add_path(b, "d", &a, &f), 0);
-	EQ(cfs_builder_finish(b, &buf, &len, NULL), 0); free(buf);
+	CHECK_EQ(cfs_builder_new(0, &b), 0);
+	a = A(S_IFLNK | 0777); CHECK_EQ(cfs_builder_add_path(b, "d/l", &a, &f), 0);
+	a = F(0); CHECK_EQ(cfs_builder_add_path(b, "d", &a, &f), 0);
+	CHECK_EQ(cfs_builder_finish(b, &buf, &len, NULL), 0); free(buf);
 	cfs_builder_free(b);
 }
 
@@ -652,17 +650,17 @@ static void build_ops(struct cfs_builder *b, struct op *ops, int nops)
 	for (int i = 0; i < nops; i++) {
 		struct cfs_attr a; uint32_t n, c; cfs_digest dg;
 		switch (ops[i].kind) {
-		case 0: a = F(ops[i].size); EQ(cfs_builder_add_path(b, ops[i].path, &a, &n), 0);
+		case 0: a = F(ops[i].size); CHECK_EQ(cfs_builder_add_path(b, ops[i].path, &a, &n), 0);
 			if (ops[i].size) {
-				EQ(cfs_builder_chunk_new(b, &c), 0);
-				EQ(cfs_builder_add_extent(b, n, 0, ops[i].size, c, 0), 0);
-				dig(&dg, ops[i].chunkv * 10 + (int)(ops[i].size / 100)); EQ(cfs_builder_chunk_set(b, c, &dg, (uint32_t)ops[i].size, 7), 0);
+				CHECK_EQ(cfs_builder_chunk_new(b, &c), 0);
+				CHECK_EQ(cfs_builder_add_extent(b, n, 0, ops[i].size, c, 0), 0);
+				dig(&dg, ops[i].chunkv * 10 + (int)(ops[i].size / 100)); CHECK_EQ(cfs_builder_chunk_set(b, c, &dg, (uint32_t)ops[i].size, 7), 0);
 			}
-			EQ(cfs_builder_set_xattr(b, n, "user.z", "z", 1), 0);
-			EQ(cfs_builder_set_xattr(b, n, "user.a", ops[i].path, strlen(ops[i].path)), 0);
+			CHECK_EQ(cfs_builder_set_xattr(b, n, "user.z", "z", 1), 0);
+			CHECK_EQ(cfs_builder_set_xattr(b, n, "user.a", ops[i].path, strlen(ops[i].path)), 0);
 			break;
-		case 1: a = A(S_IFLNK | 0777); EQ(cfs_builder_add_path(b, ops[i].path, &a, &n), 0); EQ(cfs_builder_set_symlink(b, n, "__init__.py", 11), 0); break;
-		case 2: a = A(S_IFDIR | 0755); a.uid = 0; a.gid = 0; a.mtime_sec = 0; a.mtime_nsec = 0; EQ(cfs_builder_add_path(b, ops[i].path, &a, &n), 0); break;
+		case 1: a = A(S_IFLNK | 0777); CHECK_EQ(cfs_builder_add_path(b, ops[i].path, &a, &n), 0); CHECK_EQ(cfs_builder_set_symlink(b, n, "__init__.py", 11), 0); break;
+		case 2: a = A(S_IFDIR | 0755); a.uid = 0; a.gid = 0; a.mtime_sec = 0; a.mtime_nsec = 0; CHECK_EQ(cfs_builder_add_path(b, ops[i].path, &a, &n), 0); break;
 		}
 	}
 }
@@ -682,16 +680,16 @@ static void test_determinism(void)
 		ops[i].chunkv = rand() % 50;
 		if (k == 8) { ops[i].kind = 2; snprintf(ops[i].path, sizeof(ops[i].path), "d%d/dir%d", rand() % 7, i); }
 	}
-	EQ(cfs_builder_new(0, &b), 0); build_ops(b, ops, N); finish_check(b, &d, &b1, &l1, NULL); dec_free(&d); cfs_builder_free(b);
+	CHECK_EQ(cfs_builder_new(0, &b), 0); build_ops(b, ops, N); finish_check(b, &d, &b1, &l1, NULL); dec_free(&d); cfs_builder_free(b);
 	for (int i = N - 1; i > 0; i--) { int j = rand() % (i + 1); struct op t = ops[i]; ops[i] = ops[j]; ops[j] = t; }
-	EQ(cfs_builder_new(0, &b), 0); build_ops(b, ops, N); finish_check(b, &d, &b2, &l2, NULL); dec_free(&d); cfs_builder_free(b);
-	EQ(l1, l2); CHECK(l1 == l2 && !memcmp(b1, b2, l1));
+	CHECK_EQ(cfs_builder_new(0, &b), 0); build_ops(b, ops, N); finish_check(b, &d, &b2, &l2, NULL); dec_free(&d); cfs_builder_free(b);
+	CHECK_EQ(l1, l2); CHECK(l1 == l2 && !memcmp(b1, b2, l1));
 	/* string interning: "__init__.py" target stored once */
 	CHECK(memmem(b1, l1, "__init__.py", 11) != NULL);
 	{
 		const char *p = b1; size_t cnt = 0; const char *q;
 		while ((q = memmem(p, l1 - (size_t)(p - (const char *)b1), "user.z", 6))) { cnt++; p = q + 1; }
-		EQ(cnt, 1);
+		CHECK_EQ(cnt, 1);
 	}
 	free(b1); free(b2);
 }
@@ -700,12 +698,12 @@ static void test_bigdir(void)
 {
 	struct cfs_builder *b; struct dec d; uint32_t n, dir; struct cfs_attr a = F(1);
 	char nm[32];
-	EQ(cfs_builder_new(0, &b), 0);
-	a = A(S_IFDIR | 0755); EQ(cfs_builder_add_path(b, "big", &a, &dir), 0);
+	CHECK_EQ(cfs_builder_new(0, &b), 0);
+	a = A(S_IFDIR | 0755); CHECK_EQ(cfs_builder_add_path(b, "big", &a, &dir), 0);
 	a = F(1);
-	for (int i = 2999; i >= 0; i--) { int l = snprintf(nm, sizeof(nm), "f%d", i * 7919 % 3000); EQ(cfs_builder_add(b, dir, nm, (size_t)l, &a, &n), 0); }
+	for (int i = 2999; i >= 0; i--) { int l = snprintf(nm, sizeof(nm), "f%d", i * 7919 % 3000); CHECK_EQ(cfs_builder_add(b, dir, nm, (size_t)l, &a, &n), 0); }
 	finish_check(b, &d, NULL, NULL, NULL);
-	EQ(INO(&d, "big")->b, 3000); EQ(d.h.total_file_bytes, 3000);
+	CHECK_EQ(INO(&d, "big")->b, 3000); CHECK_EQ(d.h.total_file_bytes, 3000);
 	dec_free(&d); cfs_builder_free(b);
 }
 
@@ -713,7 +711,7 @@ struct thr { struct cfs_builder *b; uint32_t first, n; };
 static void *setter(void *p)
 {
 	struct thr *t = p; cfs_digest dg;
-	for (uint32_t i = 0; i < t->n; i++) { dig(&dg, (int)(t->first + i) % 1000); EQ(cfs_builder_chunk_set(t->b, t->first + i, &dg, 4096, 100), 0); }
+	for (uint32_t i = 0; i < t->n; i++) { dig(&dg, (int)(t->first + i) % 1000); CHECK_EQ(cfs_builder_chunk_set(t->b, t->first + i, &dg, 4096, 100), 0); }
 	return NULL;
 }
 
@@ -723,32 +721,32 @@ static void test_perf_threads(void)
 	struct cfs_builder *b; struct dec d; uint32_t n, c; struct cfs_attr a; char p[64];
 	uint64_t t0 = cfs_now_ns(), t1, t2;
 	pthread_t th[4]; struct thr ts[4];
-	EQ(cfs_builder_new(0, &b), 0);
+	CHECK_EQ(cfs_builder_new(0, &b), 0);
 	int started = 0;
 	for (int i = 0; i < N; i++) {
 		snprintf(p, sizeof(p), "usr/lib/python3/site-packages/pkg%d/mod%d/__init__.py", i % 97, i % 1013);
 		a = F(4096);
-		EQ(cfs_builder_add_path(b, p, &a, &n), 0);
-		EQ(cfs_builder_chunk_new(b, &c), 0);
-		EQ(cfs_builder_add_extent(b, n, 0, 4096, c, 0), 0);
+		CHECK_EQ(cfs_builder_add_path(b, p, &a, &n), 0);
+		CHECK_EQ(cfs_builder_chunk_new(b, &c), 0);
+		CHECK_EQ(cfs_builder_add_extent(b, n, 0, 4096, c, 0), 0);
 		if (i % 25000 == 24999) { ts[started] = (struct thr){ b, (uint32_t)(i - 24999), 25000 }; pthread_create(&th[started], NULL, setter, &ts[started]); started++; }
 	}
 	for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
 	t1 = cfs_now_ns();
 	void *buf; size_t len; struct cfs_builder_stats s;
-	EQ(cfs_builder_finish(b, &buf, &len, &s), 0);
+	CHECK_EQ(cfs_builder_finish(b, &buf, &len, &s), 0);
 	t2 = cfs_now_ns();
 	printf("100k adds: %.1f ms, finish %.1f ms, index %zu bytes, inodes %llu unique chunks %llu\n", (t1 - t0) / 1e6, (t2 - t1) / 1e6, len, (unsigned long long)s.inodes, (unsigned long long)s.unique_chunks);
-	if (dec_open(&d, buf, len)) { fprintf(stderr, "perf: decoder: %s\n", d.why); fails++; }
-	EQ(s.unique_chunks, 1000);
-	{ struct cfs_index *idx; uint64_t t3 = cfs_now_ns(); int r = cfs_index_open(buf, len, &idx); EQ(r, 0);
+	if (dec_open(&d, buf, len)) { fprintf(stderr, "perf: decoder: %s\n", d.why); failures++; }
+	CHECK_EQ(s.unique_chunks, 1000);
+	{ struct cfs_index *idx; uint64_t t3 = cfs_now_ns(); int r = cfs_index_open(buf, len, &idx); CHECK_EQ(r, 0);
 	  printf("cfs_index_open of it: %.1f ms\n", (cfs_now_ns() - t3) / 1e6); if (!r) { cfs_index_free(idx); buf = NULL; } }
 	dec_free(&d); free(buf); cfs_builder_free(b);
 	/* a flat 100k dir */
-	EQ(cfs_builder_new(0, &b), 0);
+	CHECK_EQ(cfs_builder_new(0, &b), 0);
 	t0 = cfs_now_ns();
-	for (int i = 0; i < N; i++) { int l = snprintf(p, sizeof(p), "%x", (unsigned)(i * 2654435761u)); a = F(0); EQ(cfs_builder_add(b, 0, p, (size_t)l, &a, &n), 0); }
-	EQ(cfs_builder_finish(b, &buf, &len, &s), 0);
+	for (int i = 0; i < N; i++) { int l = snprintf(p, sizeof(p), "%x", (unsigned)(i * 2654435761u)); a = F(0); CHECK_EQ(cfs_builder_add(b, 0, p, (size_t)l, &a, &n), 0); }
+	CHECK_EQ(cfs_builder_finish(b, &buf, &len, &s), 0);
 	t1 = cfs_now_ns();
 	printf("flat 100k dir: %.1f ms total\n", (t1 - t0) / 1e6);
 	/* Generous for sanitizer builds; quadratic behaviour takes minutes. */
@@ -772,7 +770,5 @@ int main(void)
 	test_determinism();
 	test_bigdir();
 	test_perf_threads();
-	if (fails) { printf("FAIL: %d\n", fails); return 1; }
-	printf("PASS\n");
-	return 0;
+	return cfs_test_done("test-builder");
 }

@@ -16,18 +16,7 @@
 
 #include "cache.h"
 #include "util.h"
-
-static int failures;
-
-#define CHECK(cond, ...)                                                  \
-	do {                                                              \
-		if (!(cond)) {                                            \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-			fprintf(stderr, __VA_ARGS__);                     \
-			fputc('\n', stderr);                              \
-			failures++;                                       \
-		}                                                         \
-	} while (0)
+#include "test.h"
 
 #define CH (64u << 10)
 #define HDR 32u
@@ -509,13 +498,7 @@ static void test_unwritable(void)
 
 int main(void)
 {
-	char cmd[128];
-
-	snprintf(base, sizeof(base), "/tmp/cfs-test-cache.XXXXXX");
-	if (!mkdtemp(base)) {
-		perror("mkdtemp");
-		return 1;
-	}
+	cfs_test_mkdtemp(base, sizeof(base), "cache");
 	test_memory();
 	test_disk();
 	test_disk_bound();
@@ -523,13 +506,6 @@ int main(void)
 	test_stress();
 	test_unwritable();
 
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", base);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", base);
-	if (failures) {
-		fprintf(stderr, "%d check(s) failed\n", failures);
-		return 1;
-	}
-	printf("all cache checks passed\n");
-	return 0;
+	cfs_test_rmtree(base);
+	return cfs_test_done("test-cache");
 }

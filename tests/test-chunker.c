@@ -19,30 +19,10 @@
 #include "digest.h"
 #include "format.h"
 #include "index.h"
+#include "test.h"
 
 #define KiB 1024u
 #define CS (64 * KiB)
-
-static int failures;
-
-#define CHECK(cond)                                                              \
-	do {                                                                     \
-		if (!(cond)) {                                                   \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-				#cond);                                          \
-			failures++;                                              \
-		}                                                                \
-	} while (0)
-
-#define CHECK_RET(expr, want)                                                    \
-	do {                                                                     \
-		long _r = (long)(expr);                                          \
-		if (_r != (long)(want)) {                                        \
-			fprintf(stderr, "%s:%d: %s = %ld, expected %ld\n", __FILE__,   \
-				__LINE__, #expr, _r, (long)(want));              \
-			failures++;                                              \
-		}                                                                \
-	} while (0)
 
 /* ---- a run: builder + chunker + an emit that records chunks ---- */
 
@@ -118,15 +98,15 @@ static uint32_t add_file(struct run *r, const char *name, uint64_t size, const u
 	struct cfs_attr a = { .mode = S_IFREG | 0644, .size = size };
 	uint32_t node = 0;
 
-	CHECK_RET(cfs_builder_add(r->b, CFS_NODE_ROOT, name, strlen(name), &a, &node), 0);
-	CHECK_RET(cfs_chunker_file_begin(r->c, node, size), 0);
+	CHECK_EQ(cfs_builder_add(r->b, CFS_NODE_ROOT, name, strlen(name), &a, &node), 0);
+	CHECK_EQ(cfs_chunker_file_begin(r->c, node, size), 0);
 	for (size_t i = 0; i < nrg; i++) {
 		for (size_t o = 0; o < rg[i].len; o += piece) {
 			size_t n = rg[i].len - o < piece ? rg[i].len - o : piece;
-			CHECK_RET(cfs_chunker_file_data(r->c, rg[i].off + o, data + rg[i].off + o, n), 0);
+			CHECK_EQ(cfs_chunker_file_data(r->c, rg[i].off + o, data + rg[i].off + o, n), 0);
 		}
 	}
-	CHECK_RET(cfs_chunker_file_end(r->c), 0);
+	CHECK_EQ(cfs_chunker_file_end(r->c), 0);
 	return node;
 }
 
@@ -135,7 +115,7 @@ static void finish(struct run *r)
 	void *buf;
 	size_t len;
 
-	CHECK_RET(cfs_chunker_flush(r->c), 0);
+	CHECK_EQ(cfs_chunker_flush(r->c), 0);
 	if (cfs_builder_finish(r->b, &buf, &len, NULL) < 0) {
 		fprintf(stderr, "cfs_builder_finish failed\n");
 		exit(1);
@@ -167,8 +147,8 @@ static uint64_t check_file(struct run *r, const char *name, const uint8_t *want,
 
 	if (!got)
 		abort();
-	CHECK_RET(cfs_index_lookup(r->idx, CFS_ROOT_INO, name, strlen(name), &ino), 0);
-	CHECK_RET(cfs_index_inode(r->idx, ino, &in), 0);
+	CHECK_EQ(cfs_index_lookup(r->idx, CFS_ROOT_INO, name, strlen(name), &ino), 0);
+	CHECK_EQ(cfs_index_inode(r->idx, ino, &in), 0);
 	CHECK(in.size == size);
 	for (uint32_t i = 0; cfs_index_extent(r->idx, ino, i, &e) == 1; i++) {
 		struct cfs_chunk ch;
@@ -180,7 +160,7 @@ static uint64_t check_file(struct run *r, const char *name, const uint8_t *want,
 			break;
 		if (e.chunk == CFS_CHUNK_NONE)
 			continue;
-		CHECK_RET(cfs_index_chunk(r->idx, e.chunk, &ch), 0);
+		CHECK_EQ(cfs_index_chunk(r->idx, e.chunk, &ch), 0);
 		rc = find_chunk(r, &ch.digest);
 		CHECK(rc != NULL);
 		if (!rc || e.chunk_off + e.len > rc->len) {
@@ -200,10 +180,7 @@ static uint64_t rng_state = 0x243f6a8885a308d3ull;
 
 static uint64_t rnd(void)
 {
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
+	return cfs_test_rand(&rng_state);
 }
 
 static void fill(uint8_t *p, size_t n)
@@ -485,36 +462,36 @@ static void test_invalid(void)
 
 	run_init(&r, CS, 0, 0);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-		CHECK_RET(cfs_chunker_new(&bad[i], r.b, emit, &r, &c), -EINVAL);
-	CHECK_RET(cfs_chunker_new(NULL, r.b, NULL, &r, &c), -EINVAL);
+		CHECK_EQ(cfs_chunker_new(&bad[i], r.b, emit, &r, &c), -EINVAL);
+	CHECK_EQ(cfs_chunker_new(NULL, r.b, NULL, &r, &c), -EINVAL);
 
-	CHECK_RET(cfs_chunker_file_data(r.c, 0, buf, 10), -EINVAL); /* outside a file */
-	CHECK_RET(cfs_chunker_file_end(r.c), -EINVAL);
-	CHECK_RET(cfs_builder_add(r.b, CFS_NODE_ROOT, "f", 1, &a, &node), 0);
-	CHECK_RET(cfs_chunker_file_begin(r.c, node, 100), 0);
-	CHECK_RET(cfs_chunker_file_begin(r.c, node, 100), -EINVAL); /* nested */
-	CHECK_RET(cfs_chunker_flush(r.c), -EINVAL);                 /* inside a file */
-	CHECK_RET(cfs_chunker_file_data(r.c, 50, buf, 10), 0);
-	CHECK_RET(cfs_chunker_file_data(r.c, 55, buf, 10), -EINVAL); /* overlaps */
-	CHECK_RET(cfs_chunker_file_data(r.c, 10, buf, 10), -EINVAL); /* goes back */
-	CHECK_RET(cfs_chunker_file_data(r.c, 95, buf, 10), -EINVAL); /* past size */
-	CHECK_RET(cfs_chunker_file_data(r.c, UINT64_MAX - 5, buf, 10), -EINVAL);
-	CHECK_RET(cfs_chunker_file_data(r.c, 60, buf, 40), 0);
-	CHECK_RET(cfs_chunker_file_end(r.c), 0);
+	CHECK_EQ(cfs_chunker_file_data(r.c, 0, buf, 10), -EINVAL); /* outside a file */
+	CHECK_EQ(cfs_chunker_file_end(r.c), -EINVAL);
+	CHECK_EQ(cfs_builder_add(r.b, CFS_NODE_ROOT, "f", 1, &a, &node), 0);
+	CHECK_EQ(cfs_chunker_file_begin(r.c, node, 100), 0);
+	CHECK_EQ(cfs_chunker_file_begin(r.c, node, 100), -EINVAL); /* nested */
+	CHECK_EQ(cfs_chunker_flush(r.c), -EINVAL);                 /* inside a file */
+	CHECK_EQ(cfs_chunker_file_data(r.c, 50, buf, 10), 0);
+	CHECK_EQ(cfs_chunker_file_data(r.c, 55, buf, 10), -EINVAL); /* overlaps */
+	CHECK_EQ(cfs_chunker_file_data(r.c, 10, buf, 10), -EINVAL); /* goes back */
+	CHECK_EQ(cfs_chunker_file_data(r.c, 95, buf, 10), -EINVAL); /* past size */
+	CHECK_EQ(cfs_chunker_file_data(r.c, UINT64_MAX - 5, buf, 10), -EINVAL);
+	CHECK_EQ(cfs_chunker_file_data(r.c, 60, buf, 40), 0);
+	CHECK_EQ(cfs_chunker_file_end(r.c), 0);
 	finish(&r);
 	run_free(&r);
 
 	/* An emit error aborts the feed and sticks. */
 	run_init(&r, CS, 0, 0);
 	a.size = 2 * CS;
-	CHECK_RET(cfs_builder_add(r.b, CFS_NODE_ROOT, "g", 1, &a, &node), 0);
-	CHECK_RET(cfs_chunker_file_begin(r.c, node, 2 * CS), 0);
+	CHECK_EQ(cfs_builder_add(r.b, CFS_NODE_ROOT, "g", 1, &a, &node), 0);
+	CHECK_EQ(cfs_chunker_file_begin(r.c, node, 2 * CS), 0);
 	r.fail_emit = -ENOSPC;
 	{
 		uint8_t *big = calloc(1, CS);
-		CHECK_RET(cfs_chunker_file_data(r.c, 0, big, CS), -ENOSPC);
-		CHECK_RET(cfs_chunker_file_data(r.c, CS, big, 10), -ENOSPC);
-		CHECK_RET(cfs_chunker_file_end(r.c), -ENOSPC);
+		CHECK_EQ(cfs_chunker_file_data(r.c, 0, big, CS), -ENOSPC);
+		CHECK_EQ(cfs_chunker_file_data(r.c, CS, big, 10), -ENOSPC);
+		CHECK_EQ(cfs_chunker_file_end(r.c), -ENOSPC);
 		free(big);
 	}
 	run_free(&r);
@@ -529,10 +506,5 @@ int main(void)
 	test_group_locality();
 	test_small_bound();
 	test_invalid();
-	if (failures) {
-		fprintf(stderr, "test-chunker: %d failure(s)\n", failures);
-		return 1;
-	}
-	printf("test-chunker: ok\n");
-	return 0;
+	return cfs_test_done("test-chunker");
 }

@@ -11,27 +11,13 @@
 
 #include "codec.h"
 #include "digest.h"
-
-static int failures;
-
-#define CHECK(cond, ...)                                                  \
-	do {                                                              \
-		if (!(cond)) {                                            \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-			fprintf(stderr, __VA_ARGS__);                     \
-			fputc('\n', stderr);                              \
-			failures++;                                       \
-		}                                                         \
-	} while (0)
+#include "test.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 
 static uint64_t rnd(void)
 {
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
+	return cfs_test_rand(&rng);
 }
 
 static void *xmalloc(size_t n)
@@ -279,10 +265,5 @@ int main(void)
 	free(text);
 	free(zeros);
 	free(rand1m);
-	if (failures) {
-		fprintf(stderr, "%d check(s) failed\n", failures);
-		return 1;
-	}
-	printf("all codec checks passed\n");
-	return 0;
+	return cfs_test_done("test-codec");
 }

@@ -22,18 +22,9 @@
 #include "format.h"
 #include "index.h"
 #include "util.h"
+#include "test.h"
 
-static int failures;
 static const char *corpus_dir;
-
-#define CHECK(cond)                                                              \
-	do {                                                                     \
-		if (!(cond)) {                                                   \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,   \
-				__LINE__, #cond);                                \
-			failures++;                                              \
-		}                                                                \
-	} while (0)
 
 /*
  * A small index writer, independent of lib/builder.c so that the reader is
@@ -1221,10 +1212,5 @@ int main(int argc, char **argv)
 		return failures ? 1 : 0;
 	test_truncation();
 	test_large();
-	if (failures) {
-		fprintf(stderr, "%d failures\n", failures);
-		return 1;
-	}
-	printf("ok\n");
-	return 0;
+	return cfs_test_done("test-format");
 }

@@ -12,18 +12,7 @@
 
 #include "store.h"
 #include "util.h"
-
-static int failures;
-
-#define CHECK(cond, ...)                                                  \
-	do {                                                              \
-		if (!(cond)) {                                            \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-			fprintf(stderr, __VA_ARGS__);                     \
-			fputc('\n', stderr);                              \
-			failures++;                                       \
-		}                                                         \
-	} while (0)
+#include "test.h"
 
 static char base[64];
 
@@ -309,14 +298,10 @@ static void test_tags(struct cfs_store *st)
 int main(void)
 {
 	struct cfs_store *st = NULL;
-	char p[512], cmd[600];
+	char p[512];
 	int ret;
 
-	snprintf(base, sizeof(base), "/tmp/cfs-test-store.XXXXXX");
-	if (!mkdtemp(base)) {
-		perror("mkdtemp");
-		return 1;
-	}
+	cfs_test_mkdtemp(base, sizeof(base), "store");
 	test_open();
 
 	path_of(p, sizeof(p), "s");
@@ -330,13 +315,6 @@ int main(void)
 	test_tags(st);
 	cfs_store_free(st);
 
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", base);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", base);
-	if (failures) {
-		fprintf(stderr, "%d check(s) failed\n", failures);
-		return 1;
-	}
-	printf("all store checks passed\n");
-	return 0;
+	cfs_test_rmtree(base);
+	return cfs_test_done("test-store");
 }

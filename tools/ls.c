@@ -16,9 +16,10 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
-#include "codec.h"
+#include "cache.h"
 #include "digest.h"
 #include "format.h"
+#include "image.h"
 #include "index.h"
 #include "store.h"
 #include "util.h"
@@ -180,46 +181,6 @@ out:
 	return ret;
 }
 
-/* Fetches the index object, checks it against the reference, opens it. */
-static int load_index(struct cfs_store *st, const cfs_digest *ref, struct cfs_index **out)
-{
-	void *obj = NULL, *raw = NULL;
-	size_t objlen;
-	int64_t rawlen;
-	ssize_t n;
-	int ret;
-
-	ret = cfs_store_get(st, ref, &obj, &objlen);
-	if (ret < 0)
-		return ret;
-	rawlen = cfs_obj_raw_size(obj, objlen);
-	if (rawlen < 0) {
-		ret = (int)rawlen;
-		goto out;
-	}
-	if ((uint64_t)rawlen > CFS_INDEX_MAX_SIZE || rawlen == 0) {
-		ret = -EUCLEAN;
-		goto out;
-	}
-	raw = malloc((size_t)rawlen);
-	if (!raw) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	n = cfs_obj_decode(raw, (size_t)rawlen, obj, objlen, ref);
-	if (n < 0) {
-		ret = (int)n;
-		goto out;
-	}
-	ret = cfs_index_open(raw, (size_t)n, out);
-	if (ret == 0)
-		raw = NULL; /* the index owns it */
-out:
-	free(raw);
-	free(obj);
-	return ret;
-}
-
 /* Walks PATH from the root; "" and "/" are the root. */
 static int lookup_path(const struct cfs_index *idx, const char *path, uint64_t *ino)
 {
@@ -247,11 +208,14 @@ static int lookup_path(const struct cfs_index *idx, const char *path, uint64_t *
 
 int main(int argc, char **argv)
 {
+	struct cfs_cache_opts co = { 0 }; /* memory only: ls reads no file data */
 	struct cfs_store *st = NULL;
-	struct cfs_index *idx = NULL;
+	struct cfs_cache *cache = NULL;
+	struct cfs_image *img = NULL;
+	const struct cfs_index *idx;
 	const char *store_loc, *image, *path;
-	char *start = NULL;
-	cfs_digest ref;
+	char *start = NULL, ref[CFS_REF_STRLEN];
+	cfs_digest dg;
 	uint64_t ino;
 	int ret, rc = 1;
 
@@ -269,18 +233,27 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": %s: %s\n", store_loc, cfs_strerror(ret));
 		goto out;
 	}
-	ret = cfs_store_resolve(st, image, &ref);
+	ret = cfs_cache_new(&co, &cache);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": cache: %s\n", cfs_strerror(ret));
+		goto out;
+	}
+	/* Resolve first, as cfs-mount does, so that -ENOENT from the open
+	 * below can only mean the index object is missing. */
+	ret = cfs_store_resolve(st, image, &dg);
 	if (ret < 0) {
 		fprintf(stderr, PROG ": %s: %s\n", image,
 			ret == -ENOENT ? "no such tag in the store" : cfs_strerror(ret));
 		goto out;
 	}
-	ret = load_index(st, &ref, &idx);
+	cfs_digest_ref(&dg, ref);
+	ret = cfs_image_open(st, cache, ref, &img);
 	if (ret < 0) {
 		fprintf(stderr, PROG ": %s: index: %s\n", image,
 			ret == -ENOENT ? "index object missing from the store" : cfs_strerror(ret));
 		goto out;
 	}
+	idx = cfs_image_index(img);
 	ret = lookup_path(idx, path, &ino);
 	if (ret < 0) {
 		fprintf(stderr, PROG ": %s: %s\n", path, cfs_strerror(ret));
@@ -327,7 +300,8 @@ int main(int argc, char **argv)
 	rc = 0;
 out:
 	free(start);
-	cfs_index_free(idx);
+	cfs_image_free(img);
+	cfs_cache_free(cache);
 	cfs_store_free(st);
 	return rc;
 }
