@@ -63,11 +63,18 @@ static void check_dir(const struct cfs_index *idx, const struct cfs_inode *in)
 	ASSERT(cfs_index_lookup(idx, in->ino, "a/b", 3, &ino) == -ENOENT);
 }
 
+static uint64_t run_blocks(uint64_t start, uint64_t end)
+{
+	uint64_t first = start / 4096, last = end / 4096 + (end % 4096 != 0);
+
+	return (last - first) * 8;
+}
+
 static void check_file(const struct cfs_index *idx, const struct cfs_inode *in)
 {
 	struct cfs_extent e;
 	struct cfs_chunk c;
-	uint64_t next = 0, blocks = 0;
+	uint64_t next = 0, blocks = 0, run = UINT64_MAX; /* start of the open data run */
 	uint32_t i, found;
 
 	for (i = 0;; i++) {
@@ -81,7 +88,12 @@ static void check_file(const struct cfs_index *idx, const struct cfs_inode *in)
 		if (e.chunk != CFS_CHUNK_NONE) {
 			ASSERT(cfs_index_chunk(idx, e.chunk, &c) == 0);
 			ASSERT((uint64_t)e.chunk_off + e.len <= c.raw_size);
-			blocks += (e.len + 4095) / 4096 * 8;
+			if (run == UINT64_MAX)
+				run = e.file_off;
+		} else if (run != UINT64_MAX) {
+			/* st_blocks: the 4 KiB blocks each data run touches */
+			blocks += run_blocks(run, e.file_off);
+			run = UINT64_MAX;
 		}
 		/* first, last and middle byte of each extent */
 		ASSERT(cfs_index_extent_find(idx, in->ino, e.file_off, &found) == 0 && found == i);
@@ -89,6 +101,8 @@ static void check_file(const struct cfs_index *idx, const struct cfs_inode *in)
 		ASSERT(cfs_index_extent_find(idx, in->ino, e.file_off + e.len / 2, &found) == 0 &&
 		       found == i);
 	}
+	if (run != UINT64_MAX)
+		blocks += run_blocks(run, next);
 	ASSERT(i == in->nentries && next == in->size && blocks == in->blocks);
 	ASSERT(cfs_index_extent_find(idx, in->ino, in->size, &found) == 1);
 	ASSERT(cfs_index_extent_find(idx, in->ino, UINT64_MAX, &found) == 1);
