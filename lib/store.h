@@ -37,6 +37,24 @@ struct cfs_store_stats {
 	uint64_t put_skipped; /* puts of objects already present */
 };
 
+struct cfs_fetch_opts;
+
+struct cfs_store_opts {
+	/* Remote stores: how their fetcher behaves; NULL for the defaults. */
+	const struct cfs_fetch_opts *fetch;
+};
+
+/* Opens the store at location: a directory path or file:// URL, an
+ * http:// or https:// URL of a store directory served by any web server
+ * (read-only), or s3://BUCKET[/PREFIX], configured like the AWS tools
+ * (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+ * AWS_SESSION_TOKEN, AWS_REGION; path-style addressing).  A remote store
+ * starts its fetcher thread on first use, so it may be opened before a
+ * fork as long as nothing is fetched before it.
+ * Same errors as cfs_store_open(), and -EACCES (credentials refused). */
+int cfs_store_open_opts(const char *location, unsigned flags, const struct cfs_store_opts *opts,
+			struct cfs_store **out);
+
 /* Opens the store at location (a directory path or file:// URL).
  * Errors: -ENOENT (no such store), -ENOTDIR, -EUCLEAN (exists but is not a
  * cfs store, i.e. no marker), -EPROTONOSUPPORT (unknown URL scheme).
@@ -75,5 +93,9 @@ int cfs_store_tag_set(struct cfs_store *st, const char *name, const cfs_digest *
 int cfs_store_resolve(struct cfs_store *st, const char *image, cfs_digest *out);
 
 void cfs_store_stats_get(struct cfs_store *st, struct cfs_store_stats *out);
+
+struct cfs_fetch_stats;
+/* The fetcher's counters of a remote store; -ENOTSUP for a local one. */
+int cfs_store_fetch_stats(struct cfs_store *st, struct cfs_fetch_stats *out);
 
 #endif /* CFS_STORE_H */
