@@ -27,6 +27,15 @@ struct cfs_fs {
 	double timeout;              /* entry and attr timeout, seconds */
 };
 
+/* The root of the mount answers getxattr of this name with the counters
+ * (not listed by listxattr: the image's own xattrs are unchanged). */
+#define CFS_FS_STATS_XATTR "user.cfs.stats"
+#define CFS_FS_STATS_MAX 4096
+
+/* The daemon's counters as a one-line JSON object (no newline) in buf.
+ * Returns its length or -EOVERFLOW.  Thread-safe. */
+int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap);
+
 /* The low-level operations; every one replies exactly once. */
 extern const struct fuse_lowlevel_ops cfs_fs_ops;
 

@@ -5,8 +5,15 @@
  * Everything that can fail because of the arguments (the store, the image,
  * its index, the cache, the mount point) is opened before anything is
  * mounted, so a bad argument is one line on stderr and exit status 1 with
- * nothing left behind.  Then: mount, daemonize (the parent returns once the
- * mount exists), serve until unmounted or signalled, and write the stats.
+ * nothing left behind.
+ *
+ * Without -f the process forks first, before the store is opened: a remote
+ * store's fetcher runs a thread, which would not survive a fork.  The
+ * parent waits on a pipe; the child opens everything (printing any error
+ * to the stderr it shares with the parent), mounts, detaches, and writes
+ * one status byte.  The parent exits 0 once the mount is ready, 1 if the
+ * child failed.  The daemon then serves until unmounted or signalled, and
+ * writes the stats.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,11 +28,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
 #include <syslog.h>
 #include <unistd.h>
 
 #include "cache.h"
 #include "cfs_config.h"
+#include "fetch.h"
 #include "format.h"
 #include "fs.h"
 #include "image.h"
@@ -51,6 +61,8 @@ struct mount_args {
 	uint64_t cache_size, mem_cache;
 	const char *stats_file, *log_file;
 	const char *store, *image, *mountpoint;
+	const char *stats_of;     /* --stats MOUNTPOINT: print its counters */
+	struct cfs_fetch_opts fetch;
 };
 
 /* The daemon: the context the ops see, plus what main needs around it. */
@@ -68,6 +80,7 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: " PROG " [options] STORE IMAGE MOUNTPOINT\n"
+		"       " PROG " --stats MOUNTPOINT\n"
 		"\n"
 		"Mounts IMAGE (a tag or sha256:<hex>) of STORE read-only at MOUNTPOINT.\n"
 		"\n"
@@ -81,6 +94,15 @@ static void usage(FILE *out)
 		"      --mem-cache SIZE   bound of the memory cache (default 256M)\n"
 		"      --stats-file FILE  write counters as JSON at exit and on SIGUSR1\n"
 		"      --log FILE         log here (default stderr; syslog once daemonized)\n"
+		"\n"
+		"Remote stores (http://, https://, s3://BUCKET[/PREFIX]):\n"
+		"      --deadline MS      a read the store cannot serve within MS\n"
+		"                         milliseconds fails with EIO (default 30000)\n"
+		"      --max-inflight N   requests on the wire at once (default 64)\n"
+		"      --retries N        retries of a failed request, 1.. (default 6)\n"
+		"      --insecure         no TLS certificate verification (tests only)\n"
+		"\n"
+		"      --stats MOUNTPOINT print the counters of a running mount (JSON)\n"
 		"  -v, --verbose          more log output (twice for debug)\n"
 		"  -h, --help             this text\n"
 		"  -V, --version          the version\n");
@@ -141,7 +163,35 @@ static int parse_o(struct mount_args *a, const char *s)
 	return 0;
 }
 
-enum { OPT_CACHE = 256, OPT_CACHE_SIZE, OPT_MEM_CACHE, OPT_STATS_FILE, OPT_LOG };
+enum {
+	OPT_CACHE = 256,
+	OPT_CACHE_SIZE,
+	OPT_MEM_CACHE,
+	OPT_STATS_FILE,
+	OPT_LOG,
+	OPT_DEADLINE,
+	OPT_MAX_INFLIGHT,
+	OPT_RETRIES,
+	OPT_INSECURE,
+	OPT_STATS,
+};
+
+/* A decimal in [min, max] for option name. */
+static int parse_count(const char *name, const char *s, unsigned long min, unsigned long max,
+		       unsigned *out)
+{
+	unsigned long v;
+	char *end;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || *s == '-' || v < min || v > max) {
+		fprintf(stderr, PROG ": %s: expected %lu..%lu: '%s'\n", name, min, max, s);
+		return -1;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
 
 /* 0, 1 when the program should exit 0 (help, version), or -1. */
 static int parse_args(int argc, char **argv, struct mount_args *a)
@@ -157,6 +207,11 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 		{ "mem-cache", required_argument, NULL, OPT_MEM_CACHE },
 		{ "stats-file", required_argument, NULL, OPT_STATS_FILE },
 		{ "log", required_argument, NULL, OPT_LOG },
+		{ "deadline", required_argument, NULL, OPT_DEADLINE },
+		{ "max-inflight", required_argument, NULL, OPT_MAX_INFLIGHT },
+		{ "retries", required_argument, NULL, OPT_RETRIES },
+		{ "insecure", no_argument, NULL, OPT_INSECURE },
+		{ "stats", required_argument, NULL, OPT_STATS },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
@@ -203,10 +258,37 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 		case OPT_LOG:
 			a->log_file = optarg;
 			break;
+		case OPT_DEADLINE:
+			if (parse_count("--deadline", optarg, 1, 24ul * 3600 * 1000,
+					&a->fetch.deadline_ms) < 0)
+				return -1;
+			break;
+		case OPT_MAX_INFLIGHT:
+			if (parse_count("--max-inflight", optarg, 1, 4096, &a->fetch.max_inflight) < 0)
+				return -1;
+			break;
+		case OPT_RETRIES:
+			/* The fetcher reads 0 as its default. */
+			if (parse_count("--retries", optarg, 1, 100, &a->fetch.retries) < 0)
+				return -1;
+			break;
+		case OPT_INSECURE:
+			a->fetch.insecure = true;
+			break;
+		case OPT_STATS:
+			a->stats_of = optarg;
+			break;
 		default:
 			usage(stderr);
 			return -1;
 		}
+	}
+	if (a->stats_of) {
+		if (argc != optind) {
+			fprintf(stderr, PROG ": --stats MOUNTPOINT takes no other argument\n");
+			return -1;
+		}
+		return 0;
 	}
 	if (argc - optind != 3) {
 		fprintf(stderr, PROG ": expected STORE IMAGE MOUNTPOINT\n");
@@ -223,27 +305,13 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 
 static int stats_write(struct daemon *d)
 {
-	struct cfs_store_stats ss;
-	struct cfs_cache_stats cs;
-	struct cfs_image_stats is;
-	char json[1024], *tmp = NULL;
+	char json[CFS_FS_STATS_MAX + 1], *tmp = NULL;
 	int fd, n, ret;
 
-	cfs_store_stats_get(d->fs.store, &ss);
-	cfs_cache_stats_get(d->fs.cache, &cs);
-	cfs_image_stats_get(d->fs.img, &is);
-	n = snprintf(json, sizeof(json),
-		     "{\"store_gets\":%" PRIu64 ",\"store_get_bytes\":%" PRIu64
-		     ",\"store_get_errors\":%" PRIu64 ",\"chunk_fetches\":%" PRIu64
-		     ",\"chunk_bad\":%" PRIu64 ",\"cache_mem_hits\":%" PRIu64
-		     ",\"cache_disk_hits\":%" PRIu64 ",\"cache_misses\":%" PRIu64
-		     ",\"reads\":%" PRIu64 ",\"read_bytes\":%" PRIu64
-		     ",\"read_errors\":%" PRIu64 "}\n",
-		     ss.gets, ss.get_bytes, ss.get_errors, is.chunk_fetches, is.chunk_bad,
-		     cs.mem_hits, cs.disk_hits, cs.misses, is.reads, is.read_bytes,
-		     is.read_errors);
-	if (n < 0 || (size_t)n >= sizeof(json))
-		return -EOVERFLOW;
+	n = cfs_fs_stats_json(&d->fs, json, sizeof(json) - 1);
+	if (n < 0)
+		return n;
+	json[n++] = '\n';
 
 	pthread_mutex_lock(&d->stats_lock);
 	if (asprintf(&tmp, "%s.tmp.%ld", d->stats_path, (long)getpid()) < 0) {
@@ -413,13 +481,14 @@ out:
 /* Opens store, cache and image, printing one line for what failed. */
 static int open_image(const struct mount_args *a, struct daemon *d, const char *store_abs)
 {
+	struct cfs_store_opts so = { .fetch = &a->fetch };
 	struct cfs_cache_opts co = { 0 };
 	char ref[CFS_REF_STRLEN];
 	char *cache_dir = NULL;
 	cfs_digest dg;
 	int ret;
 
-	ret = cfs_store_open(store_abs, 0, &d->fs.store);
+	ret = cfs_store_open_opts(store_abs, 0, &so, &d->fs.store);
 	if (ret < 0) {
 		fprintf(stderr, PROG ": store %s: %s\n", a->store,
 			ret == -EUCLEAN ? "not a cfs store" : cfs_strerror(ret));
@@ -441,7 +510,11 @@ static int open_image(const struct mount_args *a, struct daemon *d, const char *
 	}
 
 	ret = cfs_store_resolve(d->fs.store, a->image, &dg);
-	if (ret == -ENOENT) {
+	if (ret == -ENXIO) {
+		fprintf(stderr, PROG ": store %s: not a cfs store (no cfs-store marker there)\n",
+			a->store);
+		goto out;
+	} else if (ret == -ENOENT) {
 		fprintf(stderr, PROG ": image '%s' not found in store %s\n", a->image, a->store);
 		goto out;
 	} else if (ret == -EINVAL) {
@@ -455,7 +528,11 @@ static int open_image(const struct mount_args *a, struct daemon *d, const char *
 	/* Open what the tag named just now, even if it moves meanwhile. */
 	cfs_digest_ref(&dg, ref);
 	ret = cfs_image_open(d->fs.store, d->fs.cache, ref, &d->fs.img);
-	if (ret == -ENOENT && strcmp(a->image, ref)) {
+	if (ret == -ENXIO) {
+		fprintf(stderr, PROG ": store %s: not a cfs store (no cfs-store marker there)\n",
+			a->store);
+		goto out;
+	} else if (ret == -ENOENT && strcmp(a->image, ref)) {
 		fprintf(stderr, PROG ": image '%s': the tag names %s, which is not in store %s\n",
 			a->image, ref, a->store);
 		goto out;
@@ -531,6 +608,120 @@ static void raise_readahead(const char *mountpoint)
 	close(fd);
 }
 
+/* --stats MOUNTPOINT: the running daemon's counters, one JSON line. */
+static int print_stats(const char *mountpoint)
+{
+	char json[CFS_FS_STATS_MAX + 1];
+	ssize_t n;
+
+	n = getxattr(mountpoint, CFS_FS_STATS_XATTR, json, sizeof(json) - 1);
+	if (n < 0) {
+		if (errno == ENODATA || errno == ENOTSUP)
+			fprintf(stderr, PROG ": %s: not the root of a cfs mount (no %s)\n", mountpoint,
+				CFS_FS_STATS_XATTR);
+		else
+			fprintf(stderr, PROG ": %s: %s\n", mountpoint, strerror(errno));
+		return 1;
+	}
+	json[n] = '\0';
+	if (printf("%s\n", json) < 0 || fflush(stdout) != 0) {
+		fprintf(stderr, PROG ": stdout: %s\n", strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
+/* Forks the daemon.  Returns in the child only, with the write end of the
+ * status pipe in *ready_fd; the parent exits with the child's verdict: 0
+ * once it wrote READY_OK, 1 when it wrote anything else (it printed why on
+ * the stderr they share) or died. */
+#define READY_OK 0
+#define READY_FAILED 1
+
+static int daemon_fork(int *ready_fd)
+{
+	unsigned char status;
+	int fds[2], wstatus;
+	ssize_t n;
+	pid_t pid;
+
+	if (pipe2(fds, O_CLOEXEC) < 0) {
+		fprintf(stderr, PROG ": pipe: %s\n", strerror(errno));
+		return -1;
+	}
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		fprintf(stderr, PROG ": fork: %s\n", strerror(errno));
+		close(fds[0]);
+		close(fds[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		close(fds[0]);
+		*ready_fd = fds[1];
+		return 0;
+	}
+	close(fds[1]);
+	do {
+		n = read(fds[0], &status, 1);
+	} while (n < 0 && errno == EINTR);
+	if (n == 1)
+		_exit(status == READY_OK ? 0 : 1);
+	/* No byte: the child died before it could say. */
+	if (waitpid(pid, &wstatus, 0) == pid && WIFSIGNALED(wstatus))
+		fprintf(stderr, PROG ": the daemon was killed by signal %d before the mount was ready\n",
+			WTERMSIG(wstatus));
+	else
+		fprintf(stderr, PROG ": the daemon exited before the mount was ready\n");
+	_exit(1);
+}
+
+/* The child, once mounted: leaves the terminal and the working directory,
+ * then lets the parent go. */
+static int daemon_detach(int *ready_fd)
+{
+	unsigned char ok = READY_OK;
+	int nullfd;
+
+	if (setsid() < 0 || chdir("/") < 0) {
+		fprintf(stderr, PROG ": cannot detach: %s\n", strerror(errno));
+		return -1;
+	}
+	nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (nullfd < 0) {
+		fprintf(stderr, PROG ": /dev/null: %s\n", strerror(errno));
+		return -1;
+	}
+	fflush(NULL);
+	/* Before the parent exits: whoever waits for its output must not wait
+	 * for the daemon's too. */
+	dup2(nullfd, STDIN_FILENO);
+	dup2(nullfd, STDOUT_FILENO);
+	dup2(nullfd, STDERR_FILENO);
+	if (nullfd > STDERR_FILENO)
+		close(nullfd);
+	if (write(*ready_fd, &ok, 1) != 1)
+		return -1;
+	close(*ready_fd);
+	*ready_fd = -1;
+	return 0;
+}
+
+static void daemon_failed(int *ready_fd)
+{
+	unsigned char failed = READY_FAILED;
+
+	if (*ready_fd < 0)
+		return;
+	fflush(NULL);
+	if (write(*ready_fd, &failed, 1) != 1) {
+		/* The parent then sees the pipe close, which says the same. */
+	}
+	close(*ready_fd);
+	*ready_fd = -1;
+}
+
 static void close_image(struct daemon *d)
 {
 	cfs_image_free(d->fs.img);
@@ -549,7 +740,7 @@ int main(int argc, char **argv)
 	enum cfs_log_level level;
 	sigset_t usr1;
 	bool served = false;
-	int ret, status = 1;
+	int ret, status = 1, ready_fd = -1;
 
 	/* Before any thread exists: SIGUSR1 is taken by the stats thread with
 	 * sigwait(), and must not kill us while we start up. */
@@ -566,6 +757,10 @@ int main(int argc, char **argv)
 	ret = parse_args(argc, argv, &a);
 	if (ret != 0) {
 		status = ret > 0 ? 0 : 1;
+		goto out_args;
+	}
+	if (a.stats_of) {
+		status = print_stats(a.stats_of);
 		goto out_args;
 	}
 
@@ -596,6 +791,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
 		goto out_log;
 	}
+	/* Before the store is opened: see the top of this file. */
+	if (!a.foreground && daemon_fork(&ready_fd) < 0)
+		goto out_image;
 	if (open_image(&a, &d, store_abs) < 0)
 		goto out_image;
 
@@ -618,10 +816,8 @@ int main(int argc, char **argv)
 	}
 	raise_readahead(mountpoint);
 	/* The parent exits 0 here only once the mount is in place. */
-	if (fuse_daemonize(a.foreground) < 0) {
-		fprintf(stderr, PROG ": cannot detach\n");
+	if (!a.foreground && daemon_detach(&ready_fd) < 0)
 		goto out_unmount;
-	}
 	if (!a.foreground && !d.log) {
 		d.log = syslog_file();
 		cfs_log_setup(PROG, level, d.log);
@@ -670,5 +866,8 @@ out_args:
 	fuse_opt_free_args(&args);
 	free(a.fuse_opts);
 	pthread_mutex_destroy(&d.stats_lock);
+	/* A daemon that failed before it was ready: its messages are out and
+	 * nothing is left mounted; now the parent may exit 1. */
+	daemon_failed(&ready_fd);
 	return status;
 }

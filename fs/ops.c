@@ -408,9 +408,11 @@ static ssize_t do_read(struct cfs_fs *fs, fuse_ino_t ino, void *buf, size_t size
 	if (n < 0) {
 		cfs_err("read of inode %" PRIu64 " (%zu bytes at %lld): %s", (uint64_t)ino, size,
 			(long long)off, cfs_strerror((int)n));
-		/* Missing, corrupt or mismatched data is an I/O error to the
-		 * reader; the log line above says which. */
-		if (n == -EBADMSG || n == -EUCLEAN || n == -ENOENT)
+		/* Missing, corrupt or mismatched data, and a store that failed,
+		 * refused or did not answer in time (ETIMEDOUT, EACCES, EPROTO,
+		 * ...), are an I/O error to the reader: the log line above says
+		 * which. */
+		if (n != -ENOMEM && n != -EINVAL)
 			n = -EIO;
 	}
 	return n;
@@ -485,10 +487,33 @@ static int do_getxattr(struct cfs_fs *fs, fuse_ino_t ino, const char *name,
 	return cfs_index_getxattr(fs->idx, ino, name, x);
 }
 
+/* getxattr("user.cfs.stats") on the root: the live counters. */
+static void reply_stats(fuse_req_t req, size_t size)
+{
+	char json[CFS_FS_STATS_MAX];
+	int n = cfs_fs_stats_json(fs_of(req), json, sizeof(json));
+
+	if (n < 0)
+		reply_err(req, n);
+	else if (size == 0)
+		/* The counters may grow before the caller asks again: leave room. */
+		fuse_reply_xattr(req, CFS_MIN((size_t)n + 512, sizeof(json)));
+	else if (size < (size_t)n)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, json, (size_t)n);
+}
+
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct cfs_xattr x;
-	int ret = do_getxattr(fs_of(req), ino, name, &x);
+	int ret;
+
+	if (ino == CFS_ROOT_INO && !strcmp(name, CFS_FS_STATS_XATTR)) {
+		reply_stats(req, size);
+		return;
+	}
+	ret = do_getxattr(fs_of(req), ino, name, &x);
 
 	if (ret < 0)
 		reply_err(req, ret);

@@ -63,32 +63,67 @@ static size_t url_scheme_len(const char *location)
 	return strncmp(p, "://", 3) ? 0 : (size_t)(p - location) + 3;
 }
 
-int cfs_store_open(const char *location, unsigned flags, struct cfs_store **out)
+int cfs_store_marker_parse(const void *buf, size_t len)
 {
-	const struct cfs_store_ops *ops = &cfs_store_dir_ops;
-	const char *path = location;
+	static const char prefix[] = CFS_STORE_MARKER " ";
+
+	if (len == strlen(CFS_STORE_MARKER_TEXT) && !memcmp(buf, CFS_STORE_MARKER_TEXT, len))
+		return 0;
+	/* Another version is a format we do not speak; anything else is not
+	 * a store. */
+	if (len > strlen(prefix) && !memcmp(buf, prefix, strlen(prefix)))
+		return -EPROTONOSUPPORT;
+	return -EUCLEAN;
+}
+
+/* The backend of location, and the location it is given: a directory path
+ * for dir (file:// stripped), the URL itself for the others. */
+static int store_backend(const char *location, const struct cfs_store_ops **ops,
+			 const char **path)
+{
+	size_t scheme = url_scheme_len(location);
+
+	*ops = &cfs_store_dir_ops;
+	*path = location;
+	if (!scheme)
+		return 0;
+	if (!strncasecmp(location, "http://", scheme) || !strncasecmp(location, "https://", scheme)) {
+		*ops = &cfs_store_http_ops;
+		return 0;
+	}
+	if (!strncasecmp(location, "s3://", scheme)) {
+		*ops = &cfs_store_s3_ops;
+		return 0;
+	}
+	if (strncasecmp(location, "file://", scheme)) {
+		cfs_err("%s: unsupported store location: a directory (a path or file:// URL), "
+			"http://, https:// or s3://", location);
+		return -EPROTONOSUPPORT;
+	}
+	/* file:///abs/path; a host part other than localhost is not ours. */
+	*path = location + scheme;
+	if (!strncmp(*path, "localhost/", 10))
+		*path += 9;
+	if (**path != '/') {
+		cfs_err("%s: a file:// URL needs an absolute path", location);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int cfs_store_open_opts(const char *location, unsigned flags, const struct cfs_store_opts *opts,
+			struct cfs_store **out)
+{
+	const struct cfs_store_ops *ops;
+	const char *path;
 	struct cfs_store *st;
-	size_t scheme;
 	int ret;
 
 	if (!location || !*location || !out)
 		return -EINVAL;
-	scheme = url_scheme_len(location);
-	if (scheme) {
-		if (strncasecmp(location, "file://", scheme)) {
-			cfs_err("%s: unsupported store location: this build reads local "
-				"directories (a path or file:// URL) only", location);
-			return -EPROTONOSUPPORT;
-		}
-		/* file:///abs/path; a host part other than localhost is not ours. */
-		path = location + scheme;
-		if (!strncmp(path, "localhost/", 10))
-			path += 9;
-		if (*path != '/') {
-			cfs_err("%s: a file:// URL needs an absolute path", location);
-			return -EINVAL;
-		}
-	}
+	ret = store_backend(location, &ops, &path);
+	if (ret < 0)
+		return ret;
 
 	st = calloc(1, sizeof(*st));
 	if (!st)
@@ -99,6 +134,18 @@ int cfs_store_open(const char *location, unsigned flags, struct cfs_store **out)
 		ret = -ENOMEM;
 		goto out_free;
 	}
+	if (opts && opts->fetch) {
+		st->fetch_opts = *opts->fetch;
+		st->fetch_opts.ca_file = NULL;
+		if (opts->fetch->ca_file) {
+			st->ca_file = strdup(opts->fetch->ca_file);
+			if (!st->ca_file) {
+				ret = -ENOMEM;
+				goto out_free_location;
+			}
+			st->fetch_opts.ca_file = st->ca_file;
+		}
+	}
 	ret = ops->open(st, path, flags);
 	if (ret < 0)
 		goto out_free_location;
@@ -106,10 +153,16 @@ int cfs_store_open(const char *location, unsigned flags, struct cfs_store **out)
 	return 0;
 
 out_free_location:
+	free(st->ca_file);
 	free(st->location);
 out_free:
 	free(st);
 	return ret;
+}
+
+int cfs_store_open(const char *location, unsigned flags, struct cfs_store **out)
+{
+	return cfs_store_open_opts(location, flags, NULL, out);
 }
 
 void cfs_store_free(struct cfs_store *st)
@@ -117,8 +170,58 @@ void cfs_store_free(struct cfs_store *st)
 	if (!st)
 		return;
 	st->ops->close(st);
+	free(st->ca_file);
 	free(st->location);
 	free(st);
+}
+
+bool cfs_store_is_remote(const struct cfs_store *st)
+{
+	return st->ops->fetch_stats != NULL;
+}
+
+int cfs_store_fetch_stats(struct cfs_store *st, struct cfs_fetch_stats *out)
+{
+	if (!st->ops->fetch_stats)
+		return -ENOTSUP;
+	st->ops->fetch_stats(st, out);
+	return 0;
+}
+
+/* A tag or object that a lazy-marker store says is missing: is the store
+ * there at all?  Returns what to report instead of -ENOENT.  A definite
+ * answer is remembered; a failed look (network) is not, and leaves -ENOENT. */
+static int store_missing(struct cfs_store *st)
+{
+	void *buf;
+	size_t len;
+	int state, ret;
+
+	if (!st->ops->lazy_marker)
+		return -ENOENT;
+	state = atomic_load(&st->marker_state);
+	if (state)
+		return state > 0 ? -ENOENT : state;
+	ret = st->ops->get(st, CFS_STORE_MARKER, CFS_STORE_MARKER_MAX, &buf, &len);
+	if (ret == 0) {
+		ret = cfs_store_marker_parse(buf, len);
+		free(buf);
+	} else if (ret == -ENOENT || ret == -EFBIG) {
+		ret = -EUCLEAN;
+	} else {
+		return -ENOENT;
+	}
+	if (ret == 0)
+		state = 1;
+	else if (ret == -EPROTONOSUPPORT)
+		state = -EPROTONOSUPPORT;
+	else
+		state = -ENXIO;
+	if (state < 0)
+		cfs_debug("%s: no cfs store there: %s", st->location,
+			  state == -ENXIO ? "no valid cfs-store marker" : cfs_strerror(state));
+	atomic_store(&st->marker_state, state);
+	return state > 0 ? -ENOENT : state;
 }
 
 const char *cfs_store_location(const struct cfs_store *st)
@@ -133,6 +236,8 @@ int cfs_store_get(struct cfs_store *st, const cfs_digest *d, void **buf, size_t 
 
 	obj_key(d, key);
 	ret = st->ops->get(st, key, CFS_OBJECT_MAX_SIZE, buf, len);
+	if (ret == -ENOENT)
+		ret = store_missing(st);
 	if (ret < 0) {
 		stat_add(&st->get_errors, 1);
 		return ret;
@@ -150,7 +255,8 @@ int cfs_store_has(struct cfs_store *st, const cfs_digest *d, uint64_t *size)
 	return st->ops->has(st, key, size);
 }
 
-int cfs_store_put(struct cfs_store *st, const cfs_digest *d, const void *buf, size_t len)
+static int store_put(struct cfs_store *st, const cfs_digest *d, const void *buf, size_t len,
+		     bool checked)
 {
 	char key[OBJ_KEY_LEN];
 	int ret;
@@ -160,7 +266,10 @@ int cfs_store_put(struct cfs_store *st, const cfs_digest *d, const void *buf, si
 	if (len > CFS_OBJECT_MAX_SIZE)
 		return -EFBIG;
 	obj_key(d, key);
-	ret = st->ops->put(st, key, buf, len, false);
+	/* A remote store's presence check is a round trip: when the caller
+	 * has just made it, a plain write of the same content is harmless.  A
+	 * directory's is a stat, and keeps the no-replace rename. */
+	ret = st->ops->put(st, key, buf, len, checked && cfs_store_is_remote(st));
 	if (ret < 0)
 		return ret;
 	if (ret) {
@@ -170,6 +279,16 @@ int cfs_store_put(struct cfs_store *st, const cfs_digest *d, const void *buf, si
 		stat_add(&st->put_skipped, 1);
 	}
 	return ret;
+}
+
+int cfs_store_put(struct cfs_store *st, const cfs_digest *d, const void *buf, size_t len)
+{
+	return store_put(st, d, buf, len, false);
+}
+
+int cfs_store_put_absent(struct cfs_store *st, const cfs_digest *d, const void *buf, size_t len)
+{
+	return store_put(st, d, buf, len, true);
 }
 
 int cfs_store_sync(struct cfs_store *st)
@@ -224,6 +343,8 @@ int cfs_store_tag_get(struct cfs_store *st, const char *name, cfs_digest *out)
 	if (ret < 0)
 		return ret;
 	ret = st->ops->get(st, key, TAG_FILE_MAX, &buf, &len);
+	if (ret == -ENOENT)
+		return store_missing(st);
 	if (ret == -EFBIG)
 		return -EUCLEAN;
 	if (ret < 0)

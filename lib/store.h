@@ -7,8 +7,19 @@
  *   tags/<name>               "sha256:<64 hex>\n"
  *
  * The same tree can be served by any HTTP server or copied into an S3
- * bucket.  Backends are const tables (store_i.h), one file each; this
- * release has the local directory backend (store_dir.c).
+ * bucket.  Backends are const tables (store_i.h), one file each: a local
+ * directory (store_dir.c), a directory served over http:// or https://
+ * (store_http.c, read-only) and an S3 bucket (store_s3.c).
+ *
+ * Remote stores do not look for the marker when they open (it would cost a
+ * round trip on every mount); when a tag or object turns out to be missing
+ * they look once, and report -ENXIO instead of -ENOENT where there is no
+ * store at all.  Their errors: -EACCES (401, 403: credentials refused),
+ * -ETIMEDOUT (the fetcher's deadline passed), -EIO (server or network
+ * failure once retries are spent), -EPROTO (a reply that makes no sense);
+ * each failure but a 404 is logged at warn level with the method, the URL
+ * and the status, e.g. "GET http://host/store/objects/ab/ab12...: 403
+ * Forbidden".
  *
  * All functions are thread-safe on one store handle.
  */
@@ -40,7 +51,8 @@ struct cfs_store_stats {
 struct cfs_fetch_opts;
 
 struct cfs_store_opts {
-	/* Remote stores: how their fetcher behaves; NULL for the defaults. */
+	/* Remote stores: how their fetcher behaves; NULL for the defaults.
+	 * Copied (ca_file included): need not outlive the call. */
 	const struct cfs_fetch_opts *fetch;
 };
 
@@ -51,7 +63,9 @@ struct cfs_store_opts {
  * AWS_SESSION_TOKEN, AWS_REGION; path-style addressing).  A remote store
  * starts its fetcher thread on first use, so it may be opened before a
  * fork as long as nothing is fetched before it.
- * Same errors as cfs_store_open(), and -EACCES (credentials refused). */
+ * Same errors as cfs_store_open(), and -EACCES (credentials refused),
+ * -EROFS (CFS_STORE_CREATE on an http(s) store, which is read-only), and
+ * for s3:// with CFS_STORE_CREATE the errors of writing the marker. */
 int cfs_store_open_opts(const char *location, unsigned flags, const struct cfs_store_opts *opts,
 			struct cfs_store **out);
 
@@ -62,19 +76,26 @@ int cfs_store_open_opts(const char *location, unsigned flags, const struct cfs_s
 int cfs_store_open(const char *location, unsigned flags, struct cfs_store **out);
 void cfs_store_free(struct cfs_store *st);
 const char *cfs_store_location(const struct cfs_store *st);
+/* True for http(s):// and s3:// stores: every access is a request. */
+bool cfs_store_is_remote(const struct cfs_store *st);
 
 /* Reads object d into a malloc'd buffer the caller frees.
- * -ENOENT when absent. */
+ * -ENOENT when absent; -ENXIO when a remote store turns out not to exist. */
 int cfs_store_get(struct cfs_store *st, const cfs_digest *d, void **buf, size_t *len);
 
 /* 1 when present, 0 when absent, or -errno.  When present and size is not
  * NULL, *size is the object's stored size (a stat or HEAD, not a read). */
 int cfs_store_has(struct cfs_store *st, const cfs_digest *d, uint64_t *size);
 
-/* Writes object d atomically (temporary file, then rename) unless it is
- * already present.  Returns 1 when written, 0 when present, or -errno.
+/* Writes object d atomically (temporary file, then rename; one PUT on S3)
+ * unless it is already present.  Returns 1 when written, 0 when present,
+ * or -errno; -EROFS on an http(s) store.
  * Objects are not durable until cfs_store_sync(). */
 int cfs_store_put(struct cfs_store *st, const cfs_digest *d, const void *buf, size_t len);
+/* cfs_store_put() for a caller that cfs_store_has() just told the object
+ * is absent: a remote store skips its own presence check (a HEAD) and
+ * writes.  Same returns. */
+int cfs_store_put_absent(struct cfs_store *st, const cfs_digest *d, const void *buf, size_t len);
 
 /* Makes every object written so far durable: call before a tag that
  * points at them. */
@@ -84,7 +105,9 @@ int cfs_store_sync(struct cfs_store *st);
  * ".." component, no leading or trailing '/'. */
 bool cfs_tag_name_valid(const char *name);
 
-/* -ENOENT unknown tag, -EINVAL bad name, -EUCLEAN malformed tag object. */
+/* -ENOENT unknown tag, -EINVAL bad name, -EUCLEAN malformed tag object;
+ * -ENXIO (no store there) and -EPROTONOSUPPORT (a store of another
+ * version) from a remote store that was not checked at open. */
 int cfs_store_tag_get(struct cfs_store *st, const char *name, cfs_digest *out);
 /* Points a tag at d, atomically replacing any previous value. */
 int cfs_store_tag_set(struct cfs_store *st, const char *name, const cfs_digest *d);

@@ -19,9 +19,9 @@
 #include "store_i.h"
 #include "util.h"
 
-#define MARKER "cfs-store"
-#define MARKER_TEXT "cfs-store 1\n"
-#define MARKER_MAX 64
+#define MARKER CFS_STORE_MARKER
+#define MARKER_TEXT CFS_STORE_MARKER_TEXT
+#define MARKER_MAX CFS_STORE_MARKER_MAX
 
 struct dir_store {
 	int rootfd;
@@ -50,8 +50,6 @@ static int mkdir_parents(int dirfd, const char *key)
 	return 0;
 }
 
-/* Marker: "cfs-store <version>\n".  Another version is a format we do not
- * speak; anything else is not a store. */
 static int marker_check(int fd)
 {
 	void *buf;
@@ -63,12 +61,7 @@ static int marker_check(int fd)
 		return -EUCLEAN;
 	if (ret < 0)
 		return ret;
-	if (len == strlen(MARKER_TEXT) && !memcmp(buf, MARKER_TEXT, len))
-		ret = 0;
-	else if (len > strlen(MARKER " ") && !memcmp(buf, MARKER " ", strlen(MARKER " ")))
-		ret = -EPROTONOSUPPORT;
-	else
-		ret = -EUCLEAN;
+	ret = cfs_store_marker_parse(buf, len);
 	free(buf);
 	return ret;
 }

@@ -15,9 +15,13 @@ packages=(
 	# run time, tests and demo
 	fuse3 zstd runc busybox-static attr tar gzip util-linux coreutils
 	ca-certificates
+	# remote store tests: nginx serves a store over http://, the S3 peer
+	# s3rver (an npm package, below) plays s3://
+	nginx-light nodejs npm curl
 )
-# Later issues (HTTP store server, web UI) will add their packages here, e.g.:
-# packages+=(nginx nodejs npm)
+# s3rver for tests/remote.sh, in a cache directory outside the tree.
+S3RVER_VERSION=3.7.1
+TEST_DEPS=${CFS_TEST_DEPS:-/opt/cfs-test-deps}
 
 if [ "$(id -u)" -eq 0 ]; then
 	as_root=()
@@ -41,16 +45,63 @@ for p in "${packages[@]}"; do
 	fi
 done
 
+# A machine that has nginx (or nodejs) from elsewhere already has what the
+# tests need: only ask apt for what is truly missing.
+have_cmd() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+still_missing=()
+for p in "${missing[@]}"; do
+	case $p in
+	nginx-light) have_cmd nginx && continue ;;
+	nodejs) have_cmd node && continue ;;
+	npm) have_cmd npm && continue ;;
+	esac
+	still_missing+=("$p")
+done
+missing=("${still_missing[@]}")
+
 if [ ${#missing[@]} -eq 0 ] && [ "${CFS_FORCE_DEPS:-0}" != 1 ]; then
 	echo "install-deps: all ${#packages[@]} packages already installed"
-	exit 0
+else
+	[ ${#missing[@]} -eq 0 ] || echo "install-deps: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	had_nginx=0
+	have_cmd nginx && had_nginx=1
+	"${as_root[@]}" apt-get update
+	# policy-rc.d 101: packages installed now do not start their services
+	# (Debian's nginx would take port 80); the tests run their own.
+	policy=/usr/sbin/policy-rc.d
+	made_policy=0
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee "$policy" >/dev/null
+		"${as_root[@]}" chmod 755 "$policy"
+		made_policy=1
+	fi
+	rc=0
+	"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y --no-install-recommends "${missing[@]}" || rc=$?
+	[ "$made_policy" -eq 0 ] || "${as_root[@]}" rm -f "$policy"
+	[ "$rc" -eq 0 ] || exit "$rc"
+	# Where a service manager started it anyway, stop it: nothing of cfs
+	# uses the system nginx.
+	if [ "$had_nginx" -eq 0 ] && command -v systemctl >/dev/null 2>&1 &&
+		[ -d /run/systemd/system ]; then
+		"${as_root[@]}" systemctl disable --now nginx >/dev/null 2>&1 || true
+	fi
 fi
 
-[ ${#missing[@]} -eq 0 ] || echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-"${as_root[@]}" apt-get update
-"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-	apt-get install -y --no-install-recommends "${packages[@]}"
+# s3rver, pinned, with npm into $TEST_DEPS (idempotent: skipped when that
+# version is there).  Its package asks for node >= 8.3; run here with node 20.
+s3rver_pkg=$TEST_DEPS/node_modules/s3rver/package.json
+if [ -f "$s3rver_pkg" ] && grep -q "\"version\": \"$S3RVER_VERSION\"" "$s3rver_pkg"; then
+	echo "install-deps: s3rver $S3RVER_VERSION already in $TEST_DEPS"
+elif command -v npm >/dev/null 2>&1; then
+	echo "install-deps: npm install s3rver@$S3RVER_VERSION into $TEST_DEPS"
+	"${as_root[@]}" mkdir -p "$TEST_DEPS"
+	"${as_root[@]}" npm install --prefix "$TEST_DEPS" --no-audit --no-fund --loglevel=error \
+		"s3rver@$S3RVER_VERSION"
+else
+	echo "install-deps: warning: npm missing; tests/remote.sh will skip its s3 part" >&2
+fi
 
 # FUSE needs /dev/fuse; load the module where the kernel has it as a module.
 if [ ! -e /dev/fuse ] && command -v modprobe >/dev/null 2>&1; then

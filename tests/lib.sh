@@ -99,3 +99,250 @@ stat_of() {
 		fail "no \"$2\" in $1: $(cat "$1")"
 	printf '%s\n' "$v"
 }
+
+# --- fault-injection helpers (faults.sh, cache-crash.sh) ---------------------
+
+# need_nginx: nginx installed, or skip; under CI (CI=true) its absence fails.
+need_nginx() {
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] && return 0
+	[ "${CI:-}" = true ] && fail "nginx is not installed (required in CI)"
+	skip "nginx not installed"
+}
+
+# proxy_start UPSTREAM_PORT: starts cfs-faultproxy in front of
+# 127.0.0.1:UPSTREAM_PORT; sets PROXY_PORT, PROXY_PID, PROXY_CTL (its
+# control file) and PROXY_LOG.
+proxy_start() {
+	local i
+	: "${CFS_FAULTPROXY:?}"
+	PROXY_CTL=$W/proxy.ctl PROXY_LOG=$W/proxy.log
+	: > "$PROXY_CTL"
+	rm -f "$W/proxy.port"
+	"$CFS_FAULTPROXY" --listen 127.0.0.1:0 --upstream "127.0.0.1:$1" --port-file "$W/proxy.port" \
+		--control "$PROXY_CTL" --log "$PROXY_LOG" -v > /dev/null &
+	PROXY_PID=$!
+	PIDS+=("$PROXY_PID")
+	for ((i = 0; i < 100; i++)); do
+		[ -s "$W/proxy.port" ] && break
+		alive "$PROXY_PID" || fail "cfs-faultproxy exited: $(tail -n 3 "$PROXY_LOG")"
+		sleep 0.05
+	done
+	PROXY_PORT=$(cat "$W/proxy.port") || fail "cfs-faultproxy wrote no port file"
+}
+
+# proxy_set KEY=VALUE...: replaces the proxy's faults (none: clear them).
+# Written whole and renamed, so the proxy never reads half a file.
+proxy_set() {
+	printf '%s\n' "$@" > "$PROXY_CTL.tmp"
+	mv -f "$PROXY_CTL.tmp" "$PROXY_CTL"
+}
+
+# proxy_stat KEY: one counter of the proxy's /__proxy_stats.
+proxy_stat() {
+	local f=$W/proxy-stats.json
+	curl -s -m 10 -o "$f" "http://127.0.0.1:$PROXY_PORT/__proxy_stats" ||
+		fail "cfs-faultproxy does not answer /__proxy_stats"
+	stat_of "$f" "$1"
+}
+
+# proxy_faults KIND: how many "fault KIND" lines the proxy has logged.
+proxy_faults() {
+	grep -c " fault $1 " "$PROXY_LOG" || true
+}
+
+# json_sum FILE SUBSTR: the sum of every integer value in a JSON object
+# whose key contains SUBSTR (so "retries" finds "fetch_retries" too); fails
+# when no key does.
+json_sum() {
+	local pairs
+	pairs=$(grep -o "\"[a-z0-9_]*$2[a-z0-9_]*\"[[:space:]]*:[[:space:]]*[0-9]*" "$1") ||
+		fail "no key containing \"$2\" in $1: $(cat "$1")"
+	printf '%s\n' "$pairs" | grep -o '[0-9]*$' | awk '{ s += $1 } END { print s + 0 }'
+}
+
+# mount_stats MOUNTPOINT FILE: the live counters of the mount, from
+# `cfs-mount --stats MOUNTPOINT`.
+mount_stats() {
+	timeout 30 "$CFS_MOUNT" --stats "$1" > "$2" 2> "$2.err" ||
+		fail "cfs-mount --stats $1 failed: $(head -n 3 "$2.err")"
+	grep -q '{' "$2" || fail "cfs-mount --stats $1 printed no JSON: $(head -c 300 "$2")"
+}
+
+# drop_file_cache FILE: drops FILE's clean pages from the page cache, so the
+# next read goes to the daemon again.
+drop_file_cache() {
+	dd if="$1" iflag=nocache count=0 status=none 2>/dev/null || true
+}
+
+# now_ms: a monotonic-enough clock in milliseconds.
+now_ms() {
+	echo $(($(date +%s%N) / 1000000))
+}
+
+# mount_bg MOUNTPOINT STORE IMAGE [OPTS...]: cfs-mount -f in the background
+# (log in MOUNTPOINT.log), waits until mounted; sets MOUNT_PID and adds the
+# mount and the daemon to MOUNTS and PIDS.
+mount_bg() {
+	local mp=$1 store=$2 image=$3 i rc=0
+	shift 3
+	mkdir -p "$mp"
+	"$CFS_MOUNT" -f --log "$mp.log" "$@" "$store" "$image" "$mp" &
+	MOUNT_PID=$!
+	PIDS+=("$MOUNT_PID")
+	MOUNTS+=("$mp")
+	for ((i = 0; i < 300; i++)); do
+		mountpoint -q "$mp" && return 0
+		if ! alive "$MOUNT_PID"; then
+			wait "$MOUNT_PID" || rc=$?
+			fail "cfs-mount $store $image exited $rc before mounting: $(tail -n 3 "$mp.log" 2>/dev/null)"
+		fi
+		sleep 0.1
+	done
+	fail "cfs-mount $store $image: not mounted after 30 s"
+}
+
+# --- servers for the remote stores (remote.sh) ------------------------------
+
+# free_port: a TCP port on 127.0.0.1 that nothing listens on just now.
+free_port() {
+	local port i
+	for ((i = 0; i < 50; i++)); do
+		port=$((20000 + RANDOM % 30000))
+		(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return 0; }
+	done
+	fail "no free port found"
+}
+
+# start_nginx DIR: serves DIR at http://127.0.0.1:$NGINX_PORT/ with nginx
+# (plain HTTP/1.1: nginx speaks HTTP/2 over TLS only), configured under
+# $W/nginx-http; every request is one line "METHOD URI STATUS BYTES" in
+# $NGINX_ACCESS_LOG.  While DIR/.deny-objects exists, every object is 403
+# Forbidden.  The daemon is ended by the exit trap.
+start_nginx() {
+	local dir=$1 d=$W/nginx-http conf pid i try nginx_bin
+	nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+	[ -x "$nginx_bin" ] || fail "nginx is not installed"
+	mkdir -p "$d/tmp"
+	NGINX_ACCESS_LOG=$d/access.log
+	for ((try = 0; try < 10; try++)); do
+		NGINX_PORT=$(free_port)
+		conf=$d/nginx.conf
+		cat >"$conf" <<-NGINX
+			daemon off;
+			master_process off;
+			worker_processes 1;
+			$([ "$(id -u)" -eq 0 ] && echo 'user root;')
+			pid $d/nginx.pid;
+			error_log $d/error.log;
+			events { worker_connections 1024; }
+			http {
+				log_format cfs '\$request_method \$uri \$status \$body_bytes_sent';
+				access_log $NGINX_ACCESS_LOG cfs;
+				client_body_temp_path $d/tmp;
+				proxy_temp_path $d/tmp;
+				fastcgi_temp_path $d/tmp;
+				uwsgi_temp_path $d/tmp;
+				scgi_temp_path $d/tmp;
+				sendfile on;
+				keepalive_requests 100000;
+				server {
+					listen 127.0.0.1:$NGINX_PORT;
+					root $dir;
+					# While DIR/.deny-objects exists, objects are 403.
+					location /objects/ {
+						if (-f \$document_root/.deny-objects) { return 403; }
+					}
+				}
+			}
+		NGINX
+		"$nginx_bin" -c "$conf" -e "$d/error.log" &
+		pid=$!
+		for ((i = 0; i < 50; i++)); do
+			if curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/"; then
+				PIDS+=("$pid")
+				NGINX_PID=$pid
+				return 0
+			fi
+			alive "$pid" || break
+			sleep 0.1
+		done
+		kill "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	fail "nginx did not start: $(tail -n 3 "$d/error.log" 2>/dev/null)"
+}
+
+# find_s3rver: the s3rver command (CFS_S3RVER, or what
+# scripts/install-deps.sh installed under /opt/cfs-test-deps) in S3RVER, and
+# node in NODE; returns 1 when either is missing.
+find_s3rver() {
+	local cand
+	NODE=$(command -v node || command -v nodejs || true)
+	[ -n "$NODE" ] || return 1
+	for cand in "${CFS_S3RVER:-}" "${CFS_S3RVER:+$CFS_S3RVER/node_modules/s3rver/bin/s3rver.js}" \
+		/opt/cfs-test-deps/node_modules/s3rver/bin/s3rver.js; do
+		[ -n "$cand" ] && [ -f "$cand" ] && { S3RVER=$cand; return 0; }
+	done
+	return 1
+}
+
+# start_s3rver BUCKET: runs the S3 peer s3rver on 127.0.0.1:$S3_PORT with
+# its data in $S3_DIR and BUCKET created, and exports the AWS_* variables
+# that point cfs at it.  Ended by the exit trap.
+start_s3rver() {
+	local bucket=$1 pid i try code
+	find_s3rver || fail "s3rver not found"
+	S3_DIR=$W/s3rver
+	mkdir -p "$S3_DIR"
+	for ((try = 0; try < 10; try++)); do
+		S3_PORT=$(free_port)
+		"$NODE" "$S3RVER" --directory "$S3_DIR" --address 127.0.0.1 --port "$S3_PORT" \
+			--silent --configure-bucket "$bucket" >"$W/s3rver.log" 2>&1 &
+		pid=$!
+		for ((i = 0; i < 100; i++)); do
+			code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$S3_PORT/$bucket" || true)
+			if [ "$code" != 000 ]; then
+				PIDS+=("$pid")
+				S3RVER_PID=$pid
+				export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER
+				export AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT AWS_REGION=us-east-1
+				unset AWS_SESSION_TOKEN
+				return 0
+			fi
+			alive "$pid" || break
+			sleep 0.1
+		done
+		kill "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	fail "s3rver did not start: $(tail -n 5 "$W/s3rver.log")"
+}
+
+# --- restarting the nginx of start_nginx (faults.sh) ---------------------------
+
+# stop_nginx: ends the nginx of start_nginx; its port then refuses
+# connections.
+stop_nginx() {
+	kill "$NGINX_PID" 2>/dev/null || true
+	wait "$NGINX_PID" 2>/dev/null || true
+}
+
+# restart_nginx: starts the nginx of start_nginx again, same configuration
+# and port ($NGINX_PORT), after stop_nginx.
+restart_nginx() {
+	local d=$W/nginx-http pid i nginx_bin
+	nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+	[ -f "$d/nginx.conf" ] || fail "restart_nginx: no $d/nginx.conf (start_nginx first)"
+	"$nginx_bin" -c "$d/nginx.conf" -e "$d/error.log" &
+	pid=$!
+	for ((i = 0; i < 100; i++)); do
+		if curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/"; then
+			PIDS+=("$pid")
+			NGINX_PID=$pid
+			return 0
+		fi
+		alive "$pid" || break
+		sleep 0.1
+	done
+	fail "nginx did not restart on port $NGINX_PORT: $(tail -n 3 "$d/error.log" 2>/dev/null)"
+}

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "store.h"
+#include "store_remote.h"
 #include "util.h"
 #include "test.h"
 
@@ -59,9 +60,8 @@ static void test_open(void)
 	CHECK(cfs_store_open(p, CFS_STORE_CREATE, &st) == -EUCLEAN, "non-empty dir adopted");
 
 	printf("open: unsupported URL schemes are -EPROTONOSUPPORT\n");
-	CHECK(cfs_store_open("http://example.com/s", 0, &st) == -EPROTONOSUPPORT, "http");
-	CHECK(cfs_store_open("https://example.com/s", 0, &st) == -EPROTONOSUPPORT, "https");
-	CHECK(cfs_store_open("s3://bucket/s", 0, &st) == -EPROTONOSUPPORT, "s3");
+	CHECK(cfs_store_open("ftp://example.com/s", 0, &st) == -EPROTONOSUPPORT, "ftp");
+	CHECK(cfs_store_open("nfs://example.com/s", 0, &st) == -EPROTONOSUPPORT, "nfs");
 
 	printf("open: create, then reopen by path and by file:// URL\n");
 	path_of(p, sizeof(p), "s");
@@ -295,6 +295,77 @@ static void test_tags(struct cfs_store *st)
 	CHECK(cfs_store_resolve(st, "../x", &got) == -EINVAL, "resolve bad tag name");
 }
 
+/* Remote stores, without a server: what opening checks, URLs, and errors
+ * of a server that is not there.  tests/remote.sh does the rest. */
+static void test_remote(void)
+{
+	struct cfs_fetch_opts fo = { .retries = 1, .backoff_ms = 1, .deadline_ms = 5000 };
+	struct cfs_store_opts so = { .fetch = &fo };
+	struct cfs_fetch_stats fs;
+	struct cfs_store *st = NULL;
+	cfs_digest d, got;
+	uint64_t t0;
+	char *e;
+	int ret;
+
+	printf("remote: keys are escaped as RFC 3986 wants (S3 signs the path as sent)\n");
+	e = cfs_url_escape_path("tags/v1:a@b+c/x y~_.-Z9%");
+	CHECK(e && !strcmp(e, "tags/v1%3Aa%40b%2Bc/x%20y~_.-Z9%25"), "escaped: %s", e);
+	free(e);
+
+	printf("remote: http(s) opens without a request; creating one is -EROFS\n");
+	ret = cfs_store_open("http://127.0.0.1:1/store/", 0, &st);
+	CHECK(ret == 0, "open http: %d", ret);
+	if (ret == 0) {
+		CHECK(cfs_store_is_remote(st), "http is remote");
+		CHECK(cfs_store_fetch_stats(st, &fs) == 0 && fs.requests == 0, "no request yet");
+		cfs_store_free(st);
+	}
+	ret = cfs_store_open("https://example.com", 0, &st);
+	CHECK(ret == 0, "open https: %d", ret);
+	if (ret == 0)
+		cfs_store_free(st);
+	CHECK(cfs_store_open("http://127.0.0.1:1/s", CFS_STORE_CREATE, &st) == -EROFS, "create http");
+	CHECK(cfs_store_open("http://", 0, &st) == -EINVAL, "no host");
+	CHECK(cfs_store_open("http:///path", 0, &st) == -EINVAL, "empty host");
+
+	printf("remote: put and sync on http are -EROFS; a dead server is -EIO, soon\n");
+	ret = cfs_store_open_opts("http://127.0.0.1:1/s", 0, &so, &st);
+	CHECK(ret == 0, "open http: %d", ret);
+	if (ret == 0) {
+		memset(&d, 0x5a, sizeof(d));
+		CHECK(cfs_store_put(st, &d, "x", 1) == -EROFS, "put");
+		CHECK(cfs_store_sync(st) == -EROFS, "sync");
+		t0 = cfs_now_ns();
+		ret = cfs_store_tag_get(st, "v1", &got);
+		CHECK(ret == -EIO, "tag get from a closed port: %d", ret);
+		CHECK(cfs_now_ns() - t0 < 5000000000ull, "took %llu ms",
+		      (unsigned long long)((cfs_now_ns() - t0) / 1000000));
+		CHECK(cfs_store_fetch_stats(st, &fs) == 0 && fs.requests >= 1 && fs.errors >= 1,
+		      "stats: %llu requests, %llu errors", (unsigned long long)fs.requests,
+		      (unsigned long long)fs.errors);
+		cfs_store_free(st);
+	}
+
+	printf("remote: s3 location and credentials are checked at open\n");
+	unsetenv("AWS_ACCESS_KEY_ID");
+	unsetenv("AWS_SECRET_ACCESS_KEY");
+	setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1", 1);
+	ret = cfs_store_open("s3://bucket/some/prefix/", 0, &st);
+	CHECK(ret == 0, "open s3 anonymous: %d", ret);
+	if (ret == 0) {
+		CHECK(cfs_store_is_remote(st), "s3 is remote");
+		cfs_store_free(st);
+	}
+	CHECK(cfs_store_open("s3://", 0, &st) == -EINVAL, "no bucket");
+	CHECK(cfs_store_open("s3://bad:bucket/p", 0, &st) == -EINVAL, "bad bucket");
+	CHECK(cfs_store_open("s3://b/p//q", 0, &st) == -EINVAL, "empty prefix component");
+	setenv("AWS_ACCESS_KEY_ID", "id", 1);
+	CHECK(cfs_store_open("s3://bucket", 0, &st) == -EINVAL, "key id without secret");
+	unsetenv("AWS_ACCESS_KEY_ID");
+	unsetenv("AWS_ENDPOINT_URL");
+}
+
 int main(void)
 {
 	struct cfs_store *st = NULL;
@@ -303,6 +374,7 @@ int main(void)
 
 	cfs_test_mkdtemp(base, sizeof(base), "store");
 	test_open();
+	test_remote();
 
 	path_of(p, sizeof(p), "s");
 	ret = cfs_store_open(p, 0, &st);

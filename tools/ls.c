@@ -241,14 +241,20 @@ int main(int argc, char **argv)
 	/* Resolve first, as cfs-mount does, so that -ENOENT from the open
 	 * below can only mean the index object is missing. */
 	ret = cfs_store_resolve(st, image, &dg);
-	if (ret < 0) {
+	if (ret == -ENXIO) {
+		fprintf(stderr, PROG ": %s: not a cfs store (no cfs-store marker there)\n", store_loc);
+		goto out;
+	} else if (ret < 0) {
 		fprintf(stderr, PROG ": %s: %s\n", image,
 			ret == -ENOENT ? "no such tag in the store" : cfs_strerror(ret));
 		goto out;
 	}
 	cfs_digest_ref(&dg, ref);
 	ret = cfs_image_open(st, cache, ref, &img);
-	if (ret < 0) {
+	if (ret == -ENXIO) {
+		fprintf(stderr, PROG ": %s: not a cfs store (no cfs-store marker there)\n", store_loc);
+		goto out;
+	} else if (ret < 0) {
 		fprintf(stderr, PROG ": %s: index: %s\n", image,
 			ret == -ENOENT ? "index object missing from the store" : cfs_strerror(ret));
 		goto out;

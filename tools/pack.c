@@ -32,6 +32,9 @@
 
 #define PROG "cfs-pack"
 #define PROGRESS_NS 500000000ull
+/* Workers for a remote store: each spends most of its time waiting for a
+ * HEAD or a PUT, not compressing. */
+#define REMOTE_JOBS_MIN 16
 
 struct job {
 	uint32_t chunk;
@@ -112,7 +115,7 @@ static int store_chunk(struct cfs_pack_pipe *pp, const struct job *j, void *obj,
 		cfs_digest_hex(&d, hex);
 		return cfs_pack_fail(pp->p, ret, "compressing chunk %s: %s", hex, cfs_strerror(ret));
 	}
-	ret = cfs_store_put(pp->st, &d, obj, (size_t)n);
+	ret = cfs_store_put_absent(pp->st, &d, obj, (size_t)n);
 	if (ret < 0)
 		goto fail;
 	*is_new = ret == 1;
@@ -283,17 +286,18 @@ static void usage(FILE *f)
 		"                [--small-max SIZE] [--group-bits N] SOURCE STORE\n"
 		"\n"
 		"Packs SOURCE (a directory, or a tar archive: plain, gzip, zstd, xz, bzip2)\n"
-		"into STORE (a directory, created if absent) and prints the image\n"
-		"reference, sha256:<hex>, on stdout.\n"
+		"into STORE (a directory, created if absent, or s3://BUCKET[/PREFIX]) and\n"
+		"prints the image reference, sha256:<hex>, on stdout.\n"
 		"\n"
 		"  -q, --quiet           no summary on stderr\n"
 		"  -t, --tag NAME        point tag NAME at the image\n"
-		"  -j, --jobs N          worker threads (default: online CPUs)\n"
+		"  -j, --jobs N          worker threads (default: online CPUs; at least %d\n"
+		"                        for an s3:// store, where uploads wait on the network)\n"
 		"  -c, --chunk-size SIZE chunk size, 64K..64M (default 1M)\n"
 		"  -l, --level N         zstd level (default %d)\n"
 		"      --small-max SIZE  files smaller than this share group chunks (default 64K)\n"
 		"      --group-bits N    groups average 2^N small files (default %d)\n",
-		CFS_ZSTD_LEVEL_DEFAULT, CFS_GROUP_BITS_DEFAULT);
+		REMOTE_JOBS_MIN, CFS_ZSTD_LEVEL_DEFAULT, CFS_GROUP_BITS_DEFAULT);
 }
 
 static int parse_uint(const char *s, long min, long max, long *out)
@@ -379,7 +383,7 @@ int main(int argc, char **argv)
 	struct cfs_builder_stats bs = { 0 };
 	struct cfs_store *st = NULL;
 	const char *tag = NULL, *source, *store_loc;
-	bool quiet = false, is_dir;
+	bool quiet = false, jobs_set = false, is_dir;
 	long jobs, level = CFS_ZSTD_LEVEL_DEFAULT, v;
 	uint64_t size;
 	void *idx = NULL;
@@ -409,6 +413,7 @@ int main(int argc, char **argv)
 				fprintf(stderr, PROG ": -j: expected 1..1024: %s\n", optarg);
 				return 2;
 			}
+			jobs_set = true;
 			break;
 		case 'c':
 			if (cfs_parse_size(optarg, &size) < 0 || size < (64u << 10) ||
@@ -482,12 +487,18 @@ int main(int argc, char **argv)
 	}
 
 	ret = cfs_store_open(store_loc, CFS_STORE_CREATE, &st);
-	if (ret < 0) {
+	if (ret == -EROFS && strstr(store_loc, "://")) {
+		fprintf(stderr, PROG ": %s: a read-only store (a web server serves a store, it "
+			"does not take one): pack into a directory or s3:// store\n", store_loc);
+		goto out;
+	} else if (ret < 0) {
 		fprintf(stderr, PROG ": %s: %s\n", store_loc,
 			ret == -EUCLEAN ? "exists but is not a cfs store" : cfs_strerror(ret));
 		goto out;
 	}
 	note_store(&p, store_loc);
+	if (cfs_store_is_remote(st) && !jobs_set && jobs < REMOTE_JOBS_MIN)
+		jobs = REMOTE_JOBS_MIN;
 
 	ret = cfs_builder_new(copts.chunk_size, &p.b);
 	if (ret < 0) {

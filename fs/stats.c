@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The daemon's counters as one JSON object: written to --stats-file at exit
+ * and on SIGUSR1, and answered to getxattr("user.cfs.stats") on the root of
+ * the mount, which is what `cfs-mount --stats MOUNTPOINT` reads.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cache.h"
+#include "fetch.h"
+#include "fs.h"
+#include "image.h"
+#include "store.h"
+
+int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
+{
+	struct cfs_fetch_stats fst = { 0 };
+	struct cfs_store_stats ss;
+	struct cfs_cache_stats cs;
+	struct cfs_image_stats is;
+	int n;
+
+	cfs_store_stats_get(fs->store, &ss);
+	cfs_cache_stats_get(fs->cache, &cs);
+	cfs_image_stats_get(fs->img, &is);
+	/* A local store has no fetcher: its counters stay 0, so that every
+	 * mount answers with the same keys. */
+	cfs_store_fetch_stats(fs->store, &fst);
+	n = snprintf(buf, cap,
+		     "{\"store_gets\":%" PRIu64 ",\"store_get_bytes\":%" PRIu64
+		     ",\"store_get_errors\":%" PRIu64 ",\"chunk_fetches\":%" PRIu64
+		     ",\"chunk_bad\":%" PRIu64 ",\"cache_mem_hits\":%" PRIu64
+		     ",\"cache_disk_hits\":%" PRIu64 ",\"cache_misses\":%" PRIu64
+		     ",\"reads\":%" PRIu64 ",\"read_bytes\":%" PRIu64 ",\"read_errors\":%" PRIu64
+		     ",\"cache_load_errors\":%" PRIu64 ",\"cache_disk_bad\":%" PRIu64
+		     ",\"cache_disk_write_errors\":%" PRIu64 ",\"cache_disk_bytes\":%" PRIu64
+		     ",\"cache_mem_bytes\":%" PRIu64 ",\"cache_evictions\":%" PRIu64
+		     ",\"fetch_requests\":%" PRIu64 ",\"fetch_attempts\":%" PRIu64
+		     ",\"fetch_retries\":%" PRIu64 ",\"fetch_errors\":%" PRIu64
+		     ",\"fetch_timeouts\":%" PRIu64 ",\"fetch_bytes\":%" PRIu64
+		     ",\"fetch_bytes_sent\":%" PRIu64 ",\"fetch_inflight\":%" PRIu64
+		     ",\"fetch_queued\":%" PRIu64 "}",
+		     ss.gets, ss.get_bytes, ss.get_errors, is.chunk_fetches, is.chunk_bad,
+		     cs.mem_hits, cs.disk_hits, cs.misses, is.reads, is.read_bytes, is.read_errors,
+		     cs.load_errors, cs.disk_bad, cs.disk_write_errors, cs.disk_bytes, cs.mem_bytes,
+		     cs.evictions, fst.requests, fst.attempts, fst.retries, fst.errors, fst.timeouts,
+		     fst.bytes, fst.bytes_sent, fst.inflight, fst.queued);
+	if (n < 0 || (size_t)n >= cap)
+		return -EOVERFLOW;
+	return n;
+}
