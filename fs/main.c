@@ -63,6 +63,7 @@ struct mount_args {
 	const char *store, *image, *mountpoint;
 	const char *stats_of;     /* --stats MOUNTPOINT: print its counters */
 	struct cfs_fetch_opts fetch;
+	unsigned readahead;       /* chunks ahead of a sequential reader; 0: off */
 };
 
 /* The daemon: the context the ops see, plus what main needs around it. */
@@ -94,6 +95,8 @@ static void usage(FILE *out)
 		"      --mem-cache SIZE   bound of the memory cache (default 256M)\n"
 		"      --stats-file FILE  write counters as JSON at exit and on SIGUSR1\n"
 		"      --log FILE         log here (default stderr; syslog once daemonized)\n"
+		"      --readahead N      fetch up to N chunks ahead of a sequential reader\n"
+		"                         (default 32; 0 turns it off)\n"
 		"\n"
 		"Remote stores (http://, https://, s3://BUCKET[/PREFIX]):\n"
 		"      --deadline MS      a read the store cannot serve within MS\n"
@@ -174,6 +177,7 @@ enum {
 	OPT_RETRIES,
 	OPT_INSECURE,
 	OPT_STATS,
+	OPT_READAHEAD,
 };
 
 /* A decimal in [min, max] for option name. */
@@ -208,6 +212,7 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 		{ "stats-file", required_argument, NULL, OPT_STATS_FILE },
 		{ "log", required_argument, NULL, OPT_LOG },
 		{ "deadline", required_argument, NULL, OPT_DEADLINE },
+		{ "readahead", required_argument, NULL, OPT_READAHEAD },
 		{ "max-inflight", required_argument, NULL, OPT_MAX_INFLIGHT },
 		{ "retries", required_argument, NULL, OPT_RETRIES },
 		{ "insecure", no_argument, NULL, OPT_INSECURE },
@@ -274,6 +279,10 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 			break;
 		case OPT_INSECURE:
 			a->fetch.insecure = true;
+			break;
+		case OPT_READAHEAD:
+			if (parse_count("--readahead", optarg, 0, 1024, &a->readahead) < 0)
+				return -1;
 			break;
 		case OPT_STATS:
 			a->stats_of = optarg;
@@ -543,6 +552,13 @@ static int open_image(const struct mount_args *a, struct daemon *d, const char *
 		fprintf(stderr, PROG ": image %s: %s\n", ref, cfs_strerror(ret));
 		goto out;
 	}
+	if (a->readahead) {
+		ret = cfs_image_set_readahead(d->fs.img, CFS_READAHEAD_THREADS_DEFAULT, a->readahead);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": readahead: %s\n", cfs_strerror(ret));
+			goto out;
+		}
+	}
 	d->fs.idx = cfs_image_index(d->fs.img);
 	cfs_index_info(d->fs.idx, &d->fs.info);
 	d->fs.timeout = ENTRY_TIMEOUT;
@@ -731,7 +747,7 @@ static void close_image(struct daemon *d)
 
 int main(int argc, char **argv)
 {
-	struct mount_args a = { 0 };
+	struct mount_args a = { .readahead = CFS_READAHEAD_CHUNKS_DEFAULT };
 	struct daemon d = { 0 };
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_session *se;

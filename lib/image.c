@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,34 @@
  * proxy): fetch a chunk that fails verification this many times in all. */
 #define CHUNK_FETCH_TRIES 2
 
+/* Files whose sequential reads are tracked at once (direct-mapped by ino):
+ * a collision only costs a window restart. */
+#define RA_SLOTS 256
+#define RA_QUEUE 1024
+/* Reads that land this far around the last one still count as sequential:
+ * the kernel's readahead and FUSE's worker threads deliver the requests of
+ * one sequential reader slightly out of order. */
+#define RA_SLACK (2ull << 20)
+
+struct ra_file {
+	uint64_t ino;
+	uint64_t next;   /* end of the furthest read */
+	uint64_t ahead;  /* readahead queued up to here */
+	unsigned window; /* chunks; 0: not sequential */
+};
+
+struct ra_pool {
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	struct ra_file files[RA_SLOTS];
+	uint32_t *q;     /* chunk numbers, ring */
+	size_t qhead, qcount;
+	pthread_t *threads;
+	unsigned nthreads;
+	unsigned max_chunks;
+	bool stop;
+};
+
 struct cfs_image {
 	struct cfs_store *st;      /* borrowed */
 	struct cfs_cache *cache;   /* borrowed */
@@ -32,6 +61,10 @@ struct cfs_image {
 	_Atomic uint64_t read_errors;
 	_Atomic uint64_t chunk_fetches;
 	_Atomic uint64_t chunk_bad;
+	_Atomic uint64_t ra_chunks;
+	_Atomic uint64_t ra_dropped;
+
+	struct ra_pool *ra; /* NULL: no readahead */
 };
 
 static void stat_add(_Atomic uint64_t *v, uint64_t n)
@@ -123,10 +156,13 @@ out_free:
 	return ret;
 }
 
+static void ra_stop(struct cfs_image *img);
+
 void cfs_image_free(struct cfs_image *img)
 {
 	if (!img)
 		return;
+	ra_stop(img);
 	cfs_index_free(img->idx);
 	free(img);
 }
@@ -249,6 +285,167 @@ static ssize_t image_read(struct cfs_image *img, uint64_t ino, uint8_t *buf, siz
 	return (ssize_t)(end - off);
 }
 
+/* ---- readahead ---- */
+
+static void *ra_worker(void *arg)
+{
+	struct cfs_image *img = arg;
+	struct ra_pool *ra = img->ra;
+
+	pthread_mutex_lock(&ra->lock);
+	for (;;) {
+		struct cfs_chunk c;
+		struct cfs_buf *b;
+		uint32_t ci;
+
+		while (!ra->qcount && !ra->stop)
+			pthread_cond_wait(&ra->wake, &ra->lock);
+		if (ra->stop)
+			break;
+		ci = ra->q[ra->qhead];
+		ra->qhead = (ra->qhead + 1) % RA_QUEUE;
+		ra->qcount--;
+		pthread_mutex_unlock(&ra->lock);
+
+		/* Into the cache and straight out again: the reader that wanted
+		 * it will find it there, or wait for this very fetch. */
+		if (cfs_index_chunk(img->idx, ci, &c) == 0 &&
+		    cfs_cache_get(img->cache, &c.digest, c.raw_size, image_load_chunk, img, &b) == 0)
+			cfs_buf_unref(b);
+		pthread_mutex_lock(&ra->lock);
+	}
+	pthread_mutex_unlock(&ra->lock);
+	return NULL;
+}
+
+/* Queues the chunks holding [from, to) of a file; returns where it got to
+ * (short of to when the queue is full).  Called with ra->lock held. */
+static uint64_t ra_queue(struct cfs_image *img, uint64_t ino, uint64_t from, uint64_t to)
+{
+	struct ra_pool *ra = img->ra;
+	struct cfs_extent e;
+	uint32_t i, last = CFS_CHUNK_NONE;
+	uint64_t pos = from;
+
+	if (cfs_index_extent_find(img->idx, ino, from, &i) != 0)
+		return to;
+	while (pos < to && cfs_index_extent(img->idx, ino, i++, &e) == 1) {
+		if (e.chunk != CFS_CHUNK_NONE && e.chunk != last) {
+			if (ra->qcount == RA_QUEUE) {
+				stat_add(&img->ra_dropped, 1);
+				return pos;
+			}
+			ra->q[(ra->qhead + ra->qcount) % RA_QUEUE] = e.chunk;
+			ra->qcount++;
+			stat_add(&img->ra_chunks, 1);
+			last = e.chunk;
+		}
+		pos = e.file_off + e.len;
+	}
+	return CFS_MAX(pos, to);
+}
+
+static void ra_note(struct cfs_image *img, uint64_t ino, uint64_t off, uint64_t n)
+{
+	struct ra_pool *ra = img->ra;
+	struct ra_file *f = &ra->files[ino % RA_SLOTS];
+	struct cfs_index_info info;
+	struct cfs_inode in;
+	uint64_t end = off + n, want;
+	bool queued = false;
+
+	if (cfs_index_inode(img->idx, ino, &in) < 0)
+		return;
+	cfs_index_info(img->idx, &info);
+
+	pthread_mutex_lock(&ra->lock);
+	if (f->ino != ino) {
+		/* A first read from the start is the commonest sequential one. */
+		*f = (struct ra_file){ .ino = ino, .next = end, .ahead = end, .window = off ? 0 : 1 };
+	} else if (off + RA_SLACK >= f->next && off <= f->next + RA_SLACK) {
+		/* Only a read that moves forward grows the window; one that
+		 * arrived late, behind another, neither grows nor breaks it. */
+		if (end > f->next) {
+			f->window = CFS_MIN(f->window ? f->window * 2 : 2, ra->max_chunks);
+			f->next = end;
+		}
+	} else {
+		f->window = 0;
+		f->next = f->ahead = end;
+	}
+	if (f->window) {
+		want = CFS_MIN(in.size, f->next + (uint64_t)f->window * info.chunk_size);
+		if (f->ahead < f->next)
+			f->ahead = f->next;
+		if (f->ahead < want) {
+			f->ahead = ra_queue(img, ino, f->ahead, want);
+			queued = true;
+		}
+	}
+	if (queued)
+		pthread_cond_broadcast(&ra->wake);
+	pthread_mutex_unlock(&ra->lock);
+}
+
+static void ra_stop(struct cfs_image *img)
+{
+	struct ra_pool *ra = img->ra;
+
+	if (!ra)
+		return;
+	pthread_mutex_lock(&ra->lock);
+	ra->stop = true;
+	pthread_cond_broadcast(&ra->wake);
+	pthread_mutex_unlock(&ra->lock);
+	for (unsigned t = 0; t < ra->nthreads; t++)
+		pthread_join(ra->threads[t], NULL);
+	img->ra = NULL;
+	pthread_cond_destroy(&ra->wake);
+	pthread_mutex_destroy(&ra->lock);
+	free(ra->threads);
+	free(ra->q);
+	free(ra);
+}
+
+int cfs_image_set_readahead(struct cfs_image *img, unsigned threads, unsigned max_chunks)
+{
+	struct ra_pool *ra;
+	int ret;
+
+	ra_stop(img);
+	if (!threads)
+		return 0;
+	if (threads > 256 || max_chunks < 1 || max_chunks > RA_QUEUE)
+		return -EINVAL;
+	ra = calloc(1, sizeof(*ra));
+	if (!ra)
+		return -ENOMEM;
+	ra->q = calloc(RA_QUEUE, sizeof(*ra->q));
+	ra->threads = calloc(threads, sizeof(*ra->threads));
+	if (!ra->q || !ra->threads) {
+		ret = -ENOMEM;
+		goto err_free;
+	}
+	ra->max_chunks = max_chunks;
+	pthread_mutex_init(&ra->lock, NULL);
+	pthread_cond_init(&ra->wake, NULL);
+	img->ra = ra;
+	for (; ra->nthreads < threads; ra->nthreads++) {
+		ret = -pthread_create(&ra->threads[ra->nthreads], NULL, ra_worker, img);
+		if (ret < 0) {
+			ra_stop(img);
+			return ret;
+		}
+	}
+	return 0;
+
+err_free:
+	free(ra->threads);
+	free(ra->q);
+	free(ra);
+	return ret;
+}
+
 ssize_t cfs_image_read(struct cfs_image *img, uint64_t ino, void *buf, size_t len, uint64_t off)
 {
 	ssize_t n;
@@ -257,15 +454,20 @@ ssize_t cfs_image_read(struct cfs_image *img, uint64_t ino, void *buf, size_t le
 	if (len > SSIZE_MAX)
 		len = SSIZE_MAX;
 	n = image_read(img, ino, buf, len, off);
-	if (n < 0)
+	if (n < 0) {
 		stat_add(&img->read_errors, 1);
-	else
+	} else {
 		stat_add(&img->read_bytes, (uint64_t)n);
+		if (img->ra && n > 0)
+			ra_note(img, ino, off, (uint64_t)n);
+	}
 	return n;
 }
 
 void cfs_image_stats_get(struct cfs_image *img, struct cfs_image_stats *out)
 {
+	out->ra_chunks = stat_load(&img->ra_chunks);
+	out->ra_dropped = stat_load(&img->ra_dropped);
 	out->reads = stat_load(&img->reads);
 	out->read_bytes = stat_load(&img->read_bytes);
 	out->read_errors = stat_load(&img->read_errors);

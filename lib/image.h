@@ -25,6 +25,8 @@ struct cfs_image_stats {
 	uint64_t read_errors;
 	uint64_t chunk_fetches; /* chunk objects fetched from the store */
 	uint64_t chunk_bad;     /* fetched chunks that failed verification */
+	uint64_t ra_chunks;     /* chunks queued by readahead */
+	uint64_t ra_dropped;    /* readahead requests dropped, queue full */
 };
 
 /* Resolves image (a tag or "sha256:<hex>"), fetches the index object, checks
@@ -47,5 +49,16 @@ void cfs_image_digest(const struct cfs_image *img, cfs_digest *out);
 ssize_t cfs_image_read(struct cfs_image *img, uint64_t ino, void *buf, size_t len, uint64_t off);
 
 void cfs_image_stats_get(struct cfs_image *img, struct cfs_image_stats *out);
+
+/* Readahead: when reads of a file go forward sequentially, the chunks after
+ * the one being read are fetched into the cache by a pool of threads, the
+ * window doubling from 2 chunks up to max_chunks while the pattern holds
+ * and dropping to nothing on a jump.  Demand reads of a chunk already being
+ * fetched wait for that fetch (the cache's single flight), so nothing is
+ * fetched twice.  threads = 0 turns it off (the default).  Starts threads:
+ * call it after any fork.  0 or -errno. */
+#define CFS_READAHEAD_THREADS_DEFAULT 16
+#define CFS_READAHEAD_CHUNKS_DEFAULT 32
+int cfs_image_set_readahead(struct cfs_image *img, unsigned threads, unsigned max_chunks);
 
 #endif /* CFS_IMAGE_H */

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lazy loading: a mount reads only the index, and reading one small file fetches one chunk, not the image.
+# Lazy loading: a mount reads only the index, reading one small file fetches one chunk, and only sequential reads fetch ahead.
 #
 # Packs 40 x 4 MiB of random data plus 500 small files, mounts with
 # --stats-file and a fresh cache, and checks the daemon's store counters.
@@ -97,5 +97,35 @@ bytes=$(stat_of "$f" store_get_bytes)
 echo "mount only: store_gets=$gets store_get_bytes=$bytes"
 [ "$gets" -eq 1 ] || fail "store_gets=$gets: a mount alone must read the index object only"
 [ "$bytes" -lt $((2 * MiB)) ] || fail "store_get_bytes=$bytes for the index alone"
+
+# Readahead: a sequential read of a 4 MiB file (4 chunks) queues the chunks
+# after the one being read; scattered 4 KiB reads of another file (backwards,
+# so never sequential) queue none, and fetch only the chunks they touch.
+read_seq() {
+	timeout 30 cat "$m/big/blob-07.bin" | cmp - "$src/big/blob-07.bin" || fail "blob-07 differs"
+}
+read_scattered() {
+	local off
+	for off in 3900 2700 1500 300; do # KiB, one in each 1 MiB chunk, in reverse
+		timeout 30 dd if="$m/big/blob-08.bin" of="$W/piece" bs=4k skip=$((off / 4)) count=1 \
+			iflag=direct status=none || fail "reading blob-08 at ${off}K failed"
+		cmp -s "$W/piece" <(dd if="$src/big/blob-08.bin" bs=4k skip=$((off / 4)) count=1 status=none) ||
+			fail "blob-08 at ${off}K differs"
+	done
+}
+
+echo "# readahead on a sequential read"
+mount_run seq read_seq
+ra=$(stat_of "$W/stats-seq.json" readahead_chunks)
+echo "sequential 4 MiB read: readahead_chunks=$ra"
+[ "$ra" -ge 1 ] || fail "readahead_chunks=$ra: a sequential read must fetch ahead"
+
+echo "# no readahead on scattered reads"
+mount_run scattered read_scattered
+ra=$(stat_of "$W/stats-scattered.json" readahead_chunks)
+fetches=$(stat_of "$W/stats-scattered.json" chunk_fetches)
+echo "scattered reads: readahead_chunks=$ra chunk_fetches=$fetches"
+[ "$ra" -eq 0 ] || fail "readahead_chunks=$ra: scattered reads must not fetch ahead"
+[ "$fetches" -eq 4 ] || fail "chunk_fetches=$fetches: four scattered reads touch four chunks"
 
 echo "PASS"
