@@ -63,6 +63,7 @@ struct mount_args {
 	const char *store, *image, *mountpoint;
 	const char *stats_of;     /* --stats MOUNTPOINT: print its counters */
 	struct cfs_fetch_opts fetch;
+	const char *ca_file;      /* --ca-file, or NULL */
 	unsigned readahead;       /* chunks ahead of a sequential reader; 0: off */
 };
 
@@ -103,6 +104,9 @@ static void usage(FILE *out)
 		"                         milliseconds fails with EIO (default 30000)\n"
 		"      --max-inflight N   requests on the wire at once (default 64)\n"
 		"      --retries N        retries of a failed request, 1.. (default 6)\n"
+		"      --ca-file FILE     verify TLS servers with the CA certificates in FILE\n"
+		"                         (PEM) instead of the system's; without it,\n"
+		"                         $CURL_CA_BUNDLE, then $SSL_CERT_FILE, if set\n"
 		"      --insecure         no TLS certificate verification (tests only)\n"
 		"\n"
 		"      --stats MOUNTPOINT print the counters of a running mount (JSON)\n"
@@ -176,6 +180,7 @@ enum {
 	OPT_MAX_INFLIGHT,
 	OPT_RETRIES,
 	OPT_INSECURE,
+	OPT_CA_FILE,
 	OPT_STATS,
 	OPT_READAHEAD,
 };
@@ -216,6 +221,7 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 		{ "max-inflight", required_argument, NULL, OPT_MAX_INFLIGHT },
 		{ "retries", required_argument, NULL, OPT_RETRIES },
 		{ "insecure", no_argument, NULL, OPT_INSECURE },
+		{ "ca-file", required_argument, NULL, OPT_CA_FILE },
 		{ "stats", required_argument, NULL, OPT_STATS },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -279,6 +285,9 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 			break;
 		case OPT_INSECURE:
 			a->fetch.insecure = true;
+			break;
+		case OPT_CA_FILE:
+			a->ca_file = optarg;
 			break;
 		case OPT_READAHEAD:
 			if (parse_count("--readahead", optarg, 0, 1024, &a->readahead) < 0)
@@ -752,7 +761,7 @@ int main(int argc, char **argv)
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_session *se;
 	struct fuse_loop_config *cfg;
-	char *mountpoint = NULL, *store_abs = NULL;
+	char *mountpoint = NULL, *store_abs = NULL, *ca_file = NULL;
 	enum cfs_log_level level;
 	sigset_t usr1;
 	bool served = false;
@@ -806,6 +815,17 @@ int main(int argc, char **argv)
 	if (!store_abs) {
 		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
 		goto out_log;
+	}
+	/* Absolute before the daemon leaves the directory; the environment's
+	 * bundle does not matter without verification. */
+	if (a.ca_file || !a.fetch.insecure) {
+		ret = cfs_fetch_ca_resolve(a.ca_file, &ca_file);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": %s%s: %s\n", a.ca_file ? "--ca-file " : "CA bundle",
+				a.ca_file ? a.ca_file : "", cfs_strerror(ret));
+			goto out_image;
+		}
+		a.fetch.ca_file = ca_file;
 	}
 	/* Before the store is opened: see the top of this file. */
 	if (!a.foreground && daemon_fork(&ready_fd) < 0)
@@ -870,6 +890,7 @@ out_session:
 		status = 1;
 out_image:
 	close_image(&d);
+	free(ca_file);
 	free(store_abs);
 	free(mountpoint);
 out_log:

@@ -9,13 +9,16 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cfs_config.h"
 #include "digest.h"
@@ -319,6 +322,14 @@ static int curl_errno(CURLcode cc)
 	case CURLE_URL_MALFORMAT:
 	case CURLE_UNSUPPORTED_PROTOCOL:
 		return -EINVAL;
+	/* Distinct from -EIO so that the command can say what to fix; curl's
+	 * error buffer, in the log line, says why. */
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+	case CURLE_SSL_INVALIDCERTSTATUS:
+		return -EKEYREJECTED;
 	default:
 		return -EIO;
 	}
@@ -1112,6 +1123,33 @@ static CURLcode global_rc;
 static void global_init(void)
 {
 	global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+int cfs_fetch_ca_resolve(const char *ca_file, char **out)
+{
+	const char *path = ca_file;
+	char cwd[PATH_MAX];
+	size_t n;
+
+	*out = NULL;
+	if (!path) {
+		path = getenv("CURL_CA_BUNDLE");
+		if (!path || !*path)
+			path = getenv("SSL_CERT_FILE");
+		if (!path || !*path)
+			return 0;
+	} else if (access(path, R_OK) < 0) {
+		return -errno;
+	}
+	if (path[0] == '/')
+		return (*out = strdup(path)) ? 0 : -ENOMEM;
+	if (!getcwd(cwd, sizeof(cwd)))
+		return -errno;
+	n = strlen(cwd) + 1 + strlen(path) + 1;
+	if (!(*out = malloc(n)))
+		return -ENOMEM;
+	snprintf(*out, n, "%s/%s", cwd, path);
+	return 0;
 }
 
 int cfs_fetcher_new(const struct cfs_fetch_opts *opts, struct cfs_fetcher **out)

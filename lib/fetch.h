@@ -33,8 +33,17 @@ struct cfs_fetch_opts {
 	unsigned retries;            /* attempts after the first; 0 = 6 */
 	unsigned backoff_ms;         /* first backoff; 0 = 50 (then x2, jittered, max 2 s) */
 	bool insecure;               /* no TLS verification: tests with self-signed certs */
-	const char *ca_file;         /* extra CA bundle, or NULL */
+	const char *ca_file;         /* CA bundle (PEM) to verify servers with, instead
+				      * of the system's; NULL: the system's */
 };
+
+/* The CA bundle a command should use: ca_file when it is not NULL (it must
+ * be readable), else $CURL_CA_BUNDLE, else $SSL_CERT_FILE, as the curl tool
+ * does (empty values count as unset).  *out is an absolute path, since a
+ * daemon changes directory, that the caller frees; NULL when none is set
+ * (the system's bundle).  Returns 0, or -errno for an unreadable ca_file
+ * or no memory. */
+int cfs_fetch_ca_resolve(const char *ca_file, char **out);
 
 enum cfs_fetch_method { CFS_FETCH_GET = 0, CFS_FETCH_HEAD, CFS_FETCH_PUT };
 
@@ -77,6 +86,8 @@ void cfs_fetcher_free(struct cfs_fetcher *f);
  *                the range, and a body of the wrong length is an error)
  *   -ENOENT      404
  *   -EACCES      401, 403
+ *   -EKEYREJECTED the server's TLS certificate failed verification (or the
+ *                CA bundle could not be loaded); not retried
  *   -ETIMEDOUT   the deadline passed
  *   -EFBIG       the body exceeds max_size
  *   -EPROTO      a reply that makes no sense (bad length, bad range)

@@ -16,7 +16,8 @@
  * they look once, and report -ENXIO instead of -ENOENT where there is no
  * store at all.  Their errors: -EACCES (401, 403: credentials refused),
  * -ETIMEDOUT (the fetcher's deadline passed), -EIO (server or network
- * failure once retries are spent), -EPROTO (a reply that makes no sense);
+ * failure once retries are spent), -EPROTO (a reply that makes no sense),
+ * -EKEYREJECTED (the server's TLS certificate failed verification);
  * each failure but a 404 is logged at warn level with the method, the URL
  * and the status, e.g. "GET http://host/store/objects/ab/ab12...: 403
  * Forbidden".

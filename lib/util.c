@@ -49,6 +49,8 @@ const char *cfs_strerror(int neg_errno)
 		return "digest mismatch";
 	case EPROTONOSUPPORT:
 		return "unsupported format version or feature";
+	case EKEYREJECTED:
+		return "TLS certificate verification failed";
 	default:
 		return strerror(-neg_errno);
 	}

@@ -15,9 +15,11 @@ packages=(
 	# run time, tests and demo
 	fuse3 zstd runc busybox-static attr tar gzip util-linux coreutils
 	ca-certificates
-	# remote store tests: nginx serves a store over http://, the S3 peer
-	# s3rver (an npm package, below) plays s3://
-	nginx-light nodejs npm curl
+	# remote store tests: nginx serves a store over http:// and over https://
+	# with HTTP/2 (nginx-light has the ssl and http_v2 modules) with a
+	# certificate from a throwaway CA made by openssl; the S3 peer s3rver
+	# (an npm package, below) plays s3://
+	nginx-light nodejs npm curl openssl
 )
 # s3rver for tests/remote.sh, in a cache directory outside the tree.
 S3RVER_VERSION=3.7.1

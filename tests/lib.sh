@@ -272,6 +272,81 @@ start_nginx() {
 	fail "nginx did not start: $(tail -n 3 "$d/error.log" 2>/dev/null)"
 }
 
+# start_nginx_tls DIR: serves DIR at https://127.0.0.1:$NGINX_TLS_PORT/
+# with nginx over TLS with HTTP/2 offered (ALPN h2 and http/1.1), with a
+# throwaway CA made here by the openssl CLI: $NGINX_TLS_CA is its
+# certificate (PEM), which signed the server's (CN and IP SAN 127.0.0.1).
+# Every request is one line "PROTOCOL CONNECTION METHOD URI STATUS BYTES"
+# in $NGINX_TLS_ACCESS_LOG, e.g. "HTTP/2.0 7 GET /objects/ab/ab12... 200
+# 1234" (CONNECTION is nginx's serial number of the connection).
+# Configured under $W/nginx-tls; the daemon is ended by the exit trap.
+start_nginx_tls() {
+	local dir=$1 d=$W/nginx-tls conf pid i try nginx_bin
+	nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+	[ -x "$nginx_bin" ] || fail "nginx is not installed"
+	command -v openssl >/dev/null 2>&1 || fail "openssl is not installed"
+	mkdir -p "$d/tmp"
+	NGINX_TLS_CA=$d/ca.pem
+	NGINX_TLS_ACCESS_LOG=$d/access.log
+	# A CA, and a server certificate it signs for the address, not a name.
+	openssl req -x509 -new -newkey rsa:2048 -nodes -days 2 -subj "/CN=cfs test CA" \
+		-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+		-keyout "$d/ca.key" -out "$NGINX_TLS_CA" >"$d/openssl.log" 2>&1 ||
+		fail "openssl: making the test CA failed: $(tail -n 3 "$d/openssl.log")"
+	openssl req -new -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+		-keyout "$d/server.key" -out "$d/server.csr" >>"$d/openssl.log" 2>&1 ||
+		fail "openssl: the server key failed: $(tail -n 3 "$d/openssl.log")"
+	printf '%s\n' basicConstraints=CA:FALSE keyUsage=digitalSignature,keyEncipherment \
+		extendedKeyUsage=serverAuth subjectAltName=IP:127.0.0.1 >"$d/server.ext"
+	openssl x509 -req -in "$d/server.csr" -CA "$NGINX_TLS_CA" -CAkey "$d/ca.key" \
+		-CAcreateserial -days 2 -extfile "$d/server.ext" -out "$d/server.pem" >>"$d/openssl.log" 2>&1 ||
+		fail "openssl: signing the server certificate failed: $(tail -n 3 "$d/openssl.log")"
+	for ((try = 0; try < 10; try++)); do
+		NGINX_TLS_PORT=$(free_port)
+		conf=$d/nginx.conf
+		cat >"$conf" <<-NGINX
+			daemon off;
+			master_process off;
+			worker_processes 1;
+			$([ "$(id -u)" -eq 0 ] && echo 'user root;')
+			pid $d/nginx.pid;
+			error_log $d/error.log;
+			events { worker_connections 1024; }
+			http {
+				log_format cfs '\$server_protocol \$connection \$request_method \$uri \$status \$body_bytes_sent';
+				access_log $NGINX_TLS_ACCESS_LOG cfs;
+				client_body_temp_path $d/tmp;
+				proxy_temp_path $d/tmp;
+				fastcgi_temp_path $d/tmp;
+				uwsgi_temp_path $d/tmp;
+				scgi_temp_path $d/tmp;
+				sendfile on;
+				keepalive_requests 100000;
+				server {
+					listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
+					ssl_certificate $d/server.pem;
+					ssl_certificate_key $d/server.key;
+					root $dir;
+				}
+			}
+		NGINX
+		"$nginx_bin" -c "$conf" -e "$d/error.log" &
+		pid=$!
+		for ((i = 0; i < 50; i++)); do
+			if curl -s -o /dev/null --cacert "$NGINX_TLS_CA" "https://127.0.0.1:$NGINX_TLS_PORT/"; then
+				PIDS+=("$pid")
+				NGINX_TLS_PID=$pid
+				return 0
+			fi
+			alive "$pid" || break
+			sleep 0.1
+		done
+		kill "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	fail "nginx (TLS) did not start: $(tail -n 3 "$d/error.log" 2>/dev/null)"
+}
+
 # find_s3rver: the s3rver command (CFS_S3RVER, or what
 # scripts/install-deps.sh installed under /opt/cfs-test-deps) in S3RVER, and
 # node in NODE; returns 1 when either is missing.

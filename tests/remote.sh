@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Remote stores: the round-trip tree served by nginx over http:// and packed straight into s3rver over s3://, mounted and compared; live --stats; clear errors.
+# Remote stores: the round-trip tree served by nginx over http:// and over https:// (TLS verified against a throwaway CA, HTTP/2) and packed straight into s3rver over s3://, mounted and compared; live --stats; clear errors.
 #
 # Env (set by tests/meson.build): CFS_PACK, CFS_MOUNT, CFS_LS, CFS_MKTREE,
 # CFS_TREECMP; CFS_S3RVER (s3rver.js, or the prefix npm installed it under;
 # default /opt/cfs-test-deps).  Needs root (the tree has devices and
-# trusted.* xattrs), /dev/fuse and nginx, and node with s3rver for the s3
+# trusted.* xattrs), /dev/fuse, nginx and openssl, and node with s3rver for the s3
 # part: without them it skips (exit 77) or skips the s3 part, except under
 # CI=true, where a missing server fails.  CFS_BIG_MB / CFS_SMALL_COUNT
 # shrink the tree.
@@ -16,6 +16,7 @@ need_root
 need_fuse
 command -v mountpoint >/dev/null 2>&1 || skip "mountpoint(1) not installed"
 command -v curl >/dev/null 2>&1 || skip "curl not installed"
+command -v openssl >/dev/null 2>&1 || skip "openssl not installed"
 : "${CFS_PACK:?}" "${CFS_MOUNT:?}" "${CFS_LS:?}" "${CFS_MKTREE:?}" "${CFS_TREECMP:?}"
 if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
 	[ "${CI:-}" = true ] && fail "nginx is not installed (scripts/install-deps.sh installs it)"
@@ -25,6 +26,8 @@ fi
 make_workdir remote
 # Never a developer's own credentials or endpoint.
 unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_PROFILE
+# Nor the CA bundle of the environment: https starts with the system's.
+unset CURL_CA_BUNDLE SSL_CERT_FILE
 
 ms() { echo $(($(date +%s%N) / 1000000)); }
 
@@ -177,6 +180,65 @@ expect_fail "cfs-pack into http" 10 err-pack.out "$CFS_PACK" src "$url"
 one_line_error "pack into http" err-pack.out "read-only store"
 mountpoint -q mnt-x && fail "a failed mount left mnt-x mounted"
 unmount_image "$W/mnt-http"
+
+# --- https:// --------------------------------------------------------------
+step "https: nginx with TLS and HTTP/2 serving store/, its certificate from a throwaway CA"
+start_nginx_tls "$W/store"
+surl=https://127.0.0.1:$NGINX_TLS_PORT/
+cp "$NGINX_TLS_CA" ca.pem
+echo "   $surl"
+
+step "https: without the CA: fails at once, and says the certificate failed verification"
+expect_fail "mount without the CA" 10 err-tls.out \
+	"$CFS_MOUNT" --cache "$W/cache-tls-x" "$surl" rt mnt-x
+# The fetcher's line (curl's reason) and the command's.
+[ "$(wc -l <err-tls.out)" -le 2 ] || fail "mount without the CA: more than two lines: $(cat err-tls.out)"
+tail -n 1 err-tls.out | grep -q "image 'rt': TLS certificate verification failed" ||
+	fail "mount without the CA: not a certificate error: $(cat err-tls.out)"
+grep -q 'certificate.* after 1 attempt' err-tls.out ||
+	fail "mount without the CA: no log line with curl's reason, or retried: $(cat err-tls.out)"
+sed 's/^/   /' err-tls.out
+mountpoint -q mnt-x && fail "a failed mount left mnt-x mounted"
+expect_fail "cfs-pack --ca-file of a missing file" 10 err-cafile.out \
+	"$CFS_PACK" --ca-file no-such-ca.pem src store
+one_line_error "missing --ca-file" err-cafile.out "--ca-file no-such-ca.pem: No such file or directory"
+
+step "https: --ca-file ca.pem: mount, treecmp, every object over HTTP/2"
+: >"$NGINX_TLS_ACCESS_LOG"
+mount_image "$surl" rt "$W/mnt-https" --cache "$W/cache-https" --ca-file ca.pem
+compare --approx-blocks src mnt-https
+live_stats mnt-https stats-https.json
+[ "$(stat_of stats-https.json fetch_errors)" -eq 0 ] || fail "fetch errors over https"
+[ "$(stat_of stats-https.json read_errors)" -eq 0 ] || fail "read errors over https"
+attempts=$(stat_of stats-https.json fetch_attempts)
+unmount_image "$W/mnt-https"
+# "PROTOCOL CONNECTION METHOD URI STATUS BYTES"
+objs=$(grep -c ' GET /objects/' "$NGINX_TLS_ACCESS_LOG" || true)
+h2objs=$(grep -c '^HTTP/2.0 [0-9]* GET /objects/' "$NGINX_TLS_ACCESS_LOG" || true)
+conns=$(cut -d' ' -f2 "$NGINX_TLS_ACCESS_LOG" | sort -u | wc -l)
+served=$(wc -l <"$NGINX_TLS_ACCESS_LOG")
+[ "$objs" -ge $((local_objects * 9 / 10)) ] ||
+	fail "nginx served $objs object requests over https for $local_objects objects"
+[ "$h2objs" -eq "$objs" ] ||
+	fail "$((objs - h2objs)) of $objs object requests not over HTTP/2: $(grep -v '^HTTP/2.0' "$NGINX_TLS_ACCESS_LOG" | head -n 3)"
+[ "$attempts" -eq "$served" ] || fail "fetch_attempts=$attempts but nginx served $served requests over https"
+# Multiplexed: the fetcher waits for the first connection (PIPEWAIT)
+# and puts every request on it, instead of opening one per request.
+[ "$conns" -le 2 ] || fail "$served requests over $conns connections: not multiplexed"
+echo "   $served requests, $h2objs objects over HTTP/2, $conns connection(s)"
+
+step "https: CURL_CA_BUNDLE, then SSL_CERT_FILE, then --insecure"
+CURL_CA_BUNDLE=ca.pem mount_image "$surl" rt "$W/mnt-https-env" --cache "$W/cache-https-env"
+cmp "mnt-https-env/$big" "src/$big" || fail "$big differs over https with CURL_CA_BUNDLE"
+unmount_image "$W/mnt-https-env"
+SSL_CERT_FILE=$W/ca.pem "$CFS_LS" "$surl" rt >ls-https.out 2>ls-https.err ||
+	fail "SSL_CERT_FILE: cfs-ls $surl rt exited $?: $(cat ls-https.err)"
+cmp -s ls-local.out ls-https.out || fail "cfs-ls over https differs from the local listing"
+# Without verification the environment's bundle is not even read.
+CURL_CA_BUNDLE=/nonexistent.pem mount_image "$surl" rt "$W/mnt-https-ins" \
+	--cache "$W/cache-https-ins" --insecure
+cmp "mnt-https-ins/$big" "src/$big" || fail "$big differs over https with --insecure"
+unmount_image "$W/mnt-https-ins"
 
 # --- s3:// -----------------------------------------------------------------
 if ! find_s3rver; then

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -989,6 +990,42 @@ out:
 	free(buf);
 }
 
+/* Run with no fetcher alive: it changes the environment. */
+static void test_ca_resolve(const char *tmp)
+{
+	char cwd[PATH_MAX], want[PATH_MAX + 16], ca[512];
+	char *out = NULL;
+
+	CHECK(getcwd(cwd, sizeof(cwd)) != NULL);
+	snprintf(ca, sizeof(ca), "%s/ca.pem", tmp);
+	CHECK(write_file(ca, "x", 1) == 0);
+	unsetenv("CURL_CA_BUNDLE");
+	unsetenv("SSL_CERT_FILE");
+	CHECK(cfs_fetch_ca_resolve(NULL, &out) == 0 && !out, ": nothing set: %s", out);
+	free(out);
+	/* Like curl: CURL_CA_BUNDLE first, then SSL_CERT_FILE; empty is unset;
+	 * relative paths made absolute, and not checked. */
+	setenv("SSL_CERT_FILE", "rel/b.pem", 1);
+	snprintf(want, sizeof(want), "%s/rel/b.pem", cwd);
+	CHECK(cfs_fetch_ca_resolve(NULL, &out) == 0 && out && !strcmp(out, want), ": got %s", out);
+	free(out);
+	setenv("CURL_CA_BUNDLE", "", 1);
+	CHECK(cfs_fetch_ca_resolve(NULL, &out) == 0 && out && !strcmp(out, want), ": got %s", out);
+	free(out);
+	setenv("CURL_CA_BUNDLE", "/a.pem", 1);
+	CHECK(cfs_fetch_ca_resolve(NULL, &out) == 0 && out && !strcmp(out, "/a.pem"), ": got %s", out);
+	free(out);
+	/* An explicit file wins, and must be readable. */
+	CHECK(cfs_fetch_ca_resolve(ca, &out) == 0 && out && !strcmp(out, ca), ": got %s", out);
+	free(out);
+	out = (char *)"junk";
+	CHECK_EQ(cfs_fetch_ca_resolve("/nonexistent/ca.pem", &out), -ENOENT);
+	CHECK(out == NULL);
+	unsetenv("CURL_CA_BUNDLE");
+	unsetenv("SSL_CERT_FILE");
+	unlink(ca);
+}
+
 int main(void)
 {
 	struct cfs_fetch_opts o = { .retries = 3, .backoff_ms = 5, .deadline_ms = 10000 };
@@ -1033,6 +1070,7 @@ int main(void)
 
 	cfs_test_mkdtemp(tmp, sizeof(tmp), "fetch");
 	test_nginx(tmp);
+	test_ca_resolve(tmp);
 	cfs_test_rmtree(tmp);
 	return cfs_test_done("test-fetch");
 }

@@ -7,6 +7,7 @@
  *
  * Paths and targets escape '\n', '\\' and non-printable bytes (\xHH) so
  * that every entry is exactly one line.  Reads only the index object.
+ * Over https:// it verifies with $CURL_CA_BUNDLE or $SSL_CERT_FILE when set.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -18,6 +19,7 @@
 
 #include "cache.h"
 #include "digest.h"
+#include "fetch.h"
 #include "format.h"
 #include "image.h"
 #include "index.h"
@@ -209,12 +211,14 @@ static int lookup_path(const struct cfs_index *idx, const char *path, uint64_t *
 int main(int argc, char **argv)
 {
 	struct cfs_cache_opts co = { 0 }; /* memory only: ls reads no file data */
+	struct cfs_fetch_opts fopts = { 0 };
+	struct cfs_store_opts sopts = { .fetch = &fopts };
 	struct cfs_store *st = NULL;
 	struct cfs_cache *cache = NULL;
 	struct cfs_image *img = NULL;
 	const struct cfs_index *idx;
 	const char *store_loc, *image, *path;
-	char *start = NULL, ref[CFS_REF_STRLEN];
+	char *start = NULL, *ca_file = NULL, ref[CFS_REF_STRLEN];
 	cfs_digest dg;
 	uint64_t ino;
 	int ret, rc = 1;
@@ -228,7 +232,14 @@ int main(int argc, char **argv)
 	path = argc == 4 ? argv[3] : "/";
 	cfs_log_setup(PROG, CFS_LOG_WARN, stderr);
 
-	ret = cfs_store_open(store_loc, 0, &st);
+	/* The CA bundle of the environment, as cfs-mount and cfs-pack use it. */
+	ret = cfs_fetch_ca_resolve(NULL, &ca_file);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": CA bundle: %s\n", cfs_strerror(ret));
+		goto out;
+	}
+	fopts.ca_file = ca_file;
+	ret = cfs_store_open_opts(store_loc, 0, &sopts, &st);
 	if (ret < 0) {
 		fprintf(stderr, PROG ": %s: %s\n", store_loc, cfs_strerror(ret));
 		goto out;
@@ -309,5 +320,6 @@ out:
 	cfs_image_free(img);
 	cfs_cache_free(cache);
 	cfs_store_free(st);
+	free(ca_file);
 	return rc;
 }

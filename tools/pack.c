@@ -24,6 +24,7 @@
 #include "chunker.h"
 #include "codec.h"
 #include "digest.h"
+#include "fetch.h"
 #include "format.h"
 #include "store.h"
 #include "util.h"
@@ -283,7 +284,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: " PROG " [-q] [--tag NAME] [-j N] [--chunk-size SIZE] [--level N]\n"
-		"                [--small-max SIZE] [--group-bits N] SOURCE STORE\n"
+		"                [--small-max SIZE] [--group-bits N] [--ca-file FILE]\n"
+		"                SOURCE STORE\n"
 		"\n"
 		"Packs SOURCE (a directory, or a tar archive: plain, gzip, zstd, xz, bzip2)\n"
 		"into STORE (a directory, created if absent, or s3://BUCKET[/PREFIX]) and\n"
@@ -296,7 +298,10 @@ static void usage(FILE *f)
 		"  -c, --chunk-size SIZE chunk size, 64K..64M (default 1M)\n"
 		"  -l, --level N         zstd level (default %d)\n"
 		"      --small-max SIZE  files smaller than this share group chunks (default 64K)\n"
-		"      --group-bits N    groups average 2^N small files (default %d)\n",
+		"      --group-bits N    groups average 2^N small files (default %d)\n"
+		"      --ca-file FILE    verify TLS servers with the CA certificates in FILE\n"
+		"                        (PEM) instead of the system's; without it,\n"
+		"                        $CURL_CA_BUNDLE, then $SSL_CERT_FILE, if set\n",
 		REMOTE_JOBS_MIN, CFS_ZSTD_LEVEL_DEFAULT, CFS_GROUP_BITS_DEFAULT);
 }
 
@@ -372,6 +377,7 @@ int main(int argc, char **argv)
 		{ "level", required_argument, NULL, 'l' },
 		{ "small-max", required_argument, NULL, 'S' },
 		{ "group-bits", required_argument, NULL, 'G' },
+		{ "ca-file", required_argument, NULL, 'A' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -381,8 +387,11 @@ int main(int argc, char **argv)
 				    .not_empty = PTHREAD_COND_INITIALIZER,
 				    .not_full = PTHREAD_COND_INITIALIZER };
 	struct cfs_builder_stats bs = { 0 };
+	struct cfs_fetch_opts fopts = { 0 };
+	struct cfs_store_opts sopts = { .fetch = &fopts };
 	struct cfs_store *st = NULL;
-	const char *tag = NULL, *source, *store_loc;
+	const char *tag = NULL, *source, *store_loc, *ca_arg = NULL;
+	char *ca_file = NULL;
 	bool quiet = false, jobs_set = false, is_dir;
 	long jobs, level = CFS_ZSTD_LEVEL_DEFAULT, v;
 	uint64_t size;
@@ -443,6 +452,9 @@ int main(int argc, char **argv)
 			}
 			copts.group_bits = (uint32_t)v;
 			break;
+		case 'A':
+			ca_arg = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -486,7 +498,14 @@ int main(int argc, char **argv)
 			fcntl(src_fd, F_SETFL, fl & ~O_NONBLOCK);
 	}
 
-	ret = cfs_store_open(store_loc, CFS_STORE_CREATE, &st);
+	ret = cfs_fetch_ca_resolve(ca_arg, &ca_file);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": %s%s: %s\n", ca_arg ? "--ca-file " : "CA bundle",
+			ca_arg ? ca_arg : "", cfs_strerror(ret));
+		goto out;
+	}
+	fopts.ca_file = ca_file;
+	ret = cfs_store_open_opts(store_loc, CFS_STORE_CREATE, &sopts, &st);
 	if (ret == -EROFS && strstr(store_loc, "://")) {
 		fprintf(stderr, PROG ": %s: a read-only store (a web server serves a store, it "
 			"does not take one): pack into a directory or s3:// store\n", store_loc);
@@ -602,6 +621,7 @@ out:
 	cfs_chunker_free(p.ch);
 	cfs_builder_free(p.b);
 	cfs_store_free(st);
+	free(ca_file);
 	if (src_fd >= 0)
 		close(src_fd);
 	return rc;
