@@ -660,15 +660,13 @@ static void bucket_take(struct fp_bucket *b, uint64_t rate, size_t n)
 		b->tokens += (t - last) * (double)rate;
 	if (b->tokens > burst)
 		b->tokens = burst;
-	if (b->tokens < (double)n) {
-		sleep_ms(((double)n - b->tokens) * 1000 / (double)rate);
-		b->tokens = 0;
-		t = now_s();
-	} else {
-		b->tokens -= (double)n;
-	}
+	/* Go into debt and sleep it off: the next call credits the whole time
+	 * since this one, oversleeping included, so the average holds. */
+	b->tokens -= (double)n;
 	b->last.tv_sec = (time_t)t;
 	b->last.tv_nsec = (long)((t - (double)b->last.tv_sec) * 1e9);
+	if (b->tokens < 0)
+		sleep_ms(-b->tokens * 1000 / (double)rate);
 }
 
 /* Sends a body of len bytes from the upstream to the client, applying the
@@ -677,7 +675,7 @@ static void bucket_take(struct fp_bucket *b, uint64_t rate, size_t n)
 static int relay_body(struct fp_client *c, uint64_t len, const struct fp_config *cfg, enum fp_fault fault)
 {
 	uint64_t off = 0, stop = len, flip_at = len / 2;
-	size_t slice = 16 * 1024;
+	size_t slice = 64 * 1024;
 	int ret;
 
 	if (fault == FP_RESET)
