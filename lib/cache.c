@@ -4,6 +4,14 @@
  * lists; it is never held across I/O, a load or a large free.  A buffer is
  * its own table entry: while it loads, later callers sleep on its condition
  * variable holding a reference, so it outlives a failed load.
+ *
+ * The disk tier's list is this process's view of a directory that other
+ * processes write to and evict from.  A pass (disk_rescan) lists the
+ * directory unlocked, folds the listing into the view under the mutex, and
+ * evicts to disk_max while holding flock() on <dir>/.lock.  A process that
+ * finds the lock taken appends a byte to the lock file first: the holder
+ * checks its size once it lets go and goes round again, so an entry renamed
+ * after the holder's listing is never left uncounted.
  */
 #include <dirent.h>
 #include <endian.h>
@@ -17,6 +25,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -34,6 +43,18 @@
 #define TABLE_MIN_BUCKETS 1024u
 /* A temporary file this old is left over from a crash, not being written. */
 #define TMP_STALE_SEC 60
+/* A pass over the directory after writing disk_max / RESCAN_FRACTION bytes. */
+#define RESCAN_FRACTION 8
+/* Passes one call makes at most while other processes keep asking. */
+#define RESCAN_ROUNDS 4
+/* A disk hit moves the entry's mtime forward at most this often. */
+#define TOUCH_SEC 60
+#define LOCK_NAME ".lock"
+/* The lock file grows a byte per contended pass; its holder trims it. */
+#define LOCK_TRIM 4096
+#define NS_PER_SEC 1000000000ull
+/* Listed entries folded into the view per hold of the mutex. */
+#define FOLD_BATCH 256
 
 #define DISK_MAGIC "CFSCACH1"
 struct disk_hdr {
@@ -74,6 +95,10 @@ struct cfs_buf {
 struct disk_ent {
 	struct node n;
 	uint64_t size;          /* file bytes, header included */
+	uint64_t used_ns;       /* last use here, or the file's mtime: the LRU key */
+	int64_t stamp;          /* the file's mtime (s) as last set or seen */
+	uint32_t confirmed;     /* c->gen when this process last wrote or read it */
+	uint32_t seen;          /* c->gen of the last pass that listed it */
 	bool writing;           /* reserved by a writer: only it may drop this */
 };
 
@@ -84,9 +109,13 @@ struct cfs_cache {
 	uint64_t mem_bytes, mem_max;
 	uint64_t disk_bytes, disk_max;
 	int dirfd;                      /* -1: memory only */
+	int lockfd;                     /* <dir>/.lock; -1: none */
+	uint64_t since_scan;            /* bytes written since the last pass */
+	uint32_t gen;                   /* passes begun */
+	bool scanning, scan_again;      /* a pass is running; one more was asked */
 
 	_Atomic uint64_t mem_hits, disk_hits, misses, load_errors;
-	_Atomic uint64_t disk_bad, disk_write_errors, evictions;
+	_Atomic uint64_t disk_bad, disk_write_errors, evictions, rescans;
 	_Atomic uint64_t warned[2];     /* errno values already logged */
 };
 
@@ -200,6 +229,18 @@ static void list_touch(struct node *head, struct node *n)
 {
 	list_del(n);
 	list_add_head(head, n);
+}
+
+/* Moves every node of from onto the empty list to. */
+static void list_move_all(struct node *to, struct node *from)
+{
+	if (from->next == from)
+		return;
+	to->next = from->next;
+	to->prev = from->prev;
+	to->next->prev = to;
+	to->prev->next = to;
+	list_init(from);
 }
 
 #define buf_of(np) ((struct cfs_buf *)((char *)(np) - offsetof(struct cfs_buf, n)))
@@ -326,19 +367,32 @@ static void disk_forget(struct cfs_cache *c, const cfs_digest *d)
 	free(e);
 }
 
-/* Marks an entry just read as recently used, adding it when another
- * process sharing the directory wrote it. */
-static void disk_touch(struct cfs_cache *c, const cfs_digest *d, uint64_t size)
+/* The wall clock, as file mtimes use it; coarse is fine for an LRU key. */
+static uint64_t wall_ns(void)
 {
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * NS_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+
+/* Marks an entry just read as recently used, adding it when another
+ * process sharing the directory wrote it.  Returns true when its mtime is
+ * due to be moved forward, so that other processes see it in use. */
+static bool disk_touch(struct cfs_cache *c, const cfs_digest *d, uint64_t size)
+{
+	uint64_t now = wall_ns();
+	struct disk_ent *e = NULL;
+	bool refresh = false;
 	struct node *n;
 
 	pthread_mutex_lock(&c->lock);
 	n = table_find(&c->disk, d);
 	if (n) {
+		e = ent_of(n);
 		list_touch(&c->disk_lru, n);
 	} else {
-		struct disk_ent *e = calloc(1, sizeof(*e));
-
+		e = calloc(1, sizeof(*e));
 		if (e) {
 			e->n.d = *d;
 			e->size = size;
@@ -347,7 +401,16 @@ static void disk_touch(struct cfs_cache *c, const cfs_digest *d, uint64_t size)
 			c->disk_bytes += size;
 		}
 	}
+	if (e) {
+		e->used_ns = now;
+		e->confirmed = c->gen;
+		if ((int64_t)(now / NS_PER_SEC) - e->stamp >= TOUCH_SEC) {
+			e->stamp = (int64_t)(now / NS_PER_SEC);
+			refresh = true;
+		}
+	}
 	pthread_mutex_unlock(&c->lock);
+	return refresh;
 }
 
 /* Deletes a torn, truncated or flipped entry; the load rewrites it. */
@@ -377,6 +440,7 @@ static int disk_read(struct cfs_cache *c, struct cfs_buf *b)
 	disk_path(&b->n.d, path);
 	fd = openat(c->dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
+		/* ENOENT: never written, or another process evicted it. */
 		ret = -errno;
 		if (ret == -ENOENT)
 			disk_forget(c, &b->n.d);
@@ -392,20 +456,27 @@ static int disk_read(struct cfs_cache *c, struct cfs_buf *b)
 		ret = cfs_pread_full(fd, b->data + (n - (ssize_t)sizeof(h)), total - (size_t)n, n);
 	else
 		ret = (size_t)n == total ? 0 : -ENODATA;
-	close(fd);
 
 	if (ret < 0 && ret != -ENODATA)
-		return ret; /* EIO and such: a miss, the file may be fine */
+		goto out_close; /* EIO and such: a miss, the file may be fine */
 	if (!have_hdr || memcmp(h.magic, DISK_MAGIC, sizeof(h.magic)))
 		goto bad;
-	if (le64toh(h.len) != b->len)
-		return -ERANGE; /* the caller's size disagrees: the load decides */
+	if (le64toh(h.len) != b->len) {
+		ret = -ERANGE; /* the caller's size disagrees: the load decides */
+		goto out_close;
+	}
 	if (ret < 0 || le64toh(h.xxh) != XXH3_64bits(b->data, b->len))
 		goto bad;
-	disk_touch(c, &b->n.d, total);
-	return 0;
+	/* Best effort: a read-only directory still serves hits. */
+	if (disk_touch(c, &b->n.d, total))
+		futimens(fd, NULL);
+	ret = 0;
+out_close:
+	close(fd);
+	return ret;
 
 bad:
+	close(fd);
 	disk_drop(c, &b->n.d);
 	return -EUCLEAN;
 }
@@ -485,12 +556,17 @@ static int disk_write_file(struct cfs_cache *c, const struct cfs_buf *b)
 	return ret;
 }
 
-/* Stores a freshly loaded buffer on disk, making room first.  Failures are
+static int disk_rescan(struct cfs_cache *c, bool account);
+
+/* Stores a freshly loaded buffer on disk, making room first in this
+ * process's view, and after every disk_max / RESCAN_FRACTION bytes
+ * written brings the view up to date with the directory.  Failures are
  * counted and logged, never returned. */
 static void disk_write(struct cfs_cache *c, const struct cfs_buf *b)
 {
 	uint64_t size = sizeof(struct disk_hdr) + (uint64_t)b->len;
 	struct node *victims = NULL;
+	bool rescan = false;
 	struct disk_ent *e;
 	int ret;
 
@@ -501,6 +577,8 @@ static void disk_write(struct cfs_cache *c, const struct cfs_buf *b)
 		return;
 	e->n.d = b->n.d;
 	e->size = size;
+	e->used_ns = wall_ns();
+	e->stamp = (int64_t)(e->used_ns / NS_PER_SEC);
 	e->writing = true;
 
 	pthread_mutex_lock(&c->lock);
@@ -526,7 +604,11 @@ static void disk_write(struct cfs_cache *c, const struct cfs_buf *b)
 		c->disk_bytes -= size;
 	} else {
 		e->writing = false;
+		e->confirmed = c->gen;
 		e = NULL;
+		c->since_scan += size;
+		rescan = c->since_scan >= c->disk_max / RESCAN_FRACTION ||
+			 c->disk_bytes > c->disk_max;
 	}
 	pthread_mutex_unlock(&c->lock);
 
@@ -534,23 +616,18 @@ static void disk_write(struct cfs_cache *c, const struct cfs_buf *b)
 		free(e);
 		disk_write_failed(c, ret);
 	}
+	if (rescan)
+		disk_rescan(c, false);
 }
 
-/* ---- start-up: take stock of the directory ---- */
+/* ---- passes over the directory ---- */
 
-struct scanned {
-	struct disk_ent *e;
-	struct timespec mtime;
-};
-
-static int scanned_cmp(const void *a, const void *b)
+static int ent_age_cmp(const void *a, const void *b)
 {
-	const struct timespec *x = &((const struct scanned *)a)->mtime;
-	const struct timespec *y = &((const struct scanned *)b)->mtime;
+	uint64_t x = (*(struct disk_ent *const *)a)->used_ns;
+	uint64_t y = (*(struct disk_ent *const *)b)->used_ns;
 
-	if (x->tv_sec != y->tv_sec)
-		return x->tv_sec < y->tv_sec ? -1 : 1;
-	return (x->tv_nsec > y->tv_nsec) - (x->tv_nsec < y->tv_nsec);
+	return (x > y) - (x < y);
 }
 
 static bool lower_hex(const char *s, size_t n)
@@ -574,10 +651,22 @@ static DIR *opendir_at(int dirfd, const char *name)
 	return d;
 }
 
-/* Adds the entries of one fan-out directory to *list; deletes stale
- * temporaries. */
-static int scan_fanout(struct cfs_cache *c, const char *hh, struct scanned **list, size_t *n,
-		       size_t *cap)
+struct listing {
+	struct disk_ent **e;
+	size_t n, cap;
+};
+
+static void listing_free(struct listing *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->e[i]);
+	free(l->e);
+}
+
+/* Adds the entries of one fan-out directory to l; deletes stale
+ * temporaries (fresh ones belong to live writers, maybe other processes).
+ * A fan-out directory that vanished is empty. */
+static int scan_fanout(struct cfs_cache *c, const char *hh, struct listing *l)
 {
 	time_t now = time(NULL);
 	struct dirent *de;
@@ -594,6 +683,7 @@ static int scan_fanout(struct cfs_cache *c, const char *hh, struct scanned **lis
 
 		if (name[0] == '.')
 			continue;
+		/* ENOENT: another process evicted it after readdir. */
 		if (fstatat(dirfd(d), name, &sb, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(sb.st_mode))
 			continue;
 		if (strstr(name, ".tmp")) {
@@ -604,16 +694,16 @@ static int scan_fanout(struct cfs_cache *c, const char *hh, struct scanned **lis
 		if (strlen(name) != CFS_DIGEST_HEX_LEN || !lower_hex(name, CFS_DIGEST_HEX_LEN) ||
 		    memcmp(name, hh, 2))
 			continue;
-		if (*n == *cap) {
-			size_t ncap = *cap ? *cap * 2 : 256;
-			struct scanned *nl = realloc(*list, ncap * sizeof(*nl));
+		if (l->n == l->cap) {
+			size_t ncap = l->cap ? l->cap * 2 : 256;
+			struct disk_ent **ne = realloc(l->e, ncap * sizeof(*ne));
 
-			if (!nl) {
+			if (!ne) {
 				ret = -ENOMEM;
 				break;
 			}
-			*list = nl;
-			*cap = ncap;
+			l->e = ne;
+			l->cap = ncap;
 		}
 		e = calloc(1, sizeof(*e));
 		if (!e) {
@@ -621,20 +711,19 @@ static int scan_fanout(struct cfs_cache *c, const char *hh, struct scanned **lis
 			break;
 		}
 		cfs_digest_parse(name, true, &e->n.d);
+		list_init(&e->n);
 		e->size = (uint64_t)sb.st_size;
-		(*list)[*n].e = e;
-		(*list)[*n].mtime = sb.st_mtim;
-		(*n)++;
+		e->used_ns = (uint64_t)sb.st_mtim.tv_sec * NS_PER_SEC + (uint64_t)sb.st_mtim.tv_nsec;
+		e->stamp = sb.st_mtim.tv_sec;
+		l->e[l->n++] = e;
 	}
 	closedir(d);
 	return ret;
 }
 
-static int disk_scan(struct cfs_cache *c)
+/* Lists every entry of the directory, oldest first; no lock held. */
+static int disk_list(struct cfs_cache *c, struct listing *l)
 {
-	struct scanned *list = NULL;
-	size_t n = 0, cap = 0;
-	struct node *victims = NULL;
 	struct dirent *de;
 	DIR *d;
 	int ret = 0;
@@ -642,29 +731,212 @@ static int disk_scan(struct cfs_cache *c)
 	d = opendir_at(c->dirfd, ".");
 	if (!d)
 		return -errno;
-	while ((de = readdir(d)) && !ret)
+	while (!ret && (de = readdir(d)))
 		if (strlen(de->d_name) == 2 && lower_hex(de->d_name, 2))
-			ret = scan_fanout(c, de->d_name, &list, &n, &cap);
+			ret = scan_fanout(c, de->d_name, l);
 	closedir(d);
-	if (ret < 0) {
-		for (size_t i = 0; i < n; i++)
-			free(list[i].e);
-		free(list);
+	if (ret < 0)
 		return ret;
+	if (l->n)
+		qsort(l->e, l->n, sizeof(*l->e), ent_age_cmp);
+	return 0;
+}
+
+/* Folds listed entries [from, to) (oldest first) into the view of pass
+ * gen: a known entry takes the newer of its own last use and the file's
+ * mtime, an unknown one joins.  Those whose key moved go on *newer,
+ * newest first; listed duplicates on *garbage, to be freed unlocked.
+ * Called in batches, dropping the mutex in between: meanwhile other
+ * threads may touch or forget entries on *newer, which only takes them
+ * off it. */
+static void disk_fold_locked(struct cfs_cache *c, struct listing *l, size_t from, size_t to,
+			     uint32_t gen, struct node *newer, struct node **garbage)
+{
+	for (size_t i = from; i < to; i++) {
+		struct disk_ent *s = l->e[i], *e;
+		struct node *n = table_find(&c->disk, &s->n.d);
+
+		if (!n) {
+			s->seen = gen;
+			table_insert(&c->disk, &s->n);
+			list_add_head(newer, &s->n);
+			continue;
+		}
+		e = ent_of(n);
+		e->seen = gen;
+		if (!e->writing)
+			e->size = s->size;
+		if (s->stamp > e->stamp)
+			e->stamp = s->stamp;
+		if (s->used_ns > e->used_ns) {
+			e->used_ns = s->used_ns;
+			list_del(n);
+			list_add_head(newer, n);
+		}
+		s->n.hnext = *garbage;
+		*garbage = &s->n;
+	}
+}
+
+/* Ends pass gen: drops the entries the listing lacked (another process
+ * evicted them) unless this process wrote or read them since the pass
+ * began, merges *newer back into the LRU and recounts disk_bytes.
+ * O(entries); no I/O. */
+static void disk_settle_locked(struct cfs_cache *c, uint32_t gen, struct node *newer,
+			       struct node **garbage)
+{
+	struct node out;
+	uint64_t bytes = 0;
+
+	/* Both runs go newest to oldest: merge them from their oldest ends;
+	 * on a tie, what this process used counts as newer.  Everything on
+	 * *newer was listed. */
+	list_init(&out);
+	for (;;) {
+		struct node *x = c->disk_lru.prev, *y = newer->prev, *pick;
+		struct disk_ent *e;
+
+		if (x == &c->disk_lru && y == newer)
+			break;
+		if (y == newer || (x != &c->disk_lru && ent_of(x)->used_ns < ent_of(y)->used_ns))
+			pick = x;
+		else
+			pick = y;
+		e = ent_of(pick);
+		list_del(pick);
+		if (e->seen != gen && e->confirmed != gen && !e->writing) {
+			table_remove(&c->disk, pick);
+			pick->hnext = *garbage;
+			*garbage = pick;
+			continue;
+		}
+		list_add_head(&out, pick);
+		bytes += e->size;
+	}
+	list_move_all(&c->disk_lru, &out);
+	c->disk_bytes = bytes;
+}
+
+static void free_ents(struct node *n)
+{
+	while (n) {
+		struct node *next = n->hnext;
+
+		free(ent_of(n));
+		n = next;
+	}
+}
+
+/* The lock file's size counts the passes that found the lock taken. */
+static off_t lock_marks(const struct cfs_cache *c)
+{
+	struct stat sb;
+
+	return fstat(c->lockfd, &sb) < 0 ? -1 : sb.st_size;
+}
+
+/* One pass: lists the directory, folds the listing into the view and,
+ * holding <dir>/.lock, evicts to disk_max.  When the lock is taken, a pass
+ * with account set still updates the view (evicting is left to the
+ * holder); one without does nothing.  Sets *again when another process
+ * found the lock taken while this pass held it: that process's newest
+ * entries may have missed our listing. */
+static int disk_rescan_once(struct cfs_cache *c, bool account, bool *again)
+{
+	struct listing l = { 0 };
+	struct node newer, *garbage = NULL, *victims = NULL;
+	bool locked = false, evict = true;
+	off_t marks = 0;
+	uint64_t written;
+	uint32_t gen;
+	int ret;
+
+	*again = false;
+	if (c->lockfd >= 0) {
+		/* Mark before trying: a holder that misses our newest entry is
+		 * still holding the lock, so it sees the mark when it lets go. */
+		if (write(c->lockfd, "", 1) < 0) {
+			/* ENOSPC: the holder may miss us; our next write asks again. */
+		}
+		if (flock(c->lockfd, LOCK_EX | LOCK_NB) == 0) {
+			locked = true;
+			marks = lock_marks(c);
+			if (marks > LOCK_TRIM && ftruncate(c->lockfd, 1) == 0)
+				marks = 1; /* 1, not 0: a full disk keeps the block */
+		} else if (errno == EWOULDBLOCK) {
+			if (!account)
+				return 0;
+			evict = false;
+		}
+		/* Other errors (no flock on this filesystem): evict unserialised. */
 	}
 
-	/* Oldest first, so that the newest end up at the head. */
-	if (n)
-		qsort(list, n, sizeof(*list), scanned_cmp);
-	for (size_t i = 0; i < n; i++) {
-		table_insert(&c->disk, &list[i].e->n);
-		list_add_head(&c->disk_lru, &list[i].e->n);
-		c->disk_bytes += list[i].e->size;
+	pthread_mutex_lock(&c->lock);
+	gen = ++c->gen;
+	written = c->since_scan;
+	pthread_mutex_unlock(&c->lock);
+
+	ret = disk_list(c, &l);
+	if (ret < 0)
+		goto out_unlock;
+
+	list_init(&newer);
+	for (size_t i = 0; i < l.n; i += FOLD_BATCH) {
+		pthread_mutex_lock(&c->lock);
+		disk_fold_locked(c, &l, i, i + FOLD_BATCH < l.n ? i + FOLD_BATCH : l.n, gen,
+				 &newer, &garbage);
+		pthread_mutex_unlock(&c->lock);
 	}
-	free(list);
-	disk_evict_locked(c, &victims); /* unlocked: no other thread yet */
+	l.n = 0; /* every listed entry is in the table or on garbage */
+
+	pthread_mutex_lock(&c->lock);
+	disk_settle_locked(c, gen, &newer, &garbage);
+	if (evict) {
+		disk_evict_locked(c, &victims);
+		c->since_scan -= written;
+	}
+	pthread_mutex_unlock(&c->lock);
+
+	stat_add(&c->rescans, 1);
+	free_ents(garbage);
 	unlink_victims(c, victims);
-	return 0;
+out_unlock:
+	listing_free(&l);
+	if (locked) {
+		flock(c->lockfd, LOCK_UN);
+		*again = lock_marks(c) != marks;
+	}
+	return ret;
+}
+
+/* Passes until nobody, in this process or another, asked for one while it
+ * ran, or RESCAN_ROUNDS; one thread of c at a time, another asking
+ * meanwhile makes it go round again. */
+static int disk_rescan(struct cfs_cache *c, bool account)
+{
+	pthread_mutex_lock(&c->lock);
+	if (c->scanning) {
+		c->scan_again = true;
+		pthread_mutex_unlock(&c->lock);
+		return 0;
+	}
+	c->scanning = true;
+	c->scan_again = false;
+	pthread_mutex_unlock(&c->lock);
+
+	for (unsigned round = 1;; round++) {
+		bool again;
+		int ret = disk_rescan_once(c, account, &again);
+
+		pthread_mutex_lock(&c->lock);
+		again = !ret && (again || c->scan_again) && round < RESCAN_ROUNDS;
+		c->scan_again = false;
+		if (!again)
+			c->scanning = false;
+		pthread_mutex_unlock(&c->lock);
+		if (!again)
+			return ret;
+	}
 }
 
 static int mkdir_p(const char *path)
@@ -686,6 +958,16 @@ static int mkdir_p(const char *path)
 	return 0;
 }
 
+/* Frees every entry of a disk table, leaving it empty. */
+static void free_ents_table(struct table *t)
+{
+	for (size_t i = 0; i <= t->mask; i++) {
+		free_ents(t->b[i]);
+		t->b[i] = NULL;
+	}
+	t->count = 0;
+}
+
 /* ---- public ---- */
 
 int cfs_cache_new(const struct cfs_cache_opts *opts, struct cfs_cache **out)
@@ -697,6 +979,7 @@ int cfs_cache_new(const struct cfs_cache_opts *opts, struct cfs_cache **out)
 	if (!c)
 		return -ENOMEM;
 	c->dirfd = -1;
+	c->lockfd = -1;
 	c->mem_max = opts && opts->mem_max ? opts->mem_max : MEM_MAX_DEFAULT;
 	c->disk_max = opts && opts->disk_max ? opts->disk_max : DISK_MAX_DEFAULT;
 	list_init(&c->mem_lru);
@@ -720,7 +1003,10 @@ int cfs_cache_new(const struct cfs_cache_opts *opts, struct cfs_cache **out)
 			ret = -errno;
 			goto out_disk_table;
 		}
-		ret = disk_scan(c);
+		/* Without it (a read-only directory) eviction is unserialised. */
+		c->lockfd = openat(c->dirfd, LOCK_NAME,
+				   O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644);
+		ret = disk_rescan(c, true);
 		if (ret < 0)
 			goto out_close;
 	}
@@ -728,6 +1014,9 @@ int cfs_cache_new(const struct cfs_cache_opts *opts, struct cfs_cache **out)
 	return 0;
 
 out_close:
+	if (c->lockfd >= 0)
+		close(c->lockfd);
+	free_ents_table(&c->disk);
 	close(c->dirfd);
 out_disk_table:
 	free(c->disk.b);
@@ -752,14 +1041,11 @@ void cfs_cache_free(struct cfs_cache *c)
 			cfs_buf_unref(buf_of(n));
 		}
 	}
-	for (size_t i = 0; i <= c->disk.mask; i++) {
-		for (struct node *n = c->disk.b[i], *next; n; n = next) {
-			next = n->hnext;
-			free(ent_of(n));
-		}
-	}
+	free_ents_table(&c->disk);
 	free(c->mem.b);
 	free(c->disk.b);
+	if (c->lockfd >= 0)
+		close(c->lockfd);
 	if (c->dirfd >= 0)
 		close(c->dirfd);
 	pthread_mutex_destroy(&c->lock);
@@ -895,8 +1181,18 @@ void cfs_cache_stats_get(struct cfs_cache *c, struct cfs_cache_stats *out)
 	out->disk_bad = stat_load(&c->disk_bad);
 	out->disk_write_errors = stat_load(&c->disk_write_errors);
 	out->evictions = stat_load(&c->evictions);
+	out->rescans = stat_load(&c->rescans);
 	pthread_mutex_lock(&c->lock);
 	out->disk_bytes = c->disk_bytes;
 	out->mem_bytes = c->mem_bytes;
 	pthread_mutex_unlock(&c->lock);
+}
+
+int cfs_cache_rescan(struct cfs_cache *c)
+{
+	if (!c)
+		return -EINVAL;
+	if (c->dirfd < 0)
+		return 0;
+	return disk_rescan(c, true);
 }

@@ -11,6 +11,19 @@
  * a miss.  A failed disk write (ENOSPC, EIO) is logged and ignored: the
  * data is still served from memory.
  *
+ * Several processes may share one directory (mounts of the same store, the
+ * loader), each with its own cfs_cache, and disk_max bounds the directory
+ * as a whole.  Each process keeps its own LRU of the entries it knows; after
+ * writing disk_max/8 bytes it takes stock of the directory again (entries
+ * it used keep its recency, the others are ordered by mtime, which disk
+ * hits refresh at most once a minute) and evicts the oldest to the bound,
+ * holding flock() on <dir>/.lock so that one process at a time evicts.  An
+ * entry that another process evicted is a miss.  Between passes the
+ * directory may exceed disk_max by what the other processes wrote since
+ * their last pass (under disk_max/8 each); once writes stop, the last pass
+ * leaves it within disk_max (a process that finds the lock taken leaves a
+ * mark, and the holder goes round again, up to a few rounds).
+ *
  * Thread-safe.
  */
 #ifndef CFS_CACHE_H
@@ -40,6 +53,7 @@ struct cfs_cache_stats {
 	uint64_t disk_bytes;   /* current */
 	uint64_t mem_bytes;    /* current */
 	uint64_t evictions;
+	uint64_t rescans;      /* passes over the directory, start-up included */
 };
 
 /* Creates the directory if needed and takes stock of what it holds. */
@@ -63,5 +77,13 @@ size_t cfs_buf_len(const struct cfs_buf *b);
 void cfs_buf_unref(struct cfs_buf *b); /* NULL is fine */
 
 void cfs_cache_stats_get(struct cfs_cache *c, struct cfs_cache_stats *out);
+
+/* Takes stock of the directory now and, unless another process is at it,
+ * evicts the oldest entries until disk_max holds; the cache does this by
+ * itself after writing disk_max/8 bytes.  Runs in the caller's thread
+ * without holding up gets, except for an in-memory merge.  Returns 0
+ * (also when another thread of c is already at it: that one goes round
+ * again) or -errno; a memory-only cache has nothing to do. */
+int cfs_cache_rescan(struct cfs_cache *c);
 
 #endif /* CFS_CACHE_H */

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* test-cache: memory LRU, disk tier (reuse, corruption, bound, write
- * failures), single flight and error propagation of the chunk cache. */
+ * failures), single flight and error propagation of the chunk cache, and
+ * one directory shared by several caches and processes. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -9,8 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -496,6 +499,390 @@ static void test_unwritable(void)
 	umount2(dir, MNT_DETACH);
 }
 
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+static bool entry_exists(const char *dir, unsigned i)
+{
+	char p[300];
+
+	entry_path(dir, i, p, sizeof(p));
+	return access(p, F_OK) == 0;
+}
+
+/* While this test holds <dir>/.lock, as another process in a pass would,
+ * writes through c neither wait nor pass but leave a mark; once it lets go
+ * a pass settles the bound. */
+static void check_lock_taken(struct cfs_cache *c, struct loader *l, const char *dir,
+			     uint64_t max)
+{
+	struct cfs_cache_stats s0, s1;
+	struct stat st0, st1;
+	char lock[200];
+	unsigned files;
+	uint64_t bytes;
+	int fd;
+
+	printf("shared: while another holds the lock, writes neither wait nor pass, "
+	       "and leave a mark\n");
+	snprintf(lock, sizeof(lock), "%s/.lock", dir);
+	fd = open(lock, O_RDWR | O_CLOEXEC);
+	CHECK(fd >= 0 && flock(fd, LOCK_EX) == 0 && fstat(fd, &st0) == 0, "lock %s", lock);
+	cfs_cache_stats_get(c, &s0);
+	get_put(c, l, 20, CH);
+	get_put(c, l, 21, CH);
+	cfs_cache_stats_get(c, &s1);
+	CHECK(fstat(fd, &st1) == 0 && st1.st_size == st0.st_size + 2, "lock file %ld -> %ld",
+	      (long)st0.st_size, (long)st1.st_size);
+	CHECK(s1.rescans == s0.rescans, "passes %lu -> %lu", (unsigned long)s0.rescans,
+	      (unsigned long)s1.rescans);
+	flock(fd, LOCK_UN);
+	close(fd);
+	CHECK(cfs_cache_rescan(c) == 0, "rescan");
+	cfs_cache_stats_get(c, &s1);
+	CHECK(s1.rescans == s0.rescans + 1, "passes %lu", (unsigned long)s1.rescans);
+	bytes = dir_bytes(dir, &files);
+	CHECK(bytes <= max, "%lu bytes in %u files", (unsigned long)bytes, files);
+}
+
+/* Two caches on one directory, as two processes would have: the bound
+ * holds for the directory, and an entry one evicted is a miss for the
+ * other.  The sleeps keep mtimes apart (file times are coarse). */
+static void test_shared(void)
+{
+	uint64_t ent = CH + HDR, max = 4 * ent, bytes;
+	struct loader l = { 0 };
+	struct cfs_cache_stats sa, sb;
+	struct cfs_cache *a, *b;
+	unsigned files;
+	char dir[128];
+
+	printf("shared: two caches, disk_max 4 chunks each, 12 chunks between them\n");
+	snprintf(dir, sizeof(dir), "%s/shared", base);
+	a = cache_new(dir, CH, max);
+	b = cache_new(dir, CH, max);
+	for (unsigned i = 0; i < 12; i++) {
+		/* a writes 0-3, b 4-7, then they take turns. */
+		get_put(i < 4 || (i >= 8 && i % 2) ? a : b, &l, i, CH);
+		bytes = dir_bytes(dir, &files);
+		CHECK(bytes <= max, "after chunk %u: %lu bytes in %u files", i,
+		      (unsigned long)bytes, files);
+		sleep_ms(10);
+	}
+	bytes = dir_bytes(dir, &files);
+	printf("   directory: %lu bytes in %u files (disk_max %lu)\n", (unsigned long)bytes,
+	       files, (unsigned long)max);
+	CHECK(bytes <= max && files == 4, "%lu bytes in %u files", (unsigned long)bytes, files);
+	for (unsigned i = 8; i < 12; i++)
+		CHECK(entry_exists(dir, i), "newest chunk %u evicted", i);
+
+	printf("shared: a chunk the other cache evicted is a miss, reloaded\n");
+	CHECK(!entry_exists(dir, 0), "chunk 0 still on disk");
+	l.loads = 0;
+	get_put(a, &l, 0, CH);  /* a wrote it, b evicted it */
+	CHECK(l.loads == 1, "loads %u", l.loads);
+	CHECK(entry_exists(dir, 0), "chunk 0 not written back");
+	sleep_ms(10);
+	printf("shared: a chunk the other cache wrote is a disk hit\n");
+	l.loads = 0;
+	get_put(a, &l, 10, CH); /* b wrote it */
+	CHECK(l.loads == 0, "loads %u", l.loads);
+	sleep_ms(10);
+
+	printf("shared: both views match the directory after a pass\n");
+	CHECK(cfs_cache_rescan(a) == 0 && cfs_cache_rescan(b) == 0, "rescan");
+	bytes = dir_bytes(dir, &files);
+	cfs_cache_stats_get(a, &sa);
+	cfs_cache_stats_get(b, &sb);
+	CHECK(sa.disk_bytes == bytes && sb.disk_bytes == bytes, "a %lu b %lu dir %lu",
+	      (unsigned long)sa.disk_bytes, (unsigned long)sb.disk_bytes, (unsigned long)bytes);
+	CHECK(sa.disk_bad == 0 && sb.disk_bad == 0, "bad entries");
+	CHECK(sa.rescans > 0 && sb.rescans > 0, "rescans %lu %lu", (unsigned long)sa.rescans,
+	      (unsigned long)sb.rescans);
+
+	printf("shared: every chunk reads back right through either cache\n");
+	for (unsigned i = 0; i < 12; i++) {
+		get_put(a, &l, i, CH);
+		get_put(b, &l, 11 - i, CH);
+	}
+	bytes = dir_bytes(dir, &files);
+	CHECK(bytes <= max, "%lu bytes in %u files", (unsigned long)bytes, files);
+
+	check_lock_taken(a, &l, dir, max);
+	cfs_cache_free(a);
+	cfs_cache_free(b);
+	CHECK(cfs_cache_rescan(NULL) == -EINVAL, "rescan(NULL)");
+}
+
+/* Random gets of chunks [first, first + count) of len bytes, by threads. */
+struct mp_arg {
+	struct cfs_cache *c;
+	struct loader *l;
+	uint64_t seed;
+	unsigned first, count, len, iters;
+	unsigned bad;
+};
+
+static void *mp_thread(void *p)
+{
+	struct mp_arg *a = p;
+
+	for (unsigned k = 0; k < a->iters; k++) {
+		unsigned i = a->first + (unsigned)(cfs_test_rand(&a->seed) % a->count);
+		struct cfs_buf *b = NULL;
+		cfs_digest d;
+
+		chunk_digest(i, &d);
+		if (cfs_cache_get(a->c, &d, a->len, load_fn, a->l, &b) < 0 ||
+		    !content_ok(b, i, a->len))
+			a->bad++;
+		cfs_buf_unref(b);
+	}
+	return NULL;
+}
+
+/* Runs nthreads of mp_thread over caches[k % ncaches]; returns bad gets. */
+static unsigned mp_run(struct cfs_cache **caches, unsigned ncaches, unsigned nthreads,
+		       uint64_t seed, unsigned first, unsigned count, unsigned len, unsigned iters)
+{
+	struct loader l = { 0 };
+	struct mp_arg a[8];
+	pthread_t t[8];
+	unsigned bad = 0;
+
+	for (unsigned k = 0; k < nthreads; k++) {
+		a[k] = (struct mp_arg){ caches[k % ncaches], &l, seed + k, first, count, len,
+					iters, 0 };
+		pthread_create(&t[k], NULL, mp_thread, &a[k]);
+	}
+	for (unsigned k = 0; k < nthreads; k++) {
+		pthread_join(t[k], NULL);
+		bad += a[k].bad;
+	}
+	return bad;
+}
+
+/* Child: its own cache on dir; on each byte from go_fd, writes 12 chunks
+ * and answers on done_fd, then 4 threads of random gets.  Exits with its
+ * bad gets + bad entries (capped), or 100+ when it could not start. */
+static void child_main(const char *dir, uint64_t max, int go_fd, int done_fd)
+{
+	struct cfs_cache_opts o = { .dir = dir, .mem_max = 2 * 4096, .disk_max = max };
+	struct cfs_cache_stats s;
+	struct cfs_cache *c = NULL;
+	struct loader l = { 0 };
+	unsigned bad = 0;
+	char go;
+
+	if (read(go_fd, &go, 1) != 1 || cfs_cache_new(&o, &c) < 0)
+		_exit(100);
+	for (unsigned i = 1000; i < 1012; i++) {
+		struct cfs_buf *b = NULL;
+		cfs_digest d;
+
+		chunk_digest(i, &d);
+		if (cfs_cache_get(c, &d, 4096, load_fn, &l, &b) < 0 || !content_ok(b, i, 4096))
+			bad++;
+		cfs_buf_unref(b);
+		sleep_ms(2);
+	}
+	if (write(done_fd, "d", 1) != 1 || read(go_fd, &go, 1) != 1)
+		_exit(101);
+	bad += mp_run(&c, 1, 4, 77, 0, 40, 4096, 1500);
+	cfs_cache_stats_get(c, &s);
+	bad += (unsigned)s.disk_bad;
+	cfs_cache_free(c);
+	_exit(bad > 99 ? 99 : (int)bad);
+}
+
+static int child_wait(pid_t pid)
+{
+	int st;
+
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+		return -1;
+	return WEXITSTATUS(st);
+}
+
+/* Another process, with its own cache, writing and evicting at the same
+ * time as two caches of this one. */
+static void test_processes(void)
+{
+	uint64_t ent = 4096 + HDR, max = 4 * ent, bytes;
+	struct cfs_cache_stats sa, sb;
+	struct cfs_cache *cs[2];
+	struct loader l = { 0 };
+	unsigned files, bad;
+	int go[2], done[2], rc;
+	char dir[128], ack;
+	pid_t pid;
+
+	snprintf(dir, sizeof(dir), "%s/procs", base);
+	mkdir(dir, 0755);
+	if (pipe(go) < 0 || pipe(done) < 0) {
+		perror("pipe");
+		exit(1);
+	}
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0) {
+		perror("fork");
+		exit(1);
+	}
+	if (pid == 0) {
+		close(go[1]);
+		close(done[0]);
+		child_main(dir, max, go[0], done[1]);
+	}
+	close(go[0]);
+	close(done[1]);
+
+	printf("processes: a child and this process write 12 chunks each, disk_max 4\n");
+	cs[0] = cache_new(dir, 2 * 4096, max);
+	cs[1] = cache_new(dir, 2 * 4096, max);
+	CHECK(write(go[1], "g", 1) == 1, "start the child");
+	for (unsigned i = 2000; i < 2012; i++) {
+		get_put(cs[i % 2], &l, i, 4096);
+		sleep_ms(2);
+	}
+	CHECK(read(done[0], &ack, 1) == 1, "the child's writes");
+	close(done[0]);
+	bytes = dir_bytes(dir, &files);
+	printf("   directory: %lu bytes in %u files (disk_max %lu)\n", (unsigned long)bytes,
+	       files, (unsigned long)max);
+	CHECK(bytes <= max, "%lu bytes in %u files", (unsigned long)bytes, files);
+
+	printf("processes: 4 threads here on two caches, 4 in the child, 40 chunks\n");
+	CHECK(write(go[1], "g", 1) == 1, "start the child");
+	close(go[1]);
+	bad = mp_run(cs, 2, 4, 1, 0, 40, 4096, 1500);
+	rc = child_wait(pid);
+	CHECK(bad == 0, "%u bad gets here", bad);
+	CHECK(rc == 0, "child exited %d (bad gets and entries, or 100+: setup failed)", rc);
+	cfs_cache_stats_get(cs[0], &sa);
+	cfs_cache_stats_get(cs[1], &sb);
+	CHECK(sa.disk_bad == 0 && sb.disk_bad == 0, "bad entries %lu %lu",
+	      (unsigned long)sa.disk_bad, (unsigned long)sb.disk_bad);
+	bytes = dir_bytes(dir, &files);
+	printf("   directory after the stress: %lu bytes in %u files; passes %lu + %lu, "
+	       "evictions %lu + %lu\n", (unsigned long)bytes, files,
+	       (unsigned long)sa.rescans, (unsigned long)sb.rescans,
+	       (unsigned long)sa.evictions, (unsigned long)sb.evictions);
+	/* A pass gives up after a few rounds while others keep asking; a
+	 * pass once everyone is quiet settles it. */
+	CHECK(cfs_cache_rescan(cs[0]) == 0, "rescan");
+	bytes = dir_bytes(dir, &files);
+	CHECK(bytes <= max, "%lu bytes in %u files after a pass", (unsigned long)bytes, files);
+
+	printf("processes: every chunk still reads back right\n");
+	for (unsigned i = 0; i < 40; i++)
+		get_put(cs[i % 2], &l, i, 4096);
+	for (unsigned i = 1000; i < 1012; i++)
+		get_put(cs[0], &l, i, 4096);
+	cfs_cache_free(cs[0]);
+	cfs_cache_free(cs[1]);
+}
+
+static double ms_since(uint64_t t0)
+{
+	return (double)(cfs_now_ns() - t0) / 1e6;
+}
+
+struct hit_arg {
+	struct cfs_cache *c;
+	atomic_bool stop;
+	uint64_t max_ns, gets;
+};
+
+static void *hit_thread(void *p)
+{
+	struct hit_arg *a = p;
+	struct loader l = { 0 };
+	cfs_digest d;
+
+	chunk_digest(0, &d);
+	while (!atomic_load(&a->stop)) {
+		struct cfs_buf *b = NULL;
+		uint64_t t0 = cfs_now_ns(), dt;
+
+		cfs_cache_get(a->c, &d, 4096, load_fn, &l, &b);
+		dt = cfs_now_ns() - t0;
+		cfs_buf_unref(b);
+		if (dt > a->max_ns)
+			a->max_ns = dt;
+		a->gets++;
+	}
+	return NULL;
+}
+
+/* Figures, not checks: what a pass over 10,000 entries costs, and how long
+ * a memory hit waits meanwhile (the merge holds the cache's mutex). */
+static void bench_rescan(void)
+{
+	struct cfs_cache_stats s;
+	struct hit_arg h = { 0 }, h0 = { 0 };
+	struct loader l = { 0 };
+	struct cfs_cache *c, *c2;
+	const unsigned n = 10000, reps = 5;
+	double best = 1e9, best2 = 1e9, t_new, t_all;
+	pthread_t t;
+	char dir[128];
+	uint64_t t0;
+
+	snprintf(dir, sizeof(dir), "%s/bench", base);
+	c = cache_new(dir, 1 << 20, 1ull << 30);
+	for (unsigned i = 0; i < n; i++)
+		get_put(c, &l, i, 4096);
+	cfs_cache_stats_get(c, &s);
+	CHECK(s.rescans == 1 && s.disk_bytes == (uint64_t)n * (4096 + HDR), "rescans %lu",
+	      (unsigned long)s.rescans);
+
+	t0 = cfs_now_ns();
+	c2 = cache_new(dir, 1 << 20, 1ull << 30);
+	t_new = ms_since(t0);
+	for (unsigned r = 0; r < reps; r++) {
+		t0 = cfs_now_ns();
+		cfs_cache_rescan(c2);
+		if (ms_since(t0) < best2)
+			best2 = ms_since(t0);
+	}
+	cfs_cache_free(c2);
+
+	h.c = h0.c = c;
+	get_put(c, &l, 0, 4096);
+	pthread_create(&t, NULL, hit_thread, &h);
+	t0 = cfs_now_ns();
+	for (unsigned r = 0; r < reps; r++) {
+		uint64_t t1 = cfs_now_ns();
+
+		CHECK(cfs_cache_rescan(c) == 0, "rescan");
+		if (ms_since(t1) < best)
+			best = ms_since(t1);
+	}
+	t_all = ms_since(t0);
+	atomic_store(&h.stop, true);
+	pthread_join(t, NULL);
+	/* The same hits as long again, without passes: the machine's noise. */
+	pthread_create(&t, NULL, hit_thread, &h0);
+	sleep_ms((unsigned)t_all + 1);
+	atomic_store(&h0.stop, true);
+	pthread_join(t, NULL);
+	cfs_cache_stats_get(c, &s);
+	CHECK(s.disk_bytes == (uint64_t)n * (4096 + HDR), "disk bytes %lu",
+	      (unsigned long)s.disk_bytes);
+	printf("bench: pass over %u entries (warm dentries): %.1f ms for a new cache, "
+	       "%.1f ms best of %u for a cache that knows them, %.1f ms for another's\n"
+	       "bench: slowest of %lu memory hits during %u passes %.3f ms, "
+	       "of %lu without %.3f ms\n",
+	       n, t_new, best, reps, best2, (unsigned long)h.gets, reps,
+	       (double)h.max_ns / 1e6, (unsigned long)h0.gets, (double)h0.max_ns / 1e6);
+	cfs_cache_free(c);
+}
+
 int main(void)
 {
 	cfs_test_mkdtemp(base, sizeof(base), "cache");
@@ -505,6 +892,9 @@ int main(void)
 	test_single_flight();
 	test_stress();
 	test_unwritable();
+	test_shared();
+	test_processes();
+	bench_rescan();
 
 	cfs_test_rmtree(base);
 	return cfs_test_done("test-cache");
