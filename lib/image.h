@@ -27,6 +27,8 @@ struct cfs_image_stats {
 	uint64_t chunk_bad;     /* fetched chunks that failed verification */
 	uint64_t ra_chunks;     /* chunks queued by readahead */
 	uint64_t ra_dropped;    /* readahead requests dropped, queue full */
+	uint64_t prefetch_queued; /* chunks queued by prefetch at mount */
+	uint64_t prefetch_done;   /* of those, fetched (or found cached) */
 };
 
 /* Resolves image (a tag or "sha256:<hex>"), fetches the index object, checks
@@ -60,5 +62,16 @@ void cfs_image_stats_get(struct cfs_image *img, struct cfs_image_stats *out);
 #define CFS_READAHEAD_THREADS_DEFAULT 16
 #define CFS_READAHEAD_CHUNKS_DEFAULT 32
 int cfs_image_set_readahead(struct cfs_image *img, unsigned threads, unsigned max_chunks);
+
+/* Prefetch at mount (docs/FORMAT.md, "Prefetch list"): fetch the image's
+ * prefetch list, if it has one, in its order, in the background, through
+ * the readahead pool (so set_readahead must have started threads: else
+ * -EINVAL), keeping at most a memory budget of chunks queued ahead; with
+ * CFS_PREFETCH_ALL, then every other chunk of the image, one at a time so
+ * that demand reads never wait behind it.  A demand read of a chunk that
+ * is queued but not started fetches it at once (it jumps the queue); one
+ * being fetched waits for that fetch.  0 or -errno. */
+enum cfs_prefetch_mode { CFS_PREFETCH_NONE = 0, CFS_PREFETCH_LIST, CFS_PREFETCH_ALL };
+int cfs_image_prefetch_start(struct cfs_image *img, enum cfs_prefetch_mode mode);
 
 #endif /* CFS_IMAGE_H */

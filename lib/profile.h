@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Access profiles: the order in which a mount first read its files and
+ * chunks, recorded by `cfs-mount --record FILE`, merged across runs, and
+ * used by `cfs-pack --profile FILE` to lay start-up data out first and to
+ * give the image a prefetch list.
+ *
+ * The file is plain text, one record per line (docs/PROFILE.md):
+ *
+ *   cfs-profile 1
+ *   image sha256:<64 hex>            the image the run mounted (informational)
+ *   f <usec> <path>                  first read of a file
+ *   c <usec> <sha256 hex> <path> <offset>   first read of a chunk, by a read of <path> at <offset>
+ *
+ * <usec> counts from the mount; paths are absolute within the image, with
+ * '\\', newline, spaces and bytes outside 0x21..0x7e escaped as \xHH.
+ * Unknown record kinds are skipped, so the format can grow.
+ *
+ * A recorder is thread-safe; a parsed profile is immutable.
+ */
+#ifndef CFS_PROFILE_H
+#define CFS_PROFILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "digest.h"
+
+struct cfs_index;
+struct cfs_profile;
+struct cfs_recorder;
+
+/* ---- recording (the daemon) ---- */
+
+/* Starts recording the reads of the image whose index is idx (borrowed;
+ * must outlive the recorder), timed from now. */
+int cfs_recorder_new(const struct cfs_index *idx, const cfs_digest *ref, struct cfs_recorder **out);
+void cfs_recorder_free(struct cfs_recorder *r);
+
+/* Notes a read of [off, off + len) of regular file ino.  Cheap when nothing
+ * is new (a bit test per file and per chunk); safe from any thread. */
+void cfs_recorder_note(struct cfs_recorder *r, uint64_t ino, uint64_t off, uint64_t len);
+
+/* Writes the profile so far to path atomically (temporary file + rename). */
+int cfs_recorder_save(struct cfs_recorder *r, const char *path);
+
+/* ---- reading and merging ---- */
+
+struct cfs_profile_entry {
+	char kind;          /* 'f' file, 'c' chunk */
+	uint64_t usec;
+	const char *path;   /* unescaped, NUL-terminated; lives with the profile */
+	size_t path_len;
+	cfs_digest digest;  /* chunks */
+	uint64_t offset;    /* chunks: the read's offset in path */
+};
+
+/* Parses a profile file.  -EINVAL (with a one-line reason logged naming
+ * the line) for a malformed one; bounded: at most 16 Mi records. */
+int cfs_profile_load(const char *path, struct cfs_profile **out);
+void cfs_profile_free(struct cfs_profile *p);
+size_t cfs_profile_count(const struct cfs_profile *p);
+/* Entry i, in file order (which is first-access order). */
+const struct cfs_profile_entry *cfs_profile_entry(const struct cfs_profile *p, size_t i);
+
+/* Merges several profiles into one written to out: every file and chunk
+ * seen in any run, ordered by its earliest access time across runs (ties
+ * by the order of the inputs).  The image line is the first input's. */
+int cfs_profile_merge(struct cfs_profile *const *in, size_t n, FILE *out);
+
+#endif /* CFS_PROFILE_H */
