@@ -14,6 +14,7 @@
 struct cfs_store;
 struct cfs_cache;
 struct cfs_image;
+struct cfs_recorder;
 
 /* Everything the daemon has; passed to libfuse as the session's userdata
  * and reached in every op through fuse_req_userdata().  Read-only once the
@@ -25,6 +26,7 @@ struct cfs_fs {
 	const struct cfs_index *idx; /* borrowed from img */
 	struct cfs_index_info info;
 	double timeout;              /* entry and attr timeout, seconds */
+	struct cfs_recorder *rec;    /* --record, or NULL */
 };
 
 /* The root of the mount answers getxattr of this name with the counters

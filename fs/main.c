@@ -39,6 +39,7 @@
 #include "format.h"
 #include "fs.h"
 #include "image.h"
+#include "profile.h"
 #include "store.h"
 #include "util.h"
 
@@ -51,6 +52,7 @@
 #define READAHEAD_KB "1024"
 #define MALLOC_MMAP_THRESHOLD (CFS_CHUNK_MAX_SIZE + (1 << 20))
 #define MALLOC_TRIM_THRESHOLD (256 << 20)
+#define RECORD_SAVE_SEC 5 /* the profile is saved this often while it grows */
 
 struct mount_args {
 	bool foreground, debug;
@@ -65,12 +67,17 @@ struct mount_args {
 	struct cfs_fetch_opts fetch;
 	const char *ca_file;      /* --ca-file, or NULL */
 	unsigned readahead;       /* chunks ahead of a sequential reader; 0: off */
+	const char *record;       /* --record FILE, or NULL */
+	enum cfs_prefetch_mode prefetch;
+	bool prefetch_set;        /* --prefetch given */
 };
 
 /* The daemon: the context the ops see, plus what main needs around it. */
 struct daemon {
 	struct cfs_fs fs;
 	char *stats_path;         /* absolute, or NULL */
+	char *record_path;        /* absolute, or NULL */
+	size_t record_saved;      /* records in the last save (stats thread) */
 	pthread_mutex_t stats_lock;
 	pthread_t stats_thread;
 	bool stats_thread_started;
@@ -98,6 +105,12 @@ static void usage(FILE *out)
 		"      --log FILE         log here (default stderr; syslog once daemonized)\n"
 		"      --readahead N      fetch up to N chunks ahead of a sequential reader\n"
 		"                         (default 32; 0 turns it off)\n"
+		"      --prefetch MODE    at mount, fetch the image's prefetch list (list,\n"
+		"                         the default), then the rest of it too (all), or\n"
+		"                         nothing (none); needs --readahead > 0\n"
+		"      --record FILE      write the order in which files and chunks are\n"
+		"                         first read (an access profile, docs/PROFILE.md),\n"
+		"                         every 5 s, on SIGUSR1 and at exit\n"
 		"\n"
 		"Remote stores (http://, https://, s3://BUCKET[/PREFIX]):\n"
 		"      --deadline MS      a read the store cannot serve within MS\n"
@@ -183,6 +196,8 @@ enum {
 	OPT_CA_FILE,
 	OPT_STATS,
 	OPT_READAHEAD,
+	OPT_RECORD,
+	OPT_PREFETCH,
 };
 
 /* A decimal in [min, max] for option name. */
@@ -223,6 +238,8 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 		{ "insecure", no_argument, NULL, OPT_INSECURE },
 		{ "ca-file", required_argument, NULL, OPT_CA_FILE },
 		{ "stats", required_argument, NULL, OPT_STATS },
+		{ "record", required_argument, NULL, OPT_RECORD },
+		{ "prefetch", required_argument, NULL, OPT_PREFETCH },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
@@ -296,10 +313,32 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 		case OPT_STATS:
 			a->stats_of = optarg;
 			break;
+		case OPT_RECORD:
+			a->record = optarg;
+			break;
+		case OPT_PREFETCH:
+			if (!strcmp(optarg, "none")) {
+				a->prefetch = CFS_PREFETCH_NONE;
+			} else if (!strcmp(optarg, "list")) {
+				a->prefetch = CFS_PREFETCH_LIST;
+			} else if (!strcmp(optarg, "all")) {
+				a->prefetch = CFS_PREFETCH_ALL;
+			} else {
+				fprintf(stderr, PROG ": --prefetch: expected none, list or all: '%s'\n",
+					optarg);
+				return -1;
+			}
+			a->prefetch_set = true;
+			break;
 		default:
 			usage(stderr);
 			return -1;
 		}
+	}
+	if (a->prefetch_set && a->prefetch != CFS_PREFETCH_NONE && a->readahead == 0) {
+		fprintf(stderr, PROG ": --prefetch %s needs the fetch threads of --readahead (> 0)\n",
+			a->prefetch == CFS_PREFETCH_ALL ? "all" : "list");
+		return -1;
 	}
 	if (a->stats_of) {
 		if (argc != optind) {
@@ -357,10 +396,32 @@ out_unlock:
 	return ret;
 }
 
+/* Saves the profile (atomically); quiet is for the periodic save, which
+ * skips a profile that has not grown. */
+static int record_write(struct daemon *d, bool quiet)
+{
+	size_t n;
+	int ret;
+
+	if (!d->fs.rec)
+		return 0;
+	n = cfs_recorder_count(d->fs.rec);
+	if (quiet && n == d->record_saved)
+		return 0;
+	ret = cfs_recorder_save(d->fs.rec, d->record_path);
+	if (ret < 0)
+		cfs_err("profile %s: %s", d->record_path, cfs_strerror(ret));
+	else
+		d->record_saved = n;
+	return ret;
+}
+
 /* SIGUSR1 is blocked in every thread; this one takes it with sigwait(),
- * so writing the stats needs no signal handler and no global. */
+ * so writing the stats needs no signal handler and no global.  While
+ * recording it also wakes every RECORD_SAVE_SEC to save the profile. */
 static void *stats_thread_main(void *arg)
 {
+	const struct timespec period = { .tv_sec = RECORD_SAVE_SEC };
 	struct daemon *d = arg;
 	sigset_t set;
 	int sig;
@@ -368,11 +429,18 @@ static void *stats_thread_main(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR1);
 	for (;;) {
-		if (sigwait(&set, &sig) != 0)
-			continue;
+		sig = d->fs.rec ? sigtimedwait(&set, NULL, &period) : sigwaitinfo(&set, NULL);
 		if (atomic_load(&d->stopping))
 			break;
-		stats_write(d);
+		if (sig < 0 && errno == EAGAIN) {
+			record_write(d, true);
+			continue;
+		}
+		if (sig != SIGUSR1)
+			continue;
+		if (d->stats_path)
+			stats_write(d);
+		record_write(d, false);
 	}
 	return NULL;
 }
@@ -569,6 +637,28 @@ static int open_image(const struct mount_args *a, struct daemon *d, const char *
 		}
 	}
 	d->fs.idx = cfs_image_index(d->fs.img);
+	if (d->record_path) {
+		ret = cfs_recorder_new(d->fs.idx, &dg, &d->fs.rec);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": --record: %s\n", cfs_strerror(ret));
+			goto out;
+		}
+		/* Now, so that a bad path fails the mount rather than the exit. */
+		ret = cfs_recorder_save(d->fs.rec, d->record_path);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": --record %s: %s\n", a->record, cfs_strerror(ret));
+			goto out;
+		}
+	}
+	/* Without readahead threads there is nothing to prefetch with; an
+	 * explicit --prefetch was refused at parse time. */
+	if (a->prefetch != CFS_PREFETCH_NONE && a->readahead) {
+		ret = cfs_image_prefetch_start(d->fs.img, a->prefetch);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": prefetch: %s\n", cfs_strerror(ret));
+			goto out;
+		}
+	}
 	cfs_index_info(d->fs.idx, &d->fs.info);
 	d->fs.timeout = ENTRY_TIMEOUT;
 	cfs_info("image %s: %" PRIu64 " inodes, %" PRIu64 " chunks, %" PRIu64 " bytes of files",
@@ -749,6 +839,8 @@ static void daemon_failed(int *ready_fd)
 
 static void close_image(struct daemon *d)
 {
+	cfs_recorder_free(d->fs.rec);
+	d->fs.rec = NULL;
 	cfs_image_free(d->fs.img);
 	cfs_cache_free(d->fs.cache);
 	cfs_store_free(d->fs.store);
@@ -756,7 +848,8 @@ static void close_image(struct daemon *d)
 
 int main(int argc, char **argv)
 {
-	struct mount_args a = { .readahead = CFS_READAHEAD_CHUNKS_DEFAULT };
+	struct mount_args a = { .readahead = CFS_READAHEAD_CHUNKS_DEFAULT,
+				.prefetch = CFS_PREFETCH_LIST };
 	struct daemon d = { 0 };
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_session *se;
@@ -805,7 +898,8 @@ int main(int argc, char **argv)
 	}
 	cfs_log_setup(PROG, level, d.log);
 
-	if (a.stats_file && !(d.stats_path = abs_path(a.stats_file))) {
+	if ((a.stats_file && !(d.stats_path = abs_path(a.stats_file))) ||
+	    (a.record && !(d.record_path = abs_path(a.record)))) {
 		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
 		goto out_log;
 	}
@@ -858,8 +952,8 @@ int main(int argc, char **argv)
 		d.log = syslog_file();
 		cfs_log_setup(PROG, level, d.log);
 	}
-	if (d.stats_path && (ret = stats_thread_start(&d)) < 0)
-		cfs_warn("no stats on SIGUSR1: %s", strerror(-ret));
+	if ((d.stats_path || d.fs.rec) && (ret = stats_thread_start(&d)) < 0)
+		cfs_warn("no stats or profile saves on SIGUSR1: %s", strerror(-ret));
 
 	cfg = fuse_loop_cfg_create();
 	if (!cfg) {
@@ -888,6 +982,8 @@ out_session:
 	fuse_session_destroy(se);
 	if (served && d.stats_path && stats_write(&d) < 0)
 		status = 1;
+	if (served && record_write(&d, false) < 0)
+		status = 1;
 out_image:
 	close_image(&d);
 	free(ca_file);
@@ -895,6 +991,7 @@ out_image:
 	free(mountpoint);
 out_log:
 	free(d.stats_path);
+	free(d.record_path);
 	cfs_log_setup(PROG, level, NULL);
 	if (d.log)
 		fclose(d.log);

@@ -17,6 +17,7 @@
 #include "format.h"
 #include "fs.h"
 #include "image.h"
+#include "profile.h"
 #include "util.h"
 
 #define FS_BLKSIZE 4096u
@@ -414,6 +415,8 @@ static ssize_t do_read(struct cfs_fs *fs, fuse_ino_t ino, void *buf, size_t size
 		 * which. */
 		if (n != -ENOMEM && n != -EINVAL)
 			n = -EIO;
+	} else if (fs->rec) {
+		cfs_recorder_note(fs->rec, ino, (uint64_t)off, (uint64_t)n);
 	}
 	return n;
 }

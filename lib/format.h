@@ -30,8 +30,9 @@
 
 /* Feature bits.  A reader must refuse an index with an unknown incompat bit
  * and may ignore unknown compat bits. */
+#define CFS_FEAT_COMPAT_PREFETCH (1ull << 0) /* header.prefetch names a list */
 #define CFS_FEAT_INCOMPAT_KNOWN 0ull
-#define CFS_FEAT_COMPAT_KNOWN 0ull
+#define CFS_FEAT_COMPAT_KNOWN CFS_FEAT_COMPAT_PREFETCH
 
 /* Sanity caps, enforced by readers; writers never get close. */
 #define CFS_INDEX_MAX_SIZE (1ull << 31)   /* decompressed index bytes */
@@ -72,9 +73,28 @@ struct cfs_disk_header {
 	uint64_t total_file_bytes;   /* sum of regular file sizes (statfs) */
 	uint64_t created_sec;        /* informational; 0 for reproducible images */
 	struct cfs_disk_section sec[CFS_SEC_COUNT];
-	uint8_t reserved[48];        /* zero */
+	uint8_t prefetch[32];        /* digest of the prefetch list object, or zero;
+	                              * non-zero iff CFS_FEAT_COMPAT_PREFETCH */
+	uint8_t reserved[16];        /* zero */
 };
 static_assert(sizeof(struct cfs_disk_header) == 208, "header size");
+
+/*
+ * Prefetch list (docs/FORMAT.md, "Prefetch list"): an object of its own,
+ * named from the index header, holding the chunks that start-up reads, in
+ * the order it reads them.  Content: this header, then count little-endian
+ * u32 chunk numbers (indexes into the index's chunk table), each below the
+ * chunk count, without duplicates.
+ */
+#define CFS_PREFETCH_MAGIC "CFSPFL\r\n"
+#define CFS_PREFETCH_VERSION 1u
+
+struct cfs_disk_prefetch {
+	uint8_t magic[8];     /* CFS_PREFETCH_MAGIC */
+	uint32_t version;     /* CFS_PREFETCH_VERSION */
+	uint32_t count;       /* <= the index's chunk count */
+};
+static_assert(sizeof(struct cfs_disk_prefetch) == 16, "prefetch list header size");
 
 /*
  * Inode, 64 bytes.  The meaning of a/b depends on the file type:

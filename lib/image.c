@@ -30,6 +30,10 @@
  * the kernel's readahead and FUSE's worker threads deliver the requests of
  * one sequential reader slightly out of order. */
 #define RA_SLACK (2ull << 20)
+/* Prefetch keeps at most this many bytes of chunks queued or in flight:
+ * a quarter of the memory cache's default, so that what it brings in is
+ * not evicted before start-up reads it. */
+#define PREFETCH_BUDGET (64ull << 20)
 
 struct ra_file {
 	uint64_t ino;
@@ -38,16 +42,28 @@ struct ra_file {
 	unsigned window; /* chunks; 0: not sequential */
 };
 
+struct ra_item {
+	uint32_t chunk;
+	bool prefetch;   /* counts against the prefetch budget */
+};
+
 struct ra_pool {
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
+	pthread_cond_t room;  /* the prefetch feeder waits here */
 	struct ra_file files[RA_SLOTS];
-	uint32_t *q;     /* chunk numbers, ring */
+	struct ra_item *q;    /* ring */
 	size_t qhead, qcount;
 	pthread_t *threads;
 	unsigned nthreads;
 	unsigned max_chunks;
 	bool stop;
+
+	/* Prefetch at mount: one feeder thread. */
+	pthread_t pf_thread;
+	bool pf_running;
+	enum cfs_prefetch_mode pf_mode;
+	uint64_t pf_inflight; /* bytes of prefetch items queued or being fetched */
 };
 
 struct cfs_image {
@@ -63,6 +79,9 @@ struct cfs_image {
 	_Atomic uint64_t chunk_bad;
 	_Atomic uint64_t ra_chunks;
 	_Atomic uint64_t ra_dropped;
+	_Atomic uint64_t prefetch_queued;
+	_Atomic uint64_t prefetch_done;
+	atomic_bool prefetch_warned;
 
 	struct ra_pool *ra; /* NULL: no readahead */
 };
@@ -287,6 +306,20 @@ static ssize_t image_read(struct cfs_image *img, uint64_t ino, uint8_t *buf, siz
 
 /* ---- readahead ---- */
 
+/* Prefetch is only ever an optimisation: its errors never fail a read and
+ * are logged once per image, since one cause (a store down) makes many. */
+static void prefetch_error(struct cfs_image *img, const char *what, uint32_t chunk, int err)
+{
+	if (atomic_exchange(&img->prefetch_warned, true))
+		return;
+	if (chunk == CFS_CHUNK_NONE)
+		cfs_warn("prefetch: %s: %s; reads are not affected, further prefetch errors "
+			 "not logged", what, cfs_strerror(err));
+	else
+		cfs_warn("prefetch: %s %u: %s; reads are not affected, further prefetch errors "
+			 "not logged", what, chunk, cfs_strerror(err));
+}
+
 static void *ra_worker(void *arg)
 {
 	struct cfs_image *img = arg;
@@ -294,25 +327,38 @@ static void *ra_worker(void *arg)
 
 	pthread_mutex_lock(&ra->lock);
 	for (;;) {
-		struct cfs_chunk c;
+		struct cfs_chunk c = { .raw_size = 0 };
 		struct cfs_buf *b;
-		uint32_t ci;
+		struct ra_item it;
+		int ret;
 
 		while (!ra->qcount && !ra->stop)
 			pthread_cond_wait(&ra->wake, &ra->lock);
 		if (ra->stop)
 			break;
-		ci = ra->q[ra->qhead];
+		it = ra->q[ra->qhead];
 		ra->qhead = (ra->qhead + 1) % RA_QUEUE;
 		ra->qcount--;
 		pthread_mutex_unlock(&ra->lock);
 
 		/* Into the cache and straight out again: the reader that wanted
 		 * it will find it there, or wait for this very fetch. */
-		if (cfs_index_chunk(img->idx, ci, &c) == 0 &&
-		    cfs_cache_get(img->cache, &c.digest, c.raw_size, image_load_chunk, img, &b) == 0)
+		ret = cfs_index_chunk(img->idx, it.chunk, &c);
+		if (ret == 0)
+			ret = cfs_cache_get(img->cache, &c.digest, c.raw_size, image_load_chunk, img, &b);
+		if (ret == 0)
 			cfs_buf_unref(b);
+		if (it.prefetch) {
+			if (ret == 0)
+				stat_add(&img->prefetch_done, 1);
+			else
+				prefetch_error(img, "chunk", it.chunk, ret);
+		}
 		pthread_mutex_lock(&ra->lock);
+		if (it.prefetch)
+			ra->pf_inflight -= c.raw_size;
+		if (ra->pf_running)
+			pthread_cond_broadcast(&ra->room);
 	}
 	pthread_mutex_unlock(&ra->lock);
 	return NULL;
@@ -335,7 +381,7 @@ static uint64_t ra_queue(struct cfs_image *img, uint64_t ino, uint64_t from, uin
 				stat_add(&img->ra_dropped, 1);
 				return pos;
 			}
-			ra->q[(ra->qhead + ra->qcount) % RA_QUEUE] = e.chunk;
+			ra->q[(ra->qhead + ra->qcount) % RA_QUEUE] = (struct ra_item){ e.chunk, false };
 			ra->qcount++;
 			stat_add(&img->ra_chunks, 1);
 			last = e.chunk;
@@ -396,10 +442,14 @@ static void ra_stop(struct cfs_image *img)
 	pthread_mutex_lock(&ra->lock);
 	ra->stop = true;
 	pthread_cond_broadcast(&ra->wake);
+	pthread_cond_broadcast(&ra->room);
 	pthread_mutex_unlock(&ra->lock);
+	if (ra->pf_running)
+		pthread_join(ra->pf_thread, NULL);
 	for (unsigned t = 0; t < ra->nthreads; t++)
 		pthread_join(ra->threads[t], NULL);
 	img->ra = NULL;
+	pthread_cond_destroy(&ra->room);
 	pthread_cond_destroy(&ra->wake);
 	pthread_mutex_destroy(&ra->lock);
 	free(ra->threads);
@@ -429,6 +479,7 @@ int cfs_image_set_readahead(struct cfs_image *img, unsigned threads, unsigned ma
 	ra->max_chunks = max_chunks;
 	pthread_mutex_init(&ra->lock, NULL);
 	pthread_cond_init(&ra->wake, NULL);
+	pthread_cond_init(&ra->room, NULL);
 	img->ra = ra;
 	for (; ra->nthreads < threads; ra->nthreads++) {
 		ret = -pthread_create(&ra->threads[ra->nthreads], NULL, ra_worker, img);
@@ -473,4 +524,160 @@ void cfs_image_stats_get(struct cfs_image *img, struct cfs_image_stats *out)
 	out->read_errors = stat_load(&img->read_errors);
 	out->chunk_fetches = stat_load(&img->chunk_fetches);
 	out->chunk_bad = stat_load(&img->chunk_bad);
+	out->prefetch_queued = stat_load(&img->prefetch_queued);
+	out->prefetch_done = stat_load(&img->prefetch_done);
+}
+
+/* ---- prefetch at mount ---- */
+
+/* Fetches, verifies and parses the image's prefetch list.  0 with *count 0
+ * when the image has none. */
+int cfs_image_prefetch_list(struct cfs_image *img, uint32_t **chunks, size_t *count)
+{
+	struct cfs_index_info info;
+	cfs_digest d;
+	void *obj = NULL, *raw = NULL;
+	size_t objlen;
+	int64_t raw_size;
+	ssize_t n;
+	int ret;
+
+	*chunks = NULL;
+	*count = 0;
+	if (cfs_index_prefetch(img->idx, &d) < 0)
+		return 0;
+	cfs_index_info(img->idx, &info);
+	ret = cfs_store_get(img->st, &d, &obj, &objlen);
+	if (ret < 0)
+		return ret;
+	raw_size = cfs_obj_raw_size(obj, objlen);
+	if (raw_size < 0) {
+		ret = (int)raw_size;
+		goto out;
+	}
+	/* The list has at most one entry per chunk. */
+	if ((uint64_t)raw_size > sizeof(struct cfs_disk_prefetch) + info.chunk_count * 4) {
+		ret = -EUCLEAN;
+		goto out;
+	}
+	raw = malloc((size_t)raw_size + 1);
+	if (!raw) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	n = cfs_obj_decode(raw, (size_t)raw_size, obj, objlen, &d);
+	if (n < 0) {
+		ret = (int)n;
+		goto out;
+	}
+	ret = cfs_prefetch_parse(img->idx, raw, (size_t)n, chunks, count);
+out:
+	free(raw);
+	free(obj);
+	return ret;
+}
+
+static void *prefetch_thread(void *arg)
+{
+	struct cfs_image *img = arg;
+	struct ra_pool *ra = img->ra;
+	struct cfs_index_info info;
+	uint32_t *list = NULL;
+	uint64_t *listed = NULL;
+	size_t n = 0;
+	int ret;
+
+	ret = cfs_image_prefetch_list(img, &list, &n);
+	if (ret < 0)
+		prefetch_error(img, "list", CFS_CHUNK_NONE, ret);
+
+	/* The list, in order, through the pool: many fetches in flight, but
+	 * never more than the budget of bytes not yet in the cache. */
+	for (size_t i = 0; i < n; i++) {
+		struct cfs_chunk c;
+
+		if (cfs_index_chunk(img->idx, list[i], &c) < 0)
+			continue; /* parse checked the range */
+		pthread_mutex_lock(&ra->lock);
+		while (!ra->stop && (ra->qcount == RA_QUEUE ||
+				     (ra->pf_inflight && ra->pf_inflight + c.raw_size > PREFETCH_BUDGET)))
+			pthread_cond_wait(&ra->room, &ra->lock);
+		if (ra->stop) {
+			pthread_mutex_unlock(&ra->lock);
+			goto out;
+		}
+		ra->q[(ra->qhead + ra->qcount) % RA_QUEUE] = (struct ra_item){ list[i], true };
+		ra->qcount++;
+		ra->pf_inflight += c.raw_size;
+		stat_add(&img->prefetch_queued, 1);
+		pthread_cond_signal(&ra->wake);
+		pthread_mutex_unlock(&ra->lock);
+	}
+	if (ra->pf_mode != CFS_PREFETCH_ALL)
+		goto out;
+
+	/* Then the rest, one chunk at a time on this thread alone: at most one
+	 * fetch of a demand read's bandwidth goes to it. */
+	cfs_index_info(img->idx, &info);
+	listed = calloc(info.chunk_count / 64 + 1, sizeof(*listed));
+	if (!listed) {
+		prefetch_error(img, "all", CFS_CHUNK_NONE, -ENOMEM);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		listed[list[i] / 64] |= 1ull << (list[i] % 64);
+	for (uint32_t ci = 0; ci < info.chunk_count; ci++) {
+		struct cfs_chunk c;
+		struct cfs_buf *b;
+		bool stop;
+
+		if (listed[ci / 64] & (1ull << (ci % 64)))
+			continue;
+		pthread_mutex_lock(&ra->lock);
+		stop = ra->stop;
+		pthread_mutex_unlock(&ra->lock);
+		if (stop)
+			break;
+		stat_add(&img->prefetch_queued, 1);
+		ret = cfs_index_chunk(img->idx, ci, &c);
+		if (ret == 0)
+			ret = cfs_cache_get(img->cache, &c.digest, c.raw_size, image_load_chunk, img, &b);
+		if (ret == 0) {
+			cfs_buf_unref(b);
+			stat_add(&img->prefetch_done, 1);
+		} else {
+			prefetch_error(img, "chunk", ci, ret);
+		}
+	}
+out:
+	free(listed);
+	free(list);
+	return NULL;
+}
+
+int cfs_image_prefetch_start(struct cfs_image *img, enum cfs_prefetch_mode mode)
+{
+	struct ra_pool *ra = img->ra;
+	cfs_digest d;
+	int ret;
+
+	if (mode == CFS_PREFETCH_NONE)
+		return 0;
+	if (mode != CFS_PREFETCH_LIST && mode != CFS_PREFETCH_ALL)
+		return -EINVAL;
+	if (!ra)
+		return -EINVAL;
+	if (mode == CFS_PREFETCH_LIST && cfs_index_prefetch(img->idx, &d) < 0)
+		return 0; /* nothing to do */
+	pthread_mutex_lock(&ra->lock);
+	if (ra->pf_running) {
+		pthread_mutex_unlock(&ra->lock);
+		return -EBUSY;
+	}
+	ra->pf_mode = mode;
+	ret = -pthread_create(&ra->pf_thread, NULL, prefetch_thread, img);
+	if (ret == 0)
+		ra->pf_running = true;
+	pthread_mutex_unlock(&ra->lock);
+	return ret;
 }

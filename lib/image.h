@@ -74,4 +74,11 @@ int cfs_image_set_readahead(struct cfs_image *img, unsigned threads, unsigned ma
 enum cfs_prefetch_mode { CFS_PREFETCH_NONE = 0, CFS_PREFETCH_LIST, CFS_PREFETCH_ALL };
 int cfs_image_prefetch_start(struct cfs_image *img, enum cfs_prefetch_mode mode);
 
+/* The image's prefetch list, fetched from the store now and verified:
+ * 0 and the chunk numbers in *chunks (malloc'd, the caller frees; NULL
+ * when *count is 0, which is also the answer for an image without one),
+ * or the error of the fetch: -ENOENT (object missing), -EBADMSG,
+ * -EUCLEAN (corrupt list), -EPROTONOSUPPORT, -ENOMEM. */
+int cfs_image_prefetch_list(struct cfs_image *img, uint32_t **chunks, size_t *count);
+
 #endif /* CFS_IMAGE_H */

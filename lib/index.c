@@ -38,6 +38,8 @@ struct cfs_index {
 	uint32_t version;
 	uint32_t chunk_size;
 	uint64_t total_file_bytes;
+	bool has_prefetch;
+	cfs_digest prefetch;
 	uint64_t *blocks; /* per inode (ino - 1), 512-byte units */
 };
 
@@ -166,7 +168,9 @@ static int check_header(struct cfs_index *idx, const struct cfs_disk_header *h, 
 	struct { uint64_t off, end; int sec; } s[CFS_SEC_COUNT];
 	uint32_t header_size = le32toh(h->header_size);
 	uint64_t incompat = le64toh(h->features_incompat);
+	uint64_t compat = le64toh(h->features_compat);
 	uint64_t inodes_size;
+	bool digest_set = false;
 
 	if (memcmp(h->magic, CFS_INDEX_MAGIC, sizeof(h->magic)))
 		BAD("bad magic");
@@ -187,6 +191,13 @@ static int check_header(struct cfs_index *idx, const struct cfs_disk_header *h, 
 	for (size_t i = 0; i < sizeof(h->reserved); i++)
 		if (h->reserved[i])
 			BAD("reserved header byte %zu set", i);
+	for (size_t i = 0; i < sizeof(h->prefetch); i++)
+		digest_set |= h->prefetch[i] != 0;
+	if (digest_set != !!(compat & CFS_FEAT_COMPAT_PREFETCH))
+		BAD("prefetch digest %s but feature bit %s", digest_set ? "set" : "zero",
+		    compat & CFS_FEAT_COMPAT_PREFETCH ? "set" : "clear");
+	idx->has_prefetch = digest_set;
+	memcpy(idx->prefetch.b, h->prefetch, sizeof(idx->prefetch.b));
 
 	for (int i = 0; i < CFS_SEC_COUNT; i++) {
 		uint64_t off = le64toh(h->sec[i].offset);
@@ -882,4 +893,123 @@ CFS_EXPORT int cfs_index_chunk(const struct cfs_index *idx, uint32_t chunk, stru
 	out->raw_size = c.raw_size;
 	out->stored_size = c.stored_size;
 	return 0;
+}
+
+CFS_EXPORT int cfs_index_prefetch(const struct cfs_index *idx, cfs_digest *out)
+{
+	if (!idx->has_prefetch)
+		return -ENOENT;
+	*out = idx->prefetch;
+	return 0;
+}
+
+CFS_EXPORT int cfs_index_set_prefetch(void *buf, size_t len, const cfs_digest *d)
+{
+	struct cfs_disk_header h;
+	uint64_t compat;
+
+	if (len < sizeof(h))
+		return -EUCLEAN;
+	memcpy(&h, buf, sizeof(h));
+	if (memcmp(h.magic, CFS_INDEX_MAGIC, sizeof(h.magic)) ||
+	    le32toh(h.header_size) < sizeof(h) || le64toh(h.index_size) != len)
+		return -EUCLEAN;
+	compat = le64toh(h.features_compat);
+	if (d) {
+		memcpy(h.prefetch, d->b, sizeof(h.prefetch));
+		compat |= CFS_FEAT_COMPAT_PREFETCH;
+	} else {
+		memset(h.prefetch, 0, sizeof(h.prefetch));
+		compat &= ~CFS_FEAT_COMPAT_PREFETCH;
+	}
+	h.features_compat = htole64(compat);
+	memcpy(buf, &h, sizeof(h));
+	return 0;
+}
+
+CFS_EXPORT int cfs_prefetch_encode(const uint32_t *chunks, size_t count, void **buf, size_t *len)
+{
+	struct cfs_disk_prefetch h = { .version = htole32(CFS_PREFETCH_VERSION) };
+	uint8_t *p;
+
+	*buf = NULL;
+	if (count > UINT32_MAX)
+		return -EINVAL;
+	p = malloc(sizeof(h) + count * sizeof(uint32_t));
+	if (!p)
+		return -ENOMEM;
+	memcpy(h.magic, CFS_PREFETCH_MAGIC, sizeof(h.magic));
+	h.count = htole32((uint32_t)count);
+	memcpy(p, &h, sizeof(h));
+	for (size_t i = 0; i < count; i++) {
+		uint32_t v = htole32(chunks[i]);
+
+		memcpy(p + sizeof(h) + i * sizeof(v), &v, sizeof(v));
+	}
+	*buf = p;
+	*len = sizeof(h) + count * sizeof(uint32_t);
+	return 0;
+}
+
+CFS_EXPORT int cfs_prefetch_parse(const struct cfs_index *idx, const void *buf, size_t len,
+				  uint32_t **chunks, size_t *count)
+{
+	struct cfs_disk_prefetch h;
+	const uint8_t *p = buf;
+	uint64_t *seen = NULL;
+	uint32_t *out = NULL, n;
+	int ret = -EUCLEAN;
+
+	*chunks = NULL;
+	*count = 0;
+	if (len < sizeof(h)) {
+		cfs_debug("prefetch list: %zu bytes", len);
+		return -EUCLEAN;
+	}
+	memcpy(&h, p, sizeof(h));
+	if (memcmp(h.magic, CFS_PREFETCH_MAGIC, sizeof(h.magic))) {
+		cfs_debug("prefetch list: bad magic");
+		return -EUCLEAN;
+	}
+	if (le32toh(h.version) != CFS_PREFETCH_VERSION) {
+		cfs_debug("prefetch list: version %u not supported", le32toh(h.version));
+		return -EPROTONOSUPPORT;
+	}
+	n = le32toh(h.count);
+	/* No duplicates: at most one entry per chunk. */
+	if (n > idx->nchunks || len != sizeof(h) + (uint64_t)n * sizeof(uint32_t)) {
+		cfs_debug("prefetch list: count %u, %zu bytes, %u chunks", n, len, idx->nchunks);
+		return -EUCLEAN;
+	}
+	if (!n)
+		return 0;
+	out = malloc((size_t)n * sizeof(*out));
+	seen = calloc(idx->nchunks / 64 + 1, sizeof(*seen));
+	if (!out || !seen) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t v;
+
+		memcpy(&v, p + sizeof(h) + (size_t)i * sizeof(v), sizeof(v));
+		v = le32toh(v);
+		if (v >= idx->nchunks) {
+			cfs_debug("prefetch list: entry %u: chunk %u of %u", i, v, idx->nchunks);
+			goto err;
+		}
+		if (bit_test_set(seen, v)) {
+			cfs_debug("prefetch list: entry %u: chunk %u repeated", i, v);
+			goto err;
+		}
+		out[i] = v;
+	}
+	free(seen);
+	*chunks = out;
+	*count = n;
+	return 0;
+err:
+	free(seen);
+	free(out);
+	return ret;
 }

@@ -113,4 +113,30 @@ int cfs_index_extent(const struct cfs_index *idx, uint64_t ino, uint32_t i, stru
 /* 0 or -ENOENT. */
 int cfs_index_chunk(const struct cfs_index *idx, uint32_t chunk, struct cfs_chunk *out);
 
+/* The digest of the image's prefetch list object: 0, or -ENOENT when the
+ * image has none. */
+int cfs_index_prefetch(const struct cfs_index *idx, cfs_digest *out);
+
+/* Sets the prefetch list of a serialised index in place (len bytes at
+ * buf, not an opened index): the header's digest and its feature bit;
+ * d == NULL clears both (an all-zero d makes an index that fails to open).  Touches nothing else, so the result is valid
+ * whenever the input was; the caller hashes it anew for its name.  0 or
+ * -EUCLEAN when buf does not start with an index header. */
+int cfs_index_set_prefetch(void *buf, size_t len, const cfs_digest *d);
+
+/* ---- prefetch list objects (format.h, struct cfs_disk_prefetch) ---- */
+
+/* Serialises count chunk numbers into *buf (malloc'd, the caller frees).
+ * The numbers must be distinct; they are not checked against any index.
+ * 0, -EINVAL (more than UINT32_MAX), -ENOMEM. */
+int cfs_prefetch_encode(const uint32_t *chunks, size_t count, void **buf, size_t *len);
+
+/* Validates the decompressed content of a prefetch list object against
+ * the index it belongs to and returns its chunk numbers in *chunks
+ * (malloc'd, the caller frees; NULL when count is 0).  0, -EUCLEAN (bad
+ * magic, size, count, a chunk number out of range or repeated),
+ * -EPROTONOSUPPORT (unknown version), -ENOMEM. */
+int cfs_prefetch_parse(const struct cfs_index *idx, const void *buf, size_t len,
+		       uint32_t **chunks, size_t *count);
+
 #endif /* CFS_INDEX_H */

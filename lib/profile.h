@@ -45,6 +45,10 @@ void cfs_recorder_note(struct cfs_recorder *r, uint64_t ino, uint64_t off, uint6
 /* Writes the profile so far to path atomically (temporary file + rename). */
 int cfs_recorder_save(struct cfs_recorder *r, const char *path);
 
+/* Records (files and chunks) noted so far: lets a caller skip a save when
+ * nothing is new.  Thread-safe. */
+size_t cfs_recorder_count(struct cfs_recorder *r);
+
 /* ---- reading and merging ---- */
 
 struct cfs_profile_entry {
@@ -59,6 +63,8 @@ struct cfs_profile_entry {
 /* Parses a profile file.  -EINVAL (with a one-line reason logged naming
  * the line) for a malformed one; bounded: at most 16 Mi records. */
 int cfs_profile_load(const char *path, struct cfs_profile **out);
+/* The same from len bytes at buf (name is used in the messages). */
+int cfs_profile_load_buf(const void *buf, size_t len, const char *name, struct cfs_profile **out);
 void cfs_profile_free(struct cfs_profile *p);
 size_t cfs_profile_count(const struct cfs_profile *p);
 /* Entry i, in file order (which is first-access order). */

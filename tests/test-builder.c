@@ -78,7 +78,8 @@ static int dec_open(struct dec *d, const void *buf, size_t len)
 	if (d->h.features_compat || d->h.features_incompat) DFAIL("features");
 	if (le64toh(d->h.index_size) != len) DFAIL("index_size %llu != %zu", (unsigned long long)d->h.index_size, len);
 	if (d->h.created_sec) DFAIL("created_sec");
-	for (int i = 0; i < 48; i++) if (d->h.reserved[i]) DFAIL("reserved");
+	for (size_t i = 0; i < sizeof(d->h.reserved); i++) if (d->h.reserved[i]) DFAIL("reserved");
+	for (size_t i = 0; i < sizeof(d->h.prefetch); i++) if (d->h.prefetch[i]) DFAIL("prefetch digest set by the builder");
 	prev_end = 208;
 	for (int s = 0; s < CFS_SEC_COUNT; s++) {
 		uint64_t off = d->h.sec[s].offset, sz = d->h.sec[s].size;

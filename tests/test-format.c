@@ -1189,6 +1189,78 @@ static void test_large(void)
 	tw_free(&t);
 }
 
+/* The prefetch digest of the header and the list object's parser. */
+static void test_prefetch(void)
+{
+	const size_t at = offsetof(struct cfs_disk_header, prefetch);
+	struct cfs_index *idx = NULL;
+	struct cfs_index_info info;
+	cfs_digest d, got;
+	uint32_t *chunks;
+	size_t n, llen;
+	void *list;
+	uint8_t *lb;
+
+	memset(d.b, 0xab, sizeof(d.b));
+	CHECK(at == 160);
+	BYTES(0, CHECK(cfs_index_set_prefetch(b, len, &d) == 0));
+	BYTES(0, CHECK(cfs_index_set_prefetch(b, len, &d) == 0);
+	      CHECK(cfs_index_set_prefetch(b, len, NULL) == 0));
+	BYTES(-EUCLEAN, b[at + 31] = 1);
+	BYTES(-EUCLEAN, put64(b + 16, CFS_FEAT_COMPAT_PREFETCH));
+	BYTES(-EUCLEAN, b[at + 32] = 1); /* what is left of the reserved bytes */
+	BYTES(0, put64(b + 16, 1ull << 63)); /* unknown compat bits are ignored */
+	BYTES(-EUCLEAN, CHECK(cfs_index_set_prefetch(b, len, &d) == 0); b[at] = 0; b[at + 1] = 0;
+	      memset(b + at, 0, 32));
+	{
+		struct tw t;
+		uint8_t *b;
+
+		small_image(&t);
+		b = tw_build(&t, &llen);
+		CHECK(cfs_index_set_prefetch(b, llen - 1, &d) == -EUCLEAN);
+		CHECK(cfs_index_set_prefetch(b, llen, &d) == 0);
+		CHECK(open_copy(b, llen, &idx) == 0);
+		free(b);
+		tw_free(&t);
+	}
+	if (!idx)
+		return;
+	CHECK(cfs_index_prefetch(idx, &got) == 0 && cfs_digest_eq(&got, &d));
+	cfs_index_info(idx, &info);
+	CHECK(info.chunk_count >= 2);
+
+	/* The list object. */
+	CHECK(cfs_prefetch_encode((const uint32_t[]){ 1, 0 }, 2, &list, &llen) == 0);
+	CHECK(llen == 16 + 8);
+	CHECK(cfs_prefetch_parse(idx, list, llen, &chunks, &n) == 0);
+	CHECK(n == 2 && chunks[0] == 1 && chunks[1] == 0);
+	free(chunks);
+	lb = list;
+	CHECK(cfs_prefetch_parse(idx, lb, llen - 1, &chunks, &n) == -EUCLEAN);
+	CHECK(cfs_prefetch_parse(idx, lb, 15, &chunks, &n) == -EUCLEAN);
+	put32(lb + 20, 1); /* 1, 1: a duplicate */
+	CHECK(cfs_prefetch_parse(idx, lb, llen, &chunks, &n) == -EUCLEAN && !chunks && !n);
+	put32(lb + 16, (uint32_t)info.chunk_count); /* out of range */
+	CHECK(cfs_prefetch_parse(idx, lb, llen, &chunks, &n) == -EUCLEAN);
+	put32(lb + 16, 0);
+	put32(lb + 12, 3); /* count beyond the bytes */
+	CHECK(cfs_prefetch_parse(idx, lb, llen, &chunks, &n) == -EUCLEAN);
+	put32(lb + 12, (uint32_t)info.chunk_count + 1); /* more entries than chunks */
+	CHECK(cfs_prefetch_parse(idx, lb, llen, &chunks, &n) == -EUCLEAN);
+	put32(lb + 12, 2);
+	put32(lb + 8, 2);
+	CHECK(cfs_prefetch_parse(idx, lb, llen, &chunks, &n) == -EPROTONOSUPPORT);
+	put32(lb + 8, 1);
+	lb[7] = 'x';
+	CHECK(cfs_prefetch_parse(idx, lb, llen, &chunks, &n) == -EUCLEAN);
+	free(list);
+	CHECK(cfs_prefetch_encode(NULL, 0, &list, &llen) == 0 && llen == 16);
+	CHECK(cfs_prefetch_parse(idx, list, llen, &chunks, &n) == 0 && n == 0 && !chunks);
+	free(list);
+	cfs_index_free(idx);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 3 && !strcmp(argv[1], "--write-corpus")) {
@@ -1208,6 +1280,7 @@ int main(int argc, char **argv)
 	test_valid_edges();
 	test_violations();
 	test_builder();
+	test_prefetch();
 	if (corpus_dir)
 		return failures ? 1 : 0;
 	test_truncation();

@@ -7,6 +7,10 @@
  *
  * Paths and targets escape '\n', '\\' and non-printable bytes (\xHH) so
  * that every entry is exactly one line.  Reads only the index object.
+ *
+ * cfs-ls --info STORE IMAGE prints the index header instead, one
+ * "key value" line each, the prefetch list's length included (which reads
+ * the list object too).
  * Over https:// it verifies with $CURL_CA_BUNDLE or $SSL_CERT_FILE when set.
  */
 #include <dirent.h>
@@ -208,6 +212,37 @@ static int lookup_path(const struct cfs_index *idx, const char *path, uint64_t *
 	return 0;
 }
 
+static int print_info(struct cfs_image *img, const char *ref)
+{
+	const struct cfs_index *idx = cfs_image_index(img);
+	struct cfs_index_info info;
+	uint32_t *list = NULL;
+	size_t n = 0;
+	cfs_digest d;
+	char pref[CFS_REF_STRLEN];
+	int ret;
+
+	cfs_index_info(idx, &info);
+	printf("image %s\nversion %u\nchunk_size %u\ninodes %llu\nchunks %llu\n"
+	       "file_bytes %llu\nindex_size %llu\n", ref, info.version, info.chunk_size,
+	       (unsigned long long)info.inode_count, (unsigned long long)info.chunk_count,
+	       (unsigned long long)info.total_file_bytes, (unsigned long long)info.index_size);
+	if (cfs_index_prefetch(idx, &d) < 0) {
+		printf("prefetch none\nprefetch_chunks 0\n");
+		return 0;
+	}
+	cfs_digest_ref(&d, pref);
+	printf("prefetch %s\n", pref);
+	ret = cfs_image_prefetch_list(img, &list, &n);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": prefetch list %s: %s\n", pref, cfs_strerror(ret));
+		return ret;
+	}
+	free(list);
+	printf("prefetch_chunks %zu\n", n);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct cfs_cache_opts co = { 0 }; /* memory only: ls reads no file data */
@@ -221,10 +256,17 @@ int main(int argc, char **argv)
 	char *start = NULL, *ca_file = NULL, ref[CFS_REF_STRLEN];
 	cfs_digest dg;
 	uint64_t ino;
+	bool info = false;
 	int ret, rc = 1;
 
-	if (argc < 3 || argc > 4 || argv[1][0] == '-') {
-		fprintf(stderr, "usage: " PROG " STORE IMAGE [PATH]\n");
+	if (argc > 1 && !strcmp(argv[1], "--info")) {
+		info = true;
+		argv++;
+		argc--;
+	}
+	if (argc < 3 || argc > 4 - info || argv[1][0] == '-') {
+		fprintf(stderr, "usage: " PROG " STORE IMAGE [PATH]\n"
+			"       " PROG " --info STORE IMAGE\n");
 		return 2;
 	}
 	store_loc = argv[1];
@@ -270,6 +312,11 @@ int main(int argc, char **argv)
 			ret == -ENOENT ? "index object missing from the store" : cfs_strerror(ret));
 		goto out;
 	}
+	if (info) {
+		if (print_info(img, ref) < 0)
+			goto out;
+		goto flush;
+	}
 	idx = cfs_image_index(img);
 	ret = lookup_path(idx, path, &ino);
 	if (ret < 0) {
@@ -310,6 +357,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": %s: %s\n", image, cfs_strerror(ret));
 		goto out;
 	}
+flush:
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		fprintf(stderr, PROG ": stdout: %s\n", strerror(errno));
 		goto out;

@@ -26,6 +26,8 @@
 #include "digest.h"
 #include "fetch.h"
 #include "format.h"
+#include "index.h"
+#include "profile.h"
 #include "store.h"
 #include "util.h"
 
@@ -285,7 +287,8 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: " PROG " [-q] [--tag NAME] [-j N] [--chunk-size SIZE] [--level N]\n"
 		"                [--small-max SIZE] [--group-bits N] [--ca-file FILE]\n"
-		"                SOURCE STORE\n"
+		"                [--profile FILE] SOURCE STORE\n"
+		"       " PROG " --add-profile FILE [-q] [--tag NAME] [--ca-file FILE] STORE IMAGE\n"
 		"\n"
 		"Packs SOURCE (a directory, or a tar archive: plain, gzip, zstd, xz, bzip2)\n"
 		"into STORE (a directory, created if absent, or s3://BUCKET[/PREFIX]) and\n"
@@ -299,6 +302,12 @@ static void usage(FILE *f)
 		"  -l, --level N         zstd level (default %d)\n"
 		"      --small-max SIZE  files smaller than this share group chunks (default 64K)\n"
 		"      --group-bits N    groups average 2^N small files (default %d)\n"
+		"      --profile FILE    lay out first, in access order, the files that the\n"
+		"                        access profile FILE (cfs-mount --record) names, and\n"
+		"                        give the image their chunks as its prefetch list\n"
+		"      --add-profile FILE  give IMAGE a prefetch list from FILE without\n"
+		"                        repacking: writes a new index (no chunk) and prints\n"
+		"                        its reference\n"
 		"      --ca-file FILE    verify TLS servers with the CA certificates in FILE\n"
 		"                        (PEM) instead of the system's; without it,\n"
 		"                        $CURL_CA_BUNDLE, then $SSL_CERT_FILE, if set\n",
@@ -332,6 +341,7 @@ static void note_store(struct cfs_pack *p, const char *location)
 	}
 }
 
+/* Writes one object (an index, a prefetch list): named by its content. */
 static int write_index(struct cfs_store *st, const void *idx, size_t len, int level,
 		       cfs_digest *d, size_t *stored)
 {
@@ -353,6 +363,109 @@ static int write_index(struct cfs_store *st, const void *idx, size_t len, int le
 out:
 	free(obj);
 	return ret < 0 ? ret : 0;
+}
+
+/* Maps a profile onto a serialised index, writes the prefetch list object
+ * and sets the index's header to name it.  *count 0: the profile names
+ * nothing in this image, and the index is left as it was. */
+static int attach_prefetch(struct cfs_store *st, const struct cfs_profile *prof, void *idx,
+			   size_t len, int level, size_t *count, size_t *stored)
+{
+	struct cfs_index *ix = NULL;
+	uint32_t *chunks = NULL;
+	void *copy = malloc(len), *list = NULL;
+	size_t n = 0, list_len;
+	cfs_digest d;
+	int ret;
+
+	*count = 0;
+	*stored = 0;
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, idx, len);
+	ret = cfs_index_open(copy, len, &ix);
+	if (ret < 0) {
+		free(copy);
+		return ret;
+	}
+	ret = cfs_pack_prefetch_map(ix, prof, &chunks, &n);
+	if (ret < 0 || n == 0)
+		goto out;
+	ret = cfs_prefetch_encode(chunks, n, &list, &list_len);
+	if (ret < 0)
+		goto out;
+	ret = write_index(st, list, list_len, level, &d, stored);
+	if (ret < 0)
+		goto out;
+	ret = cfs_index_set_prefetch(idx, len, &d);
+	if (ret == 0)
+		*count = n;
+out:
+	free(list);
+	free(chunks);
+	cfs_index_free(ix);
+	return ret;
+}
+
+/* --add-profile: the image's index with a prefetch list, as a new image.
+ * Writes the list object and the index object, never a chunk. */
+static int add_profile(struct cfs_store *st, const char *image, const struct cfs_profile *prof,
+		       int level, cfs_digest *ref, size_t *count)
+{
+	cfs_digest old;
+	void *obj = NULL, *raw = NULL;
+	size_t objlen, stored;
+	int64_t raw_size;
+	ssize_t n;
+	int ret;
+
+	ret = cfs_store_resolve(st, image, &old);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": %s: %s\n", image,
+			ret == -ENOENT ? "no such tag in the store" : cfs_strerror(ret));
+		return ret;
+	}
+	ret = cfs_store_get(st, &old, &obj, &objlen);
+	if (ret < 0)
+		goto fail_index;
+	raw_size = cfs_obj_raw_size(obj, objlen);
+	ret = raw_size < 0 ? (int)raw_size : -EUCLEAN;
+	if (raw_size <= 0 || (uint64_t)raw_size > CFS_INDEX_MAX_SIZE)
+		goto fail_index;
+	raw = malloc((size_t)raw_size);
+	ret = -ENOMEM;
+	if (!raw)
+		goto fail_index;
+	n = cfs_obj_decode(raw, (size_t)raw_size, obj, objlen, &old);
+	ret = n < 0 ? (int)n : -EUCLEAN;
+	if (n != raw_size)
+		goto fail_index;
+	/* Opens (validates) a copy of it before anything is written. */
+	ret = attach_prefetch(st, prof, raw, (size_t)n, level, count, &stored);
+	if (ret < 0)
+		goto fail_index;
+	if (*count == 0) {
+		fprintf(stderr, PROG ": %s: the profile names no data of this image\n", image);
+		ret = -ENOENT;
+		goto out;
+	}
+	ret = write_index(st, raw, (size_t)n, level, ref, &stored);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": %s: writing the index: %s\n", cfs_store_location(st),
+			cfs_strerror(ret));
+		goto out;
+	}
+	ret = cfs_store_sync(st);
+	if (ret < 0)
+		fprintf(stderr, PROG ": %s: sync: %s\n", cfs_store_location(st), cfs_strerror(ret));
+	goto out;
+fail_index:
+	fprintf(stderr, PROG ": %s: index: %s\n", image,
+		ret == -ENOENT ? "index object missing from the store" : cfs_strerror(ret));
+out:
+	free(raw);
+	free(obj);
+	return ret;
 }
 
 static void human(double v, char *buf, size_t len)
@@ -378,6 +491,8 @@ int main(int argc, char **argv)
 		{ "small-max", required_argument, NULL, 'S' },
 		{ "group-bits", required_argument, NULL, 'G' },
 		{ "ca-file", required_argument, NULL, 'A' },
+		{ "profile", required_argument, NULL, 'P' },
+		{ "add-profile", required_argument, NULL, 'a' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -391,6 +506,9 @@ int main(int argc, char **argv)
 	struct cfs_store_opts sopts = { .fetch = &fopts };
 	struct cfs_store *st = NULL;
 	const char *tag = NULL, *source, *store_loc, *ca_arg = NULL;
+	const char *profile_path = NULL, *add_profile_path = NULL;
+	struct cfs_profile *prof = NULL;
+	size_t prefetch_count = 0, list_stored = 0;
 	char *ca_file = NULL;
 	bool quiet = false, jobs_set = false, is_dir;
 	long jobs, level = CFS_ZSTD_LEVEL_DEFAULT, v;
@@ -455,6 +573,12 @@ int main(int argc, char **argv)
 		case 'A':
 			ca_arg = optarg;
 			break;
+		case 'P':
+			profile_path = optarg;
+			break;
+		case 'a':
+			add_profile_path = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -467,8 +591,14 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (profile_path && add_profile_path) {
+		fprintf(stderr, PROG ": --profile and --add-profile exclude each other\n");
+		return 2;
+	}
 	source = argv[optind];
 	store_loc = argv[optind + 1];
+	if (add_profile_path)
+		store_loc = argv[optind]; /* STORE IMAGE */
 	if (!copts.chunk_size)
 		copts.chunk_size = CFS_CHUNK_SIZE_DEFAULT;
 	if (copts.small_max >= copts.chunk_size) {
@@ -479,6 +609,42 @@ int main(int argc, char **argv)
 	if (!copts.small_max)
 		copts.small_max = CFS_MIN(CFS_SMALL_MAX_DEFAULT, copts.chunk_size / 2);
 	cfs_log_setup(PROG, quiet ? CFS_LOG_ERR : CFS_LOG_WARN, stderr);
+
+	if (profile_path || add_profile_path) {
+		const char *pp_path = profile_path ? profile_path : add_profile_path;
+
+		ret = cfs_profile_load(pp_path, &prof);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": %s: %s\n", pp_path,
+				ret == -EINVAL ? "not a valid profile" : cfs_strerror(ret));
+			goto out;
+		}
+	}
+	if (add_profile_path) {
+		ret = cfs_fetch_ca_resolve(ca_arg, &ca_file);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": %s%s: %s\n", ca_arg ? "--ca-file " : "CA bundle",
+				ca_arg ? ca_arg : "", cfs_strerror(ret));
+			goto out;
+		}
+		fopts.ca_file = ca_file;
+		ret = cfs_store_open_opts(store_loc, 0, &sopts, &st);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": %s: %s\n", store_loc, cfs_strerror(ret));
+			goto out;
+		}
+		ret = add_profile(st, argv[optind + 1], prof, (int)level, &ref, &prefetch_count);
+		if (ret < 0)
+			goto out;
+		goto done;
+	}
+	if (prof) {
+		ret = cfs_pack_prof_new(prof, &p.prof);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": %s: %s\n", profile_path, cfs_strerror(ret));
+			goto out;
+		}
+	}
 
 	/* The source first, so that a typo does not leave an empty store. */
 	if (!strcmp(source, "-")) {
@@ -566,6 +732,17 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": building the index: %s\n", cfs_strerror(ret));
 		goto out_pipe;
 	}
+	if (prof) {
+		ret = attach_prefetch(st, prof, idx, idx_len, (int)level, &prefetch_count,
+				      &list_stored);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": %s: prefetch list: %s\n", store_loc,
+				cfs_strerror(ret));
+			goto out_pipe;
+		}
+		if (!prefetch_count)
+			cfs_warn("%s: names no data of this image: no prefetch list", profile_path);
+	}
 	ret = write_index(st, idx, idx_len, (int)level, &ref, &idx_stored);
 	if (ret < 0) {
 		fprintf(stderr, PROG ": %s: writing the index: %s\n", store_loc, cfs_strerror(ret));
@@ -576,6 +753,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": %s: sync: %s\n", store_loc, cfs_strerror(ret));
 		goto out_pipe;
 	}
+done:
 	if (tag) {
 		ret = cfs_store_tag_set(st, tag, &ref);
 		if (ret < 0) {
@@ -584,12 +762,14 @@ int main(int argc, char **argv)
 		}
 	}
 
-	if (!quiet) {
+	if (!quiet && add_profile_path) {
+		fprintf(stderr, PROG ": prefetch list of %zu chunks added\n", prefetch_count);
+	} else if (!quiet) {
 		double s = (double)(cfs_now_ns() - pp.t0) / 1e9;
 		char in[32], wr[32];
 
 		human((double)p.bytes_in, in, sizeof(in));
-		human((double)(pp.stored_bytes + idx_stored), wr, sizeof(wr));
+		human((double)(pp.stored_bytes + idx_stored + list_stored), wr, sizeof(wr));
 		fprintf(stderr,
 			PROG ": %llu files, %llu dirs, %s in, %llu chunks, %llu new objects "
 			"(%llu already stored), %s written, index %zu bytes, %.2f s, %.1f MB/s\n",
@@ -597,6 +777,8 @@ int main(int argc, char **argv)
 			(unsigned long long)pp.chunks, (unsigned long long)pp.new_objects,
 			(unsigned long long)pp.present, wr, idx_len, s,
 			s > 0 ? (double)p.bytes_in / 1e6 / s : 0.0);
+		if (prof)
+			fprintf(stderr, PROG ": prefetch list of %zu chunks\n", prefetch_count);
 	}
 	cfs_digest_ref(&ref, refstr);
 	if (printf("%s\n", refstr) < 0 || fflush(stdout) != 0) {
@@ -618,6 +800,8 @@ out_pipe:
 	free(pp.threads);
 out:
 	free(idx);
+	cfs_pack_prof_free(p.prof);
+	cfs_profile_free(prof);
 	cfs_chunker_free(p.ch);
 	cfs_builder_free(p.b);
 	cfs_store_free(st);

@@ -16,6 +16,17 @@
 #include "chunker.h"
 #include "util.h"
 
+struct cfs_index;
+struct cfs_profile;
+
+/* The files a profile names, in first-read order (pack_profile.c). */
+struct cfs_pack_prof {
+	char **paths;     /* normalised: relative to the root, "a/b" */
+	size_t n;
+	size_t *sorted;   /* indexes into paths, sorted by strcmp */
+	bool *fed;        /* set by a source that fed paths[i] ahead of the rest */
+};
+
 struct cfs_pack {
 	struct cfs_builder *b;
 	struct cfs_chunker *ch;
@@ -28,6 +39,10 @@ struct cfs_pack {
 	/* The chunker's small_max: files below it share group chunks, so a
 	 * source must feed them in the builder's order (pack_tar.c). */
 	uint32_t small_max;
+
+	/* --profile: the sources feed these files first, in this order.
+	 * NULL without a profile. */
+	struct cfs_pack_prof *prof;
 
 	/* Counted by the sources. */
 	uint64_t files, dirs, other;
@@ -50,5 +65,17 @@ int cfs_pack_data(struct cfs_pack *p, const char *path, uint64_t off, const void
 int cfs_pack_dir(struct cfs_pack *p, const char *root);
 /* Reads a tar stream (plain or compressed) from fd; name is for messages. */
 int cfs_pack_tar(struct cfs_pack *p, int fd, const char *name);
+
+/* Profile-guided layout (pack_profile.c). */
+int cfs_pack_prof_new(const struct cfs_profile *prof, struct cfs_pack_prof **out);
+void cfs_pack_prof_free(struct cfs_pack_prof *pf);
+/* Position of a normalised path in the profile's file order, or
+ * UINT32_MAX when it names no such file (or pf is NULL). */
+uint32_t cfs_pack_prof_rank(const struct cfs_pack_prof *pf, const char *path);
+/* The image's prefetch list: the chunks of the profile's records, mapped
+ * by path and offset onto idx, in profile order, without duplicates.
+ * *chunks is malloc'd.  0 or -ENOMEM. */
+int cfs_pack_prefetch_map(const struct cfs_index *idx, const struct cfs_profile *prof,
+			  uint32_t **chunks, size_t *count);
 
 #endif /* CFS_PACK_H */

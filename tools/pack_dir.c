@@ -40,6 +40,7 @@ struct walk {
 	struct cfs_pack *p;
 	char *path;            /* for messages and the no-/proc fallback */
 	size_t path_len, path_cap;
+	size_t root_len;       /* of the root's part of path */
 	uint8_t *buf;          /* file reads */
 	bool have_proc;
 
@@ -537,15 +538,81 @@ static int walk_dir(struct walk *w, int dirfd, uint32_t dir)
 	if (ret < 0)
 		return ret;
 	for (size_t i = 0; i < n; i++) {
+		uint32_t rank;
+
 		ret = path_push(w, names[i], &old);
 		if (ret < 0)
 			break;
+		/* A file of the profile is in already (prefeed). */
+		rank = cfs_pack_prof_rank(w->p->prof, w->path + w->root_len +
+					  (w->path[w->root_len] == '/'));
+		if (rank != UINT32_MAX && w->p->prof->fed[rank]) {
+			path_pop(w, old);
+			continue;
+		}
 		ret = do_entry(w, dirfd, names[i], dir);
 		path_pop(w, old);
 		if (ret < 0)
 			break;
 	}
 	free_names(names, n);
+	return ret;
+}
+
+/* Feeds the regular file at rel (normalised, inside the source) ahead of
+ * the walk, adding its directories on the way with their own attributes;
+ * the walk meets them again and keeps what they hold.  A path that is not
+ * there, or not a regular file, is skipped: the profile may be older than
+ * the tree.  Like the walk, it never follows a symlink. */
+static int prefeed_one(struct walk *w, int rootfd, const char *rel, bool *fed)
+{
+	char *buf = strdup(rel), *comp, *next;
+	size_t old = w->path_len;
+	uint32_t dir = CFS_NODE_ROOT, node;
+	int dirfd = rootfd, fd, ret = 0;
+	struct stat sb;
+
+	if (!buf)
+		return cfs_pack_fail(w->p, -ENOMEM, "%s: %s", rel, cfs_strerror(-ENOMEM));
+	for (comp = buf; (next = strchr(comp, '/')); comp = next + 1) {
+		size_t o;
+
+		*next = '\0';
+		fd = openat(dirfd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0 || fstat(fd, &sb) < 0 ||
+		    (w->p->store_known && sb.st_dev == w->p->store_dev &&
+		     sb.st_ino == w->p->store_ino)) {
+			if (fd >= 0)
+				close(fd);
+			goto out; /* skipped */
+		}
+		if (dirfd != rootfd)
+			close(dirfd);
+		dirfd = fd;
+		ret = path_push(w, comp, &o);
+		if (ret < 0)
+			goto out;
+		ret = add_node(w, dir, comp, &sb, &node);
+		if (ret < 0)
+			goto out;
+		ret = copy_xattrs(w, dirfd, NULL, node);
+		if (ret < 0)
+			goto out;
+		dir = node;
+	}
+	if (fstatat(dirfd, comp, &sb, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(sb.st_mode))
+		goto out;
+	ret = path_push(w, comp, &(size_t){ 0 });
+	if (ret < 0)
+		goto out;
+	ret = do_entry(w, dirfd, comp, dir);
+	if (ret == 0)
+		*fed = true;
+out:
+	path_pop(w, old);
+	if (dirfd != rootfd)
+		close(dirfd);
+	free(buf);
 	return ret;
 }
 
@@ -595,6 +662,12 @@ int cfs_pack_dir(struct cfs_pack *p, const char *root)
 	if (ret < 0)
 		goto out;
 	p->dirs++;
+	w.root_len = w.path_len;
+	for (size_t i = 0; p->prof && i < p->prof->n; i++) {
+		ret = prefeed_one(&w, fd, p->prof->paths[i], &p->prof->fed[i]);
+		if (ret < 0)
+			goto out;
+	}
 	ret = walk_dir(&w, fd, CFS_NODE_ROOT);
 out:
 	if (fd >= 0)

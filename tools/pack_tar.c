@@ -54,6 +54,8 @@ struct spool_file {
 	size_t seg, nseg;     /* in spool.segs */
 	size_t name;          /* paths offset of its first live name in the
 	                       * builder's order; SIZE_MAX if none (replaced) */
+	uint32_t rank;        /* --profile: first place of a live name in the
+	                       * profile; UINT32_MAX if none */
 };
 
 /* A name given to a node: a small file's own path or a hard link's. */
@@ -320,11 +322,14 @@ static int file_node_cmp(const void *x, const void *y)
 	return (f->node > g->node) - (f->node < g->node);
 }
 
+/* The files of a profile first, in its order; then the builder's. */
 static int file_name_cmp(const void *x, const void *y, void *ctx)
 {
 	const struct spool_file *f = x, *g = y;
 	const char *paths = ctx;
 
+	if (f->rank != g->rank)
+		return f->rank < g->rank ? -1 : 1;
 	return dfs_cmp(paths + f->name, paths + g->name);
 }
 
@@ -406,6 +411,7 @@ static int spool_feed(struct cfs_pack *p, struct spool *s)
 			continue;
 		if (f->name == SIZE_MAX || dfs_cmp(s->paths + nm->path, s->paths + f->name) < 0)
 			f->name = nm->path;
+		f->rank = CFS_MIN(f->rank, cfs_pack_prof_rank(p->prof, s->paths + nm->path));
 	}
 	for (size_t i = 0; i < s->nfiles; i++)
 		if (s->files[i].name != SIZE_MAX)
@@ -461,7 +467,8 @@ static int entry_stream(struct cfs_pack *p, struct archive *ar, const char *src,
 static int entry_spool(struct cfs_pack *p, struct spool *sp, struct archive *ar, const char *src,
 		       const char *raw, const char *path, uint32_t node, uint64_t size)
 {
-	struct spool_file f = { .node = node, .size = size, .seg = sp->nsegs, .name = SIZE_MAX };
+	struct spool_file f = { .node = node, .size = size, .seg = sp->nsegs, .name = SIZE_MAX,
+				.rank = UINT32_MAX };
 	uint64_t next = 0;
 	const void *buf;
 	size_t len;
