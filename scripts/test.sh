@@ -75,31 +75,34 @@ else
 		fail "build in build-asan/"
 	fi
 
-	# 3. libFuzzer smoke run over the index parser.
+	# 3. libFuzzer smoke runs over the parsers of outside input.
 	if command -v clang >/dev/null 2>&1; then
 		log "build (build-fuzz/, clang libFuzzer)"
 		if [ ! -f build-fuzz/build.ninja ]; then
 			CC=clang meson setup build-fuzz -Dfuzzers=true \
 				-Db_sanitize=address,undefined -Db_lundef=false || fail "meson setup build-fuzz"
 		fi
-		if [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz tests/fuzz-index; then
-			secs=${CFS_FUZZ_SECONDS:-60}
-			log "fuzz-index for ${secs}s"
+		secs=${CFS_FUZZ_SECONDS:-60}
+		# Every parser of outside input: the image index and access profiles.
+		for target in index profile; do
+			if ! { [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz "tests/fuzz-$target"; }; then
+				fail "build of build-fuzz/tests/fuzz-$target"
+				continue
+			fi
+			log "fuzz-$target for ${secs}s"
 			# New inputs go to a copy of the corpus, crash files to build-fuzz/,
 			# so the run never writes into the source tree.
 			corpus=$(mktemp -d /tmp/cfs-corpus.XXXXXX)
-			if [ -d tests/corpus/index ]; then
-				cp -a tests/corpus/index/. "$corpus/"
+			if [ -d "tests/corpus/$target" ]; then
+				cp -a "tests/corpus/$target/." "$corpus/"
 			fi
 			mkdir -p build-fuzz/fuzz-artifacts
-			if ! build-fuzz/tests/fuzz-index -max_total_time="$secs" -print_final_stats=1 \
+			if ! "build-fuzz/tests/fuzz-$target" -max_total_time="$secs" -print_final_stats=1 \
 				-artifact_prefix="$root/build-fuzz/fuzz-artifacts/" "$corpus"; then
-				fail "fuzz-index (crash inputs in build-fuzz/fuzz-artifacts/)"
+				fail "fuzz-$target (crash inputs in build-fuzz/fuzz-artifacts/)"
 			fi
 			rm -rf "$corpus"
-		else
-			fail "build of build-fuzz/tests/fuzz-index"
-		fi
+		done
 	else
 		log "clang not found: fuzz run skipped"
 	fi
