@@ -33,7 +33,7 @@ void cfs_digest_ref(const cfs_digest *d, char out[CFS_REF_STRLEN])
 	cfs_digest_hex(d, out + 7);
 }
 
-static int hexval(char c)
+int cfs_hex_value(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -53,7 +53,7 @@ int cfs_digest_parse(const char *s, bool bare_ok, cfs_digest *out)
 	if (strlen(s) != CFS_DIGEST_HEX_LEN)
 		return -EINVAL;
 	for (int i = 0; i < CFS_DIGEST_LEN; i++) {
-		int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+		int hi = cfs_hex_value(s[2 * i]), lo = cfs_hex_value(s[2 * i + 1]);
 		if (hi < 0 || lo < 0)
 			return -EINVAL;
 		out->b[i] = (uint8_t)(hi << 4 | lo);

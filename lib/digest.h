@@ -28,6 +28,9 @@ void cfs_digest_ref(const cfs_digest *d, char out[CFS_REF_STRLEN]);
  * case).  0 or -EINVAL. */
 int cfs_digest_parse(const char *s, bool bare_ok, cfs_digest *out);
 
+/* The value 0-15 of one hex digit (either case), or -1. */
+int cfs_hex_value(char c);
+
 bool cfs_digest_eq(const cfs_digest *a, const cfs_digest *b);
 
 #endif /* CFS_DIGEST_H */

@@ -253,7 +253,7 @@ static void queue_push_head(struct cfs_fetcher *f, struct req *r)
 
 /* ---- helpers ---- */
 
-static const char *method_name(enum cfs_fetch_method m)
+const char *cfs_fetch_method_name(enum cfs_fetch_method m)
 {
 	switch (m) {
 	case CFS_FETCH_HEAD:
@@ -738,20 +738,21 @@ static void req_detach(struct cfs_fetcher *f, struct req *r)
 
 static void log_failure(const struct req *r, int err)
 {
+	const char *m = cfs_fetch_method_name(r->method);
 	char url[512];
 
 	if (err == -ENOENT || err == -ECANCELED)
 		return;
 	url_for_log(r->url, url, sizeof(url));
 	if (r->status && r->status != 200 && r->status != 206)
-		cfs_warn("%s %s: %ld after %u attempt%s (%s)", method_name(r->method), url, r->status,
+		cfs_warn("%s %s: %ld after %u attempt%s (%s)", m, url, r->status,
 			 r->attempts, r->attempts == 1 ? "" : "s", cfs_strerror(err));
 	else if (r->cc != CURLE_OK)
-		cfs_warn("%s %s: %s after %u attempt%s (%s)", method_name(r->method), url,
+		cfs_warn("%s %s: %s after %u attempt%s (%s)", m, url,
 			 r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->cc), r->attempts,
 			 r->attempts == 1 ? "" : "s", cfs_strerror(err));
 	else
-		cfs_warn("%s %s: %s after %u attempt%s", method_name(r->method), url, cfs_strerror(err),
+		cfs_warn("%s %s: %s after %u attempt%s", m, url, cfs_strerror(err),
 			 r->attempts, r->attempts == 1 ? "" : "s");
 }
 
@@ -972,8 +973,8 @@ static void req_finished(struct cfs_fetcher *f, struct req *r, CURLcode cc)
 	}
 
 	url_for_log(r->url, url, sizeof(url));
-	cfs_debug("%s %s: attempt %u: status %ld, %s%s%s", method_name(r->method), url, r->attempts,
-		  r->status, curl_easy_strerror(cc), r->errbuf[0] ? ": " : "", r->errbuf);
+	cfs_debug("%s %s: attempt %u: status %ld, %s%s%s", cfs_fetch_method_name(r->method), url,
+		  r->attempts, r->status, curl_easy_strerror(cc), r->errbuf[0] ? ": " : "", r->errbuf);
 
 	if (!retry || r->attempts > f->retries) {
 		req_complete(f, r, err, 0);
@@ -1356,7 +1357,7 @@ int cfs_fetch(struct cfs_fetcher *f, const struct cfs_fetch_req *req, struct cfs
 	pthread_mutex_unlock(&w.m);
 	if (detached) {
 		cfs_warn("%s: no answer from the fetcher's loop %u ms after the deadline",
-			 method_name(req->method), (unsigned)(SAFETY_SLACK_NS / NS_PER_MS));
+			 cfs_fetch_method_name(req->method), (unsigned)(SAFETY_SLACK_NS / NS_PER_MS));
 		res->err = -ETIMEDOUT;
 	} else {
 		*res = w.res;

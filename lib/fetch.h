@@ -47,6 +47,9 @@ int cfs_fetch_ca_resolve(const char *ca_file, char **out);
 
 enum cfs_fetch_method { CFS_FETCH_GET = 0, CFS_FETCH_HEAD, CFS_FETCH_PUT };
 
+/* "GET", "HEAD" or "PUT", for messages; a static string. */
+const char *cfs_fetch_method_name(enum cfs_fetch_method m);
+
 /* AWS Signature V4 through libcurl (CURLOPT_AWS_SIGV4). */
 struct cfs_fetch_sigv4 {
 	const char *provider;      /* "aws:amz:<region>:s3" */

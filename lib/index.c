@@ -734,6 +734,23 @@ CFS_EXPORT int cfs_index_lookup(const struct cfs_index *idx, uint64_t dir, const
 	return -ENOENT;
 }
 
+CFS_EXPORT int cfs_index_lookup_path(const struct cfs_index *idx, const char *path,
+				     uint64_t *ino)
+{
+	uint64_t cur = CFS_ROOT_INO;
+	const char *name;
+	size_t n;
+
+	while ((n = cfs_path_next(&path, &name))) {
+		int r = cfs_index_lookup(idx, cur, name, n, &cur);
+
+		if (r < 0)
+			return r;
+	}
+	*ino = cur;
+	return 0;
+}
+
 CFS_EXPORT int cfs_index_dirent(const struct cfs_index *idx, uint64_t dir, uint64_t pos,
 				struct cfs_dirent *out)
 {

@@ -88,6 +88,11 @@ int cfs_index_inode(const struct cfs_index *idx, uint64_t ino, struct cfs_inode 
 int cfs_index_lookup(const struct cfs_index *idx, uint64_t dir, const char *name,
 		     size_t name_len, uint64_t *ino);
 
+/* Walks path from the root, one cfs_index_lookup per component; "", "/",
+ * empty and "." components name the directory they are in.  0, -ENOENT,
+ * -ENOTDIR (a component before the last is not a directory). */
+int cfs_index_lookup_path(const struct cfs_index *idx, const char *path, uint64_t *ino);
+
 /* Entry pos (0-based, sorted order) of a directory: 1 filled, 0 past the
  * end, -ENOTDIR, -ENOENT. */
 int cfs_index_dirent(const struct cfs_index *idx, uint64_t dir, uint64_t pos,

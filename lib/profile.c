@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "digest.h"
 #include "format.h"
 #include "index.h"
 #include "profile.h"
@@ -444,17 +445,6 @@ static int parse_u64(const char *s, uint64_t *out)
 	return 0;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Unescapes path s into the profile's path store; its offset in *off.
  * Returns NULL or the reason it is malformed. */
 static const char *path_add(struct cfs_profile *p, const char *s, size_t *off, size_t *len)
@@ -484,7 +474,7 @@ static const char *path_add(struct cfs_profile *p, const char *s, size_t *off, s
 			*d++ = (char)c;
 			continue;
 		}
-		if (s[1] != 'x' || (hi = hexval(s[2])) < 0 || (lo = hexval(s[3])) < 0)
+		if (s[1] != 'x' || (hi = cfs_hex_value(s[2])) < 0 || (lo = cfs_hex_value(s[3])) < 0)
 			return "bad escape in path (expected \\xHH)";
 		if (hi == 0 && lo == 0)
 			return "NUL byte in path";

@@ -84,25 +84,14 @@ static int remote_fetcher(struct cfs_remote *r, struct cfs_fetcher **out)
 	return ret;
 }
 
-static const char *method_name(enum cfs_fetch_method m)
-{
-	switch (m) {
-	case CFS_FETCH_HEAD:
-		return "HEAD";
-	case CFS_FETCH_PUT:
-		return "PUT";
-	default:
-		return "GET";
-	}
-}
-
 /* The fetcher logs every failure but a 404 at warn level already; this
  * line only adds, with -v -v, which store asked. */
 static void remote_log_error(const struct cfs_remote *r, enum cfs_fetch_method method,
 			     const char *url, const struct cfs_fetch_result *res)
 {
-	cfs_debug("%s %s: %s (status %ld, %u attempt%s)", method_name(method), url,
-		  cfs_strerror(res->err), res->status, res->attempts, res->attempts == 1 ? "" : "s");
+	cfs_debug("%s %s: %s (status %ld, %u attempt%s)", cfs_fetch_method_name(method), url,
+		  cfs_strerror(res->err), res->status, res->attempts,
+		  res->attempts == 1 ? "" : "s");
 }
 
 int cfs_remote_request(struct cfs_remote *r, enum cfs_fetch_method method, const char *key,

@@ -56,6 +56,29 @@ const char *cfs_strerror(int neg_errno)
 	}
 }
 
+size_t cfs_path_next(const char **path, const char **name)
+{
+	const char *p = *path;
+
+	while (*p) {
+		const char *s = p;
+		size_t n;
+
+		while (*p && *p != '/')
+			p++;
+		n = (size_t)(p - s);
+		while (*p == '/')
+			p++;
+		if (!n || (n == 1 && *s == '.'))
+			continue;
+		*path = p;
+		*name = s;
+		return n;
+	}
+	*path = p;
+	return 0;
+}
+
 int cfs_parse_size(const char *s, uint64_t *out)
 {
 	char *end;

@@ -36,6 +36,11 @@ const char *cfs_strerror(int neg_errno);
 /* "4096", "64K", "512M", "10G", "1T" (powers of 1024).  0 or -EINVAL. */
 int cfs_parse_size(const char *s, uint64_t *out);
 
+/* The next component of a '/'-separated path, skipping empty and "."
+ * components: its start in *name and its length, with *path moved past it
+ * and the slashes after it; 0 at the end of the path. */
+size_t cfs_path_next(const char **path, const char **name);
+
 /* Full reads and writes that retry on EINTR and short transfers.
  * Return 0 or -errno; cfs_pread_full returns -ENODATA on early EOF. */
 int cfs_pread_full(int fd, void *buf, size_t len, off_t off);

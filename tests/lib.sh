@@ -213,61 +213,91 @@ free_port() {
 	fail "no free port found"
 }
 
+# _nginx_conf D LOG_FORMAT ACCESS_LOG LISTEN ROOT [SERVER_LINES]: writes
+# D/nginx.conf, one nginx without master process serving ROOT on LISTEN,
+# every request logged in LOG_FORMAT (nginx's variables) to ACCESS_LOG,
+# errors in D/error.log, temporary files under D/tmp; SERVER_LINES go into
+# the server block as they are.
+_nginx_conf() {
+	local d=$1 format=$2 access_log=$3 listen=$4 root=$5 server_lines=${6:-}
+	mkdir -p "$d/tmp"
+	cat >"$d/nginx.conf" <<-NGINX
+		daemon off;
+		master_process off;
+		worker_processes 1;
+		$([ "$(id -u)" -eq 0 ] && echo 'user root;')
+		pid $d/nginx.pid;
+		error_log $d/error.log;
+		events { worker_connections 1024; }
+		http {
+			log_format cfs '$format';
+			access_log $access_log cfs;
+			client_body_temp_path $d/tmp;
+			proxy_temp_path $d/tmp;
+			fastcgi_temp_path $d/tmp;
+			uwsgi_temp_path $d/tmp;
+			scgi_temp_path $d/tmp;
+			sendfile on;
+			keepalive_requests 100000;
+			server {
+				listen $listen;
+				root $root;
+		$server_lines
+			}
+		}
+	NGINX
+}
+
+# _nginx_launch D TRIES CURL_ARG...: runs nginx on D/nginx.conf and waits
+# up to TRIES tenths of a second until curl CURL_ARG... gets an answer.
+# Then NGINX_LAUNCHED_PID is its pid, in PIDS for the exit trap, and it
+# returns 0; it returns 1, with that nginx ended, when it dies first or
+# never answers.
+_nginx_launch() {
+	local d=$1 tries=$2 pid i nginx_bin
+	shift 2
+	nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+	"$nginx_bin" -c "$d/nginx.conf" -e "$d/error.log" &
+	pid=$!
+	for ((i = 0; i < tries; i++)); do
+		if curl -s -o /dev/null "$@"; then
+			PIDS+=("$pid")
+			NGINX_LAUNCHED_PID=$pid
+			return 0
+		fi
+		alive "$pid" || break
+		sleep 0.1
+	done
+	kill "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	return 1
+}
+
+# _nginx_require: fails the test when there is no nginx to run.
+_nginx_require() {
+	[ -x "$(command -v nginx || echo /usr/sbin/nginx)" ] || fail "nginx is not installed"
+}
+
 # start_nginx DIR: serves DIR at http://127.0.0.1:$NGINX_PORT/ with nginx
 # (plain HTTP/1.1: nginx speaks HTTP/2 over TLS only), configured under
 # $W/nginx-http; every request is one line "METHOD URI STATUS BYTES" in
 # $NGINX_ACCESS_LOG.  While DIR/.deny-objects exists, every object is 403
 # Forbidden.  The daemon is ended by the exit trap.
 start_nginx() {
-	local dir=$1 d=$W/nginx-http conf pid i try nginx_bin
-	nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
-	[ -x "$nginx_bin" ] || fail "nginx is not installed"
-	mkdir -p "$d/tmp"
+	local dir=$1 d=$W/nginx-http try
+	_nginx_require
 	NGINX_ACCESS_LOG=$d/access.log
 	for ((try = 0; try < 10; try++)); do
 		NGINX_PORT=$(free_port)
-		conf=$d/nginx.conf
-		cat >"$conf" <<-NGINX
-			daemon off;
-			master_process off;
-			worker_processes 1;
-			$([ "$(id -u)" -eq 0 ] && echo 'user root;')
-			pid $d/nginx.pid;
-			error_log $d/error.log;
-			events { worker_connections 1024; }
-			http {
-				log_format cfs '\$request_method \$uri \$status \$body_bytes_sent';
-				access_log $NGINX_ACCESS_LOG cfs;
-				client_body_temp_path $d/tmp;
-				proxy_temp_path $d/tmp;
-				fastcgi_temp_path $d/tmp;
-				uwsgi_temp_path $d/tmp;
-				scgi_temp_path $d/tmp;
-				sendfile on;
-				keepalive_requests 100000;
-				server {
-					listen 127.0.0.1:$NGINX_PORT;
-					root $dir;
-					# While DIR/.deny-objects exists, objects are 403.
-					location /objects/ {
-						if (-f \$document_root/.deny-objects) { return 403; }
-					}
-				}
-			}
-		NGINX
-		"$nginx_bin" -c "$conf" -e "$d/error.log" &
-		pid=$!
-		for ((i = 0; i < 50; i++)); do
-			if curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/"; then
-				PIDS+=("$pid")
-				NGINX_PID=$pid
-				return 0
-			fi
-			alive "$pid" || break
-			sleep 0.1
-		done
-		kill "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
+		# While DIR/.deny-objects exists, objects are 403.
+		# shellcheck disable=SC2016 # nginx's variables, for nginx
+		_nginx_conf "$d" '$request_method $uri $status $body_bytes_sent' \
+			"$NGINX_ACCESS_LOG" "127.0.0.1:$NGINX_PORT" "$dir" \
+			'location /objects/ { if (-f $document_root/.deny-objects) { return 403; } }'
+		if _nginx_launch "$d" 50 "http://127.0.0.1:$NGINX_PORT/"; then
+			NGINX_PID=$NGINX_LAUNCHED_PID
+			return 0
+		fi
 	done
 	fail "nginx did not start: $(tail -n 3 "$d/error.log" 2>/dev/null)"
 }
@@ -281,11 +311,10 @@ start_nginx() {
 # 1234" (CONNECTION is nginx's serial number of the connection).
 # Configured under $W/nginx-tls; the daemon is ended by the exit trap.
 start_nginx_tls() {
-	local dir=$1 d=$W/nginx-tls conf pid i try nginx_bin
-	nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
-	[ -x "$nginx_bin" ] || fail "nginx is not installed"
+	local dir=$1 d=$W/nginx-tls try
+	_nginx_require
 	command -v openssl >/dev/null 2>&1 || fail "openssl is not installed"
-	mkdir -p "$d/tmp"
+	mkdir -p "$d"
 	NGINX_TLS_CA=$d/ca.pem
 	NGINX_TLS_ACCESS_LOG=$d/access.log
 	# A CA, and a server certificate it signs for the address, not a name.
@@ -303,46 +332,15 @@ start_nginx_tls() {
 		fail "openssl: signing the server certificate failed: $(tail -n 3 "$d/openssl.log")"
 	for ((try = 0; try < 10; try++)); do
 		NGINX_TLS_PORT=$(free_port)
-		conf=$d/nginx.conf
-		cat >"$conf" <<-NGINX
-			daemon off;
-			master_process off;
-			worker_processes 1;
-			$([ "$(id -u)" -eq 0 ] && echo 'user root;')
-			pid $d/nginx.pid;
-			error_log $d/error.log;
-			events { worker_connections 1024; }
-			http {
-				log_format cfs '\$server_protocol \$connection \$request_method \$uri \$status \$body_bytes_sent';
-				access_log $NGINX_TLS_ACCESS_LOG cfs;
-				client_body_temp_path $d/tmp;
-				proxy_temp_path $d/tmp;
-				fastcgi_temp_path $d/tmp;
-				uwsgi_temp_path $d/tmp;
-				scgi_temp_path $d/tmp;
-				sendfile on;
-				keepalive_requests 100000;
-				server {
-					listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
-					ssl_certificate $d/server.pem;
-					ssl_certificate_key $d/server.key;
-					root $dir;
-				}
-			}
-		NGINX
-		"$nginx_bin" -c "$conf" -e "$d/error.log" &
-		pid=$!
-		for ((i = 0; i < 50; i++)); do
-			if curl -s -o /dev/null --cacert "$NGINX_TLS_CA" "https://127.0.0.1:$NGINX_TLS_PORT/"; then
-				PIDS+=("$pid")
-				NGINX_TLS_PID=$pid
-				return 0
-			fi
-			alive "$pid" || break
-			sleep 0.1
-		done
-		kill "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
+		# shellcheck disable=SC2016 # nginx's variables, for nginx
+		_nginx_conf "$d" \
+			'$server_protocol $connection $request_method $uri $status $body_bytes_sent' \
+			"$NGINX_TLS_ACCESS_LOG" "127.0.0.1:$NGINX_TLS_PORT ssl http2" "$dir" \
+			"ssl_certificate $d/server.pem; ssl_certificate_key $d/server.key;"
+		if _nginx_launch "$d" 50 --cacert "$NGINX_TLS_CA" "https://127.0.0.1:$NGINX_TLS_PORT/"; then
+			NGINX_TLS_PID=$NGINX_LAUNCHED_PID
+			return 0
+		fi
 	done
 	fail "nginx (TLS) did not start: $(tail -n 3 "$d/error.log" 2>/dev/null)"
 }
@@ -405,19 +403,9 @@ stop_nginx() {
 # restart_nginx: starts the nginx of start_nginx again, same configuration
 # and port ($NGINX_PORT), after stop_nginx.
 restart_nginx() {
-	local d=$W/nginx-http pid i nginx_bin
-	nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+	local d=$W/nginx-http
 	[ -f "$d/nginx.conf" ] || fail "restart_nginx: no $d/nginx.conf (start_nginx first)"
-	"$nginx_bin" -c "$d/nginx.conf" -e "$d/error.log" &
-	pid=$!
-	for ((i = 0; i < 100; i++)); do
-		if curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/"; then
-			PIDS+=("$pid")
-			NGINX_PID=$pid
-			return 0
-		fi
-		alive "$pid" || break
-		sleep 0.1
-	done
-	fail "nginx did not restart on port $NGINX_PORT: $(tail -n 3 "$d/error.log" 2>/dev/null)"
+	_nginx_launch "$d" 100 "http://127.0.0.1:$NGINX_PORT/" ||
+		fail "nginx did not restart on port $NGINX_PORT: $(tail -n 3 "$d/error.log" 2>/dev/null)"
+	NGINX_PID=$NGINX_LAUNCHED_PID
 }

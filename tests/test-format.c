@@ -554,6 +554,22 @@ static void test_accessors(void)
 	CHECK(cfs_index_lookup(idx, 3, "a", 1, &ino) == -ENOTDIR);
 	CHECK(cfs_index_lookup(idx, 0, "a", 1, &ino) == -ENOENT);
 	CHECK(cfs_index_lookup(idx, 12, "a", 1, &ino) == -ENOENT);
+	/* whole paths: empty and "." components, repeated and trailing slashes */
+	CHECK(cfs_index_lookup_path(idx, "", &ino) == 0 && ino == 1);
+	CHECK(cfs_index_lookup_path(idx, "/", &ino) == 0 && ino == 1);
+	CHECK(cfs_index_lookup_path(idx, "a/hard", &ino) == 0 && ino == 3);
+	CHECK(cfs_index_lookup_path(idx, "//a/./sub/", &ino) == 0 && ino == 10);
+	CHECK(cfs_index_lookup_path(idx, "/./a//empty", &ino) == 0 && ino == 9);
+	CHECK(cfs_index_lookup_path(idx, "/a/nope", &ino) == -ENOENT);
+	CHECK(cfs_index_lookup_path(idx, "/ab/x", &ino) == -ENOTDIR);
+	CHECK(cfs_index_lookup_path(idx, "/a/../ab", &ino) == -ENOENT);
+	{
+		const char *p = "//./a/b./", *name = NULL;
+
+		CHECK(cfs_path_next(&p, &name) == 1 && !memcmp(name, "a/", 2));
+		CHECK(cfs_path_next(&p, &name) == 2 && !memcmp(name, "b./", 3));
+		CHECK(cfs_path_next(&p, &name) == 0 && *p == '\0');
+	}
 
 	CHECK(cfs_index_readlink(idx, 6, &target, &tlen) == 0);
 	CHECK(name_is(target, tlen, "a/hard"));

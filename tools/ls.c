@@ -187,31 +187,6 @@ out:
 	return ret;
 }
 
-/* Walks PATH from the root; "" and "/" are the root. */
-static int lookup_path(const struct cfs_index *idx, const char *path, uint64_t *ino)
-{
-	uint64_t cur = CFS_ROOT_INO;
-
-	while (*path) {
-		const char *s = path;
-		size_t n;
-		int ret;
-
-		while (*path && *path != '/')
-			path++;
-		n = (size_t)(path - s);
-		while (*path == '/')
-			path++;
-		if (!n || (n == 1 && *s == '.'))
-			continue;
-		ret = cfs_index_lookup(idx, cur, s, n, &cur);
-		if (ret < 0)
-			return ret;
-	}
-	*ino = cur;
-	return 0;
-}
-
 static int print_info(struct cfs_image *img, const char *ref)
 {
 	const struct cfs_index *idx = cfs_image_index(img);
@@ -318,7 +293,7 @@ int main(int argc, char **argv)
 		goto flush;
 	}
 	idx = cfs_image_index(img);
-	ret = lookup_path(idx, path, &ino);
+	ret = cfs_index_lookup_path(idx, path, &ino);
 	if (ret < 0) {
 		fprintf(stderr, PROG ": %s: %s\n", path, cfs_strerror(ret));
 		goto out;

@@ -327,6 +327,32 @@ static int parse_uint(const char *s, long min, long max, long *out)
 	return 0;
 }
 
+/* A size (cfs_parse_size) in min..max, which fit 32 bits. */
+static int parse_size_range(const char *s, uint64_t min, uint64_t max, uint32_t *out)
+{
+	uint64_t v;
+
+	if (cfs_parse_size(s, &v) < 0 || v < min || v > max)
+		return -EINVAL;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+/* The CA bundle of --ca-file or the environment into fopts; *ca_file is
+ * the caller's to free. */
+static int resolve_ca(const char *ca_arg, struct cfs_fetch_opts *fopts, char **ca_file)
+{
+	int ret = cfs_fetch_ca_resolve(ca_arg, ca_file);
+
+	if (ret < 0) {
+		fprintf(stderr, PROG ": %s%s: %s\n", ca_arg ? "--ca-file " : "CA bundle",
+			ca_arg ? ca_arg : "", cfs_strerror(ret));
+		return ret;
+	}
+	fopts->ca_file = *ca_file;
+	return 0;
+}
+
 /* The store directory's identity, so that the walk can skip it. */
 static void note_store(struct cfs_pack *p, const char *location)
 {
@@ -512,7 +538,6 @@ int main(int argc, char **argv)
 	char *ca_file = NULL;
 	bool quiet = false, jobs_set = false, is_dir;
 	long jobs, level = CFS_ZSTD_LEVEL_DEFAULT, v;
-	uint64_t size;
 	void *idx = NULL;
 	size_t idx_len = 0, idx_stored = 0;
 	cfs_digest ref;
@@ -543,12 +568,11 @@ int main(int argc, char **argv)
 			jobs_set = true;
 			break;
 		case 'c':
-			if (cfs_parse_size(optarg, &size) < 0 || size < (64u << 10) ||
-			    size > CFS_CHUNK_MAX_SIZE) {
+			if (parse_size_range(optarg, 64u << 10, CFS_CHUNK_MAX_SIZE,
+					     &copts.chunk_size) < 0) {
 				fprintf(stderr, PROG ": --chunk-size: expected 64K..64M: %s\n", optarg);
 				return 2;
 			}
-			copts.chunk_size = (uint32_t)size;
 			break;
 		case 'l':
 			if (parse_uint(optarg, 1, 22, &level) < 0) {
@@ -557,11 +581,10 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'S':
-			if (cfs_parse_size(optarg, &size) < 0 || size < 1 || size > CFS_CHUNK_MAX_SIZE) {
+			if (parse_size_range(optarg, 1, CFS_CHUNK_MAX_SIZE, &copts.small_max) < 0) {
 				fprintf(stderr, PROG ": --small-max: bad size: %s\n", optarg);
 				return 2;
 			}
-			copts.small_max = (uint32_t)size;
 			break;
 		case 'G':
 			if (parse_uint(optarg, 1, 32, &v) < 0) {
@@ -621,13 +644,9 @@ int main(int argc, char **argv)
 		}
 	}
 	if (add_profile_path) {
-		ret = cfs_fetch_ca_resolve(ca_arg, &ca_file);
-		if (ret < 0) {
-			fprintf(stderr, PROG ": %s%s: %s\n", ca_arg ? "--ca-file " : "CA bundle",
-				ca_arg ? ca_arg : "", cfs_strerror(ret));
+		ret = resolve_ca(ca_arg, &fopts, &ca_file);
+		if (ret < 0)
 			goto out;
-		}
-		fopts.ca_file = ca_file;
 		ret = cfs_store_open_opts(store_loc, 0, &sopts, &st);
 		if (ret < 0) {
 			fprintf(stderr, PROG ": %s: %s\n", store_loc, cfs_strerror(ret));
@@ -664,13 +683,9 @@ int main(int argc, char **argv)
 			fcntl(src_fd, F_SETFL, fl & ~O_NONBLOCK);
 	}
 
-	ret = cfs_fetch_ca_resolve(ca_arg, &ca_file);
-	if (ret < 0) {
-		fprintf(stderr, PROG ": %s%s: %s\n", ca_arg ? "--ca-file " : "CA bundle",
-			ca_arg ? ca_arg : "", cfs_strerror(ret));
+	ret = resolve_ca(ca_arg, &fopts, &ca_file);
+	if (ret < 0)
 		goto out;
-	}
-	fopts.ca_file = ca_file;
 	ret = cfs_store_open_opts(store_loc, CFS_STORE_CREATE, &sopts, &st);
 	if (ret == -EROFS && strstr(store_loc, "://")) {
 		fprintf(stderr, PROG ": %s: a read-only store (a web server serves a store, it "

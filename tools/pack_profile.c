@@ -25,22 +25,13 @@
  * relative to the root, without empty or "." components. */
 static char *norm_dup(const char *path)
 {
-	size_t len = strlen(path), o = 0;
+	size_t len = strlen(path), o = 0, n;
 	char *out = malloc(len + 1);
+	const char *s;
 
 	if (!out)
 		return NULL;
-	while (*path) {
-		const char *s = path;
-		size_t n;
-
-		while (*path && *path != '/')
-			path++;
-		n = (size_t)(path - s);
-		while (*path == '/')
-			path++;
-		if (!n || (n == 1 && *s == '.'))
-			continue;
+	while ((n = cfs_path_next(&path, &s))) {
 		if (o)
 			out[o++] = '/';
 		memcpy(out + o, s, n);
@@ -146,24 +137,12 @@ uint32_t cfs_pack_prof_rank(const struct cfs_pack_prof *pf, const char *path)
 static int lookup_file(const struct cfs_index *idx, const char *path, uint64_t *ino)
 {
 	struct cfs_inode in;
-	uint64_t cur = CFS_ROOT_INO;
+	uint64_t cur;
 	int ret;
 
-	while (*path) {
-		const char *s = path;
-		size_t n;
-
-		while (*path && *path != '/')
-			path++;
-		n = (size_t)(path - s);
-		while (*path == '/')
-			path++;
-		if (!n || (n == 1 && *s == '.'))
-			continue;
-		ret = cfs_index_lookup(idx, cur, s, n, &cur);
-		if (ret < 0)
-			return -ENOENT;
-	}
+	ret = cfs_index_lookup_path(idx, path, &cur);
+	if (ret < 0)
+		return -ENOENT;
 	ret = cfs_index_inode(idx, cur, &in);
 	if (ret < 0 || !S_ISREG(in.mode))
 		return -ENOENT;
