@@ -54,11 +54,9 @@
 #      KEEP_LOG (a file to copy the raw per-run lines to).
 set -euo pipefail
 
-top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 runs=${1:-${RUNS:-5}}
-pack=${CFS_PACK:-$top/build/tools/cfs-pack}
-mnt_bin=${CFS_MOUNT:-$top/build/fs/cfs-mount}
-proxy_bin=${CFS_FAULTPROXY:-$top/build/tests/cfs-faultproxy}
 latency=${LATENCY_MS:-20}
 rate=${RATE:-}
 workloads=${WORKLOADS:-busybox numpy}
@@ -66,24 +64,12 @@ skip=" ${SKIP:-} "
 rootfs_cache=${ROOTFS_CACHE:-/var/tmp/cfs-bench-rootfs}
 mirror=${MIRROR:-http://deb.debian.org/debian}
 
-die() { echo "bench/coldstart-remote.sh: $*" >&2; exit 1; }
-note() { echo "# $*" >&2; }
 [ "$(id -u)" = 0 ] || die "needs root (mounts, runc, drop_caches)"
-for b in "$pack" "$mnt_bin" "$proxy_bin"; do
-	[ -x "$b" ] || die "$b not built (meson setup build && ninja -C build; or set CFS_PACK, CFS_MOUNT, CFS_FAULTPROXY)"
-done
+need_built "$pack" "$mnt_bin" "$proxy_bin"
 
-missing=()
-for p in nginx:nginx casync:casync mksquashfs:squashfs-tools squashfuse:squashfuse debootstrap:debootstrap \
-	zstd:zstd runc:runc curl:curl busybox:busybox-static; do
-	command -v "${p%%:*}" > /dev/null 2>&1 || [ -x "/usr/sbin/${p%%:*}" ] || missing+=("${p#*:}")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	note "installing ${missing[*]}"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" > /dev/null ||
-		{ apt-get update > /dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" > /dev/null; } ||
-		die "apt-get install ${missing[*]} failed"
-fi
+find_missing nginx:nginx casync:casync mksquashfs:squashfs-tools squashfuse:squashfuse debootstrap:debootstrap \
+	zstd:zstd runc:runc curl:curl busybox:busybox-static
+apt_install_missing
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 export PATH="$PATH:/usr/sbin:/sbin"
 
@@ -96,53 +82,12 @@ prefetch_opt=()
 "$mnt_bin" --help 2>&1 | grep -q -- '--prefetch' && prefetch_opt=(--prefetch list)
 
 # --- scratch, cleanup --------------------------------------------------------
-W=$(mktemp -d "${BENCH_DIR:-/dev/shm}/cfs-bench-csr.XXXXXX")
-C=$(mktemp -d "${CACHE_DIR:-/var/tmp}/cfs-bench-csr-client.XXXXXX")
 ctr=cfsbench-csr-$$
-MOUNTS=()
-PIDS=()
-cleanup() {
-	local rc=$? mp pid
-	trap - EXIT INT TERM
-	runc delete -f "$ctr" > /dev/null 2>&1 || true
-	for mp in "${MOUNTS[@]}"; do
-		mountpoint -q "$mp" 2> /dev/null &&
-			{ fusermount3 -u "$mp" 2> /dev/null || umount "$mp" 2> /dev/null || umount -l "$mp" 2> /dev/null || true; }
-	done
-	for pid in "${PIDS[@]}"; do
-		kill "$pid" 2> /dev/null || true
-	done
-	for pid in "${PIDS[@]}"; do
-		wait "$pid" 2> /dev/null || true
-	done
-	rm -rf --one-file-system "$W" "$C"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+make_scratch csr client
+cleanup_extra() { runc delete -f "$ctr" > /dev/null 2>&1 || true; }
 mkdir -p "$W/srv" "$W/res" "$C/mnt" "$C/x"
 mp=$C/mnt
 MOUNTS+=("$mp")
-
-now() { date +%s%N; }
-calc() { awk "BEGIN { print $* }"; }
-median() { sort -g | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "nan"}'; }
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-free_port() {
-	local p
-	for p in $(shuf -i 20000-60000 -n 100); do
-		ss -Htln "sport = :$p" | grep -q . || { echo "$p"; return 0; }
-	done
-	return 1
-}
-wait_for() { # CMD...: up to 20 s
-	local i
-	for ((i = 0; i < 2000; i++)); do
-		"$@" && return 0
-		sleep 0.01
-	done
-	return 1
-}
 
 # --- workloads' root filesystems -------------------------------------------------
 rootfs_of() { # WORKLOAD: prints the tree, making it if needed
@@ -179,49 +124,14 @@ argv_of() { # prints the command's words, one per line
 }
 
 # --- servers -----------------------------------------------------------------------
-ngx_port=$(free_port)
-cat > "$W/nginx.conf" << EOF
-daemon off;
-master_process off;
-user root;
-worker_processes 1;
-pid $W/nginx.pid;
-error_log $W/nginx.err warn;
-events { worker_connections 4096; }
-http {
-	access_log off;
-	sendfile on;
-	tcp_nopush on;
-	keepalive_requests 1000000;
-	keepalive_timeout 300s;
-	default_type application/octet-stream;
-	client_body_temp_path $W/tmp;
-	proxy_temp_path $W/tmp;
-	fastcgi_temp_path $W/tmp;
-	uwsgi_temp_path $W/tmp;
-	scgi_temp_path $W/tmp;
-	server {
-		listen 127.0.0.1:$ngx_port;
-		root $W/srv;
-	}
-}
-EOF
-mkdir -p "$W/tmp"
 echo hello > "$W/srv/ping"
-"$nginx_bin" -c "$W/nginx.conf" -p "$W" -e "$W/nginx.err" &
-PIDS+=($!)
-wait_for curl -sf -o /dev/null "http://127.0.0.1:$ngx_port/ping" || die "nginx did not start: $(cat "$W/nginx.err")"
+start_nginx ping "master_process off;"
 
-printf 'latency_ms=%s\n%s' "$latency" "${rate:+rate=$rate
-}" > "$W/proxy.control"
-"$proxy_bin" --listen 127.0.0.1:0 --upstream "127.0.0.1:$ngx_port" --port-file "$W/proxy.port" \
-	--control "$W/proxy.control" --log "$W/proxy.log" -v > /dev/null &
-proxy_pid=$!
-PIDS+=("$proxy_pid")
-wait_for test -s "$W/proxy.port" || die "proxy did not start: $(cat "$W/proxy.log")"
-P=$(cat "$W/proxy.port")
+start_proxy proxy "$ngx_port" "latency_ms=$latency${rate:+
+rate=$rate}" -v
+# shellcheck disable=SC2154 # set by start_proxy
+P=$port_proxy
 U=http://127.0.0.1:$P
-proxy_json() { curl -s "$U/__proxy_stats"; }
 # rounds FROM_LINE: serial round trips among the GETs the proxy logged
 # (-v: one line per response head, ms clock) after line FROM_LINE: a
 # response more than LATENCY/2 ms after the previous one starts a new round.
@@ -233,7 +143,6 @@ rounds() {
 			if (n++ == 0 || t - p > gap) r++; p = t }
 		END { print r + 0 }'
 }
-json_get() { grep -o "\"$2\":[0-9]*" <<< "$1" | head -n 1 | cut -d: -f2; }
 
 # --- methods -------------------------------------------------------------------------
 # Each prep_M WORKLOAD makes the container's root ready at $root (mount, or
@@ -250,15 +159,6 @@ unmount_mp() {
 		daemon_pid=
 	fi
 	for ((i = 0; i < 500; i++)); do mountpoint -q "$mp" || return 0; sleep 0.01; done
-}
-wait_mounted() { # PID
-	local i
-	for ((i = 0; i < 20000; i++)); do
-		mountpoint -q "$mp" && return 0
-		kill -0 "$1" 2> /dev/null || return 1
-		sleep 0.002
-	done
-	return 1
 }
 # shellcheck disable=SC2086 # CFS_MOUNT_OPTS is a list of words
 prep_cfs() { # IMAGE [extra options]
@@ -280,7 +180,7 @@ prep_casync() { # WORKLOAD
 	casync mount --store="$U/casync-store/" "$U/$1.caidx" "$mp" > "$W/casync.log" 2>&1 &
 	daemon_pid=$!
 	PIDS+=("$daemon_pid")
-	wait_mounted "$daemon_pid" || { echo "casync mount failed: $(tail -n 3 "$W/casync.log")" >&2; daemon_pid=; return 1; }
+	wait_mounted "$daemon_pid" 20000 0.002 || { echo "casync mount failed: $(tail -n 3 "$W/casync.log")" >&2; daemon_pid=; return 1; }
 	root=$mp
 }
 prep_squashfs() { # WORKLOAD
@@ -313,7 +213,7 @@ measure() {
 		rm -rf --one-file-system "$C/cfs-cache" "$C/x" "$C/img.sqfs"
 		mkdir -p "$C/x"
 		drop_caches
-		s0=$(proxy_json)
+		s0=$(proxy_json "$P")
 		l0=$(wc -l < "$W/proxy.log")
 		ok=1 ft=
 		t0=$(now)
@@ -322,7 +222,7 @@ measure() {
 		if [ "$ok" = 1 ]; then
 			ft=$(run_container "$W/bundle-$wl-$([ "$root" = "$mp" ] && echo mnt || echo x)" "$t0") || ok=0
 		fi
-		s1=$(proxy_json)
+		s1=$(proxy_json "$P")
 		cbytes=nan
 		if [[ $m == cfs* ]] && [ "$ok" = 1 ]; then
 			"$mnt_bin" --stats "$mp" > "$W/res/$wl.$m.stats.$r" 2> /dev/null || true
@@ -343,8 +243,6 @@ measure() {
 		echo "  $wl $m run $((r + 1)): $(tail -n 1 "$W/res/$wl.$m") first line: $(cat "$W/first.line")" >&2
 	done
 }
-col() { awk -v c="$2" '{print $c}' "$W/res/$1" | median; }
-ok_res() { [ -s "$W/res/$1" ] && ! grep -q FAIL "$W/res/$1"; }
 
 sqfs_comp=()
 mksquashfs 2>&1 | grep -q zstd && sqfs_comp=(-comp zstd)

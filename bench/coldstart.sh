@@ -13,15 +13,14 @@
 # Root only (mounts, runc, drop_caches).
 set -euo pipefail
 
-top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 runs=${2:-5}
-pack=${CFS_PACK:-$top/build/tools/cfs-pack}
-mnt_bin=${CFS_MOUNT:-$top/build/fs/cfs-mount}
 cmd=${CMD:-'echo first-output; ls /bin | wc -l'}
 for b in "$pack" "$mnt_bin"; do
-	[ -x "$b" ] || { echo "bench/coldstart.sh: $b not built (meson setup build && ninja -C build)" >&2; exit 1; }
+	[ -x "$b" ] || die "$b not built (meson setup build && ninja -C build)"
 done
-[ "$(id -u)" = 0 ] || { echo "bench/coldstart.sh: needs root" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "needs root"
 
 work=$(mktemp -d /tmp/cfs-bench-cold.XXXXXX)
 cleanup() {
@@ -48,7 +47,7 @@ mkdir -p "$work/mnt"
 bash "$top/scripts/mkbundle.sh" "$work/bundle-cfs" "$work/mnt" -- sh -c "$cmd"
 bash "$top/scripts/mkbundle.sh" "$work/bundle-x" "$work/x" -- sh -c "$cmd"
 
-now() { date +%s%N; }
+# unlike lib.sh's, goes on where drop_caches is read-only (a container)
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 
 # Runs the container of bundle $1; prints "first_ms total_ms" from $2 (ns).
@@ -73,7 +72,6 @@ run_extract() { # $1: zst|gz
 	run_container "$work/bundle-x" "$t0"
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 declare -A first total
 for m in cfs zst gz; do
 	: > "$work/$m.first"; : > "$work/$m.total"
@@ -85,7 +83,7 @@ for m in cfs zst gz; do
 done
 
 printf 'rootfs: %s (%.1f MB), command: %s, %d CPUs, median of %d cold runs\n' \
-	"${1:-busybox sample}" "$(awk "BEGIN{print $bytes/1e6}")" "$cmd" "$(nproc)" "$runs"
+	"${1:-busybox sample}" "$(calc "$bytes / 1e6")" "$cmd" "$(nproc)" "$runs"
 printf '%-30s %14s %12s %10s\n' method first-output-ms total-ms "vs cfs"
 for m in cfs zst gz; do
 	case $m in cfs) n="cfs mount + runc";; zst) n="extract tar.zst + runc";; gz) n="extract tar.gz + runc";; esac

@@ -9,12 +9,12 @@
 # Needs a build in build/ (scripts/demo.sh or scripts/test.sh make one).
 set -euo pipefail
 
-top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 src=${1:-/usr/lib/x86_64-linux-gnu}
 runs=${2:-3}
-pack=${CFS_PACK:-$top/build/tools/cfs-pack}
-[ -x "$pack" ] || { echo "bench/pack.sh: $pack not built (run: meson setup build && ninja -C build)" >&2; exit 1; }
-[ -d "$src" ] || { echo "bench/pack.sh: $src: not a directory" >&2; exit 1; }
+[ -x "$pack" ] || die "$pack not built (run: meson setup build && ninja -C build)"
+[ -d "$src" ] || die "$src: not a directory"
 
 work=$(mktemp -d /tmp/cfs-bench-pack.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -23,10 +23,6 @@ bytes=$(du -sb --apparent-size "$src" | cut -f1)
 files=$(find "$src" -type f | wc -l)
 # Warm the page cache so every tool reads the same way.
 tar -C "$src" -cf - . > /dev/null
-
-now() { date +%s%N; }
-calc() { awk "BEGIN { print $* }"; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 time_cmd() { # prints ms
 	local t0 t1

@@ -41,11 +41,9 @@
 #      default /var/tmp: the local disk).
 set -euo pipefail
 
-top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 runs=${1:-${RUNS:-3}}
-pack=${CFS_PACK:-$top/build/tools/cfs-pack}
-mnt_bin=${CFS_MOUNT:-$top/build/fs/cfs-mount}
-proxy_bin=${CFS_FAULTPROXY:-$top/build/tests/cfs-faultproxy}
 big_size=${BIG_SIZE:-2G}
 tree_files=${TREE_FILES:-1000}
 latency=${LATENCY_MS:-20}
@@ -57,25 +55,13 @@ skip=" ${SKIP:-} "
 s3rver_dir=/opt/cfs-test-deps
 s3rver_bin=$s3rver_dir/node_modules/.bin/s3rver
 
-die() { echo "bench/remote.sh: $*" >&2; exit 1; }
-note() { echo "# $*" >&2; }
 [ "$(id -u)" = 0 ] || die "needs root (mounts, drop_caches)"
-for b in "$pack" "$mnt_bin" "$proxy_bin"; do
-	[ -x "$b" ] || die "$b not built (meson setup build && ninja -C build; or set CFS_PACK, CFS_MOUNT, CFS_FAULTPROXY)"
-done
+need_built "$pack" "$mnt_bin" "$proxy_bin"
 
 # --- peers: install what is missing ----------------------------------------
-missing=()
-for p in nginx:nginx s3fs:s3fs rclone:rclone curl:curl openssl:openssl; do
-	command -v "${p%%:*}" > /dev/null 2>&1 || [ -x "/usr/sbin/${p%%:*}" ] || missing+=("${p#*:}")
-done
+find_missing nginx:nginx s3fs:s3fs rclone:rclone curl:curl openssl:openssl
 command -v npm > /dev/null 2>&1 || [ -x "$s3rver_bin" ] || missing+=(nodejs npm)
-if [ ${#missing[@]} -gt 0 ]; then
-	note "installing ${missing[*]}"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" > /dev/null ||
-		{ apt-get update > /dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" > /dev/null; } ||
-		die "apt-get install ${missing[*]} failed"
-fi
+apt_install_missing
 if [ ! -x "$s3rver_bin" ]; then
 	note "installing s3rver@3.7.1 into $s3rver_dir"
 	mkdir -p "$s3rver_dir"
@@ -90,54 +76,12 @@ unset AWS_CA_BUNDLE
 export RCLONE_CONFIG=/dev/null
 
 # --- scratch, cleanup --------------------------------------------------------
-W=$(mktemp -d "${BENCH_DIR:-/dev/shm}/cfs-bench-remote.XXXXXX")
-C=$(mktemp -d "${CACHE_DIR:-/var/tmp}/cfs-bench-remote-cache.XXXXXX")
-MOUNTS=()
-PIDS=()
-cleanup() {
-	local rc=$? mp pid
-	trap - EXIT INT TERM
-	for mp in "${MOUNTS[@]}"; do
-		mountpoint -q "$mp" 2> /dev/null &&
-			{ fusermount3 -u "$mp" 2> /dev/null || umount "$mp" 2> /dev/null || umount -l "$mp" 2> /dev/null || true; }
-	done
-	for pid in "${PIDS[@]}"; do
-		kill "$pid" 2> /dev/null || true
-	done
-	for pid in "${PIDS[@]}"; do
-		wait "$pid" 2> /dev/null || true
-	done
-	rm -rf --one-file-system "$W" "$C"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+make_scratch remote
 mkdir -p "$W/bin" "$W/res" "$W/srv/raw/big" "$W/srv/raw/tree" "$W/mnt"
 if ! command -v fusermount > /dev/null 2>&1; then
 	ln -s "$(command -v fusermount3)" "$W/bin/fusermount"
 	export PATH="$W/bin:$PATH"
 fi
-
-now() { date +%s%N; }
-calc() { awk "BEGIN { print $* }"; }
-median() { sort -g | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "nan"}'; }
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-free_port() {
-	local p
-	for p in $(shuf -i 20000-60000 -n 100); do
-		ss -Htln "sport = :$p" | grep -q . || { echo "$p"; return 0; }
-	done
-	return 1
-}
-# wait_for CMD...: up to 20 s
-wait_for() {
-	local i
-	for ((i = 0; i < 2000; i++)); do
-		"$@" && return 0
-		sleep 0.01
-	done
-	return 1
-}
 
 # --- data ----------------------------------------------------------------------
 keystream() { # deterministic incompressible bytes: AES-128-CTR of zeros
@@ -168,31 +112,7 @@ note "packing into a directory store"
 store_bytes=$(du -sb "$W/srv/store" | cut -f1)
 
 # --- servers -----------------------------------------------------------------
-ngx_port=$(free_port)
-cat > "$W/nginx.conf" << EOF
-daemon off;
-user root;
-worker_processes 1;
-pid $W/nginx.pid;
-error_log $W/nginx.err warn;
-events { worker_connections 4096; }
-http {
-	access_log off;
-	sendfile on;
-	tcp_nopush on;
-	keepalive_requests 1000000;
-	keepalive_timeout 300s;
-	default_type application/octet-stream;
-	server {
-		listen 127.0.0.1:$ngx_port;
-		root $W/srv;
-		autoindex on;
-	}
-}
-EOF
-"$nginx_bin" -c "$W/nginx.conf" -p "$W" -e "$W/nginx.err" &
-PIDS+=($!)
-wait_for curl -sf -o /dev/null "http://127.0.0.1:$ngx_port/store/cfs-store" || die "nginx did not start: $(cat "$W/nginx.err")"
+start_nginx store/cfs-store "" "autoindex on;"
 
 s3_port=$(free_port)
 mkdir -p "$W/s3"
@@ -217,17 +137,6 @@ fusermount3 -u "$W/mnt/up"
 rclone copy "${s3_flags[@]}" --s3-endpoint "http://127.0.0.1:$s3_port" --transfers 8 \
 	"$W/srv/raw" :s3:bench/d || die "upload to s3rver failed"
 
-# start_proxy NAME UPSTREAM_PORT CONTROL_TEXT: sets port_NAME
-start_proxy() {
-	printf '%s\n' "$3" > "$W/$1.control"
-	"$proxy_bin" --listen 127.0.0.1:0 --upstream "127.0.0.1:$2" --port-file "$W/$1.port" \
-		--control "$W/$1.control" --log "$W/$1.log" > /dev/null &
-	PIDS+=($!)
-	wait_for test -s "$W/$1.port" || die "proxy $1 did not start: $(cat "$W/$1.log")"
-	printf -v "port_$1" '%s' "$(cat "$W/$1.port")"
-	proxy_pid[$(cat "$W/$1.port")]=$!
-}
-declare -A proxy_pid
 start_proxy ngx "$ngx_port" "latency_ms=$latency
 rate=$rate"
 start_proxy s3 "$s3_port" "latency_ms=$latency
@@ -249,10 +158,6 @@ cpu_ticks() {
 busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit}' /proc/stat; }
 hz=$(getconf CLK_TCK)
 
-# proxy_stat PORT KEY
-proxy_json() { curl -s "http://127.0.0.1:$1/__proxy_stats"; }
-json_get() { grep -o "\"$2\":[0-9]*" <<< "$1" | head -n 1 | cut -d: -f2; }
-
 # --- measuring -------------------------------------------------------------------
 # Every method is a function run_M that mounts (if it mounts), reads, and
 # leaves its mountpoint in $mp; the harness drops caches, snapshots the
@@ -263,15 +168,6 @@ mkdir -p "$mp"
 MOUNTS+=("$mp")
 mount_pid=
 
-wait_mounted() { # PID: waits for $mp to be a mount while PID lives
-	local i
-	for ((i = 0; i < 3000; i++)); do
-		mountpoint -q "$mp" && return 0
-		kill -0 "$1" 2> /dev/null || return 1
-		sleep 0.005
-	done
-	return 1
-}
 unmount() {
 	mountpoint -q "$mp" || return 0
 	fusermount3 -u "$mp" 2> /dev/null || umount -l "$mp"
@@ -390,7 +286,6 @@ measure() {
 		echo "  $cs $m run $((r + 1)): $(tail -n 1 "$W/res/$cs.$m")" >&2
 	done
 }
-col() { awk -v c="$2" '{print $c}' "$W/res/$1" | median; }
 
 big_url_ngx=http://127.0.0.1:$P_NGX/raw/big/big.bin
 for c in $cases; do
@@ -399,11 +294,11 @@ for c in $cases; do
 		note "diag: the proxy's own ceiling (no faults) and nginx direct"
 		measure diag curl-nginx-1 "" "" "curl -sf -o /dev/null http://127.0.0.1:$ngx_port/raw/big/big.bin" \
 			"curl, nginx direct, 1 connection"
-		measure diag curl-nginx-$par "" "" "curl_ranges http://127.0.0.1:$ngx_port/raw/big/big.bin $par" \
+		measure diag "curl-nginx-$par" "" "" "curl_ranges http://127.0.0.1:$ngx_port/raw/big/big.bin $par" \
 			"curl, nginx direct, $par ranges"
 		measure diag curl-clean-1 "$P_CLEAN" "" "curl -sf -o /dev/null http://127.0.0.1:$P_CLEAN/raw/big/big.bin" \
 			"curl, proxy without faults, 1 connection"
-		measure diag curl-clean-$par "$P_CLEAN" "" "curl_ranges http://127.0.0.1:$P_CLEAN/raw/big/big.bin $par" \
+		measure diag "curl-clean-$par" "$P_CLEAN" "" "curl_ranges http://127.0.0.1:$P_CLEAN/raw/big/big.bin $par" \
 			"curl, proxy without faults, $par ranges"
 		measure diag cfs-clean "$P_CLEAN" "P_SAVE=\$P_NGX; P_NGX=\$P_CLEAN; mount_cfs big; P_NGX=\$P_SAVE" "read_big $mp/big.bin" \
 			"cfs mount, proxy without faults"
@@ -426,7 +321,7 @@ for c in $cases; do
 		done
 		measure big curl-s3-1 "$P_S3" "" "curl -sf -o /dev/null http://127.0.0.1:$P_S3/bench/d/big/big.bin" \
 			"curl, 1 connection (s3rver)"
-		measure big curl-s3-$par "$P_S3" "" "curl_ranges http://127.0.0.1:$P_S3/bench/d/big/big.bin $par" \
+		measure big "curl-s3-$par" "$P_S3" "" "curl_ranges http://127.0.0.1:$P_S3/bench/d/big/big.bin $par" \
 			"curl, $par parallel ranges (s3rver)"
 		measure big s3fs "$P_S3" "mount_s3fs" "read_big $mp/big/big.bin" "s3fs, defaults"
 		measure big s3fs-tuned "$P_S3" "mount_s3fs parallel_count=16,multipart_size=16" "read_big $mp/big/big.bin" \
@@ -489,7 +384,6 @@ for k in "${order[@]}"; do
 done
 
 # --- goals -----------------------------------------------------------------------
-ok_res() { [ -s "$W/res/$1" ] && ! grep -q FAIL "$W/res/$1"; }
 if ok_res big.cfs; then
 	best=0 bestm=
 	for k in "${order[@]}"; do
@@ -504,7 +398,7 @@ if ok_res big.cfs; then
 fi
 for how in seq par; do
 	ok_res "tree-$how.cfs" || continue
-	best= bestm=
+	best='' bestm=''
 	for m in s3fs rclone-off rclone-full; do
 		ok_res "tree-$how.$m" || continue
 		v=$(col "tree-$how.$m" 1)

@@ -26,6 +26,10 @@ struct cfs_fs {
 	const struct cfs_index *idx; /* borrowed from img */
 	struct cfs_index_info info;
 	double timeout;              /* entry and attr timeout, seconds */
+	/* Benchmark knobs (bench/fuse-costs.sh), read from the environment
+	 * once at start-up; the defaults are what cfs does. */
+	bool no_keep_cache;          /* CFS_FUSE_NO_KEEP_CACHE=1 */
+	bool no_readdirplus;         /* CFS_FUSE_NO_READDIRPLUS=1 */
 	struct cfs_recorder *rec;    /* --record, or NULL */
 };
 

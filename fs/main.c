@@ -83,7 +83,42 @@ struct daemon {
 	bool stats_thread_started;
 	atomic_bool stopping;
 	FILE *log;
+	char readahead_kb[16];    /* written to the mount's bdi read_ahead_kb */
 };
+
+/* Benchmark knobs, for bench/fuse-costs.sh only: each turns one of the FUSE
+ * path choices off (or changes it) so that its effect can be measured.  Read
+ * once here, before the session starts; unset, cfs behaves as it always does.
+ *   CFS_FUSE_TIMEOUT=SEC         entry and attr timeout (default 86400)
+ *   CFS_FUSE_NO_KEEP_CACHE=1     do not keep a file's page cache across opens
+ *   CFS_FUSE_NO_READDIRPLUS=1    do not ask for READDIRPLUS
+ *   CFS_FUSE_READAHEAD_KB=KB     bdi read_ahead_kb (default 1024; 0 = leave
+ *                                the kernel's default alone) */
+static void read_bench_knobs(struct daemon *d)
+{
+	const char *v;
+	char *end;
+
+	v = getenv("CFS_FUSE_TIMEOUT");
+	if (v && *v) {
+		double t = strtod(v, &end);
+
+		if (!*end && t >= 0)
+			d->fs.timeout = t;
+	}
+	v = getenv("CFS_FUSE_NO_KEEP_CACHE");
+	d->fs.no_keep_cache = v && !strcmp(v, "1");
+	v = getenv("CFS_FUSE_NO_READDIRPLUS");
+	d->fs.no_readdirplus = v && !strcmp(v, "1");
+	snprintf(d->readahead_kb, sizeof(d->readahead_kb), "%s", READAHEAD_KB);
+	v = getenv("CFS_FUSE_READAHEAD_KB");
+	if (v && *v) {
+		unsigned long kb = strtoul(v, &end, 10);
+
+		if (!*end && kb <= 1048576)
+			snprintf(d->readahead_kb, sizeof(d->readahead_kb), "%lu", kb);
+	}
+}
 
 static void usage(FILE *out)
 {
@@ -693,13 +728,13 @@ static int check_mountpoint(const char *mp, char **out)
  * requests (fewer round trips, about twice the throughput here).  Root
  * only, best effort.  Reads mountinfo rather than stat()ing the mount point,
  * which would wait for the loop that is not running yet. */
-static void raise_readahead(const char *mountpoint)
+static void raise_readahead(const char *mountpoint, const char *kb)
 {
 	char line[4096], dev[64] = "", path[PATH_MAX + 64];
 	FILE *f;
 	int fd;
 
-	if (geteuid() != 0 || strpbrk(mountpoint, " \t\n\\"))
+	if (!strcmp(kb, "0") || geteuid() != 0 || strpbrk(mountpoint, " \t\n\\"))
 		return;
 	f = fopen("/proc/self/mountinfo", "re");
 	if (!f)
@@ -718,7 +753,7 @@ static void raise_readahead(const char *mountpoint)
 	fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
 		return;
-	if (cfs_write_full(fd, READAHEAD_KB, strlen(READAHEAD_KB)) < 0)
+	if (cfs_write_full(fd, kb, strlen(kb)) < 0)
 		cfs_info("%s: cannot raise readahead", path);
 	close(fd);
 }
@@ -926,6 +961,7 @@ int main(int argc, char **argv)
 		goto out_image;
 	if (open_image(&a, &d, store_abs) < 0)
 		goto out_image;
+	read_bench_knobs(&d);
 
 	if (build_fuse_args(&a, store_abs, &args) < 0) {
 		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
@@ -944,7 +980,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": cannot mount at %s (see above)\n", a.mountpoint);
 		goto out_signals;
 	}
-	raise_readahead(mountpoint);
+	raise_readahead(mountpoint, d.readahead_kb);
 	/* The parent exits 0 here only once the mount is in place. */
 	if (!a.foreground && daemon_detach(&ready_fd) < 0)
 		goto out_unmount;

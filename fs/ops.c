@@ -77,11 +77,13 @@ static void reply_err(fuse_req_t req, int neg_errno)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
+	const struct cfs_fs *fs = userdata;
 	unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO |
 			FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_CACHE_SYMLINKS;
 
-	(void)userdata;
 	conn->want |= want & conn->capable;
+	if (fs->no_readdirplus) /* benchmark knob only */
+		conn->want &= ~(unsigned)(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO);
 	/* The image never changes: nothing to invalidate, nothing to lock or
 	 * write back, and no NFS export (no lookups of "." and ".."). */
 	conn->want &= ~(unsigned)(FUSE_CAP_EXPORT_SUPPORT | FUSE_CAP_AUTO_INVAL_DATA |
@@ -380,7 +382,7 @@ static int do_open(struct cfs_fs *fs, fuse_ino_t ino, struct fuse_file_info *fi)
 		return -EISDIR;
 	/* The data never changes: keep the page cache across opens, and
 	 * closing has nothing to flush. */
-	fi->keep_cache = 1;
+	fi->keep_cache = !fs->no_keep_cache; /* the knob is for benchmarks only */
 	fi->noflush = 1;
 	return 0;
 }
