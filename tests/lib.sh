@@ -409,3 +409,38 @@ restart_nginx() {
 		fail "nginx did not restart on port $NGINX_PORT: $(tail -n 3 "$d/error.log" 2>/dev/null)"
 	NGINX_PID=$NGINX_LAUNCHED_PID
 }
+
+# mount_image STORE IMAGE MOUNTPOINT [cfs-mount options...]: cfs-mount as a
+# daemon, registered for cleanup; sets MOUNT_MS to how long it took to return.
+mount_image() {
+	local store=$1 image=$2 mp=$3 pid t0
+	shift 3
+	mkdir -p "$mp"
+	MOUNTS+=("$mp")
+	t0=$(now_ms)
+	timeout 60 "$CFS_MOUNT" "$@" "$store" "$image" "$mp" >"$mp.log" 2>&1 ||
+		fail "cfs-mount $* $store $image $mp exited $?: $(tail -n 3 "$mp.log")"
+	MOUNT_MS=$(($(now_ms) - t0))
+	mountpoint -q "$mp" || fail "cfs-mount returned but $mp is not a mountpoint"
+	# The daemon forked off; remember its pid so it can be waited for and,
+	# on failure, ended by pid.  The mountpoint is unique to this run.
+	pid=$(pgrep -f -- "cfs-mount.* $mp\$" | head -n 1 || true)
+	[ -n "$pid" ] && PIDS+=("$pid")
+	echo "$pid" >"$mp.pid"
+}
+
+# unmount_image MOUNTPOINT: unmount and wait until its daemon is gone.
+unmount_image() {
+	unmount_wait "$1" "$(cat "$1.pid")"
+}
+
+# compare FLAGS... A B: cfs-treecmp must find the trees identical.
+compare() {
+	local rc=0
+	"$CFS_TREECMP" "$@" >"$W/treecmp.out" 2>"$W/treecmp.err" || rc=$?
+	cat "$W/treecmp.out"
+	if [ "$rc" -ne 0 ]; then
+		head -n 60 "$W/treecmp.err" >&2
+		fail "cfs-treecmp $* exited $rc"
+	fi
+}

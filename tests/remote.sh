@@ -29,39 +29,6 @@ unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_ENDPOINT_URL
 # Nor the CA bundle of the environment: https starts with the system's.
 unset CURL_CA_BUNDLE SSL_CERT_FILE
 
-ms() { echo $(($(date +%s%N) / 1000000)); }
-
-# mount_image STORE IMAGE MOUNTPOINT [options...]: cfs-mount as a daemon;
-# sets MOUNT_MS to how long it took to return.
-mount_image() {
-	local store=$1 image=$2 mp=$3 pid t0
-	shift 3
-	mkdir -p "$mp"
-	MOUNTS+=("$mp")
-	t0=$(ms)
-	timeout 60 "$CFS_MOUNT" "$@" "$store" "$image" "$mp" >"$mp.log" 2>&1 ||
-		fail "cfs-mount $* $store $image $mp exited $?: $(tail -n 3 "$mp.log")"
-	MOUNT_MS=$(($(ms) - t0))
-	mountpoint -q "$mp" || fail "cfs-mount returned but $mp is not a mountpoint"
-	pid=$(pgrep -f -- "cfs-mount.* $mp\$" | head -n 1 || true)
-	[ -n "$pid" ] && PIDS+=("$pid")
-	echo "$pid" >"$mp.pid"
-}
-
-unmount_image() {
-	unmount_wait "$1" "$(cat "$1.pid")"
-}
-
-compare() {
-	local rc=0
-	"$CFS_TREECMP" "$@" >"$W/treecmp.out" 2>"$W/treecmp.err" || rc=$?
-	cat "$W/treecmp.out"
-	if [ "$rc" -ne 0 ]; then
-		head -n 60 "$W/treecmp.err" >&2
-		fail "cfs-treecmp $* exited $rc"
-	fi
-}
-
 # live_stats MOUNTPOINT FILE: `cfs-mount --stats` of a running mount.
 live_stats() {
 	timeout 30 "$CFS_MOUNT" --stats "$1" >"$2" 2>"$2.err" ||
@@ -84,12 +51,12 @@ one_line_error() {
 expect_fail() {
 	local what=$1 secs=$2 out=$3 t0 rc=0
 	shift 3
-	t0=$(ms)
+	t0=$(now_ms)
 	timeout $((secs + 30)) "$@" >"$out" 2>&1 || rc=$?
 	[ "$rc" -ne 0 ] || fail "$what: succeeded"
 	[ "$rc" -ne 124 ] || fail "$what: still running after $((secs + 30)) s"
-	[ $(($(ms) - t0)) -le $((secs * 1000)) ] ||
-		fail "$what: took $(($(ms) - t0)) ms to fail (limit $secs s)"
+	[ $(($(now_ms) - t0)) -le $((secs * 1000)) ] ||
+		fail "$what: took $(($(now_ms) - t0)) ms to fail (limit $secs s)"
 }
 
 count_objects() {
@@ -156,12 +123,12 @@ big=$(find src -type f -size +2M -printf '%s %P\n' | sort -n | tail -n 1 | cut -
 [ -n "$big" ] || fail "no file over 2 MiB in the tree"
 mount_image "$url" rt "$W/mnt-deny" --cache "$W/cache-deny" --log "$W/deny.log" --deadline 5000
 touch store/.deny-objects
-t0=$(ms)
+t0=$(now_ms)
 timeout 30 cat "mnt-deny/$big" >/dev/null 2>deny-read.err && fail "reading $big worked while objects were 403"
 grep -q 'Input/output error' deny-read.err || fail "reading a refused chunk: not EIO: $(cat deny-read.err)"
-[ $(($(ms) - t0)) -lt 10000 ] || fail "the refused read took $(($(ms) - t0)) ms"
+[ $(($(now_ms) - t0)) -lt 10000 ] || fail "the refused read took $(($(now_ms) - t0)) ms"
 grep -q ' 403 ' deny.log || fail "no log line with the 403: $(head -n 5 deny.log)"
-echo "   EIO after $(($(ms) - t0)) ms; log: $(grep -m 1 ' 403 ' deny.log)"
+echo "   EIO after $(($(now_ms) - t0)) ms; log: $(grep -m 1 ' 403 ' deny.log)"
 rm store/.deny-objects
 cmp "mnt-deny/$big" "src/$big" || fail "$big differs once the store serves it again"
 live_stats mnt-deny stats-deny.json
@@ -255,10 +222,10 @@ s3=s3://cfs/images/prefix
 tag='rt:v1@x+y' # characters that S3 URLs must escape
 
 step "s3: cfs-pack src straight into $s3, tag $tag"
-t0=$(ms)
+t0=$(now_ms)
 "$CFS_PACK" --tag "$tag" src "$s3" >pack-s3.out 2>pack-s3.err ||
 	fail "cfs-pack src $s3 exited $?: $(tail -n 3 pack-s3.err)"
-pack_ms=$(($(ms) - t0))
+pack_ms=$(($(now_ms) - t0))
 s3ref=$(ref_of pack-s3.out)
 [ "$s3ref" = "$ref" ] || fail "packing into s3 gave $s3ref, into a directory $ref"
 cat pack-s3.err

@@ -40,38 +40,6 @@ pack() {
 	ref_of "$out"
 }
 
-# mount_image STORE IMAGE MOUNTPOINT [cfs-mount options...]
-mount_image() {
-	local store=$1 image=$2 mp=$3 pid
-	shift 3
-	mkdir -p "$mp"
-	MOUNTS+=("$mp")
-	"$CFS_MOUNT" "$@" "$store" "$image" "$mp" >"$mp.log" 2>&1 ||
-		fail "cfs-mount $* $store $image $mp exited $?: $(tail -n 3 "$mp.log")"
-	mountpoint -q "$mp" || fail "cfs-mount returned but $mp is not a mountpoint"
-	# The daemon forked off; remember its pid so it can be waited for and,
-	# on failure, ended by pid.  The mountpoint is unique to this run.
-	pid=$(pgrep -f -- "cfs-mount.* $mp\$" | head -n 1 || true)
-	[ -n "$pid" ] && PIDS+=("$pid")
-	echo "$pid" >"$mp.pid"
-}
-
-# unmount_image MOUNTPOINT: unmount and wait until its daemon is gone.
-unmount_image() {
-	unmount_wait "$1" "$(cat "$1.pid")"
-}
-
-# compare FLAGS... A B: cfs-treecmp must find the trees identical.
-compare() {
-	local rc=0
-	"$CFS_TREECMP" "$@" >"$W/treecmp.out" 2>"$W/treecmp.err" || rc=$?
-	cat "$W/treecmp.out"
-	if [ "$rc" -ne 0 ]; then
-		head -n 60 "$W/treecmp.err" >&2
-		fail "cfs-treecmp $* exited $rc"
-	fi
-}
-
 # st_blocks: no image format records a filesystem's own overhead (ext4
 # counts an external xattr block or extent-tree blocks in st_blocks), so
 # allow 64 KiB of slack per file; a sparse file that lost its holes is
