@@ -36,6 +36,7 @@
 
 #include "cache.h"
 #include "format.h"
+#include "uring.h"
 #include "util.h"
 
 #define MEM_MAX_DEFAULT (256ull << 20)
@@ -55,6 +56,10 @@
 #define NS_PER_SEC 1000000000ull
 /* Listed entries folded into the view per hold of the mutex. */
 #define FOLD_BATCH 256
+/* Files written at once through the ring, and the bytes queued for it
+ * before a loading thread waits (each holds a reference to its buffer). */
+#define URING_DEPTH 64
+#define URING_MAX_BYTES (64u << 20)
 
 #define DISK_MAGIC "CFSCACH1"
 struct disk_hdr {
@@ -100,6 +105,7 @@ struct disk_ent {
 	uint32_t confirmed;     /* c->gen when this process last wrote or read it */
 	uint32_t seen;          /* c->gen of the last pass that listed it */
 	bool writing;           /* reserved by a writer: only it may drop this */
+	struct cfs_buf *pending; /* while writing through the ring: the content */
 };
 
 struct cfs_cache {
@@ -110,9 +116,11 @@ struct cfs_cache {
 	uint64_t disk_bytes, disk_max;
 	int dirfd;                      /* -1: memory only */
 	int lockfd;                     /* <dir>/.lock; -1: none */
+	struct cfs_uring *ring;         /* NULL: synchronous disk writes */
 	uint64_t since_scan;            /* bytes written since the last pass */
 	uint32_t gen;                   /* passes begun */
 	bool scanning, scan_again;      /* a pass is running; one more was asked */
+	bool rescan_due;                /* a ring write asked for a pass */
 
 	_Atomic uint64_t mem_hits, disk_hits, misses, load_errors;
 	_Atomic uint64_t disk_bad, disk_write_errors, evictions, rescans;
@@ -376,6 +384,15 @@ static uint64_t wall_ns(void)
 	return (uint64_t)ts.tv_sec * NS_PER_SEC + (uint64_t)ts.tv_nsec;
 }
 
+/* For entries being written: ordered like the mtimes of their files. */
+static uint64_t wall_ns_fine(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * NS_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+
 /* Marks an entry just read as recently used, adding it when another
  * process sharing the directory wrote it.  Returns true when its mtime is
  * due to be moved forward, so that other processes see it in use. */
@@ -515,22 +532,33 @@ static void disk_evict_locked(struct cfs_cache *c, struct node **victims)
 	}
 }
 
+static void disk_hdr_init(struct disk_hdr *h, const struct cfs_buf *b)
+{
+	memcpy(h->magic, DISK_MAGIC, sizeof(h->magic));
+	h->len = htole64(b->len);
+	h->xxh = htole64(XXH3_64bits(b->data, b->len));
+	h->reserved = 0;
+}
+
+/* <path>.tmp.<16 hex>: unique among writers of every process. */
+static void disk_tmp_name(const char *path, char tmp[DISK_TMP_LEN])
+{
+	uint64_t r;
+
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+		r = cfs_now_ns();
+	snprintf(tmp, DISK_TMP_LEN, "%s.tmp.%016" PRIx64, path, r);
+}
+
 static int disk_write_file(struct cfs_cache *c, const struct cfs_buf *b)
 {
 	char path[DISK_PATH_LEN], tmp[DISK_TMP_LEN];
 	struct disk_hdr h;
-	uint64_t r;
 	int fd, ret;
 
-	memcpy(h.magic, DISK_MAGIC, sizeof(h.magic));
-	h.len = htole64(b->len);
-	h.xxh = htole64(XXH3_64bits(b->data, b->len));
-	h.reserved = 0;
-
+	disk_hdr_init(&h, b);
 	disk_path(&b->n.d, path);
-	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
-		r = cfs_now_ns();
-	snprintf(tmp, sizeof(tmp), "%s.tmp.%016" PRIx64, path, r);
+	disk_tmp_name(path, tmp);
 	fd = openat(c->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (fd < 0 && errno == ENOENT) {
 		/* The fan-out directory, made on first use. */
@@ -558,26 +586,147 @@ static int disk_write_file(struct cfs_cache *c, const struct cfs_buf *b)
 
 static int disk_rescan(struct cfs_cache *c, bool account);
 
+/* Ends the reservation e of a write that returned ret: the entry stands,
+ * or goes and the failure is counted.  After every disk_max /
+ * RESCAN_FRACTION bytes written, brings the view up to date. */
+static void disk_write_end(struct cfs_cache *c, struct disk_ent *e, int ret, bool async)
+{
+	bool rescan = false;
+
+	pthread_mutex_lock(&c->lock);
+	e->pending = NULL;
+	if (ret < 0) {
+		table_remove(&c->disk, &e->n);
+		list_del(&e->n);
+		c->disk_bytes -= e->size;
+	} else {
+		/* The entry keeps its place in the LRU, taken when it was
+		 * reserved: writes complete out of order (a retried chain, a
+		 * busy worker), and the order of use is what eviction wants. */
+		e->writing = false;
+		e->confirmed = c->gen;
+		c->since_scan += e->size;
+		rescan = c->since_scan >= c->disk_max / RESCAN_FRACTION ||
+			 c->disk_bytes > c->disk_max;
+	}
+	pthread_mutex_unlock(&c->lock);
+
+	if (ret < 0) {
+		free(e);
+		disk_write_failed(c, ret);
+	}
+	if (rescan && async) {
+		/* The next write or flush runs it: a pass here would list the
+		 * directory while loading threads evict from it. */
+		pthread_mutex_lock(&c->lock);
+		c->rescan_due = true;
+		pthread_mutex_unlock(&c->lock);
+	} else if (rescan) {
+		disk_rescan(c, false);
+	}
+}
+
+/* Runs the pass a ring write asked for, in a caller's thread. */
+static void disk_rescan_if_due(struct cfs_cache *c)
+{
+	bool due;
+
+	pthread_mutex_lock(&c->lock);
+	due = c->rescan_due;
+	c->rescan_due = false;
+	pthread_mutex_unlock(&c->lock);
+	if (due)
+		disk_rescan(c, false);
+}
+
+/* A disk write handed to the ring; holds a reference to b. */
+struct ring_write {
+	struct cfs_cache *c;
+	struct disk_ent *e;
+	struct cfs_buf *b;
+	struct disk_hdr h;
+	char path[DISK_PATH_LEN];
+};
+
+/* On the ring's thread. */
+static void ring_write_done(void *ctx, int res)
+{
+	struct ring_write *w = ctx;
+	struct cfs_cache *c = w->c;
+
+	if (res == 0) {
+		struct timespec ts[2];
+		uint64_t used;
+
+		/* A pass takes the file's mtime for its age: make it the time
+		 * of the reservation, not of the (possibly late) rename, so
+		 * that the passes order entries as the view does. */
+		pthread_mutex_lock(&c->lock);
+		used = w->e->used_ns;
+		pthread_mutex_unlock(&c->lock);
+		ts[0].tv_sec = ts[1].tv_sec = (time_t)(used / NS_PER_SEC);
+		ts[0].tv_nsec = ts[1].tv_nsec = (long)(used % NS_PER_SEC);
+		if (utimensat(c->dirfd, w->path, ts, AT_SYMLINK_NOFOLLOW) < 0) {
+			/* Only the order of a later eviction suffers. */
+		}
+	}
+	disk_write_end(c, w->e, res, true);
+	cfs_buf_unref(w->b);
+	free(w);
+}
+
+/* Queues the write of b (reserved as e) on the ring.  Returns 0, or
+ * -errno when it could not be queued: the caller writes it itself. */
+static int disk_write_ring(struct cfs_cache *c, struct cfs_buf *b, struct disk_ent *e)
+{
+	char tmp[DISK_TMP_LEN];
+	struct ring_write *w = malloc(sizeof(*w));
+	struct iovec iov[2];
+	int ret;
+
+	if (!w)
+		return -ENOMEM;
+	w->c = c;
+	w->e = e;
+	w->b = b;
+	disk_hdr_init(&w->h, b);
+	iov[0] = (struct iovec){ &w->h, sizeof(w->h) };
+	iov[1] = (struct iovec){ b->data, b->len };
+	disk_path(&b->n.d, w->path);
+	disk_tmp_name(w->path, tmp);
+	buf_ref(b);
+	/* Before queueing: the completion clears it. */
+	pthread_mutex_lock(&c->lock);
+	e->pending = b;
+	pthread_mutex_unlock(&c->lock);
+	ret = cfs_uring_write_atomic(c->ring, c->dirfd, tmp, w->path, iov, 2, ring_write_done, w);
+	if (ret < 0) {
+		cfs_buf_unref(b);
+		free(w);
+	}
+	return ret;
+}
+
 /* Stores a freshly loaded buffer on disk, making room first in this
- * process's view, and after every disk_max / RESCAN_FRACTION bytes
- * written brings the view up to date with the directory.  Failures are
- * counted and logged, never returned. */
-static void disk_write(struct cfs_cache *c, const struct cfs_buf *b)
+ * process's view.  With a ring, queues it and returns at once; the entry
+ * stays reserved (writing) until the file is renamed into place.
+ * Failures are counted and logged, never returned. */
+static void disk_write(struct cfs_cache *c, struct cfs_buf *b)
 {
 	uint64_t size = sizeof(struct disk_hdr) + (uint64_t)b->len;
 	struct node *victims = NULL;
-	bool rescan = false;
 	struct disk_ent *e;
-	int ret;
 
 	if (size > c->disk_max)
 		return;
+	if (c->ring)
+		disk_rescan_if_due(c);
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return;
 	e->n.d = b->n.d;
 	e->size = size;
-	e->used_ns = wall_ns();
+	e->used_ns = wall_ns_fine();
 	e->stamp = (int64_t)(e->used_ns / NS_PER_SEC);
 	e->writing = true;
 
@@ -594,30 +743,17 @@ static void disk_write(struct cfs_cache *c, const struct cfs_buf *b)
 	disk_evict_locked(c, &victims);
 	pthread_mutex_unlock(&c->lock);
 
+	/* Here, not on the ring's thread: a pass must never list a file
+	 * that the view already evicted. */
 	unlink_victims(c, victims);
-	ret = disk_write_file(c, b);
-
-	pthread_mutex_lock(&c->lock);
-	if (ret < 0) {
-		table_remove(&c->disk, &e->n);
-		list_del(&e->n);
-		c->disk_bytes -= size;
-	} else {
-		e->writing = false;
-		e->confirmed = c->gen;
-		e = NULL;
-		c->since_scan += size;
-		rescan = c->since_scan >= c->disk_max / RESCAN_FRACTION ||
-			 c->disk_bytes > c->disk_max;
+	if (c->ring) {
+		if (disk_write_ring(c, b, e) == 0)
+			return;
+		pthread_mutex_lock(&c->lock);
+		e->pending = NULL;
+		pthread_mutex_unlock(&c->lock);
 	}
-	pthread_mutex_unlock(&c->lock);
-
-	if (ret < 0) {
-		free(e);
-		disk_write_failed(c, ret);
-	}
-	if (rescan)
-		disk_rescan(c, false);
+	disk_write_end(c, e, disk_write_file(c, b), false);
 }
 
 /* ---- passes over the directory ---- */
@@ -970,6 +1106,26 @@ static void free_ents_table(struct table *t)
 
 /* ---- public ---- */
 
+/* CFS_NO_IO_URING=1 in the environment keeps disk writes synchronous
+ * (tests use it to cover the fallback). */
+static void cache_ring_start(struct cfs_cache *c)
+{
+	const char *no = getenv("CFS_NO_IO_URING");
+	int ret;
+
+	if (no && *no && strcmp(no, "0")) {
+		cfs_info("chunk cache: synchronous disk writes (CFS_NO_IO_URING is set)");
+		return;
+	}
+	ret = cfs_uring_new(URING_DEPTH, URING_MAX_BYTES, &c->ring);
+	if (ret < 0) {
+		c->ring = NULL;
+		cfs_info("chunk cache: synchronous disk writes (io_uring: %s)", cfs_strerror(ret));
+		return;
+	}
+	cfs_info("chunk cache: disk writes through io_uring");
+}
+
 int cfs_cache_new(const struct cfs_cache_opts *opts, struct cfs_cache **out)
 {
 	struct cfs_cache *c;
@@ -1009,6 +1165,7 @@ int cfs_cache_new(const struct cfs_cache_opts *opts, struct cfs_cache **out)
 		ret = disk_rescan(c, true);
 		if (ret < 0)
 			goto out_close;
+		cache_ring_start(c);
 	}
 	*out = c;
 	return 0;
@@ -1033,6 +1190,8 @@ void cfs_cache_free(struct cfs_cache *c)
 {
 	if (!c)
 		return;
+	/* Lands the writes still queued; their callbacks use the tables. */
+	cfs_uring_free(c->ring);
 	/* No get may be running: buffers still referenced by callers stay
 	 * valid, only the cache's references go. */
 	for (size_t i = 0; i <= c->mem.mask; i++) {
@@ -1052,6 +1211,29 @@ void cfs_cache_free(struct cfs_cache *c)
 	free(c);
 }
 
+/* A chunk evicted from memory while its disk write is still queued is
+ * copied from the buffer the ring holds: it is on disk in all but name. */
+static int disk_read_pending(struct cfs_cache *c, struct cfs_buf *b)
+{
+	struct cfs_buf *p = NULL;
+	struct node *n;
+
+	if (!c->ring)
+		return -ENOENT;
+	pthread_mutex_lock(&c->lock);
+	n = table_find(&c->disk, &b->n.d);
+	if (n && ent_of(n)->pending && ent_of(n)->pending->len == b->len) {
+		p = ent_of(n)->pending;
+		buf_ref(p);
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (!p)
+		return -ENOENT;
+	memcpy(b->data, p->data, b->len);
+	cfs_buf_unref(p);
+	return 0;
+}
+
 /* Fills a new buffer from disk or through load(); no lock held. */
 static int cache_fill(struct cfs_cache *c, struct cfs_buf *b, cfs_cache_load_fn load, void *ctx,
 		      bool *loaded)
@@ -1059,6 +1241,10 @@ static int cache_fill(struct cfs_cache *c, struct cfs_buf *b, cfs_cache_load_fn 
 	int disk = -ENOENT, ret;
 
 	*loaded = false;
+	if (c->dirfd >= 0 && disk_read_pending(c, b) == 0) {
+		stat_add(&c->disk_hits, 1);
+		return 0;
+	}
 	if (c->dirfd >= 0) {
 		disk = disk_read(c, b);
 		if (disk == 0) {
@@ -1182,10 +1368,19 @@ void cfs_cache_stats_get(struct cfs_cache *c, struct cfs_cache_stats *out)
 	out->disk_write_errors = stat_load(&c->disk_write_errors);
 	out->evictions = stat_load(&c->evictions);
 	out->rescans = stat_load(&c->rescans);
+	out->uring = c->ring != NULL;
 	pthread_mutex_lock(&c->lock);
 	out->disk_bytes = c->disk_bytes;
 	out->mem_bytes = c->mem_bytes;
 	pthread_mutex_unlock(&c->lock);
+}
+
+void cfs_cache_flush(struct cfs_cache *c)
+{
+	if (!c || !c->ring)
+		return;
+	cfs_uring_drain(c->ring);
+	disk_rescan_if_due(c);
 }
 
 int cfs_cache_rescan(struct cfs_cache *c)

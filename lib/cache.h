@@ -24,6 +24,15 @@
  * leaves it within disk_max (a process that finds the lock taken leaves a
  * mark, and the holder goes round again, up to a few rounds).
  *
+ * Disk writes go through io_uring when the build has liburing and the
+ * kernel allows it (lib/uring.h): the thread that loaded a chunk queues
+ * the write and returns, a thread of the cache lands it, and until then
+ * the entry counts in disk_bytes but is not on disk yet (a concurrent
+ * reader of the directory sees a miss, never a torn entry).  Otherwise,
+ * or with CFS_NO_IO_URING=1 in the environment, the loading thread writes
+ * synchronously.  Reads of disk entries are always a synchronous pread:
+ * they are on the demand path.
+ *
  * Thread-safe.
  */
 #ifndef CFS_CACHE_H
@@ -54,10 +63,12 @@ struct cfs_cache_stats {
 	uint64_t mem_bytes;    /* current */
 	uint64_t evictions;
 	uint64_t rescans;      /* passes over the directory, start-up included */
+	uint64_t uring;        /* 1: disk writes go through io_uring; 0: synchronous */
 };
 
 /* Creates the directory if needed and takes stock of what it holds. */
 int cfs_cache_new(const struct cfs_cache_opts *opts, struct cfs_cache **out);
+/* Waits for the disk writes still queued, then frees; NULL is fine. */
 void cfs_cache_free(struct cfs_cache *c);
 
 /* Fills dst with exactly raw_size verified bytes of chunk d.
@@ -77,6 +88,13 @@ size_t cfs_buf_len(const struct cfs_buf *b);
 void cfs_buf_unref(struct cfs_buf *b); /* NULL is fine */
 
 void cfs_cache_stats_get(struct cfs_cache *c, struct cfs_cache_stats *out);
+
+/* Waits until every disk write queued before the call is on disk or has
+ * failed (and counts in the stats), then runs the pass over the directory
+ * those writes asked for, if any (with io_uring, passes run in the threads
+ * that write or flush, never on the ring's).  Without io_uring writes are
+ * already done when cfs_cache_get() returns.  NULL is fine. */
+void cfs_cache_flush(struct cfs_cache *c);
 
 /* Takes stock of the directory now and, unless another process is at it,
  * evicts the oldest entries until disk_max holds; the cache does this by
