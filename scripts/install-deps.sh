@@ -10,6 +10,9 @@ packages=(
 	build-essential meson ninja-build pkg-config
 	libfuse3-dev libzstd-dev libxxhash-dev liburing-dev
 	libcurl4-openssl-dev libssl-dev libarchive-dev
+	# cfs-load: safetensors headers are JSON (jansson); the Python binding's
+	# test hands tensors to numpy through DLPack
+	libjansson-dev python3 python3-numpy
 	# fuzzers: clang, and the libFuzzer/sanitizer runtimes it only recommends
 	clang libclang-rt-dev
 	# run time, tests and demo

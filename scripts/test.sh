@@ -83,8 +83,9 @@ else
 				-Db_sanitize=address,undefined -Db_lundef=false || fail "meson setup build-fuzz"
 		fi
 		secs=${CFS_FUZZ_SECONDS:-60}
-		# Every parser of outside input: the image index and access profiles.
-		for target in index profile; do
+		# Every parser of outside input: the image index, access profiles and
+		# safetensors headers (with shard indexes).
+		for target in index profile safetensors; do
 			if ! { [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz "tests/fuzz-$target"; }; then
 				fail "build of build-fuzz/tests/fuzz-$target"
 				continue

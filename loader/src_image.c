@@ -1,0 +1,269 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Source over the files of a cfs image, read through lib/ without FUSE
+ * (direct mode): the store (a directory, http(s):// or s3:// URL), a chunk
+ * cache (memory, plus a directory when given: the same one cfs-mount uses
+ * can be shared) and the image, opened as cfs-mount opens them.  Reads are
+ * cfs_image_read(): verified bytes only, chunks fetched ahead by the
+ * image's readahead while a file is read forward.
+ *
+ * A handle is the inode number.  Paths are resolved inside the image, its
+ * root being "/"; symlinks are followed there (absolute ones from the
+ * image's root, never the host's), as a model in a Hugging Face cache
+ * (snapshots/REV/x.safetensors -> ../../blobs/HASH) needs.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cache.h"
+#include "fetch.h"
+#include "format.h"
+#include "image.h"
+#include "index.h"
+#include "loader_i.h"
+#include "store.h"
+#include "util.h"
+
+#define SYMLINK_MAX 40 /* as the kernel's MAXSYMLINKS */
+
+struct image_src {
+	struct cfs_src s;
+	struct cfs_store *st;
+	struct cfs_cache *cache;
+	struct cfs_image *img;
+	const struct cfs_index *idx;
+};
+
+static struct image_src *image_of(struct cfs_src *s)
+{
+	return (struct image_src *)s;
+}
+
+/* path with every symlink followed; 0, -ENOENT, -ENOTDIR, -ELOOP, -ENOMEM. */
+static int resolve(const struct cfs_index *idx, const char *path, uint64_t *out)
+{
+	uint64_t cur = CFS_ROOT_INO, next;
+	char *buf = strdup(path);
+	const char *p = buf, *name;
+	unsigned links = 0;
+	size_t n;
+	int ret = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	while ((n = cfs_path_next(&p, &name))) {
+		struct cfs_inode in;
+		const char *target;
+		size_t tlen, rest;
+		char *nb;
+
+		if (n == 2 && name[0] == '.' && name[1] == '.') {
+			ret = cfs_index_inode(idx, cur, &in);
+			if (ret < 0)
+				break;
+			cur = in.parent ? in.parent : cur;
+			continue;
+		}
+		ret = cfs_index_lookup(idx, cur, name, n, &next);
+		if (ret == 0)
+			ret = cfs_index_inode(idx, next, &in);
+		if (ret < 0)
+			break;
+		if (!S_ISLNK(in.mode)) {
+			cur = next;
+			continue;
+		}
+		if (++links > SYMLINK_MAX) {
+			ret = -ELOOP;
+			break;
+		}
+		ret = cfs_index_readlink(idx, next, &target, &tlen);
+		if (ret < 0)
+			break;
+		/* The link's target, then what is left of the path. */
+		rest = strlen(p);
+		nb = malloc(tlen + 1 + rest + 1);
+		if (!nb) {
+			ret = -ENOMEM;
+			break;
+		}
+		memcpy(nb, target, tlen);
+		nb[tlen] = '/';
+		memcpy(nb + tlen + 1, p, rest + 1);
+		if (tlen && target[0] == '/')
+			cur = CFS_ROOT_INO;
+		free(buf);
+		buf = nb;
+		p = buf;
+	}
+	free(buf);
+	if (ret == 0)
+		*out = cur;
+	return ret;
+}
+
+static int image_open(struct cfs_src *s, const char *path, uint64_t *h, uint64_t *size,
+		      bool *is_dir)
+{
+	struct image_src *is = image_of(s);
+	struct cfs_inode in;
+	uint64_t ino = 0;
+	int ret;
+
+	if (!path || !h || !size || !is_dir)
+		return -EINVAL;
+	ret = resolve(is->idx, path, &ino);
+	if (ret < 0)
+		return ret;
+	ret = cfs_index_inode(is->idx, ino, &in);
+	if (ret < 0)
+		return ret;
+	if (S_ISDIR(in.mode)) {
+		*h = UINT64_MAX;
+		*size = 0;
+		*is_dir = true;
+		return 0;
+	}
+	if (!S_ISREG(in.mode))
+		return -EINVAL;
+	*h = ino;
+	*size = in.size;
+	*is_dir = false;
+	return 0;
+}
+
+static ssize_t image_pread(struct cfs_src *s, uint64_t h, void *buf, size_t len, uint64_t off)
+{
+	struct image_src *is = image_of(s);
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = cfs_image_read(is->img, h, (char *)buf + done, len - done, off + done);
+
+		if (n < 0)
+			return n;
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+static int image_fd(struct cfs_src *s, uint64_t h)
+{
+	return -1;
+}
+
+static void image_close(struct cfs_src *s, uint64_t h)
+{
+}
+
+static void image_free(struct cfs_src *s)
+{
+	struct image_src *is;
+
+	if (!s)
+		return;
+	is = image_of(s);
+	cfs_image_free(is->img);
+	cfs_cache_free(is->cache);
+	cfs_store_free(is->st);
+	free(is);
+}
+
+static const struct cfs_src_ops image_ops = {
+	.name = "image",
+	.open = image_open,
+	.pread = image_pread,
+	.fd = image_fd,
+	.close = image_close,
+	.free = image_free,
+};
+
+int cfs_src_image_new(const char *store, const char *image, const char *cache_dir,
+		      struct cfs_src **out, char *err, size_t errlen)
+{
+	struct cfs_cache_opts co = { .dir = cache_dir };
+	struct cfs_fetch_opts fo = { 0 };
+	struct cfs_store_opts so = { .fetch = &fo };
+	char ref[CFS_REF_STRLEN], *ca_file = NULL;
+	struct image_src *is;
+	cfs_digest dg;
+	int ret;
+
+	is = calloc(1, sizeof(*is));
+	if (!is)
+		return cfs_load_err(err, errlen, -ENOMEM, "%s", strerror(ENOMEM));
+	is->s.ops = &image_ops;
+
+	/* The CA bundle of the environment, as cfs-mount and cfs-ls use it. */
+	ret = cfs_fetch_ca_resolve(NULL, &ca_file);
+	if (ret < 0) {
+		cfs_load_err(err, errlen, ret, "CA bundle: %s", cfs_strerror(ret));
+		goto fail;
+	}
+	fo.ca_file = ca_file;
+	ret = cfs_store_open_opts(store, 0, &so, &is->st);
+	free(ca_file);
+	if (ret < 0) {
+		cfs_load_err(err, errlen, ret, "store %s: %s", store,
+			     ret == -EUCLEAN ? "not a cfs store" : cfs_strerror(ret));
+		goto fail;
+	}
+	ret = cfs_cache_new(&co, &is->cache);
+	if (ret < 0) {
+		cfs_load_err(err, errlen, ret, "cache %s: %s", cache_dir ? cache_dir : "(memory)",
+			     cfs_strerror(ret));
+		goto fail;
+	}
+	ret = cfs_store_resolve(is->st, image, &dg);
+	if (ret == -ENXIO) {
+		cfs_load_err(err, errlen, ret, "store %s: not a cfs store (no cfs-store marker there)",
+			     store);
+		goto fail;
+	} else if (ret == -ENOENT) {
+		cfs_load_err(err, errlen, ret, "image '%s' not found in store %s", image, store);
+		goto fail;
+	} else if (ret == -EINVAL) {
+		cfs_load_err(err, errlen, ret, "invalid image name '%s' (a tag or sha256:<64 hex>)",
+			     image);
+		goto fail;
+	} else if (ret < 0) {
+		cfs_load_err(err, errlen, ret, "image '%s': %s", image, cfs_strerror(ret));
+		goto fail;
+	}
+	/* Open what the tag named just now, even if it moves meanwhile. */
+	cfs_digest_ref(&dg, ref);
+	ret = cfs_image_open(is->st, is->cache, ref, &is->img);
+	if (ret == -ENXIO) {
+		cfs_load_err(err, errlen, ret, "store %s: not a cfs store (no cfs-store marker there)",
+			     store);
+		goto fail;
+	} else if (ret == -ENOENT && strcmp(image, ref)) {
+		cfs_load_err(err, errlen, ret, "image '%s': the tag names %s, which is not in store %s",
+			     image, ref, store);
+		goto fail;
+	} else if (ret == -ENOENT) {
+		cfs_load_err(err, errlen, ret, "image '%s' not found in store %s", image, store);
+		goto fail;
+	} else if (ret < 0) {
+		cfs_load_err(err, errlen, ret, "image %s: %s", ref, cfs_strerror(ret));
+		goto fail;
+	}
+	ret = cfs_image_set_readahead(is->img, CFS_READAHEAD_THREADS_DEFAULT,
+				      CFS_READAHEAD_CHUNKS_DEFAULT);
+	if (ret < 0) {
+		cfs_load_err(err, errlen, ret, "image %s: readahead: %s", ref, cfs_strerror(ret));
+		goto fail;
+	}
+	is->idx = cfs_image_index(is->img);
+	*out = &is->s;
+	return 0;
+
+fail:
+	image_free(&is->s);
+	return ret;
+}
