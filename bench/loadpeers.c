@@ -8,6 +8,11 @@
  *                                mmap of its file into one prefaulted
  *                                destination (huge pages): the ceiling of a
  *                                load from the page cache
+ *   cfs-loadpeers memcpy-fresh MODEL
+ *                                the same memcpy into a fresh malloc'd
+ *                                destination, the allocation and its page
+ *                                faults on the clock (as cfs-load's total_s
+ *                                has its allocation)
  *   cfs-loadpeers naive MODEL    what simple loaders do: one destination
  *                                (malloc), then per tensor malloc a buffer,
  *                                pread() the tensor into it, memcpy it into
@@ -292,9 +297,9 @@ int main(int argc, char **argv)
 	uint64_t bytes;
 	int ret, naive = 0;
 
-	if (argc != 3 || (strcmp(argv[1], "memcpy") && strcmp(argv[1], "naive") &&
-			  strcmp(argv[1], "read"))) {
-		fprintf(stderr, "usage: cfs-loadpeers memcpy|naive|read MODEL\n");
+	if (argc != 3 || (strcmp(argv[1], "memcpy") && strcmp(argv[1], "memcpy-fresh") &&
+			  strcmp(argv[1], "naive") && strcmp(argv[1], "read"))) {
+		fprintf(stderr, "usage: cfs-loadpeers memcpy|memcpy-fresh|naive|read MODEL\n");
 		return 2;
 	}
 	ret = cfs_model_open(argv[2], &m, err, sizeof(err));
@@ -306,6 +311,12 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "naive")) {
 		naive = 1;
 		ret = peer_naive(m, &dst, &secs);
+	} else if (!strcmp(argv[1], "memcpy-fresh")) {
+		/* malloc of this size is a lazy mmap: the page faults (and the
+		 * kernel zeroing the pages) land inside peer_memcpy's clock. */
+		naive = 1; /* freed with free() */
+		dst = malloc(bytes ? bytes : 1);
+		ret = dst ? peer_memcpy(m, dst, &secs) : -ENOMEM;
 	} else {
 		dst = alloc_prefaulted(bytes, &map, &map_len);
 		if (!dst) {

@@ -311,6 +311,8 @@ for c in $cases; do
 	big)
 		note "big: cold sequential read of $big_bytes bytes"
 		measure big cfs "$P_NGX" "mount_cfs big" "read_big $mp/big.bin" "cfs mount (http store via proxy)"
+		measure big cfs-sync "$P_NGX" "CFS_NO_IO_URING=1 mount_cfs big" "read_big $mp/big.bin" \
+			"cfs mount, cache writes without io_uring"
 		for ra in $ra_list; do
 			measure big "cfs-ra$ra" "$P_NGX" "mount_cfs big $ra" "read_big $mp/big.bin" \
 				"cfs mount, bdi read_ahead_kb=$ra"

@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cache.h"
 #include "codec.h"
@@ -495,6 +496,24 @@ err_free:
 	free(ra->q);
 	free(ra);
 	return ret;
+}
+
+int64_t cfs_image_willneed(struct cfs_image *img, uint64_t ino, uint64_t off, uint64_t len)
+{
+	struct ra_pool *ra = img->ra;
+	struct cfs_inode in;
+	uint64_t end, got;
+
+	if (!ra || cfs_index_inode(img->idx, ino, &in) < 0 || !S_ISREG(in.mode))
+		return -EINVAL;
+	if (off >= in.size || !len)
+		return 0;
+	end = len > in.size - off ? in.size : off + len;
+	pthread_mutex_lock(&ra->lock);
+	got = ra_queue(img, ino, off, end);
+	pthread_cond_broadcast(&ra->wake);
+	pthread_mutex_unlock(&ra->lock);
+	return (int64_t)(CFS_MIN(got, end) - off);
 }
 
 ssize_t cfs_image_read(struct cfs_image *img, uint64_t ino, void *buf, size_t len, uint64_t off)

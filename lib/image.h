@@ -63,6 +63,15 @@ void cfs_image_stats_get(struct cfs_image *img, struct cfs_image_stats *out);
 #define CFS_READAHEAD_CHUNKS_DEFAULT 32
 int cfs_image_set_readahead(struct cfs_image *img, unsigned threads, unsigned max_chunks);
 
+/* Like posix_fadvise(WILLNEED): queues the chunks holding [off, off+len)
+ * of regular file ino on the readahead pool, in file order, for a reader
+ * that knows what it reads next (the loader, reading a model front to
+ * back with many reads in flight, which the sequential detection above
+ * would take for jumps).  Returns how many bytes from off were queued
+ * (short when the queue is full: ask again later), -EINVAL (no readahead
+ * threads, not a regular file). */
+int64_t cfs_image_willneed(struct cfs_image *img, uint64_t ino, uint64_t off, uint64_t len);
+
 /* Prefetch at mount (docs/FORMAT.md, "Prefetch list"): fetch the image's
  * prefetch list, if it has one, in its order, in the background, through
  * the readahead pool (so set_readahead must have started threads: else

@@ -13,6 +13,7 @@
  * (snapshots/REV/x.safetensors -> ../../blobs/HASH) needs.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,12 +30,28 @@
 
 #define SYMLINK_MAX 40 /* as the kernel's MAXSYMLINKS */
 
+/* The loader reads a file front to back with many reads in flight, which
+ * the image's sequential detection takes for jumps: the source asks for
+ * the chunks ahead itself.  AHEAD_BYTES stays well inside the memory
+ * cache (256 MiB) so that nothing fetched ahead is evicted before it is
+ * read; READAHEAD_THREADS requests on the wire fill a 20 ms link. */
+#define AHEAD_BYTES (128ull << 20)
+#define READAHEAD_THREADS 64u
+#define AHEAD_FILES 64u
+
+struct ahead {
+	uint64_t ino;   /* 0: free */
+	uint64_t end;   /* queued up to here */
+};
+
 struct image_src {
 	struct cfs_src s;
 	struct cfs_store *st;
 	struct cfs_cache *cache;
 	struct cfs_image *img;
 	const struct cfs_index *idx;
+	pthread_mutex_t lock;            /* ahead[] */
+	struct ahead ahead[AHEAD_FILES]; /* by ino % AHEAD_FILES */
 };
 
 static struct image_src *image_of(struct cfs_src *s)
@@ -135,10 +152,32 @@ static int image_open(struct cfs_src *s, const char *path, uint64_t *h, uint64_t
 	return 0;
 }
 
+/* Keeps the chunks up to AHEAD_BYTES past this read queued for fetching. */
+static void read_ahead(struct image_src *is, uint64_t ino, uint64_t off, size_t len)
+{
+	struct ahead *a = &is->ahead[ino % AHEAD_FILES];
+	uint64_t want = off + len + AHEAD_BYTES;
+	int64_t n;
+
+	pthread_mutex_lock(&is->lock);
+	if (a->ino != ino)
+		*a = (struct ahead){ .ino = ino, .end = off };
+	if (a->end < off)
+		a->end = off;
+	if (a->end < want) {
+		n = cfs_image_willneed(is->img, ino, a->end, want - a->end);
+		if (n > 0)
+			a->end += (uint64_t)n;
+	}
+	pthread_mutex_unlock(&is->lock);
+}
+
 static ssize_t image_pread(struct cfs_src *s, uint64_t h, void *buf, size_t len, uint64_t off)
 {
 	struct image_src *is = image_of(s);
 	size_t done = 0;
+
+	read_ahead(is, h, off, len);
 
 	while (done < len) {
 		ssize_t n = cfs_image_read(is->img, h, (char *)buf + done, len - done, off + done);
@@ -171,6 +210,7 @@ static void image_free(struct cfs_src *s)
 	cfs_image_free(is->img);
 	cfs_cache_free(is->cache);
 	cfs_store_free(is->st);
+	pthread_mutex_destroy(&is->lock);
 	free(is);
 }
 
@@ -198,6 +238,7 @@ int cfs_src_image_new(const char *store, const char *image, const char *cache_di
 	if (!is)
 		return cfs_load_err(err, errlen, -ENOMEM, "%s", strerror(ENOMEM));
 	is->s.ops = &image_ops;
+	pthread_mutex_init(&is->lock, NULL);
 
 	/* The CA bundle of the environment, as cfs-mount and cfs-ls use it. */
 	ret = cfs_fetch_ca_resolve(NULL, &ca_file);
@@ -253,8 +294,7 @@ int cfs_src_image_new(const char *store, const char *image, const char *cache_di
 		cfs_load_err(err, errlen, ret, "image %s: %s", ref, cfs_strerror(ret));
 		goto fail;
 	}
-	ret = cfs_image_set_readahead(is->img, CFS_READAHEAD_THREADS_DEFAULT,
-				      CFS_READAHEAD_CHUNKS_DEFAULT);
+	ret = cfs_image_set_readahead(is->img, READAHEAD_THREADS, CFS_READAHEAD_CHUNKS_DEFAULT);
 	if (ret < 0) {
 		cfs_load_err(err, errlen, ret, "image %s: readahead: %s", ref, cfs_strerror(ret));
 		goto fail;
