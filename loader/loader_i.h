@@ -158,6 +158,7 @@ struct cfs_target {
 	const struct cfs_target_ops *ops;
 	unsigned slots;
 	int device;
+	bool lazy_alloc;  /* set before alloc(): reads will fault the pages in */
 };
 
 struct cfs_loaded {

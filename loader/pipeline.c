@@ -623,10 +623,20 @@ CFS_EXPORT int cfs_model_load(struct cfs_model *m, const struct cfs_load_opts *o
 	l->size = size;
 	l->stats.bytes = m->bytes;
 
-	ret = ops->open(&L.o, &L.t, err, errlen);
+	ret = cfs_reader_new(m, &L.o, &L.r, err, errlen);
 	if (ret < 0)
 		goto out_free;
+	in_place = ops->host_visible && !L.o.staged && !cfs_reader_direct(L.r);
+	ret = ops->open(&L.o, &L.t, err, errlen);
+	if (ret < 0)
+		goto out_reader;
 	l->t = L.t;
+	/* Reads in place fault the pages in themselves, on io_uring's workers
+	 * in parallel and each page once, zeroing and filling back to back:
+	 * measured faster than populating first (2 GiB warm: 0.12-0.14 s
+	 * against 0.17-0.20 s).  Copies from a staging ring run on one
+	 * thread, which must not take the faults. */
+	L.t->lazy_alloc = in_place;
 	ret = ops->alloc(L.t, (size_t)size, &l->base);
 	if (ret < 0) {
 		char what[64];
@@ -637,10 +647,6 @@ CFS_EXPORT int cfs_model_load(struct cfs_model *m, const struct cfs_load_opts *o
 	}
 	L.base = l->base;
 
-	ret = cfs_reader_new(m, &L.o, &L.r, err, errlen);
-	if (ret < 0)
-		goto out_dealloc;
-	in_place = ops->host_visible && !L.o.staged && !cfs_reader_direct(L.r);
 	if (!in_place) {
 		staging_len = (size_t)L.o.slots * L.o.slot_size;
 		ret = ops->alloc_staging(L.t, staging_len, (void **)&staging);
@@ -650,7 +656,7 @@ CFS_EXPORT int cfs_model_load(struct cfs_model *m, const struct cfs_load_opts *o
 			snprintf(what, sizeof(what), "allocating %zu bytes of staging memory",
 				 staging_len);
 			target_err(L.t, err, errlen, ret, what);
-			goto out_reader;
+			goto out_dealloc;
 		}
 	}
 	l->stats.setup_s = secs(cfs_now_ns() - t0);
@@ -673,14 +679,14 @@ CFS_EXPORT int cfs_model_load(struct cfs_model *m, const struct cfs_load_opts *o
 	*out = l;
 	return 0;
 
-out_reader:
-	cfs_reader_free(L.r);
 out_dealloc:
 	ops->free(L.t, l->base);
 	l->base = NULL;
 out_close:
 	ops->close(L.t);
 	l->t = NULL;
+out_reader:
+	cfs_reader_free(L.r);
 out_free:
 	free(l->dst_off);
 	free(l);

@@ -5,9 +5,11 @@
  * slot_wait have nothing to wait for.
  *
  * Allocations are 2 MiB-aligned and asked for as transparent huge pages,
- * then populated up front (MADV_POPULATE_WRITE) by several threads at
- * once, so that page faults are off the copy path; their cost shows in the
- * load's setup_s.  Measured on a 2-core VM: 4 KiB pages populate at about
+ * then, unless the pipeline will read straight into them (lazy_alloc: the
+ * reads, running in parallel on io_uring's workers, fault the pages in
+ * themselves), populated up front (MADV_POPULATE_WRITE) by several threads
+ * at once, so that page faults are off the copy path; their cost shows in
+ * the load's setup_s.  Measured on a 2-core VM: 4 KiB pages populate at about
  * 3 GB/s, huge pages at 15-30 GB/s when the kernel has them free, under
  * 1 GB/s when it must compact memory to make them; so each thread gives
  * huge pages up for the rest of its part once they come slower than
@@ -199,7 +201,7 @@ static int host_map_new(struct host_target *h, size_t len, void **out)
 		/* Best effort: without THP these are 4 KiB pages. */
 		huge = !getenv("CFS_LOAD_NO_THP") && madvise(addr, want, MADV_HUGEPAGE) == 0;
 	}
-	ret = populate(addr, want, huge);
+	ret = h->t.lazy_alloc ? 0 : populate(addr, want, huge);
 	if (ret < 0)
 		goto out_unmap;
 	m->addr = addr;
