@@ -9,7 +9,7 @@
 #
 # Needs hyperfine, squashfuse, squashfs-tools.  CFS_PACK / CFS_MOUNT pick the
 # binaries (default build/), WORK the scratch directory, SECTIONS which of
-# 1-3 to time (default 123; 4 always runs).
+# 1-5 to run (default 12345: 1-3 and 5 are timed, 4 prints sizes).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -75,7 +75,7 @@ hf() { # NAME CMD [hyperfine args...]: prints "NAME median-ms"
 echo "# kernel $(uname -r), $(nproc) cores, runs=$runs; median ms"
 echo "# fuse max_pages_limit=$(cat /proc/sys/fs/fuse/max_pages_limit 2>/dev/null || echo n/a)"
 
-sections=${SECTIONS:-1234}
+sections=${SECTIONS:-12345}
 [[ $sections == *1* ]] && {
 echo "## (1) metadata, 10k entries"
 for t in local sqfs cfs cfs-timeout0; do
@@ -129,6 +129,21 @@ done
 umount_all
 
 }
+[[ $sections == *5* ]] && {
+echo "## (5) open and read every small file, all cached (kernel no_open vs answering OPEN/RELEASE)"
+for t in local sqfs cfs cfs-open; do
+	case $t in
+	local) root=$tree/small ;;
+	sqfs) sq_mount; root=$sq/small ;;
+	cfs) cfs_mount; root=$mnt/small ;;
+	cfs-open) cfs_mount CFS_FUSE_OPEN=1; root=$mnt/small ;;
+	esac
+	hf "cat every file, warm $t" "find $root -type f -exec cat {} + > /dev/null" --warmup 2
+	umount_all
+done
+
+}
+[[ $sections == *4* ]] && {
 echo "## (4) negotiated sizes (libfuse -d) and the largest READ the kernel sent"
 for ra in 128 1024; do
 	CFS_FUSE_READAHEAD_KB=$ra "$mnt_bin" -d "$work/store" bench "$mnt" --cache "$work/cache" > "$work/debug-$ra.log" 2>&1 &
@@ -143,3 +158,5 @@ for ra in 128 1024; do
 	maxread=$(awk '/outsize:/ {print $NF - 16}' "$work/debug-$ra.log" | sort -n | tail -1)
 	echo "read_ahead_kb=$ra_now: largest READ reply $maxread bytes; INIT reply:$init"
 done
+
+}

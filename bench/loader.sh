@@ -204,6 +204,9 @@ rate=$rate"
 		cfs_req=$((($(json_get "$s1" requests) - $(json_get "$s0" requests)) / runs))
 		cfs_conn=$((($(json_get "$s1" connections) - $(json_get "$s0" connections) - 1) / runs))
 		cfs_down=$((($(json_get "$s1" bytes_down) - $(json_get "$s0" bytes_down)) / runs))
+		measure remote cfs-cache-sync remote_prep "the same, fresh --cache written without io_uring" \
+			env CFS_NO_IO_URING=1 "$load_bin" --json --target host --cache "$C/cache" \
+			"http://127.0.0.1:$plink/store" "$ref" model.safetensors
 		measure remote cfs-nocache remote_prep "cfs-load direct mode, http store via the proxy, no cache dir" \
 			"$load_bin" --json --target host "http://127.0.0.1:$plink/store" "$ref" model.safetensors
 		measure remote curl-1 remote_prep "curl of the model file, 1 connection" curl -sf -o /dev/null "$raw_url"

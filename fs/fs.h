@@ -30,6 +30,8 @@ struct cfs_fs {
 	 * once at start-up; the defaults are what cfs does. */
 	bool no_keep_cache;          /* CFS_FUSE_NO_KEEP_CACHE=1 */
 	bool no_readdirplus;         /* CFS_FUSE_NO_READDIRPLUS=1 */
+	bool want_open;              /* CFS_FUSE_OPEN=1: answer OPEN/RELEASE */
+	bool no_open;                /* set at init: the kernel skips OPEN and RELEASE */
 	struct cfs_recorder *rec;    /* --record, or NULL */
 };
 

@@ -110,6 +110,8 @@ static void read_bench_knobs(struct daemon *d)
 	d->fs.no_keep_cache = v && !strcmp(v, "1");
 	v = getenv("CFS_FUSE_NO_READDIRPLUS");
 	d->fs.no_readdirplus = v && !strcmp(v, "1");
+	v = getenv("CFS_FUSE_OPEN");
+	d->fs.want_open = v && !strcmp(v, "1");
 	snprintf(d->readahead_kb, sizeof(d->readahead_kb), "%s", READAHEAD_KB);
 	v = getenv("CFS_FUSE_READAHEAD_KB");
 	if (v && *v) {
