@@ -934,6 +934,7 @@ int main(int argc, char **argv)
 		setvbuf(d.log, NULL, _IOLBF, 0);
 	}
 	cfs_log_setup(PROG, level, d.log);
+	cfs_malloc_tune();
 
 	if ((a.stats_file && !(d.stats_path = abs_path(a.stats_file))) ||
 	    (a.record && !(d.record_path = abs_path(a.record)))) {

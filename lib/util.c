@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -199,4 +200,13 @@ uint64_t cfs_now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void cfs_malloc_tune(void)
+{
+	/* 32 MiB is glibc's ceiling for the mmap threshold on 64-bit; the trim
+	 * threshold keeps up to 1 GiB of freed heap (a few hundred chunks in
+	 * flight at most, so in practice far less is held). */
+	mallopt(M_MMAP_THRESHOLD, 32 << 20);
+	mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }

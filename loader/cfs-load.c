@@ -385,6 +385,7 @@ int main(int argc, char **argv)
 	if (ret)
 		return ret > 0 ? 0 : 2;
 	cfs_log_setup(PROG, CFS_LOG_WARN, stderr);
+	cfs_malloc_tune();
 	/* Direct mode: keep chunk-sized buffers in the heap for reuse instead
 	 * of paying page faults on a fresh mmap for each. */
 	if (a.store) {

@@ -632,6 +632,7 @@ int main(int argc, char **argv)
 	if (!copts.small_max)
 		copts.small_max = CFS_MIN(CFS_SMALL_MAX_DEFAULT, copts.chunk_size / 2);
 	cfs_log_setup(PROG, quiet ? CFS_LOG_ERR : CFS_LOG_WARN, stderr);
+	cfs_malloc_tune();
 
 	if (profile_path || add_profile_path) {
 		const char *pp_path = profile_path ? profile_path : add_profile_path;
