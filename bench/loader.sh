@@ -229,9 +229,9 @@ rate=$rate"
 		for ((r = 0; r < runs; r++)); do
 			"$load_bin" --target cuda --probe --json > "$W/p.json" 2> "$W/err.txt" ||
 				{ echo "  gpu probe FAILED: $(head -n 3 "$W/err.txt")" >&2; break; }
-			v=$(jf "$W/p.json" bytes_per_s)
-			[ -n "$v" ] || v=$(jf "$W/p.json" h2d_bytes_per_s)
-			[ -n "$v" ] || v=$(calc "$(jf "$W/p.json" gbps) * 1e9")
+			v=$(jf "$W/p.json" probe_gbps)
+			[ -n "$v" ] || { echo "  gpu probe: no probe_gbps in $(cat "$W/p.json")" >&2; break; }
+			v=$(calc "$v * 1e9")
 			echo "$v" >> "$W/res/gpu.probe"
 			echo "  gpu probe run $((r + 1)): $v B/s" >&2
 		done
