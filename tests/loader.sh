@@ -221,6 +221,22 @@ for d in single sharded odd; do
 done
 
 # --- the Python binding: bytes against the file, DLPack without a copy --------------
+# py_binding ARGS...: the interpreter with the binding on its path.  A
+# sanitized libcfsload.so (the ASan+UBSan build) needs its runtimes loaded
+# before anything else in an interpreter that was not built with them; the
+# interpreter's own allocations at exit are not ours to report.
+py_binding() {
+	local pre=() so
+	for so in $(ldd "$CFS_LOAD_LIB" | awk '/lib(a|ub)san\.so/ {print $3}'); do
+		pre+=("$so")
+	done
+	if [ ${#pre[@]} -gt 0 ]; then
+		LD_PRELOAD="${pre[*]}" ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+			PYTHONPATH=$srcdir/loader/python CFS_LOAD_LIB=$CFS_LOAD_LIB timeout 300 "$PY" "$@"
+	else
+		PYTHONPATH=$srcdir/loader/python CFS_LOAD_LIB=$CFS_LOAD_LIB timeout 300 "$PY" "$@"
+	fi
+}
 if "$PY" -c 'import numpy' 2>/dev/null; then
 	step "python binding: bytes against the file, zero copy, lifetimes"
 	cat >"$W/dlcheck.py" <<'EOF'
@@ -361,7 +377,7 @@ print(f"   {checked} tensors equal to the file's bytes, {zero_copy} through nump
       f" --list offsets where the library put them;"
       f" lifetimes, capsules and errors as DLPack says; {torch_note}; cuda here: {cuda}")
 EOF
-	PYTHONPATH=$srcdir/loader/python CFS_LOAD_LIB=$CFS_LOAD_LIB timeout 300 "$PY" "$W/dlcheck.py" \
+	py_binding "$W/dlcheck.py" \
 		"$W/single" "$W/sharded" "$W/odd" "$W/huge" || fail "python binding check failed"
 else
 	echo "   (python part skipped: no numpy for $PY; apt-get install python3-numpy)"
@@ -433,7 +449,7 @@ load direct-tag --cache "$W/cache-local" "$W/srv/store" model model.safetensors
 check_load direct-tag "${mbytes[single]}"
 expect_fail direct-missing 'nope' "$CFS_LOAD" "$W/srv/store" "$ref" nope.safetensors
 # The binding's direct mode: the same bytes as the file.
-PYTHONPATH=$srcdir/loader/python CFS_LOAD_LIB=$CFS_LOAD_LIB timeout 120 "$PY" - "$W/srv/store" "$ref" \
+py_binding - "$W/srv/store" "$ref" \
 	"$W/cache-py" "$W/single/model.safetensors" <<'EOF' || fail "python binding, direct mode"
 import sys
 import cfs_load
