@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -22,6 +23,14 @@
 /* A store can hand out a bad object once (a torn read, a flaky disk or
  * proxy): fetch a chunk that fails verification this many times in all. */
 #define CHUNK_FETCH_TRIES 2
+
+/* A chunk whose fetch ran out of its deadline fails again at once for this
+ * long: the kernel answers a failed read with more reads of the same range
+ * (the read itself after a readahead, smaller pieces), each of which would
+ * otherwise wait a whole new deadline on a store that hangs.  Short, so
+ * that a store that comes back serves that chunk again soon. */
+#define TIMEOUT_MEMORY_NS (2ull * 1000000000ull)
+#define TIMEOUT_SLOTS 64
 
 /* Files whose sequential reads are tracked at once (direct-mapped by ino):
  * a collision only costs a window restart. */
@@ -83,6 +92,13 @@ struct cfs_image {
 	_Atomic uint64_t prefetch_queued;
 	_Atomic uint64_t prefetch_done;
 	atomic_bool prefetch_warned;
+
+	/* Chunks whose last fetch timed out, direct-mapped by digest. */
+	pthread_mutex_t timeout_lock;
+	struct {
+		cfs_digest d;
+		uint64_t until_ns;  /* 0: free */
+	} timed_out[TIMEOUT_SLOTS];
 
 	struct ra_pool *ra; /* NULL: no readahead */
 };
@@ -161,6 +177,7 @@ int cfs_image_open(struct cfs_store *st, struct cfs_cache *cache, const char *im
 		return -ENOMEM;
 	img->st = st;
 	img->cache = cache;
+	pthread_mutex_init(&img->timeout_lock, NULL);
 
 	ret = cfs_store_resolve(st, image, &img->ref);
 	if (ret < 0)
@@ -172,6 +189,7 @@ int cfs_image_open(struct cfs_store *st, struct cfs_cache *cache, const char *im
 	return 0;
 
 out_free:
+	pthread_mutex_destroy(&img->timeout_lock);
 	free(img);
 	return ret;
 }
@@ -184,6 +202,7 @@ void cfs_image_free(struct cfs_image *img)
 		return;
 	ra_stop(img);
 	cfs_index_free(img->idx);
+	pthread_mutex_destroy(&img->timeout_lock);
 	free(img);
 }
 
@@ -197,6 +216,35 @@ void cfs_image_digest(const struct cfs_image *img, cfs_digest *out)
 	*out = img->ref;
 }
 
+static unsigned timeout_slot(const cfs_digest *d)
+{
+	/* The digest is uniform: its first bytes are as good as a hash. */
+	return (unsigned)(d->b[0] | d->b[1] << 8) % TIMEOUT_SLOTS;
+}
+
+/* True when d's fetch timed out less than TIMEOUT_MEMORY_NS ago. */
+static bool timeout_recent(struct cfs_image *img, const cfs_digest *d)
+{
+	unsigned i = timeout_slot(d);
+	bool hit;
+
+	pthread_mutex_lock(&img->timeout_lock);
+	hit = img->timed_out[i].until_ns > cfs_now_ns() &&
+	      !memcmp(&img->timed_out[i].d, d, sizeof(*d));
+	pthread_mutex_unlock(&img->timeout_lock);
+	return hit;
+}
+
+static void timeout_note(struct cfs_image *img, const cfs_digest *d)
+{
+	unsigned i = timeout_slot(d);
+
+	pthread_mutex_lock(&img->timeout_lock);
+	img->timed_out[i].d = *d;
+	img->timed_out[i].until_ns = cfs_now_ns() + TIMEOUT_MEMORY_NS;
+	pthread_mutex_unlock(&img->timeout_lock);
+}
+
 /* cfs_cache_load_fn: fetch chunk d from the store and decode it into dst,
  * verified.  Runs once per chunk however many readers want it. */
 static int image_load_chunk(void *ctx, const cfs_digest *d, uint32_t raw_size, uint8_t *dst)
@@ -205,6 +253,8 @@ static int image_load_chunk(void *ctx, const cfs_digest *d, uint32_t raw_size, u
 	char ref[CFS_REF_STRLEN];
 	int ret = -EIO;
 
+	if (timeout_recent(img, d))
+		return -ETIMEDOUT;
 	for (int attempt = 1; attempt <= CHUNK_FETCH_TRIES; attempt++) {
 		void *obj;
 		size_t objlen;
@@ -212,6 +262,8 @@ static int image_load_chunk(void *ctx, const cfs_digest *d, uint32_t raw_size, u
 
 		ret = cfs_store_get(img->st, d, &obj, &objlen);
 		if (ret < 0) {
+			if (ret == -ETIMEDOUT)
+				timeout_note(img, d);
 			cfs_digest_ref(d, ref);
 			cfs_err("chunk %s: %s (store %s)", ref, cfs_strerror(ret),
 				cfs_store_location(img->st));
