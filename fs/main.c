@@ -242,11 +242,8 @@ static int parse_count(const char *name, const char *s, unsigned long min, unsig
 		       unsigned *out)
 {
 	unsigned long v;
-	char *end;
 
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || *s == '-' || v < min || v > max) {
+	if (cfs_parse_uint(s, min, max, &v) < 0) {
 		fprintf(stderr, PROG ": %s: expected %lu..%lu: '%s'\n", name, min, max, s);
 		return -1;
 	}

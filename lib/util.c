@@ -80,6 +80,22 @@ size_t cfs_path_next(const char **path, const char **name)
 	return 0;
 }
 
+int cfs_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *out)
+{
+	unsigned long v;
+	char *end;
+
+	/* strtoul would take "-1" (and " -1") for ULONG_MAX. */
+	if (!s || strchr(s, '-'))
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || v < min || v > max)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
 int cfs_parse_size(const char *s, uint64_t *out)
 {
 	char *end;

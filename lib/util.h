@@ -36,6 +36,9 @@ const char *cfs_strerror(int neg_errno);
 /* "4096", "64K", "512M", "10G", "1T" (powers of 1024).  0 or -EINVAL. */
 int cfs_parse_size(const char *s, uint64_t *out);
 
+/* A decimal count in [min, max] (no sign, nothing after it): 0 or -EINVAL. */
+int cfs_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *out);
+
 /* The next component of a '/'-separated path, skipping empty and "."
  * components: its start in *name and its length, with *path moved past it
  * and the slashes after it; 0 at the end of the path. */

@@ -87,12 +87,9 @@ enum {
 
 static int parse_uint(const char *name, const char *s, unsigned long max, unsigned *out)
 {
-	char *end;
 	unsigned long v;
 
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || *s == '-' || v > max) {
+	if (cfs_parse_uint(s, 0, max, &v) < 0) {
 		fprintf(stderr, PROG ": %s: expected 0..%lu: '%s'\n", name, max, s);
 		return -1;
 	}

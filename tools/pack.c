@@ -316,15 +316,12 @@ static void usage(FILE *f)
 
 static int parse_uint(const char *s, long min, long max, long *out)
 {
-	char *end;
-	long v;
+	unsigned long v;
+	int ret = cfs_parse_uint(s, (unsigned long)min, (unsigned long)max, &v);
 
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < min || v > max)
-		return -EINVAL;
-	*out = v;
-	return 0;
+	if (ret == 0)
+		*out = (long)v;
+	return ret;
 }
 
 /* A size (cfs_parse_size) in min..max, which fit 32 bits. */
@@ -537,7 +534,7 @@ int main(int argc, char **argv)
 	size_t prefetch_count = 0, list_stored = 0;
 	char *ca_file = NULL;
 	bool quiet = false, jobs_set = false, is_dir;
-	long jobs, level = CFS_ZSTD_LEVEL_DEFAULT, v;
+	long jobs, level = CFS_ZSTD_LEVEL_DEFAULT, v = 0;
 	void *idx = NULL;
 	size_t idx_len = 0, idx_stored = 0;
 	cfs_digest ref;

@@ -135,19 +135,18 @@ static int cmd_show(int argc, char **argv)
 	struct cfs_profile *p;
 	size_t files = 0, chunks = 0, n, i, max = SHOW_DEFAULT;
 	uint64_t first = 0, last = 0;
-	char *end;
+	unsigned long max_arg;
 	int c;
 
 	optind = 1;
 	while ((c = getopt(argc, argv, "n:h")) != -1) {
 		switch (c) {
 		case 'n':
-			errno = 0;
-			max = strtoul(optarg, &end, 10);
-			if (errno || end == optarg || *end || optarg[0] == '-') {
+			if (cfs_parse_uint(optarg, 0, SIZE_MAX, &max_arg) < 0) {
 				fprintf(stderr, PROG ": -n: expected a count: '%s'\n", optarg);
 				return 2;
 			}
+			max = max_arg;
 			break;
 		case 'h':
 			usage(stdout);

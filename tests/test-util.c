@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/* test-util: the option parsers every command shares (sizes and counts). */
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+
+#include "test.h"
+#include "util.h"
+
+static void test_parse_uint(void)
+{
+	static const char *const bad[] = { "", "-1", " -1", "+-1", "1x", "x1", "1 ", "0x10",
+					   "99999999999999999999999", NULL };
+	unsigned long v = 0;
+
+	printf("cfs_parse_uint: counts in range, everything else refused\n");
+	CHECK(cfs_parse_uint("0", 0, 10, &v) == 0 && v == 0);
+	CHECK(cfs_parse_uint("10", 0, 10, &v) == 0 && v == 10);
+	CHECK(cfs_parse_uint("007", 1, 10, &v) == 0 && v == 7);
+	CHECK(cfs_parse_uint("18446744073709551615", 0, ULONG_MAX, &v) == 0 && v == ULONG_MAX);
+	CHECK_EQ(cfs_parse_uint("11", 0, 10, &v), -EINVAL);
+	CHECK_EQ(cfs_parse_uint("0", 1, 10, &v), -EINVAL);
+	CHECK_EQ(cfs_parse_uint(NULL, 0, 10, &v), -EINVAL);
+	for (unsigned i = 0; bad[i]; i++) {
+		v = 42;
+		CHECK(cfs_parse_uint(bad[i], 0, ULONG_MAX, &v) == -EINVAL && v == 42, "'%s'", bad[i]);
+	}
+}
+
+static void test_parse_size(void)
+{
+	static const char *const bad[] = { "", "-1", "1X", "1KX", "K", "1 K", NULL };
+	uint64_t v = 0;
+
+	printf("cfs_parse_size: powers of 1024, suffixes, overflow\n");
+	CHECK(cfs_parse_size("4096", &v) == 0 && v == 4096);
+	CHECK(cfs_parse_size("64K", &v) == 0 && v == 64u << 10);
+	CHECK(cfs_parse_size("512MiB", &v) == 0 && v == 512ull << 20);
+	CHECK(cfs_parse_size("10g", &v) == 0 && v == 10ull << 30);
+	CHECK(cfs_parse_size("1TB", &v) == 0 && v == 1ull << 40);
+	CHECK_EQ(cfs_parse_size("16777216T", &v), -ERANGE);
+	for (unsigned i = 0; bad[i]; i++)
+		CHECK(cfs_parse_size(bad[i], &v) == -EINVAL, "'%s'", bad[i]);
+}
+
+int main(void)
+{
+	test_parse_uint();
+	test_parse_size();
+	return cfs_test_done("test-util");
+}
