@@ -375,21 +375,14 @@ static void disk_forget(struct cfs_cache *c, const cfs_digest *d)
 	free(e);
 }
 
-/* The wall clock, as file mtimes use it; coarse is fine for an LRU key. */
-static uint64_t wall_ns(void)
+/* The wall clock, as file mtimes use it: CLOCK_REALTIME_COARSE is fine for
+ * the LRU key of a hit; a new entry takes CLOCK_REALTIME, so that entries
+ * written one after another stay in order (their files get that time). */
+static uint64_t wall_ns(clockid_t clk)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-	return (uint64_t)ts.tv_sec * NS_PER_SEC + (uint64_t)ts.tv_nsec;
-}
-
-/* For entries being written: ordered like the mtimes of their files. */
-static uint64_t wall_ns_fine(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
+	clock_gettime(clk, &ts);
 	return (uint64_t)ts.tv_sec * NS_PER_SEC + (uint64_t)ts.tv_nsec;
 }
 
@@ -398,7 +391,7 @@ static uint64_t wall_ns_fine(void)
  * due to be moved forward, so that other processes see it in use. */
 static bool disk_touch(struct cfs_cache *c, const cfs_digest *d, uint64_t size)
 {
-	uint64_t now = wall_ns();
+	uint64_t now = wall_ns(CLOCK_REALTIME_COARSE);
 	struct disk_ent *e = NULL;
 	bool refresh = false;
 	struct node *n;
@@ -608,6 +601,13 @@ static void disk_write_end(struct cfs_cache *c, struct disk_ent *e, int ret, boo
 		c->since_scan += e->size;
 		rescan = c->since_scan >= c->disk_max / RESCAN_FRACTION ||
 			 c->disk_bytes > c->disk_max;
+		/* From the ring's thread, the next write or flush runs the
+		 * pass: one here would list the directory while loading
+		 * threads evict from it. */
+		if (rescan && async) {
+			c->rescan_due = true;
+			rescan = false;
+		}
 	}
 	pthread_mutex_unlock(&c->lock);
 
@@ -615,15 +615,8 @@ static void disk_write_end(struct cfs_cache *c, struct disk_ent *e, int ret, boo
 		free(e);
 		disk_write_failed(c, ret);
 	}
-	if (rescan && async) {
-		/* The next write or flush runs it: a pass here would list the
-		 * directory while loading threads evict from it. */
-		pthread_mutex_lock(&c->lock);
-		c->rescan_due = true;
-		pthread_mutex_unlock(&c->lock);
-	} else if (rescan) {
+	if (rescan)
 		disk_rescan(c, false);
-	}
 }
 
 /* Runs the pass a ring write asked for, in a caller's thread. */
@@ -726,7 +719,7 @@ static void disk_write(struct cfs_cache *c, struct cfs_buf *b)
 		return;
 	e->n.d = b->n.d;
 	e->size = size;
-	e->used_ns = wall_ns_fine();
+	e->used_ns = wall_ns(CLOCK_REALTIME);
 	e->stamp = (int64_t)(e->used_ns / NS_PER_SEC);
 	e->writing = true;
 
