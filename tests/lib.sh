@@ -92,11 +92,13 @@ ref_of() {
 	echo "$ref"
 }
 
-# stat_of FILE KEY: the integer value of "KEY" in cfs-mount's stats JSON.
+# stat_of FILE KEY: the integer value of "KEY" in a JSON object (cfs-mount's
+# stats, cfs-load --json), a boolean as 1 or 0.
 stat_of() {
 	local v
-	v=$(grep -o "\"$2\"[[:space:]]*:[[:space:]]*[0-9]*" "$1" | grep -o '[0-9]*$') ||
-		fail "no \"$2\" in $1: $(cat "$1")"
+	v=$(grep -o "\"$2\"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\|true\|false\)" "$1" | head -n 1 |
+		sed 's/.*:[[:space:]]*//; s/^true$/1/; s/^false$/0/')
+	[ -n "$v" ] || fail "no \"$2\" in $1: $(cat "$1")"
 	printf '%s\n' "$v"
 }
 

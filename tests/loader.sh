@@ -30,19 +30,6 @@ load() {
 	grep -q '^{.*}$' "$W/$name.json" || fail "cfs-load --json $*: no JSON object: $(head -c 300 "$W/$name.json")"
 }
 
-# jnum FILE KEY: a number (or a boolean, as 1 or 0) of the JSON object in FILE.
-jnum() {
-	local v
-	v=$(grep -o "\"$2\"[[:space:]]*:[[:space:]]*[-0-9.eE+a-z]*" "$1" | head -n 1 | sed 's/.*:[[:space:]]*//') ||
-		fail "no \"$2\" in $1: $(cat "$1")"
-	case $v in
-	true) v=1 ;;
-	false) v=0 ;;
-	'' | *[!-0-9.eE+]*) fail "no number for \"$2\" in $1: $(cat "$1")" ;;
-	esac
-	printf '%s\n' "$v"
-}
-
 # model_bytes MODEL: the sum of the tensors' bytes, read from the headers
 # by a reader of its own (plain Python, not the library).
 cat >"$W/stbytes.py" <<'EOF'
@@ -71,14 +58,14 @@ model_bytes() { "$PY" "$W/stbytes.py" "$1"; }
 # reports all the bytes (and, when given, the in_place / direct_io flags).
 check_load() {
 	local got
-	got=$(jnum "$W/$1.json" bytes)
+	got=$(stat_of "$W/$1.json" bytes)
 	[ "$got" -eq "$2" ] || fail "$1: cfs-load loaded $got bytes, the model has $2"
 	if [ -n "${3:-}" ]; then
-		got=$(jnum "$W/$1.json" in_place)
+		got=$(stat_of "$W/$1.json" in_place)
 		[ "$got" -eq "$3" ] || fail "$1: in_place=$got, expected $3: $(cat "$W/$1.json")"
 	fi
 	if [ -n "${4:-}" ]; then
-		got=$(jnum "$W/$1.json" direct_io)
+		got=$(stat_of "$W/$1.json" direct_io)
 		[ "$got" -eq "$4" ] || fail "$1: direct_io=$got, expected $4: $(cat "$W/$1.json")"
 	fi
 }
@@ -145,7 +132,7 @@ for d in single sharded odd huge; do
 		check_load "$d-$mode-nodirect" "${mbytes[$d]}" "$in_place" 0
 		CFS_NO_IO_URING=1 load "$d-$mode-nouring" --target host --verify $(ring_opts $d) "${m[@]}" "$W/$d"
 		check_load "$d-$mode-nouring" "${mbytes[$d]}" "$([ $mode = staged ] && echo 0)"
-		[ "$(jnum "$W/$d-$mode-nouring.json" uring)" -eq 0 ] ||
+		[ "$(stat_of "$W/$d-$mode-nouring.json" uring)" -eq 0 ] ||
 			fail "$d-$mode-nouring: CFS_NO_IO_URING=1 but reads went through io_uring"
 		if [ $odirect = 1 ]; then
 			load "$d-$mode-direct" --target host --verify --direct $(ring_opts $d) "${m[@]}" "$W/$d"
