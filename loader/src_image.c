@@ -175,20 +175,10 @@ static void read_ahead(struct image_src *is, uint64_t ino, uint64_t off, size_t 
 static ssize_t image_pread(struct cfs_src *s, uint64_t h, void *buf, size_t len, uint64_t off)
 {
 	struct image_src *is = image_of(s);
-	size_t done = 0;
 
 	read_ahead(is, h, off, len);
-
-	while (done < len) {
-		ssize_t n = cfs_image_read(is->img, h, (char *)buf + done, len - done, off + done);
-
-		if (n < 0)
-			return n;
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	return (ssize_t)done;
+	/* Already whole: short only at the end of the file. */
+	return cfs_image_read(is->img, h, buf, len, off);
 }
 
 static int image_fd(struct cfs_src *s, uint64_t h)
