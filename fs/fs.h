@@ -6,6 +6,7 @@
 #define FUSE_USE_VERSION 312 /* FUSE_MAKE_VERSION(3, 12): fuse_loop_cfg_* */
 
 #include <fuse_lowlevel.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -15,6 +16,7 @@ struct cfs_store;
 struct cfs_cache;
 struct cfs_image;
 struct cfs_recorder;
+struct cfs_image_seg;
 
 /* Everything the daemon has; passed to libfuse as the session's userdata
  * and reached in every op through fuse_req_userdata().  Read-only once the
@@ -32,7 +34,11 @@ struct cfs_fs {
 	bool no_readdirplus;         /* CFS_FUSE_NO_READDIRPLUS=1 */
 	bool want_open;              /* CFS_FUSE_OPEN=1: answer OPEN/RELEASE */
 	bool no_open;                /* set at init: the kernel skips OPEN and RELEASE */
+	bool splice;                 /* READ replies by splice (CFS_FUSE_SPLICE=0: off);
+	                              * cleared at init when libfuse cannot */
 	struct cfs_recorder *rec;    /* --record, or NULL */
+	_Atomic uint64_t read_splice; /* READ replies spliced */
+	_Atomic uint64_t read_copy;   /* READ replies through a buffer */
 };
 
 /* The root of the mount answers getxattr of this name with the counters
@@ -43,6 +49,15 @@ struct cfs_fs {
 /* The daemon's counters as a one-line JSON object (no newline) in buf.
  * Returns its length or -EOVERFLOW.  Thread-safe. */
 int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap);
+
+/* Replies to a READ with the bytes of segs (total bytes in all) through a
+ * pipe, without copying them in user space (fs/splice.c).  0 once replied;
+ * otherwise -errno and nothing was sent, so the caller replies through the
+ * copy path: -E2BIG (too many pieces for the pipe), -ESTALE (a cache file
+ * came up short; its entry was dropped, so the copy path has the chunk
+ * again), -ENOMEM. */
+int cfs_fs_reply_splice(struct cfs_fs *fs, fuse_req_t req, const struct cfs_image_seg *segs,
+			unsigned nseg, size_t total);
 
 /* The low-level operations; every one replies exactly once. */
 extern const struct fuse_lowlevel_ops cfs_fs_ops;

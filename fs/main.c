@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -92,6 +93,9 @@ struct daemon {
  *   CFS_FUSE_TIMEOUT=SEC         entry and attr timeout (default 86400)
  *   CFS_FUSE_NO_KEEP_CACHE=1     do not keep a file's page cache across opens
  *   CFS_FUSE_NO_READDIRPLUS=1    do not ask for READDIRPLUS
+ *   CFS_FUSE_SPLICE=0            READ replies through a buffer, not spliced
+ *                                from the cache files (also the fallback
+ *                                where libfuse cannot splice)
  *   CFS_FUSE_READAHEAD_KB=KB     bdi read_ahead_kb (default 1024; 0 = leave
  *                                the kernel's default alone) */
 static void read_bench_knobs(struct daemon *d)
@@ -112,6 +116,8 @@ static void read_bench_knobs(struct daemon *d)
 	d->fs.no_readdirplus = v && !strcmp(v, "1");
 	v = getenv("CFS_FUSE_OPEN");
 	d->fs.want_open = v && !strcmp(v, "1");
+	v = getenv("CFS_FUSE_SPLICE");
+	d->fs.splice = !(v && !strcmp(v, "0"));
 	snprintf(d->readahead_kb, sizeof(d->readahead_kb), "%s", READAHEAD_KB);
 	v = getenv("CFS_FUSE_READAHEAD_KB");
 	if (v && *v) {
@@ -757,6 +763,18 @@ static void raise_readahead(const char *mountpoint, const char *kb)
 	close(fd);
 }
 
+/* The chunk cache keeps cache files open for hits, up to half the soft
+ * limit: take the hard one (systemd and most shells give 1024 soft). */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 /* --stats MOUNTPOINT: the running daemon's counters, one JSON line. */
 static int print_stats(const char *mountpoint)
 {
@@ -932,6 +950,7 @@ int main(int argc, char **argv)
 	}
 	cfs_log_setup(PROG, level, d.log);
 	cfs_malloc_tune();
+	raise_nofile();
 
 	if ((a.stats_file && !(d.stats_path = abs_path(a.stats_file))) ||
 	    (a.record && !(d.record_path = abs_path(a.record)))) {

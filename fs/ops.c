@@ -24,6 +24,9 @@
 #define FS_MAX_READAHEAD (1u << 20)
 #define FS_MAX_BACKGROUND 64u /* outstanding readahead requests */
 #define FS_MAX_GROUPS 64
+/* Pieces one spliced READ reply may have: a 1 MiB read of a big file is
+ * one or two chunks, of small files' group chunks a few. */
+#define FS_MAX_SEGS 16
 
 static struct cfs_fs *fs_of(fuse_req_t req)
 {
@@ -90,6 +93,11 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_NO_OPEN_SUPPORT;
 		fs->no_open = true;
 	}
+	/* READ replies spliced from the cache files (fs/splice.c). */
+	if (fs->splice && (conn->capable & FUSE_CAP_SPLICE_WRITE))
+		conn->want |= FUSE_CAP_SPLICE_WRITE;
+	else
+		fs->splice = false;
 	if (fs->no_readdirplus) /* benchmark knob only */
 		conn->want &= ~(unsigned)(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO);
 	/* The image never changes: nothing to invalidate, nothing to lock or
@@ -406,10 +414,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		reply_open(req, do_open(fs, ino, fi), fi);
 }
 
-static ssize_t do_read(struct cfs_fs *fs, fuse_ino_t ino, void *buf, size_t size, off_t off)
+static int read_check(struct cfs_fs *fs, fuse_ino_t ino, off_t off)
 {
 	struct cfs_inode in;
-	ssize_t n;
 	int ret;
 
 	ret = fs_inode(fs, ino, &in);
@@ -421,7 +428,12 @@ static ssize_t do_read(struct cfs_fs *fs, fuse_ino_t ino, void *buf, size_t size
 		return -EINVAL;
 	if (off < 0)
 		return -EINVAL;
-	n = cfs_image_read(fs->img, ino, buf, size, (uint64_t)off);
+	return 0;
+}
+
+/* What a read's outcome n means to the reader, logged once here. */
+static ssize_t read_done(struct cfs_fs *fs, fuse_ino_t ino, size_t size, off_t off, ssize_t n)
+{
 	if (n < 0) {
 		cfs_err("read of inode %" PRIu64 " (%zu bytes at %lld): %s", (uint64_t)ino, size,
 			(long long)off, cfs_strerror((int)n));
@@ -437,24 +449,76 @@ static ssize_t do_read(struct cfs_fs *fs, fuse_ino_t ino, void *buf, size_t size
 	return n;
 }
 
-static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		    struct fuse_file_info *fi)
+static ssize_t do_read(struct cfs_fs *fs, fuse_ino_t ino, void *buf, size_t size, off_t off)
 {
+	int ret = read_check(fs, ino, off);
+
+	if (ret < 0)
+		return ret;
+	return read_done(fs, ino, size, off,
+			 cfs_image_read(fs->img, ino, buf, size, (uint64_t)off));
+}
+
+/* Through a buffer: read() of the cache file or the chunk in memory,
+ * copied into the reply. */
+static void read_copy(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
+{
+	struct cfs_fs *fs = fs_of(req);
 	ssize_t n;
 	void *buf;
 
-	(void)fi;
 	buf = malloc(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	n = do_read(fs_of(req), ino, buf, size, off);
-	if (n < 0)
+	n = do_read(fs, ino, buf, size, off);
+	if (n < 0) {
 		reply_err(req, (int)n);
-	else
+	} else {
+		atomic_fetch_add_explicit(&fs->read_copy, 1, memory_order_relaxed);
 		fuse_reply_buf(req, buf, (size_t)n);
+	}
 	free(buf);
+}
+
+/* Spliced from the cache files: 0 once replied, else the caller copies. */
+static int read_splice(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
+{
+	struct cfs_fs *fs = fs_of(req);
+	struct cfs_image_seg segs[FS_MAX_SEGS];
+	unsigned nseg = 0;
+	ssize_t n;
+	int ret;
+
+	ret = read_check(fs, ino, off);
+	if (ret < 0) {
+		reply_err(req, ret);
+		return 0;
+	}
+	n = cfs_image_map(fs->img, ino, (uint64_t)off, size, segs, FS_MAX_SEGS, &nseg);
+	if (n == -E2BIG)
+		return (int)n;
+	if (n < 0) {
+		reply_err(req, (int)read_done(fs, ino, size, off, n));
+		return 0;
+	}
+	ret = cfs_fs_reply_splice(fs, req, segs, nseg, (size_t)n);
+	cfs_image_unmap(segs, nseg);
+	if (ret == 0) {
+		atomic_fetch_add_explicit(&fs->read_splice, 1, memory_order_relaxed);
+		read_done(fs, ino, size, off, n);
+	}
+	return ret;
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	(void)fi;
+	if (fs_of(req)->splice && read_splice(req, ino, size, off) == 0)
+		return;
+	read_copy(req, ino, size, off);
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -44,13 +44,20 @@ int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
 		     ",\"fetch_bytes_sent\":%" PRIu64 ",\"fetch_inflight\":%" PRIu64
 		     ",\"fetch_queued\":%" PRIu64 ",\"readahead_chunks\":%" PRIu64
 		     ",\"readahead_dropped\":%" PRIu64 ",\"cache_rescans\":%" PRIu64
-		     ",\"prefetch_queued\":%" PRIu64 ",\"prefetch_done\":%" PRIu64 "}",
+		     ",\"prefetch_queued\":%" PRIu64 ",\"prefetch_done\":%" PRIu64
+		     ",\"cache_file_hits\":%" PRIu64 ",\"cache_verifies\":%" PRIu64
+		     ",\"cache_stale\":%" PRIu64 ",\"cache_files_open\":%" PRIu64
+		     ",\"read_splice\":%" PRIu64 ",\"read_copy\":%" PRIu64 ",\"splice\":%s}",
 		     ss.gets, ss.get_bytes, ss.get_errors, is.chunk_fetches, is.chunk_bad,
 		     cs.mem_hits, cs.disk_hits, cs.misses, is.reads, is.read_bytes, is.read_errors,
 		     cs.load_errors, cs.disk_bad, cs.disk_write_errors, cs.disk_bytes, cs.mem_bytes,
 		     cs.evictions, fst.requests, fst.attempts, fst.retries, fst.errors, fst.timeouts,
 		     fst.bytes, fst.bytes_sent, fst.inflight, fst.queued, is.ra_chunks,
-		     is.ra_dropped, cs.rescans, is.prefetch_queued, is.prefetch_done);
+		     is.ra_dropped, cs.rescans, is.prefetch_queued, is.prefetch_done, cs.file_hits,
+		     cs.verifies, cs.stale, cs.files_open,
+		     atomic_load_explicit(&fs->read_splice, memory_order_relaxed),
+		     atomic_load_explicit(&fs->read_copy, memory_order_relaxed),
+		     fs->splice ? "true" : "false");
 	if (n < 0 || (size_t)n >= cap)
 		return -EOVERFLOW;
 	return n;

@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Chunk cache (cache.h).  One mutex guards both tiers' tables and LRU
- * lists; it is never held across I/O, a load or a large free.  A buffer is
- * its own table entry: while it loads, later callers sleep on its condition
- * variable holding a reference, so it outlives a failed load.
+ * Chunk cache (cache.h).  One mutex guards both tables (handles, and the
+ * view of the disk directory) and their LRU lists; it is never held across
+ * I/O, a load or a large free.  A handle is its own table entry: while it
+ * loads, later callers sleep on its condition variable holding a
+ * reference, so it outlives a failed load.  A memory handle leaves the
+ * table once its file is written: from then on the file, through the page
+ * cache, serves it.
  *
  * The disk tier's list is this process's view of a directory that other
  * processes write to and evict from.  A pass (disk_rescan) lists the
@@ -27,6 +30,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -60,15 +64,24 @@
  * before a loading thread waits (each holds a reference to its buffer). */
 #define URING_DEPTH 64
 #define URING_MAX_BYTES (64u << 20)
+/* Cache files kept open for hits, at most; fewer under a low fd limit. */
+#define MAX_FILES_DEFAULT 4096u
+#define MAX_FILES_MIN 16u
+/* A first-seen entry is hashed through a buffer this size. */
+#define VERIFY_BUF (256u << 10)
 
-#define DISK_MAGIC "CFSCACH1"
+/* The trailer follows the content, so that the content starts on a page
+ * boundary of the file: a splice or read of a chunk touches its own pages
+ * only.  Version 1 entries (a header in front) fail the check and are
+ * loaded again. */
+#define DISK_MAGIC "CFSCACH2"
 struct disk_hdr {
 	uint8_t magic[8];
 	uint64_t len;      /* le */
 	uint64_t xxh;      /* le, XXH3-64 of the content */
 	uint64_t reserved; /* 0 */
 };
-static_assert(sizeof(struct disk_hdr) == 32, "cache entry header size");
+static_assert(sizeof(struct disk_hdr) == 32, "cache entry trailer size");
 
 /* "hh/" + 64 hex + NUL; ".tmp." + 16 hex more for temporaries. */
 #define DISK_PATH_LEN (3 + CFS_DIGEST_HEX_LEN + 1)
@@ -87,32 +100,47 @@ struct table {
 	size_t count;
 };
 
+/* What a file was when it was last verified: a write, a truncation or a
+ * replacement since changes one of these (ctime cannot be set back). */
+struct ident {
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec ctime;
+};
+
 struct cfs_buf {
 	struct node n;          /* c->mem while cached, under c->lock */
 	atomic_uint refs;
 	uint32_t len;
+	int fd;                 /* >= 0: a file handle, content at offset 0 */
+	struct ident id;        /* file handles: the file as verified */
 	bool loading;           /* under c->lock */
 	int err;                /* under c->lock: result for waiters */
 	pthread_cond_t done;    /* broadcast when loading ends */
-	uint8_t data[] __attribute__((aligned(16)));
+	uint8_t *data;          /* memory handles: the content */
 };
 
 struct disk_ent {
 	struct node n;
-	uint64_t size;          /* file bytes, header included */
+	uint64_t size;          /* file bytes, trailer included */
 	uint64_t used_ns;       /* last use here, or the file's mtime: the LRU key */
 	int64_t stamp;          /* the file's mtime (s) as last set or seen */
 	uint32_t confirmed;     /* c->gen when this process last wrote or read it */
 	uint32_t seen;          /* c->gen of the last pass that listed it */
 	bool writing;           /* reserved by a writer: only it may drop this */
+	bool ours;              /* this process wrote it: trusted at first open */
+	bool known;             /* id holds the file as this process verified it */
+	struct ident id;
 	struct cfs_buf *pending; /* while writing through the ring: the content */
 };
 
 struct cfs_cache {
 	pthread_mutex_t lock;
-	struct table mem, disk;
+	struct table mem, disk;         /* handles; the disk view */
 	struct node mem_lru, disk_lru;  /* sentinels */
-	uint64_t mem_bytes, mem_max;
+	uint64_t mem_bytes, mem_max;    /* memory handles */
+	uint32_t files, max_files;      /* file handles */
 	uint64_t disk_bytes, disk_max;
 	int dirfd;                      /* -1: memory only */
 	int lockfd;                     /* <dir>/.lock; -1: none */
@@ -122,8 +150,9 @@ struct cfs_cache {
 	bool scanning, scan_again;      /* a pass is running; one more was asked */
 	bool rescan_due;                /* a ring write asked for a pass */
 
-	_Atomic uint64_t mem_hits, disk_hits, misses, load_errors;
+	_Atomic uint64_t mem_hits, file_hits, disk_hits, misses, load_errors;
 	_Atomic uint64_t disk_bad, disk_write_errors, evictions, rescans;
+	_Atomic uint64_t verifies, stale;
 	_Atomic uint64_t warned[2];     /* errno values already logged */
 };
 
@@ -256,13 +285,16 @@ static void list_move_all(struct node *to, struct node *from)
 
 /* ---- buffers ---- */
 
+/* A placeholder: the caller that inserts it fills it as a file or a
+ * memory handle. */
 static struct cfs_buf *buf_new(const cfs_digest *d, uint32_t len)
 {
-	struct cfs_buf *b = malloc(sizeof(*b) + len);
+	struct cfs_buf *b = malloc(sizeof(*b));
 
 	if (!b)
 		return NULL;
 	memset(b, 0, sizeof(*b));
+	b->fd = -1;
 	b->n.d = *d;
 	list_init(&b->n);
 	/* One reference for the cache's table, one for the loader. */
@@ -278,6 +310,9 @@ static struct cfs_buf *buf_new(const cfs_digest *d, uint32_t len)
 
 static void buf_free(struct cfs_buf *b)
 {
+	if (b->fd >= 0)
+		close(b->fd);
+	free(b->data);
 	pthread_cond_destroy(&b->done);
 	free(b);
 }
@@ -298,26 +333,76 @@ const uint8_t *cfs_buf_data(const struct cfs_buf *b)
 	return b->data;
 }
 
+int cfs_buf_fd(const struct cfs_buf *b)
+{
+	return b->fd;
+}
+
+int cfs_buf_read(const struct cfs_buf *b, void *dst, size_t n, uint64_t off)
+{
+	int ret;
+
+	if (off > b->len || n > b->len - off)
+		return -EINVAL;
+	if (b->fd < 0) {
+		memcpy(dst, b->data + off, n);
+		return 0;
+	}
+	ret = cfs_pread_full(b->fd, dst, n, (off_t)off);
+	/* Short: truncated since it was verified.  An I/O error says the
+	 * same to the caller: this file cannot serve, the store can. */
+	return ret < 0 ? -ESTALE : 0;
+}
+
+void cfs_buf_willneed(const struct cfs_buf *b)
+{
+	if (b->fd >= 0)
+		(void)posix_fadvise(b->fd, 0, b->len, POSIX_FADV_WILLNEED);
+}
+
 size_t cfs_buf_len(const struct cfs_buf *b)
 {
 	return b->len;
 }
 
-/* Drops least recently used buffers until mem_max holds; they are chained
- * on *victims (through hnext) to be released after unlocking, since the
- * last reference may munmap megabytes. */
+/* Takes a loaded handle out of the table and its LRU; the table's
+ * reference goes on *victims (through hnext), to be released after
+ * unlocking, since the last reference may free megabytes or close. */
+static void handle_remove_locked(struct cfs_cache *c, struct cfs_buf *b, struct node **victims)
+{
+	list_del(&b->n);
+	table_remove(&c->mem, &b->n);
+	if (b->fd >= 0)
+		c->files--;
+	else
+		c->mem_bytes -= b->len;
+	b->n.hnext = *victims;
+	*victims = &b->n;
+}
+
+/* Drops least recently used handles until mem_max and max_files hold. */
 static void mem_evict_locked(struct cfs_cache *c, struct node **victims)
 {
-	while (c->mem_bytes > c->mem_max && c->mem_lru.prev != &c->mem_lru) {
-		struct node *n = c->mem_lru.prev;
+	struct node *n = c->mem_lru.prev;
 
-		list_del(n);
-		table_remove(&c->mem, n);
-		c->mem_bytes -= buf_of(n)->len;
-		n->hnext = *victims;
-		*victims = n;
-		stat_add(&c->evictions, 1);
+	while ((c->mem_bytes > c->mem_max || c->files > c->max_files) && n != &c->mem_lru) {
+		struct node *prev = n->prev;
+		struct cfs_buf *b = buf_of(n);
+
+		if (b->fd >= 0 ? c->files > c->max_files : c->mem_bytes > c->mem_max) {
+			handle_remove_locked(c, b, victims);
+			stat_add(&c->evictions, 1);
+		}
+		n = prev;
 	}
+}
+
+/* The handle of d, if the table holds a loaded one. */
+static struct cfs_buf *handle_find_locked(struct cfs_cache *c, const cfs_digest *d)
+{
+	struct node *n = table_find(&c->mem, d);
+
+	return n && !buf_of(n)->loading ? buf_of(n) : NULL;
 }
 
 static void release_victims(struct node *victims)
@@ -435,16 +520,94 @@ static void disk_drop(struct cfs_cache *c, const cfs_digest *d)
 	disk_forget(c, d);
 }
 
-/* Reads the entry for b into b->data: 0 on a verified hit, else a miss:
- * -ERANGE when the entry holds another size than the caller asked for. */
-static int disk_read(struct cfs_cache *c, struct cfs_buf *b)
+static int ident_get(int fd, struct ident *id)
+{
+	struct stat sb;
+
+	if (fstat(fd, &sb) < 0)
+		return -errno;
+	id->dev = sb.st_dev;
+	id->ino = sb.st_ino;
+	id->size = sb.st_size;
+	id->ctime = sb.st_ctim;
+	return 0;
+}
+
+static bool ident_eq(const struct ident *a, const struct ident *b)
+{
+	return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+	       a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
+
+/* Whether this process may use the file as it is without hashing it: it
+ * verified the file in this very state, or wrote it and never opened it
+ * since.  Records nothing. */
+static bool disk_trusted(struct cfs_cache *c, const cfs_digest *d, const struct ident *id)
+{
+	struct node *n;
+	bool ok = false;
+
+	pthread_mutex_lock(&c->lock);
+	n = table_find(&c->disk, d);
+	if (n)
+		ok = ent_of(n)->known ? ident_eq(&ent_of(n)->id, id) : ent_of(n)->ours;
+	pthread_mutex_unlock(&c->lock);
+	return ok;
+}
+
+static void disk_remember(struct cfs_cache *c, const cfs_digest *d, const struct ident *id)
+{
+	struct node *n;
+
+	pthread_mutex_lock(&c->lock);
+	n = table_find(&c->disk, d);
+	if (n) {
+		ent_of(n)->known = true;
+		ent_of(n)->id = *id;
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* XXH3 of the first len bytes of fd against want: 0, -EUCLEAN (mismatch
+ * or short), or -errno of a read that failed. */
+static int disk_hash(struct cfs_cache *c, int fd, uint32_t len, uint64_t want)
+{
+	XXH3_state_t *st = XXH3_createState();
+	uint8_t *buf = malloc(VERIFY_BUF);
+	uint64_t off = 0;
+	int ret = 0;
+
+	if (!st || !buf) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	stat_add(&c->verifies, 1);
+	XXH3_64bits_reset(st);
+	while (off < len) {
+		size_t n = CFS_MIN((size_t)VERIFY_BUF, (size_t)(len - off));
+
+		ret = cfs_pread_full(fd, buf, n, (off_t)off);
+		if (ret < 0)
+			goto out;
+		XXH3_64bits_update(st, buf, n);
+		off += n;
+	}
+	if (XXH3_64bits_digest(st) != want)
+		ret = -EUCLEAN;
+out:
+	free(buf);
+	XXH3_freeState(st);
+	return ret == -ENODATA ? -EUCLEAN : ret;
+}
+
+/* Opens the entry for b as a file handle: 0 on a verified hit, else a
+ * miss: -ERANGE when the entry holds another size than the caller asked
+ * for.  A first-seen or changed entry is hashed once; see cache.h. */
+static int disk_open(struct cfs_cache *c, struct cfs_buf *b)
 {
 	char path[DISK_PATH_LEN];
 	struct disk_hdr h;
-	struct iovec iov[2] = { { &h, sizeof(h) }, { b->data, b->len } };
-	size_t total = sizeof(h) + b->len;
-	bool have_hdr;
-	ssize_t n;
+	struct ident id;
 	int fd, ret;
 
 	disk_path(&b->n.d, path);
@@ -456,31 +619,40 @@ static int disk_read(struct cfs_cache *c, struct cfs_buf *b)
 			disk_forget(c, &b->n.d);
 		return ret;
 	}
-	do
-		n = preadv(fd, iov, 2, 0);
-	while (n < 0 && errno == EINTR);
-	have_hdr = n >= (ssize_t)sizeof(h);
-	if (n < 0)
-		ret = -errno;
-	else if (have_hdr && (size_t)n < total)
-		ret = cfs_pread_full(fd, b->data + (n - (ssize_t)sizeof(h)), total - (size_t)n, n);
-	else
-		ret = (size_t)n == total ? 0 : -ENODATA;
-
-	if (ret < 0 && ret != -ENODATA)
-		goto out_close; /* EIO and such: a miss, the file may be fine */
-	if (!have_hdr || memcmp(h.magic, DISK_MAGIC, sizeof(h.magic)))
+	ret = ident_get(fd, &id);
+	if (ret < 0)
+		goto out_close; /* a miss; the file may be fine */
+	if (id.size < (off_t)sizeof(h))
+		goto bad;
+	ret = cfs_pread_full(fd, &h, sizeof(h), id.size - (off_t)sizeof(h));
+	if (ret == -ENODATA)
+		goto bad; /* shrank under us */
+	if (ret < 0)
+		goto out_close;
+	if (memcmp(h.magic, DISK_MAGIC, sizeof(h.magic)))
 		goto bad;
 	if (le64toh(h.len) != b->len) {
 		ret = -ERANGE; /* the caller's size disagrees: the load decides */
 		goto out_close;
 	}
-	if (ret < 0 || le64toh(h.xxh) != XXH3_64bits(b->data, b->len))
+	if ((uint64_t)id.size != sizeof(h) + (uint64_t)b->len)
 		goto bad;
-	/* Best effort: a read-only directory still serves hits. */
-	if (disk_touch(c, &b->n.d, total))
-		futimens(fd, NULL);
-	ret = 0;
+	if (!disk_trusted(c, &b->n.d, &id)) {
+		ret = disk_hash(c, fd, b->len, le64toh(h.xxh));
+		if (ret == -EUCLEAN)
+			goto bad;
+		if (ret < 0)
+			goto out_close;
+	}
+	/* Best effort: a read-only directory still serves hits.  The touch
+	 * moves ctime: take the identity after it. */
+	if (disk_touch(c, &b->n.d, (uint64_t)id.size) && futimens(fd, NULL) == 0)
+		ident_get(fd, &id);
+	disk_remember(c, &b->n.d, &id);
+	b->fd = fd;
+	b->id = id;
+	return 0;
+
 out_close:
 	close(fd);
 	return ret;
@@ -505,8 +677,10 @@ static void unlink_victims(struct cfs_cache *c, struct node *victims)
 	}
 }
 
-/* Evicts unreserved entries, oldest first, until disk_max holds. */
-static void disk_evict_locked(struct cfs_cache *c, struct node **victims)
+/* Evicts unreserved entries, oldest first, until disk_max holds; their
+ * open handles go too (on *handles), so that the space is given back once
+ * the readers using them are done. */
+static void disk_evict_locked(struct cfs_cache *c, struct node **victims, struct node **handles)
 {
 	struct node *n = c->disk_lru.prev;
 
@@ -514,6 +688,10 @@ static void disk_evict_locked(struct cfs_cache *c, struct node **victims)
 		struct node *prev = n->prev;
 
 		if (!ent_of(n)->writing) {
+			struct cfs_buf *b = handle_find_locked(c, &n->d);
+
+			if (b && b->fd >= 0)
+				handle_remove_locked(c, b, handles);
 			list_del(n);
 			table_remove(&c->disk, n);
 			c->disk_bytes -= ent_of(n)->size;
@@ -525,7 +703,7 @@ static void disk_evict_locked(struct cfs_cache *c, struct node **victims)
 	}
 }
 
-static void disk_hdr_init(struct disk_hdr *h, const struct cfs_buf *b)
+static void disk_trailer_init(struct disk_hdr *h, const struct cfs_buf *b)
 {
 	memcpy(h->magic, DISK_MAGIC, sizeof(h->magic));
 	h->len = htole64(b->len);
@@ -549,7 +727,7 @@ static int disk_write_file(struct cfs_cache *c, const struct cfs_buf *b)
 	struct disk_hdr h;
 	int fd, ret;
 
-	disk_hdr_init(&h, b);
+	disk_trailer_init(&h, b);
 	disk_path(&b->n.d, path);
 	disk_tmp_name(path, tmp);
 	fd = openat(c->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -564,10 +742,11 @@ static int disk_write_file(struct cfs_cache *c, const struct cfs_buf *b)
 	if (fd < 0)
 		return -errno;
 
-	/* No fsync: a torn entry fails its checksum and is reloaded. */
-	ret = cfs_write_full(fd, &h, sizeof(h));
+	/* No fsync: after a crash a torn entry is short (the filesystem
+	 * extends the size only over data written) and fails its checks. */
+	ret = cfs_write_full(fd, b->data, b->len);
 	if (!ret)
-		ret = cfs_write_full(fd, b->data, b->len);
+		ret = cfs_write_full(fd, &h, sizeof(h));
 	if (close(fd) < 0 && !ret)
 		ret = -errno;
 	if (!ret && renameat(c->dirfd, tmp, c->dirfd, path) < 0)
@@ -584,10 +763,22 @@ static int disk_rescan(struct cfs_cache *c, bool account);
  * RESCAN_FRACTION bytes written, brings the view up to date. */
 static void disk_write_end(struct cfs_cache *c, struct disk_ent *e, int ret, bool async)
 {
+	struct node *victims = NULL;
 	bool rescan = false;
 
 	pthread_mutex_lock(&c->lock);
 	e->pending = NULL;
+	if (ret == 0) {
+		/* The page cache holds it now: the memory copy goes (readers
+		 * holding it keep their reference), and the next get opens
+		 * the file, which it trusts since it wrote it. */
+		struct cfs_buf *b = handle_find_locked(c, &e->n.d);
+
+		if (b && b->fd < 0)
+			handle_remove_locked(c, b, &victims);
+		e->ours = true;
+		e->known = false;
+	}
 	if (ret < 0) {
 		table_remove(&c->disk, &e->n);
 		list_del(&e->n);
@@ -611,6 +802,7 @@ static void disk_write_end(struct cfs_cache *c, struct disk_ent *e, int ret, boo
 	}
 	pthread_mutex_unlock(&c->lock);
 
+	release_victims(victims);
 	if (ret < 0) {
 		free(e);
 		disk_write_failed(c, ret);
@@ -682,9 +874,9 @@ static int disk_write_ring(struct cfs_cache *c, struct cfs_buf *b, struct disk_e
 	w->c = c;
 	w->e = e;
 	w->b = b;
-	disk_hdr_init(&w->h, b);
-	iov[0] = (struct iovec){ &w->h, sizeof(w->h) };
-	iov[1] = (struct iovec){ b->data, b->len };
+	disk_trailer_init(&w->h, b);
+	iov[0] = (struct iovec){ b->data, b->len };
+	iov[1] = (struct iovec){ &w->h, sizeof(w->h) };
 	disk_path(&b->n.d, w->path);
 	disk_tmp_name(w->path, tmp);
 	buf_ref(b);
@@ -707,7 +899,7 @@ static int disk_write_ring(struct cfs_cache *c, struct cfs_buf *b, struct disk_e
 static void disk_write(struct cfs_cache *c, struct cfs_buf *b)
 {
 	uint64_t size = sizeof(struct disk_hdr) + (uint64_t)b->len;
-	struct node *victims = NULL;
+	struct node *victims = NULL, *handles = NULL;
 	struct disk_ent *e;
 
 	if (size > c->disk_max)
@@ -733,12 +925,13 @@ static void disk_write(struct cfs_cache *c, struct cfs_buf *b)
 	table_insert(&c->disk, &e->n);
 	list_add_head(&c->disk_lru, &e->n);
 	c->disk_bytes += size;
-	disk_evict_locked(c, &victims);
+	disk_evict_locked(c, &victims, &handles);
 	pthread_mutex_unlock(&c->lock);
 
 	/* Here, not on the ring's thread: a pass must never list a file
 	 * that the view already evicted. */
 	unlink_victims(c, victims);
+	release_victims(handles);
 	if (c->ring) {
 		if (disk_write_ring(c, b, e) == 0)
 			return;
@@ -973,7 +1166,7 @@ static off_t lock_marks(const struct cfs_cache *c)
 static int disk_rescan_once(struct cfs_cache *c, bool account, bool *again)
 {
 	struct listing l = { 0 };
-	struct node newer, *garbage = NULL, *victims = NULL;
+	struct node newer, *garbage = NULL, *victims = NULL, *handles = NULL;
 	bool locked = false, evict = true;
 	off_t marks = 0;
 	uint64_t written;
@@ -1021,7 +1214,7 @@ static int disk_rescan_once(struct cfs_cache *c, bool account, bool *again)
 	pthread_mutex_lock(&c->lock);
 	disk_settle_locked(c, gen, &newer, &garbage);
 	if (evict) {
-		disk_evict_locked(c, &victims);
+		disk_evict_locked(c, &victims, &handles);
 		c->since_scan -= written;
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -1029,6 +1222,7 @@ static int disk_rescan_once(struct cfs_cache *c, bool account, bool *again)
 	stat_add(&c->rescans, 1);
 	free_ents(garbage);
 	unlink_victims(c, victims);
+	release_victims(handles);
 out_unlock:
 	listing_free(&l);
 	if (locked) {
@@ -1099,6 +1293,18 @@ static void free_ents_table(struct table *t)
 
 /* ---- public ---- */
 
+/* Half the descriptors the process may open, leaving room for the rest
+ * of the daemon (FUSE, sockets, the ring). */
+static uint32_t max_files_default(void)
+{
+	struct rlimit rl;
+	uint64_t n = MAX_FILES_DEFAULT;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		n = rl.rlim_cur > 256 ? (rl.rlim_cur - 128) / 2 : MAX_FILES_MIN;
+	return (uint32_t)CFS_MAX(CFS_MIN(n, (uint64_t)MAX_FILES_DEFAULT), (uint64_t)MAX_FILES_MIN);
+}
+
 /* CFS_NO_IO_URING=1 in the environment keeps disk writes synchronous
  * (tests use it to cover the fallback). */
 static void cache_ring_start(struct cfs_cache *c)
@@ -1130,6 +1336,7 @@ int cfs_cache_new(const struct cfs_cache_opts *opts, struct cfs_cache **out)
 	c->dirfd = -1;
 	c->lockfd = -1;
 	c->mem_max = opts && opts->mem_max ? opts->mem_max : MEM_MAX_DEFAULT;
+	c->max_files = opts && opts->max_files ? opts->max_files : max_files_default();
 	c->disk_max = opts && opts->disk_max ? opts->disk_max : DISK_MAX_DEFAULT;
 	list_init(&c->mem_lru);
 	list_init(&c->disk_lru);
@@ -1222,12 +1429,15 @@ static int disk_read_pending(struct cfs_cache *c, struct cfs_buf *b)
 	pthread_mutex_unlock(&c->lock);
 	if (!p)
 		return -ENOENT;
-	memcpy(b->data, p->data, b->len);
+	b->data = malloc(b->len ? b->len : 1);
+	if (b->data)
+		memcpy(b->data, p->data, b->len);
 	cfs_buf_unref(p);
-	return 0;
+	return b->data ? 0 : -ENOMEM;
 }
 
-/* Fills a new buffer from disk or through load(); no lock held. */
+/* Fills a placeholder from disk (a file handle) or through load() (a
+ * memory handle); no lock held. */
 static int cache_fill(struct cfs_cache *c, struct cfs_buf *b, cfs_cache_load_fn load, void *ctx,
 		      bool *loaded)
 {
@@ -1239,19 +1449,23 @@ static int cache_fill(struct cfs_cache *c, struct cfs_buf *b, cfs_cache_load_fn 
 		return 0;
 	}
 	if (c->dirfd >= 0) {
-		disk = disk_read(c, b);
+		disk = disk_open(c, b);
 		if (disk == 0) {
 			stat_add(&c->disk_hits, 1);
 			return 0;
 		}
 	}
 	stat_add(&c->misses, 1);
+	/* 16-byte aligned by malloc; never 0 bytes, which may be NULL. */
+	b->data = malloc(b->len ? b->len : 1);
+	if (!b->data)
+		return -ENOMEM;
 	ret = load(ctx, &b->n.d, b->len, b->data);
 	if (ret < 0) {
 		stat_add(&c->load_errors, 1);
 		return ret;
 	}
-	/* The load verified this size, so the entry's header was wrong. */
+	/* The load verified this size, so the entry's trailer was wrong. */
 	if (disk == -ERANGE)
 		disk_drop(c, &b->n.d);
 	*loaded = true;
@@ -1261,6 +1475,7 @@ static int cache_fill(struct cfs_cache *c, struct cfs_buf *b, cfs_cache_load_fn 
 /* The caller that inserted b loads it and wakes the waiters. */
 static int cache_load(struct cfs_cache *c, struct cfs_buf *b, cfs_cache_load_fn load, void *ctx)
 {
+	struct node *victims = NULL;
 	bool loaded;
 	int ret;
 
@@ -1272,12 +1487,17 @@ static int cache_load(struct cfs_cache *c, struct cfs_buf *b, cfs_cache_load_fn 
 	if (ret < 0) {
 		/* Not remembered: the next caller tries again. */
 		table_remove(&c->mem, &b->n);
-		c->mem_bytes -= b->len;
 	} else {
 		list_add_head(&c->mem_lru, &b->n);
+		if (b->fd >= 0)
+			c->files++;
+		else
+			c->mem_bytes += b->len;
+		mem_evict_locked(c, &victims);
 	}
 	pthread_cond_broadcast(&b->done);
 	pthread_mutex_unlock(&c->lock);
+	release_victims(victims);
 
 	if (ret < 0) {
 		cfs_buf_unref(b); /* the table's */
@@ -1290,11 +1510,51 @@ static int cache_load(struct cfs_cache *c, struct cfs_buf *b, cfs_cache_load_fn 
 	return 0;
 }
 
+/* A file handle's file is what it was when verified.  When the hit is due
+ * to refresh the file's mtime for other processes' passes, does that too
+ * (taking the new identity).  One fstat() per hit, and no hashing. */
+static bool handle_fresh(struct cfs_cache *c, struct cfs_buf *b, bool touch)
+{
+	struct ident id;
+
+	if (ident_get(b->fd, &id) < 0 || !ident_eq(&id, &b->id))
+		return false;
+	if (touch && futimens(b->fd, NULL) == 0 && ident_get(b->fd, &id) == 0) {
+		pthread_mutex_lock(&c->lock);
+		b->id = id;
+		pthread_mutex_unlock(&c->lock);
+		disk_remember(c, &b->n.d, &id);
+	}
+	return true;
+}
+
+/* Forgets a handle whose file changed or failed (if the table still holds
+ * it) and, with drop, deletes the disk entry too. */
+static void handle_forget(struct cfs_cache *c, struct cfs_buf *b, bool drop)
+{
+	struct node *victims = NULL;
+
+	pthread_mutex_lock(&c->lock);
+	if (handle_find_locked(c, &b->n.d) == b)
+		handle_remove_locked(c, b, &victims);
+	pthread_mutex_unlock(&c->lock);
+	release_victims(victims);
+	if (drop && c->dirfd >= 0)
+		disk_drop(c, &b->n.d);
+}
+
+void cfs_cache_invalidate(struct cfs_cache *c, struct cfs_buf *b)
+{
+	if (c && b && b->fd >= 0)
+		handle_forget(c, b, true);
+}
+
 int cfs_cache_get(struct cfs_cache *c, const cfs_digest *d, uint32_t raw_size,
 		  cfs_cache_load_fn load, void *ctx, struct cfs_buf **out)
 {
 	struct cfs_buf *b, *fresh = NULL;
-	struct node *n, *victims = NULL;
+	bool touch = false, retried = false;
+	struct node *n;
 	int ret;
 
 	if (!c || !d || !load || !out)
@@ -1302,15 +1562,13 @@ int cfs_cache_get(struct cfs_cache *c, const cfs_digest *d, uint32_t raw_size,
 	if (raw_size > CFS_CHUNK_MAX_SIZE)
 		return -EUCLEAN;
 
+again:
 	pthread_mutex_lock(&c->lock);
 	while (!(n = table_find(&c->mem, d))) {
 		if (fresh) {
 			/* Still absent: this caller loads it. */
 			table_insert(&c->mem, &fresh->n);
-			c->mem_bytes += raw_size;
-			mem_evict_locked(c, &victims);
 			pthread_mutex_unlock(&c->lock);
-			release_victims(victims);
 			ret = cache_load(c, fresh, load, ctx);
 			if (ret < 0)
 				return ret;
@@ -1333,7 +1591,24 @@ int cfs_cache_get(struct cfs_cache *c, const cfs_digest *d, uint32_t raw_size,
 		ret = b->err;
 	} else {
 		list_touch(&c->mem_lru, n);
-		stat_add(&c->mem_hits, 1);
+		if (b->fd >= 0) {
+			struct node *e = table_find(&c->disk, d);
+			uint64_t now = wall_ns(CLOCK_REALTIME_COARSE);
+
+			stat_add(&c->file_hits, 1);
+			/* The disk view's recency too: this process evicts by it. */
+			if (e) {
+				list_touch(&c->disk_lru, e);
+				ent_of(e)->used_ns = now;
+				ent_of(e)->confirmed = c->gen;
+				if ((int64_t)(now / NS_PER_SEC) - ent_of(e)->stamp >= TOUCH_SEC) {
+					ent_of(e)->stamp = (int64_t)(now / NS_PER_SEC);
+					touch = true;
+				}
+			}
+		} else {
+			stat_add(&c->mem_hits, 1);
+		}
 		ret = 0;
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -1342,6 +1617,16 @@ int cfs_cache_get(struct cfs_cache *c, const cfs_digest *d, uint32_t raw_size,
 	 * given a wrong one. */
 	if (!ret && b->len != raw_size)
 		ret = -EUCLEAN;
+	if (!ret && b->fd >= 0 && !retried && !handle_fresh(c, b, touch)) {
+		/* Written to, truncated or replaced since it was verified: the
+		 * next open checks it again, and drops it if it fails. */
+		stat_add(&c->stale, 1);
+		handle_forget(c, b, false);
+		cfs_buf_unref(b);
+		retried = true;
+		touch = false;
+		goto again;
+	}
 	if (ret < 0)
 		cfs_buf_unref(b);
 	else
@@ -1354,6 +1639,7 @@ int cfs_cache_get(struct cfs_cache *c, const cfs_digest *d, uint32_t raw_size,
 void cfs_cache_stats_get(struct cfs_cache *c, struct cfs_cache_stats *out)
 {
 	out->mem_hits = stat_load(&c->mem_hits);
+	out->file_hits = stat_load(&c->file_hits);
 	out->disk_hits = stat_load(&c->disk_hits);
 	out->misses = stat_load(&c->misses);
 	out->load_errors = stat_load(&c->load_errors);
@@ -1361,10 +1647,13 @@ void cfs_cache_stats_get(struct cfs_cache *c, struct cfs_cache_stats *out)
 	out->disk_write_errors = stat_load(&c->disk_write_errors);
 	out->evictions = stat_load(&c->evictions);
 	out->rescans = stat_load(&c->rescans);
+	out->verifies = stat_load(&c->verifies);
+	out->stale = stat_load(&c->stale);
 	out->uring = c->ring != NULL;
 	pthread_mutex_lock(&c->lock);
 	out->disk_bytes = c->disk_bytes;
 	out->mem_bytes = c->mem_bytes;
+	out->files_open = c->files;
 	pthread_mutex_unlock(&c->lock);
 }
 

@@ -1,28 +1,50 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Chunk cache: decoded chunk contents, by digest, in a bounded in-memory LRU
- * in front of a bounded on-disk directory.  Content-addressed, so one cache
- * directory can serve every image of a store.
+ * Chunk cache: decoded chunk contents, by digest, in files on a bounded
+ * disk directory whose pages the kernel's page cache keeps in memory.
+ * Content-addressed, so one cache directory can serve every image of a
+ * store.
  *
- * Disk entries are <dir>/<hh>/<64 hex>: a 32-byte header (magic "CFSCACH1",
- * content length, XXH3-64 of the content) and the content.  They are
- * written to a temporary file and renamed, so a crash leaves either nothing
- * or a whole entry; an entry whose checksum fails is deleted and counts as
- * a miss.  A failed disk write (ENOSPC, EIO) is logged and ignored: the
- * data is still served from memory.
+ * A get returns a handle: either an open cache file that holds the content
+ * at offset 0 (cfs_buf_fd(), for zero-copy replies: splice, pread) or, for
+ * a chunk not on disk (being written, a failed write, no directory), the
+ * content in memory.  The page cache is the memory tier: once a chunk's
+ * file is written its memory copy goes, and a bounded number of files stay
+ * open for hits.  Without a directory, memory handles in an LRU bounded by
+ * mem_max are all there is.
+ *
+ * Disk entries are <dir>/<hh>/<64 hex>: the content, page-aligned at offset
+ * 0, then a 32-byte trailer (magic "CFSCACH2", content length, XXH3-64 of
+ * the content).  They are written to a temporary file and renamed, so a
+ * crash leaves either nothing or a whole entry; a failed disk write
+ * (ENOSPC, EIO) is logged and ignored: the data is still served from
+ * memory.
+ *
+ * Trust is decided once.  A chunk enters the cache verified (the load
+ * callback checks its SHA-256).  An entry this process wrote is trusted;
+ * one it finds on disk (another process's, or a previous run's) is checked
+ * once against its trailer's XXH3 when first opened.  The file's identity
+ * (inode, size, ctime) is remembered, and every hit compares it with an
+ * fstat(): a file written to, truncated or replaced since (anything that
+ * moves its ctime) is checked again before use, and dropped and loaded
+ * again when it fails.  A hit never rehashes an unchanged file.  What this
+ * cannot catch (docs/CACHE.md): a change that leaves ctime alone, i.e. a
+ * write to the block device underneath or media corruption the disk does
+ * not report.
  *
  * Several processes may share one directory (mounts of the same store, the
  * loader), each with its own cfs_cache, and disk_max bounds the directory
  * as a whole.  Each process keeps its own LRU of the entries it knows; after
  * writing disk_max/8 bytes it takes stock of the directory again (entries
- * it used keep its recency, the others are ordered by mtime, which disk
- * hits refresh at most once a minute) and evicts the oldest to the bound,
+ * it used keep its recency, the others are ordered by mtime, which hits
+ * refresh at most once a minute) and evicts the oldest to the bound,
  * holding flock() on <dir>/.lock so that one process at a time evicts.  An
- * entry that another process evicted is a miss.  Between passes the
- * directory may exceed disk_max by what the other processes wrote since
- * their last pass (under disk_max/8 each); once writes stop, the last pass
- * leaves it within disk_max (a process that finds the lock taken leaves a
- * mark, and the holder goes round again, up to a few rounds).
+ * entry that another process evicted is a miss (a handle still open serves
+ * on: the content is immutable).  Between passes the directory may exceed
+ * disk_max by what the other processes wrote since their last pass (under
+ * disk_max/8 each); once writes stop, the last pass leaves it within
+ * disk_max (a process that finds the lock taken leaves a mark, and the
+ * holder goes round again, up to a few rounds).
  *
  * Disk writes go through io_uring when the build has liburing and the
  * kernel allows it (lib/uring.h): the thread that loaded a chunk queues
@@ -30,8 +52,7 @@
  * the entry counts in disk_bytes but is not on disk yet (a concurrent
  * reader of the directory sees a miss, never a torn entry).  Otherwise,
  * or with CFS_NO_IO_URING=1 in the environment, the loading thread writes
- * synchronously.  Reads of disk entries are always a synchronous pread:
- * they are on the demand path.
+ * synchronously.
  *
  * Thread-safe.
  */
@@ -49,18 +70,23 @@ struct cfs_buf;
 struct cfs_cache_opts {
 	const char *dir;   /* NULL: memory only */
 	uint64_t disk_max; /* bytes on disk; 0 = 10 GiB */
-	uint64_t mem_max;  /* bytes in memory; 0 = 256 MiB */
+	uint64_t mem_max;  /* bytes of memory handles; 0 = 256 MiB */
+	uint32_t max_files; /* cache files kept open for hits; 0 = from RLIMIT_NOFILE, <= 4096 */
 };
 
 struct cfs_cache_stats {
-	uint64_t mem_hits;
-	uint64_t disk_hits;
+	uint64_t mem_hits;     /* gets answered by a memory handle */
+	uint64_t file_hits;    /* gets answered by a cache file already open */
+	uint64_t disk_hits;    /* cache files opened */
 	uint64_t misses;       /* loads through the callback */
 	uint64_t load_errors;
-	uint64_t disk_bad;     /* entries that failed their checksum */
+	uint64_t disk_bad;     /* entries that failed their checks */
+	uint64_t verifies;     /* entries hashed: first seen, or changed on disk */
+	uint64_t stale;        /* open files found changed on disk */
 	uint64_t disk_write_errors;
 	uint64_t disk_bytes;   /* current */
-	uint64_t mem_bytes;    /* current */
+	uint64_t mem_bytes;    /* current, memory handles */
+	uint64_t files_open;   /* current, file handles */
 	uint64_t evictions;
 	uint64_t rescans;      /* passes over the directory, start-up included */
 	uint64_t uring;        /* 1: disk writes go through io_uring; 0: synchronous */
@@ -76,16 +102,34 @@ void cfs_cache_free(struct cfs_cache *c);
 typedef int (*cfs_cache_load_fn)(void *ctx, const cfs_digest *d, uint32_t raw_size, uint8_t *dst);
 
 /* Returns in *out a reference to the content of chunk d (raw_size bytes):
- * from memory, else from disk, else from load(), which runs once however
- * many threads ask for d at the same time (the others wait for it).  A
- * load error is returned to every waiter and not remembered: the next call
- * tries again.  Release the reference with cfs_buf_unref(). */
+ * a handle already held, else the disk entry, else from load(), which runs
+ * once however many threads ask for d at the same time (the others wait
+ * for it).  A load error is returned to every waiter and not remembered:
+ * the next call tries again.  Release the reference with cfs_buf_unref(). */
 int cfs_cache_get(struct cfs_cache *c, const cfs_digest *d, uint32_t raw_size,
 		  cfs_cache_load_fn load, void *ctx, struct cfs_buf **out);
 
+/* The content in memory, or NULL for a file handle. */
 const uint8_t *cfs_buf_data(const struct cfs_buf *b);
+/* The open cache file holding the content at offset 0 (the reference
+ * keeps it open), or -1 for a memory handle.  Read it, never change it. */
+int cfs_buf_fd(const struct cfs_buf *b);
 size_t cfs_buf_len(const struct cfs_buf *b);
 void cfs_buf_unref(struct cfs_buf *b); /* NULL is fine */
+
+/* Copies n bytes at off of the content into dst, from memory or with
+ * pread.  0, -EINVAL (out of range), or -ESTALE: the file came up short
+ * (truncated under us): call cfs_cache_invalidate() and get it again. */
+int cfs_buf_read(const struct cfs_buf *b, void *dst, size_t n, uint64_t off);
+
+/* Starts reading a file handle's content into the page cache without
+ * waiting; nothing for a memory handle. */
+void cfs_buf_willneed(const struct cfs_buf *b);
+
+/* For a handle whose file turned out short or unreadable while in use:
+ * forgets the handle and deletes the disk entry, so that the next get
+ * loads the chunk again.  The caller's reference stays valid. */
+void cfs_cache_invalidate(struct cfs_cache *c, struct cfs_buf *b);
 
 void cfs_cache_stats_get(struct cfs_cache *c, struct cfs_cache_stats *out);
 

@@ -290,8 +290,9 @@ static int image_load_chunk(void *ctx, const cfs_digest *d, uint32_t raw_size, u
 	return ret;
 }
 
-/* Copies n bytes at offset coff of chunk ci into dst. */
-static int image_copy_chunk(struct cfs_image *img, uint32_t ci, uint64_t coff, void *dst, size_t n)
+/* A reference to chunk ci, with bytes [coff, coff + n) checked in range. */
+static int image_get_chunk(struct cfs_image *img, uint32_t ci, uint64_t coff, size_t n,
+			   struct cfs_buf **out)
 {
 	struct cfs_chunk c;
 	struct cfs_buf *b;
@@ -307,10 +308,30 @@ static int image_copy_chunk(struct cfs_image *img, uint32_t ci, uint64_t coff, v
 		cfs_buf_unref(b);
 		return -EIO;
 	}
-	/* No lock is held here: the reference keeps the content alive. */
-	memcpy(dst, cfs_buf_data(b) + coff, n);
-	cfs_buf_unref(b);
+	*out = b;
 	return 0;
+}
+
+/* Copies n bytes at offset coff of chunk ci into dst.  A cache file that
+ * came up short (truncated under us) is dropped and the chunk had again,
+ * once. */
+static int image_copy_chunk(struct cfs_image *img, uint32_t ci, uint64_t coff, void *dst, size_t n)
+{
+	struct cfs_buf *b;
+	int ret;
+
+	for (int attempt = 0;; attempt++) {
+		ret = image_get_chunk(img, ci, coff, n, &b);
+		if (ret < 0)
+			return ret;
+		/* No lock is held here: the reference keeps the content alive. */
+		ret = cfs_buf_read(b, dst, n, coff);
+		if (ret == -ESTALE)
+			cfs_cache_invalidate(img->cache, b);
+		cfs_buf_unref(b);
+		if (ret != -ESTALE || attempt)
+			return ret == -ESTALE ? -EIO : ret;
+	}
 }
 
 static ssize_t image_read(struct cfs_image *img, uint64_t ino, uint8_t *buf, size_t len,
@@ -357,6 +378,111 @@ static ssize_t image_read(struct cfs_image *img, uint64_t ino, uint8_t *buf, siz
 	return (ssize_t)(end - off);
 }
 
+static void ra_note(struct cfs_image *img, uint64_t ino, uint64_t off, uint64_t n);
+
+static ssize_t image_map(struct cfs_image *img, uint64_t ino, uint64_t off, size_t len,
+			 struct cfs_image_seg *segs, unsigned max, unsigned *nseg)
+{
+	struct cfs_inode inode;
+	uint64_t pos, end;
+	unsigned k = 0;
+	uint32_t i;
+	int ret;
+
+	*nseg = 0;
+	ret = cfs_index_inode(img->idx, ino, &inode);
+	if (ret < 0)
+		return ret;
+	ret = cfs_index_extent_find(img->idx, ino, off, &i);
+	if (ret < 0)
+		return ret;
+	if (ret == 1 || len == 0)
+		return 0; /* at or past the end */
+
+	end = off + CFS_MIN((uint64_t)len, inode.size - off);
+	pos = off;
+	while (pos < end) {
+		struct cfs_extent e;
+		uint64_t eoff;
+		size_t n;
+
+		ret = cfs_index_extent(img->idx, ino, i++, &e);
+		if (ret < 0)
+			goto fail;
+		if (ret == 0 || pos < e.file_off || pos - e.file_off >= e.len) {
+			ret = -EUCLEAN; /* extents must tile the file */
+			goto fail;
+		}
+		eoff = pos - e.file_off;
+		n = (size_t)CFS_MIN(e.len - eoff, end - pos);
+		/* Adjacent pieces of one chunk are one segment. */
+		if (k && e.chunk != CFS_CHUNK_NONE && segs[k - 1].chunk == e.chunk &&
+		    segs[k - 1].off + segs[k - 1].len == (uint64_t)e.chunk_off + eoff) {
+			segs[k - 1].len += n;
+		} else if (k && e.chunk == CFS_CHUNK_NONE && segs[k - 1].chunk == CFS_CHUNK_NONE) {
+			segs[k - 1].len += n;
+		} else {
+			if (k == max) {
+				ret = -E2BIG;
+				goto fail;
+			}
+			segs[k] = (struct cfs_image_seg){ .buf = NULL, .chunk = e.chunk,
+							  .off = (uint64_t)e.chunk_off + eoff, .len = n };
+			if (e.chunk != CFS_CHUNK_NONE) {
+				ret = image_get_chunk(img, e.chunk, segs[k].off, n, &segs[k].buf);
+				if (ret < 0)
+					goto fail;
+			}
+			k++;
+		}
+		if (segs[k - 1].buf && segs[k - 1].off + segs[k - 1].len > cfs_buf_len(segs[k - 1].buf)) {
+			ret = -EUCLEAN;
+			goto fail;
+		}
+		pos += n;
+	}
+	*nseg = k;
+	return (ssize_t)(end - off);
+
+fail:
+	cfs_image_unmap(segs, k);
+	return ret;
+}
+
+ssize_t cfs_image_map(struct cfs_image *img, uint64_t ino, uint64_t off, size_t len,
+		      struct cfs_image_seg *segs, unsigned max, unsigned *nseg)
+{
+	ssize_t n;
+
+	stat_add(&img->reads, 1);
+	if (len > SSIZE_MAX)
+		len = SSIZE_MAX;
+	n = image_map(img, ino, off, len, segs, max, nseg);
+	if (n < 0) {
+		if (n != -E2BIG)
+			stat_add(&img->read_errors, 1);
+	} else {
+		stat_add(&img->read_bytes, (uint64_t)n);
+		if (img->ra && n > 0)
+			ra_note(img, ino, off, (uint64_t)n);
+	}
+	return n;
+}
+
+void cfs_image_unmap(struct cfs_image_seg *segs, unsigned n)
+{
+	for (unsigned k = 0; k < n; k++) {
+		cfs_buf_unref(segs[k].buf);
+		segs[k].buf = NULL;
+	}
+}
+
+void cfs_image_invalidate(struct cfs_image *img, const struct cfs_image_seg *seg)
+{
+	if (seg->buf)
+		cfs_cache_invalidate(img->cache, seg->buf);
+}
+
 /* ---- readahead ---- */
 
 /* Prefetch is only ever an optimisation: its errors never fail a read and
@@ -399,8 +525,11 @@ static void *ra_worker(void *arg)
 		ret = cfs_index_chunk(img->idx, it.chunk, &c);
 		if (ret == 0)
 			ret = cfs_cache_get(img->cache, &c.digest, c.raw_size, image_load_chunk, img, &b);
-		if (ret == 0)
+		if (ret == 0) {
+			/* A cache file: start bringing it into the page cache. */
+			cfs_buf_willneed(b);
 			cfs_buf_unref(b);
+		}
 		if (it.prefetch) {
 			if (ret == 0)
 				stat_add(&img->prefetch_done, 1);

@@ -18,6 +18,7 @@ struct cfs_store;
 struct cfs_cache;
 struct cfs_index;
 struct cfs_image;
+struct cfs_buf;
 
 struct cfs_image_stats {
 	uint64_t reads;        /* cfs_image_read calls */
@@ -49,6 +50,31 @@ void cfs_image_digest(const struct cfs_image *img, cfs_digest *out);
  * from the store), -EBADMSG (digest mismatch), -EUCLEAN (corrupt object),
  * -EIO.  Never returns unverified bytes. */
 ssize_t cfs_image_read(struct cfs_image *img, uint64_t ino, void *buf, size_t len, uint64_t off);
+
+/* One piece of a mapped read: len bytes at off of a chunk's content, which
+ * buf references (a memory or file handle, lib/cache.h), or zeros when buf
+ * is NULL (a hole). */
+struct cfs_image_seg {
+	struct cfs_buf *buf;
+	uint32_t chunk;   /* index in the chunk table, or CFS_CHUNK_NONE */
+	uint64_t off;
+	size_t len;
+};
+
+/* Like cfs_image_read(), but instead of copying, returns in segs[0..*nseg)
+ * references to where the bytes are, in order (adjacent pieces of one
+ * chunk merged), for a caller that moves them itself (a splice).  Returns
+ * the count covered (short only at end of file), the errors of
+ * cfs_image_read(), or -E2BIG when more than max segments would be needed
+ * (nothing is held then: read instead).  Release with cfs_image_unmap(). */
+ssize_t cfs_image_map(struct cfs_image *img, uint64_t ino, uint64_t off, size_t len,
+		      struct cfs_image_seg *segs, unsigned max, unsigned *nseg);
+void cfs_image_unmap(struct cfs_image_seg *segs, unsigned n);
+
+/* For a segment whose cache file came up short while being read: forgets
+ * it, so that the next read has the chunk again (lib/cache.h,
+ * cfs_cache_invalidate). */
+void cfs_image_invalidate(struct cfs_image *img, const struct cfs_image_seg *seg);
 
 void cfs_image_stats_get(struct cfs_image *img, struct cfs_image_stats *out);
 

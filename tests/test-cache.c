@@ -25,7 +25,7 @@
 #include "test.h"
 
 #define CH (64u << 10)
-#define HDR 32u
+#define HDR 32u /* the trailer */
 
 static char base[64];
 /* Whether disk writes should go through io_uring in this run. */
@@ -62,16 +62,23 @@ static uint8_t pattern(unsigned i, size_t off)
 	return (uint8_t)(i * 131u + off * 7u + (off >> 9));
 }
 
+/* Memory or file handle alike, through cfs_buf_read(). */
 static bool content_ok(const struct cfs_buf *b, unsigned i, size_t len)
 {
-	const uint8_t *p = cfs_buf_data(b);
+	uint8_t *p;
+	bool ok = true;
 
 	if (cfs_buf_len(b) != len)
 		return false;
-	for (size_t k = 0; k < len; k++)
-		if (p[k] != pattern(i, k))
-			return false;
-	return true;
+	p = malloc(len ? len : 1);
+	if (!p || cfs_buf_read(b, p, len, 0) < 0) {
+		free(p);
+		return false;
+	}
+	for (size_t k = 0; k < len && ok; k++)
+		ok = p[k] == pattern(i, k);
+	free(p);
+	return ok;
 }
 
 static int load_fn(void *ctx, const cfs_digest *d, uint32_t raw_size, uint8_t *dst)
@@ -295,7 +302,7 @@ static void test_disk(void)
 	printf("disk: a flipped byte is detected, counted and reloaded\n");
 	entry_path(dir, 1, p, sizeof(p));
 	fd = open(p, O_RDWR);
-	CHECK(fd >= 0 && pwrite(fd, "\xff", 1, HDR + 1000) == 1, "corrupt %s", p);
+	CHECK(fd >= 0 && pwrite(fd, "\xff", 1, 1000) == 1, "corrupt %s", p);
 	close(fd);
 	get_put(c, &l, 1, CH);
 	cfs_cache_stats_get(c, &s);
@@ -303,15 +310,15 @@ static void test_disk(void)
 
 	printf("disk: a truncated entry likewise\n");
 	entry_path(dir, 2, p, sizeof(p));
-	CHECK(truncate(p, HDR + CH / 2) == 0, "truncate");
+	CHECK(truncate(p, CH / 2) == 0, "truncate");
 	get_put(c, &l, 2, CH);
 	cfs_cache_stats_get(c, &s);
 	CHECK(s.disk_bad == 2 && l.loads == 2, "bad %lu loads %u", (unsigned long)s.disk_bad, l.loads);
 
-	printf("disk: a garbage header likewise\n");
+	printf("disk: a garbage trailer likewise\n");
 	entry_path(dir, 0, p, sizeof(p));
 	fd = open(p, O_RDWR);
-	CHECK(fd >= 0 && pwrite(fd, "XX", 2, 0) == 2, "corrupt header");
+	CHECK(fd >= 0 && pwrite(fd, "XX", 2, CH) == 2, "corrupt trailer");
 	close(fd);
 	cfs_cache_free(c);
 	c = cache_new(dir, 0, 0);
@@ -343,6 +350,112 @@ static void test_disk(void)
 	cfs_cache_stats_get(c, &s);
 	CHECK(l.loads == 1 && s.disk_hits == 1, "loads %u", l.loads);
 	cfs_cache_free(c);
+}
+
+/* The page cache is the memory tier: a written chunk is served from its
+ * open file, verified once, and a file changed under the cache is caught
+ * by the identity check on the next hit. */
+static void test_handles(void)
+{
+	char dir[128], p[256];
+	struct loader l = { 0 };
+	struct cfs_cache_stats s;
+	struct cfs_cache *c;
+	struct cfs_buf *a, *b;
+	uint8_t x[16];
+	int fd;
+
+	snprintf(dir, sizeof(dir), "%s/handles", base);
+	c = cache_new(dir, 0, 0);
+
+	printf("handles: a loaded chunk leaves memory once its file is written\n");
+	a = get(c, &l, 0, CH);
+	CHECK(a && cfs_buf_fd(a) < 0 && cfs_buf_data(a), "a miss is a memory handle");
+	cfs_buf_unref(a);
+	cfs_cache_flush(c);
+	cfs_cache_stats_get(c, &s);
+	CHECK(s.mem_bytes == 0, "mem_bytes %lu after the write", (unsigned long)s.mem_bytes);
+
+	printf("handles: then a file handle, trusted without hashing (this cache wrote it)\n");
+	a = get(c, &l, 0, CH);
+	CHECK(a && cfs_buf_fd(a) >= 0 && !cfs_buf_data(a), "a file handle");
+	cfs_cache_stats_get(c, &s);
+	CHECK(s.disk_hits == 1 && s.verifies == 0 && s.files_open == 1 && l.loads == 1,
+	      "disk_hits %lu verifies %lu files %lu loads %u", (unsigned long)s.disk_hits,
+	      (unsigned long)s.verifies, (unsigned long)s.files_open, l.loads);
+	cfs_buf_willneed(a);
+
+	printf("handles: a second get is a file hit on the same handle, nothing hashed\n");
+	b = get(c, &l, 0, CH);
+	cfs_cache_stats_get(c, &s);
+	CHECK(b == a && s.file_hits == 1 && s.verifies == 0, "file_hits %lu verifies %lu",
+	      (unsigned long)s.file_hits, (unsigned long)s.verifies);
+	cfs_buf_unref(b);
+	CHECK(cfs_buf_read(a, x, sizeof(x), CH - 8) == -EINVAL, "read past the content");
+	cfs_buf_unref(a);
+	cfs_cache_free(c);
+
+	printf("handles: another cache hashes a first-seen entry once, then trusts it\n");
+	c = cache_new(dir, 0, 0);
+	get_put(c, &l, 0, CH);
+	get_put(c, &l, 0, CH);
+	cfs_cache_stats_get(c, &s);
+	CHECK(s.verifies == 1 && s.file_hits == 1 && l.loads == 1, "verifies %lu loads %u",
+	      (unsigned long)s.verifies, l.loads);
+
+	printf("handles: a byte written into an open entry: caught at the next hit, reloaded\n");
+	entry_path(dir, 0, p, sizeof(p));
+	fd = open(p, O_RDWR);
+	CHECK(fd >= 0 && pwrite(fd, "\xff", 1, 100) == 1, "corrupt %s", p);
+	close(fd);
+	get_put(c, &l, 0, CH); /* content_ok checks every byte */
+	cfs_cache_stats_get(c, &s);
+	CHECK(s.stale == 1 && s.disk_bad == 1 && l.loads == 2, "stale %lu bad %lu loads %u",
+	      (unsigned long)s.stale, (unsigned long)s.disk_bad, l.loads);
+	cfs_cache_flush(c);
+
+	printf("handles: an entry truncated while a reader holds it: -ESTALE, then reloaded\n");
+	a = get(c, &l, 0, CH);
+	CHECK(a && cfs_buf_fd(a) >= 0, "a file handle again");
+	entry_path(dir, 0, p, sizeof(p));
+	CHECK(truncate(p, CH / 2) == 0, "truncate");
+	CHECK(a && cfs_buf_read(a, x, sizeof(x), CH - 100) == -ESTALE, "short read not -ESTALE");
+	cfs_cache_invalidate(c, a);
+	cfs_buf_unref(a);
+	get_put(c, &l, 0, CH);
+	cfs_cache_stats_get(c, &s);
+	CHECK(l.loads == 3, "loads %u after the truncation", l.loads);
+
+	printf("handles: a touch (mtime only) is rechecked by hash and kept\n");
+	cfs_cache_flush(c);
+	get_put(c, &l, 0, CH);
+	CHECK(utimensat(AT_FDCWD, p, NULL, 0) == 0, "touch");
+	cfs_cache_stats_get(c, &s);
+	{
+		uint64_t v = s.verifies;
+
+		get_put(c, &l, 0, CH);
+		cfs_cache_stats_get(c, &s);
+		CHECK(s.verifies == v + 1 && l.loads == 3, "verifies %lu loads %u",
+		      (unsigned long)(s.verifies - v), l.loads);
+	}
+	cfs_cache_free(c);
+
+	printf("handles: at most max_files files stay open\n");
+	{
+		struct cfs_cache_opts o = { .dir = dir, .max_files = 16 };
+
+		CHECK(cfs_cache_new(&o, &c) == 0, "cache");
+		for (unsigned i = 0; i < 40; i++)
+			get_put(c, &l, 100 + i, 4096);
+		cfs_cache_flush(c);
+		for (unsigned i = 0; i < 40; i++)
+			get_put(c, &l, 100 + i, 4096);
+		cfs_cache_stats_get(c, &s);
+		CHECK(s.files_open <= 16 && s.evictions >= 24, "files %lu evictions %lu",
+		      (unsigned long)s.files_open, (unsigned long)s.evictions);
+		cfs_cache_free(c);
+	}
 }
 
 static void test_disk_bound(void)
@@ -1081,6 +1194,7 @@ int main(void)
 	cfs_test_mkdtemp(base, sizeof(base), "cache");
 	test_memory();
 	test_disk();
+	test_handles();
 	test_disk_bound();
 	test_single_flight();
 	test_stress();
