@@ -36,6 +36,7 @@ struct cfs_fs {
 	bool no_open;                /* set at init: the kernel skips OPEN and RELEASE */
 	bool splice;                 /* READ replies by splice (CFS_FUSE_SPLICE=0: off);
 	                              * cleared at init when libfuse cannot */
+	size_t max_read;             /* READ size that spliced replies fit; 0: any */
 	struct cfs_recorder *rec;    /* --record, or NULL */
 	_Atomic uint64_t read_splice; /* READ replies spliced */
 	_Atomic uint64_t read_copy;   /* READ replies through a buffer */
@@ -58,6 +59,13 @@ int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap);
  * again), -ENOMEM. */
 int cfs_fs_reply_splice(struct cfs_fs *fs, fuse_req_t req, const struct cfs_image_seg *segs,
 			unsigned nseg, size_t total);
+
+/* Probes, before the session starts, how large a spliced READ reply may
+ * be: the pipes this process may make hold what pipe-max-size allows
+ * (CAP_SYS_RESOURCE lifts it).  Returns the largest READ to ask the
+ * kernel for (-o max_read) so that every reply fits, at most 1 MiB, or 0
+ * when splicing cannot work at all. */
+size_t cfs_fs_splice_probe(void);
 
 /* The low-level operations; every one replies exactly once. */
 extern const struct fuse_lowlevel_ops cfs_fs_ops;

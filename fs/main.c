@@ -576,10 +576,10 @@ static int opt_append_escaped(char **list, const char *prefix, const char *s)
 	return ret;
 }
 
-static int build_fuse_args(const struct mount_args *a, const char *store_abs,
+static int build_fuse_args(const struct mount_args *a, const char *store_abs, size_t max_read,
 			   struct fuse_args *args)
 {
-	char *opts = NULL;
+	char *opts = NULL, mr[32];
 	int ret = -ENOMEM;
 
 	if (fuse_opt_add_arg(args, PROG) < 0)
@@ -594,6 +594,14 @@ static int build_fuse_args(const struct mount_args *a, const char *store_abs,
 	if (a->allow_other && !a->default_permissions &&
 	    opt_append(&opts, "default_permissions", 19) < 0)
 		goto out;
+	/* Spliced replies must fit the pipes (fs/splice.c); the user's own
+	 * -o max_read, after it, wins. */
+	if (max_read && max_read < (1u << 20)) {
+		int n = snprintf(mr, sizeof(mr), "max_read=%zu", max_read);
+
+		if (opt_append(&opts, mr, (size_t)n) < 0)
+			goto out;
+	}
 	if (a->fuse_opts && opt_append(&opts, a->fuse_opts, strlen(a->fuse_opts)) < 0)
 		goto out;
 	if (fuse_opt_add_arg(args, "-o") < 0 || fuse_opt_add_arg(args, opts) < 0)
@@ -981,8 +989,17 @@ int main(int argc, char **argv)
 	if (open_image(&a, &d, store_abs) < 0)
 		goto out_image;
 	read_bench_knobs(&d);
+	if (d.fs.splice) {
+		d.fs.max_read = cfs_fs_splice_probe();
+		d.fs.splice = d.fs.max_read > 0;
+		if (!d.fs.splice)
+			cfs_info("READ replies copied: no pipe to splice through");
+		else if (d.fs.max_read < (1u << 20))
+			cfs_info("READs of %zu KiB at most: pipe-max-size is too small for 1 MiB "
+				 "replies (raise it, or give CAP_SYS_RESOURCE)", d.fs.max_read >> 10);
+	}
 
-	if (build_fuse_args(&a, store_abs, &args) < 0) {
+	if (build_fuse_args(&a, store_abs, d.fs.max_read, &args) < 0) {
 		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
 		goto out_image;
 	}

@@ -98,6 +98,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_SPLICE_WRITE;
 	else
 		fs->splice = false;
+	/* What -o max_read said (libfuse insists on both). */
+	if (fs->max_read && fs->max_read < (1u << 20))
+		conn->max_read = (unsigned)fs->max_read;
 	if (fs->no_readdirplus) /* benchmark knob only */
 		conn->want &= ~(unsigned)(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO);
 	/* The image never changes: nothing to invalidate, nothing to lock or

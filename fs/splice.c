@@ -31,8 +31,14 @@
 #define PAGE 4096u
 /* Room for a 1 MiB reply at any offset, over two chunks, with a few
  * memory pieces.  Above /proc/sys/fs/pipe-max-size (1 MiB by default),
- * which root may exceed; where it cannot, big replies take the copy path. */
+ * which only CAP_SYS_RESOURCE may exceed; without it pipes get what that
+ * allows, and cfs_fs_splice_probe() makes READs small enough to fit. */
 #define PIPE_BYTES (2u << 20)
+#define PIPE_MIN (64u << 10)
+/* libfuse's own pipe carries the reply header too, and it wants room for
+ * three pages more than the reply (its sizing rule in fuse_send_data_iov). */
+#define LIBFUSE_PIPE_EXTRA (4 * PAGE)
+#define READ_MAX (1u << 20)
 
 struct fs_pipe {
 	int rd, wr;
@@ -75,9 +81,10 @@ static int pipe_new(struct fs_pipe **out)
 	}
 	fp->rd = fds[0];
 	fp->wr = fds[1];
-	if (fcntl(fp->wr, F_SETPIPE_SZ, PIPE_BYTES) < 0) {
-		/* EPERM without CAP_SYS_RESOURCE: keep what we have. */
-	}
+	/* EPERM above pipe-max-size without CAP_SYS_RESOURCE: halve. */
+	for (unsigned want = PIPE_BYTES; want >= PIPE_MIN; want /= 2)
+		if (fcntl(fp->wr, F_SETPIPE_SZ, want) >= 0)
+			break;
 	size = fcntl(fp->wr, F_GETPIPE_SZ);
 	fp->slots = size > 0 ? (unsigned)size / PAGE : 16;
 	*out = fp;
@@ -179,6 +186,24 @@ static unsigned segs_slots(const struct cfs_image_seg *segs, unsigned n)
 			slots += (unsigned)((s->len + PAGE - 1) / PAGE) + 1;
 	}
 	return slots;
+}
+
+size_t cfs_fs_splice_probe(void)
+{
+	struct fs_pipe *fp;
+	size_t bytes, max;
+
+	if (pipe_new(&fp) < 0)
+		return 0;
+	bytes = (size_t)fp->slots * PAGE;
+	pipe_free(fp);
+	if (bytes < PIPE_MIN)
+		return 0;
+	/* Ours takes the data of a page-aligned READ; libfuse's the same
+	 * plus its extra. */
+	max = bytes - LIBFUSE_PIPE_EXTRA;
+	max -= max % PAGE;
+	return CFS_MIN(max, (size_t)READ_MAX);
 }
 
 int cfs_fs_reply_splice(struct cfs_fs *fs, fuse_req_t req, const struct cfs_image_seg *segs,

@@ -33,6 +33,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -107,7 +108,16 @@ struct ident {
 	ino_t ino;
 	off_t size;
 	struct timespec ctime;
+	struct timespec mtime; /* what the seal covers */
 };
+
+/* An entry whose content was verified carries a seal: an xattr holding a
+ * hash of its digest, size and mtime.  Anything that writes to the file
+ * through the filesystem moves its mtime, so the seal no longer matches,
+ * and a process that opens the entry for the first time trusts it without
+ * hashing only while it does.  Where the filesystem has no user xattrs,
+ * first-seen entries are hashed. */
+#define SEAL_XATTR "user.cfs.seal"
 
 struct cfs_buf {
 	struct node n;          /* c->mem while cached, under c->lock */
@@ -530,7 +540,44 @@ static int ident_get(int fd, struct ident *id)
 	id->ino = sb.st_ino;
 	id->size = sb.st_size;
 	id->ctime = sb.st_ctim;
+	id->mtime = sb.st_mtim;
 	return 0;
+}
+
+static uint64_t seal_of(const cfs_digest *d, const struct ident *id)
+{
+	struct {
+		uint8_t d[CFS_DIGEST_LEN];
+		int64_t size, sec, nsec;
+	} s;
+
+	memset(&s, 0, sizeof(s));
+	memcpy(s.d, d->b, sizeof(s.d));
+	s.size = (int64_t)id->size;
+	s.sec = (int64_t)id->mtime.tv_sec;
+	s.nsec = (int64_t)id->mtime.tv_nsec;
+	return XXH3_64bits(&s, sizeof(s));
+}
+
+/* Seals fd as it is now and returns its identity after (the xattr moves
+ * ctime).  Best effort: an unsealed entry costs one hash per process. */
+static void seal_set(int fd, const cfs_digest *d, struct ident *id)
+{
+	uint64_t v;
+
+	if (ident_get(fd, id) < 0)
+		return;
+	v = htole64(seal_of(d, id));
+	if (fsetxattr(fd, SEAL_XATTR, &v, sizeof(v), 0) == 0)
+		ident_get(fd, id);
+}
+
+static bool seal_ok(int fd, const cfs_digest *d, const struct ident *id)
+{
+	uint64_t v;
+
+	return fgetxattr(fd, SEAL_XATTR, &v, sizeof(v)) == (ssize_t)sizeof(v) &&
+	       le64toh(v) == seal_of(d, id);
 }
 
 static bool ident_eq(const struct ident *a, const struct ident *b)
@@ -541,8 +588,8 @@ static bool ident_eq(const struct ident *a, const struct ident *b)
 
 /* Whether this process may use the file as it is without hashing it: it
  * verified the file in this very state, or wrote it and never opened it
- * since.  Records nothing. */
-static bool disk_trusted(struct cfs_cache *c, const cfs_digest *d, const struct ident *id)
+ * since, or the file carries its seal.  Records nothing. */
+static bool disk_trusted(struct cfs_cache *c, int fd, const cfs_digest *d, const struct ident *id)
 {
 	struct node *n;
 	bool ok = false;
@@ -552,7 +599,7 @@ static bool disk_trusted(struct cfs_cache *c, const cfs_digest *d, const struct 
 	if (n)
 		ok = ent_of(n)->known ? ident_eq(&ent_of(n)->id, id) : ent_of(n)->ours;
 	pthread_mutex_unlock(&c->lock);
-	return ok;
+	return ok || seal_ok(fd, d, id);
 }
 
 static void disk_remember(struct cfs_cache *c, const cfs_digest *d, const struct ident *id)
@@ -637,17 +684,18 @@ static int disk_open(struct cfs_cache *c, struct cfs_buf *b)
 	}
 	if ((uint64_t)id.size != sizeof(h) + (uint64_t)b->len)
 		goto bad;
-	if (!disk_trusted(c, &b->n.d, &id)) {
+	if (!disk_trusted(c, fd, &b->n.d, &id)) {
 		ret = disk_hash(c, fd, b->len, le64toh(h.xxh));
 		if (ret == -EUCLEAN)
 			goto bad;
 		if (ret < 0)
 			goto out_close;
+		seal_set(fd, &b->n.d, &id);
 	}
 	/* Best effort: a read-only directory still serves hits.  The touch
-	 * moves ctime: take the identity after it. */
+	 * moves mtime: seal again, and take the identity after. */
 	if (disk_touch(c, &b->n.d, (uint64_t)id.size) && futimens(fd, NULL) == 0)
-		ident_get(fd, &id);
+		seal_set(fd, &b->n.d, &id);
 	disk_remember(c, &b->n.d, &id);
 	b->fd = fd;
 	b->id = id;
@@ -721,8 +769,10 @@ static void disk_tmp_name(const char *path, char tmp[DISK_TMP_LEN])
 	snprintf(tmp, DISK_TMP_LEN, "%s.tmp.%016" PRIx64, path, r);
 }
 
-static int disk_write_file(struct cfs_cache *c, const struct cfs_buf *b)
+static int disk_write_file(struct cfs_cache *c, const struct cfs_buf *b, uint64_t used_ns)
 {
+	struct timespec ts[2];
+	struct ident id;
 	char path[DISK_PATH_LEN], tmp[DISK_TMP_LEN];
 	struct disk_hdr h;
 	int fd, ret;
@@ -747,6 +797,12 @@ static int disk_write_file(struct cfs_cache *c, const struct cfs_buf *b)
 	ret = cfs_write_full(fd, b->data, b->len);
 	if (!ret)
 		ret = cfs_write_full(fd, &h, sizeof(h));
+	/* The time of the reservation, as the view orders it; then the seal
+	 * (the rename keeps both). */
+	ts[0].tv_sec = ts[1].tv_sec = (time_t)(used_ns / NS_PER_SEC);
+	ts[0].tv_nsec = ts[1].tv_nsec = (long)(used_ns % NS_PER_SEC);
+	if (!ret && futimens(fd, ts) == 0)
+		seal_set(fd, &b->n.d, &id);
 	if (close(fd) < 0 && !ret)
 		ret = -errno;
 	if (!ret && renameat(c->dirfd, tmp, c->dirfd, path) < 0)
@@ -842,6 +898,7 @@ static void ring_write_done(void *ctx, int res)
 	if (res == 0) {
 		struct timespec ts[2];
 		uint64_t used;
+		int fd;
 
 		/* A pass takes the file's mtime for its age: make it the time
 		 * of the reservation, not of the (possibly late) rename, so
@@ -851,8 +908,15 @@ static void ring_write_done(void *ctx, int res)
 		pthread_mutex_unlock(&c->lock);
 		ts[0].tv_sec = ts[1].tv_sec = (time_t)(used / NS_PER_SEC);
 		ts[0].tv_nsec = ts[1].tv_nsec = (long)(used % NS_PER_SEC);
-		if (utimensat(c->dirfd, w->path, ts, AT_SYMLINK_NOFOLLOW) < 0) {
-			/* Only the order of a later eviction suffers. */
+		/* Then the seal.  Failing, only the order of a later eviction
+		 * suffers, or a later process hashes the entry once. */
+		fd = openat(c->dirfd, w->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd >= 0) {
+			struct ident id;
+
+			if (futimens(fd, ts) == 0)
+				seal_set(fd, &w->b->n.d, &id);
+			close(fd);
 		}
 	}
 	disk_write_end(c, w->e, res, true);
@@ -939,7 +1003,7 @@ static void disk_write(struct cfs_cache *c, struct cfs_buf *b)
 		e->pending = NULL;
 		pthread_mutex_unlock(&c->lock);
 	}
-	disk_write_end(c, e, disk_write_file(c, b), false);
+	disk_write_end(c, e, disk_write_file(c, b, e->used_ns), false);
 }
 
 /* ---- passes over the directory ---- */
@@ -1517,9 +1581,17 @@ static bool handle_fresh(struct cfs_cache *c, struct cfs_buf *b, bool touch)
 {
 	struct ident id;
 
-	if (ident_get(b->fd, &id) < 0 || !ident_eq(&id, &b->id))
+	bool same;
+
+	if (ident_get(b->fd, &id) < 0)
 		return false;
-	if (touch && futimens(b->fd, NULL) == 0 && ident_get(b->fd, &id) == 0) {
+	pthread_mutex_lock(&c->lock);
+	same = ident_eq(&id, &b->id);
+	pthread_mutex_unlock(&c->lock);
+	if (!same)
+		return false;
+	if (touch && futimens(b->fd, NULL) == 0) {
+		seal_set(b->fd, &b->n.d, &id);
 		pthread_mutex_lock(&c->lock);
 		b->id = id;
 		pthread_mutex_unlock(&c->lock);

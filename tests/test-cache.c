@@ -16,6 +16,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -363,6 +364,7 @@ static void test_handles(void)
 	struct cfs_cache *c;
 	struct cfs_buf *a, *b;
 	uint8_t x[16];
+	bool sealed;
 	int fd;
 
 	snprintf(dir, sizeof(dir), "%s/handles", base);
@@ -395,13 +397,48 @@ static void test_handles(void)
 	cfs_buf_unref(a);
 	cfs_cache_free(c);
 
-	printf("handles: another cache hashes a first-seen entry once, then trusts it\n");
+	printf("handles: another cache trusts a sealed entry without hashing\n");
+	entry_path(dir, 0, p, sizeof(p));
+	sealed = getxattr(p, "user.cfs.seal", x, sizeof(x)) == 8;
+	if (!sealed)
+		printf("   (no user xattrs here: %s; first-seen entries are hashed)\n",
+		       strerror(errno));
 	c = cache_new(dir, 0, 0);
 	get_put(c, &l, 0, CH);
 	get_put(c, &l, 0, CH);
 	cfs_cache_stats_get(c, &s);
-	CHECK(s.verifies == 1 && s.file_hits == 1 && l.loads == 1, "verifies %lu loads %u",
+	CHECK(s.verifies == !sealed && s.file_hits == 1 && l.loads == 1, "verifies %lu loads %u",
 	      (unsigned long)s.verifies, l.loads);
+	cfs_cache_free(c);
+
+	printf("handles: an unsealed entry is hashed once, sealed, then trusted\n");
+	entry_path(dir, 0, p, sizeof(p));
+	if (removexattr(p, "user.cfs.seal") < 0)
+		printf("   (no seal to remove: %s)\n", strerror(errno));
+	c = cache_new(dir, 0, 0);
+	get_put(c, &l, 0, CH);
+	cfs_cache_stats_get(c, &s);
+	CHECK(s.verifies == 1 && l.loads == 1, "verifies %lu loads %u", (unsigned long)s.verifies,
+	      l.loads);
+	cfs_cache_free(c);
+	c = cache_new(dir, 0, 0);
+	get_put(c, &l, 0, CH);
+	cfs_cache_stats_get(c, &s);
+	CHECK(s.verifies == !sealed && l.loads == 1, "verifies %lu after sealing",
+	      (unsigned long)s.verifies);
+
+	printf("handles: a byte written into a sealed entry while unused: hashed, reloaded\n");
+	cfs_cache_free(c);
+	fd = open(p, O_RDWR);
+	CHECK(fd >= 0 && pwrite(fd, "\xfe", 1, 200) == 1, "corrupt %s", p);
+	close(fd);
+	c = cache_new(dir, 0, 0);
+	get_put(c, &l, 0, CH);
+	cfs_cache_stats_get(c, &s);
+	CHECK(s.verifies == 1 && s.disk_bad == 1 && l.loads == 2, "verifies %lu bad %lu loads %u",
+	      (unsigned long)s.verifies, (unsigned long)s.disk_bad, l.loads);
+	cfs_cache_flush(c);
+	get_put(c, &l, 0, CH);
 
 	printf("handles: a byte written into an open entry: caught at the next hit, reloaded\n");
 	entry_path(dir, 0, p, sizeof(p));
@@ -410,7 +447,7 @@ static void test_handles(void)
 	close(fd);
 	get_put(c, &l, 0, CH); /* content_ok checks every byte */
 	cfs_cache_stats_get(c, &s);
-	CHECK(s.stale == 1 && s.disk_bad == 1 && l.loads == 2, "stale %lu bad %lu loads %u",
+	CHECK(s.stale == 1 && s.disk_bad == 2 && l.loads == 3, "stale %lu bad %lu loads %u",
 	      (unsigned long)s.stale, (unsigned long)s.disk_bad, l.loads);
 	cfs_cache_flush(c);
 
@@ -424,7 +461,7 @@ static void test_handles(void)
 	cfs_buf_unref(a);
 	get_put(c, &l, 0, CH);
 	cfs_cache_stats_get(c, &s);
-	CHECK(l.loads == 3, "loads %u after the truncation", l.loads);
+	CHECK(l.loads == 4, "loads %u after the truncation", l.loads);
 
 	printf("handles: a touch (mtime only) is rechecked by hash and kept\n");
 	cfs_cache_flush(c);
@@ -436,7 +473,7 @@ static void test_handles(void)
 
 		get_put(c, &l, 0, CH);
 		cfs_cache_stats_get(c, &s);
-		CHECK(s.verifies == v + 1 && l.loads == 3, "verifies %lu loads %u",
+		CHECK(s.verifies == v + 1 && l.loads == 4, "verifies %lu loads %u",
 		      (unsigned long)(s.verifies - v), l.loads);
 	}
 	cfs_cache_free(c);
