@@ -52,13 +52,18 @@ struct cfs_fs {
 int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap);
 
 /* Replies to a READ with the bytes of segs (total bytes in all) through a
- * pipe, without copying them in user space (fs/splice.c).  0 once replied;
+ * pipe, without copying them in user space (fs/splice.c); pieces that are
+ * all in memory go as an iovec reply instead.  0 once replied;
  * otherwise -errno and nothing was sent, so the caller replies through the
  * copy path: -E2BIG (too many pieces for the pipe), -ESTALE (a cache file
  * came up short; its entry was dropped, so the copy path has the chunk
  * again), -ENOMEM. */
 int cfs_fs_reply_splice(struct cfs_fs *fs, fuse_req_t req, const struct cfs_image_seg *segs,
 			unsigned nseg, size_t total);
+
+/* Pieces of one READ reply, at most: a 1 MiB read of a big file is one or
+ * two chunks, of small files' group chunks a few. */
+#define FS_REPLY_SEGS_MAX 16
 
 /* Probes, before the session starts, how large a spliced READ reply may
  * be: the pipes this process may make hold what pipe-max-size allows

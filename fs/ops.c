@@ -24,9 +24,6 @@
 #define FS_MAX_READAHEAD (1u << 20)
 #define FS_MAX_BACKGROUND 64u /* outstanding readahead requests */
 #define FS_MAX_GROUPS 64
-/* Pieces one spliced READ reply may have: a 1 MiB read of a big file is
- * one or two chunks, of small files' group chunks a few. */
-#define FS_MAX_SEGS 16
 
 static struct cfs_fs *fs_of(fuse_req_t req)
 {
@@ -489,7 +486,7 @@ static void read_copy(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
 static int read_splice(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
 {
 	struct cfs_fs *fs = fs_of(req);
-	struct cfs_image_seg segs[FS_MAX_SEGS];
+	struct cfs_image_seg segs[FS_REPLY_SEGS_MAX];
 	unsigned nseg = 0;
 	ssize_t n;
 	int ret;
@@ -499,7 +496,7 @@ static int read_splice(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
 		reply_err(req, ret);
 		return 0;
 	}
-	n = cfs_image_map(fs->img, ino, (uint64_t)off, size, segs, FS_MAX_SEGS, &nseg);
+	n = cfs_image_map(fs->img, ino, (uint64_t)off, size, segs, FS_REPLY_SEGS_MAX, &nseg);
 	if (n == -E2BIG)
 		return (int)n;
 	if (n < 0) {

@@ -21,6 +21,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -206,19 +207,50 @@ size_t cfs_fs_splice_probe(void)
 	return CFS_MIN(max, (size_t)READ_MAX);
 }
 
+/* Holes: reads of it map the zero page, so it costs no memory. */
+static uint8_t zero_area[READ_MAX];
+
+/* Every piece in memory or a hole: an iovec each into the reply, which
+ * the kernel copies once, as from a buffer. */
+static int reply_iov(fuse_req_t req, const struct cfs_image_seg *segs, unsigned nseg)
+{
+	struct iovec iov[FS_REPLY_SEGS_MAX];
+	unsigned k = 0;
+
+	for (unsigned i = 0; i < nseg; i++) {
+		const struct cfs_image_seg *s = &segs[i];
+
+		if (k == FS_REPLY_SEGS_MAX || (!s->buf && s->len > sizeof(zero_area)))
+			return -E2BIG;
+		/* fuse_reply_iov() only reads what the iovecs point to. */
+		iov[k].iov_base = s->buf ? (void *)(uintptr_t)(cfs_buf_data(s->buf) + s->off)
+					 : zero_area;
+		iov[k].iov_len = s->len;
+		k++;
+	}
+	fuse_reply_iov(req, iov, (int)k);
+	return 0;
+}
+
 int cfs_fs_reply_splice(struct cfs_fs *fs, fuse_req_t req, const struct cfs_image_seg *segs,
 			unsigned nseg, size_t total)
 {
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(total);
 	struct fs_pipe *fp = NULL;
 	int ret, queued = 0;
+	unsigned k;
 
+	for (k = 0; k < nseg; k++)
+		if (segs[k].buf && cfs_buf_fd(segs[k].buf) >= 0)
+			break;
+	if (k == nseg)
+		return reply_iov(req, segs, nseg);
 	ret = pipe_get(&fp);
 	if (ret < 0)
 		return ret;
 	if (segs_slots(segs, nseg) > fp->slots)
 		return -E2BIG;
-	for (unsigned k = 0; k < nseg; k++) {
+	for (k = 0; k < nseg; k++) {
 		const struct cfs_image_seg *s = &segs[k];
 
 		if (!s->buf)
