@@ -11,17 +11,28 @@
 #              numpy: debootstrap --variant=minbase --include=python3,python3-numpy
 #              bookworm (made once, cached in $ROOTFS_CACHE, default
 #              /var/tmp/cfs-bench-rootfs) running
-#              python3 -c 'import numpy; print(numpy.__version__)'.
-#   images     built once per workload into the server's directory (tmpfs):
-#              a cfs store (cfs-pack); if cfs-mount --help shows --record and
-#              cfs-pack --help shows --profile, a second image packed with the
-#              profile of one warm-up run (cfs-mount --record, cfs-pack
-#              --profile) mounted with --prefetch list; layer.tar.gz (gzip -6)
-#              and layer.tar.zst (zstd -3); a casync index + chunk store
-#              (casync make); a squashfs (mksquashfs, zstd if it has it).
+#              python3 -c 'import numpy; print(numpy.__version__)';
+#              torch: the same with python3-torch too (Debian's PyTorch 1.13,
+#              about 1.6 GB; cached in $ROOTFS_CACHE_TORCH, default
+#              /var/tmp/cfs-bench-rootfs-torch) running
+#              python3 -c 'import torch, numpy; print(torch.__version__)',
+#              a large framework whose start-up reads hundreds of MB.
+#   images     built once per workload into the server's directory (tmpfs),
+#              for the methods not in SKIP: a cfs store (cfs-pack); if
+#              cfs-mount --help shows --record and cfs-pack --help shows
+#              --profile, a second image packed with the profile of one warm-up
+#              run (cfs-mount --record, cfs-pack --profile) mounted with
+#              --prefetch list; layer.tar.gz (gzip -6) and layer.tar.zst
+#              (zstd -3); a casync index + chunk store (casync make); a
+#              squashfs (mksquashfs, zstd if it has it).
 #   link       nginx serves that directory; cfs-faultproxy in front of it adds
-#              latency_ms=$LATENCY_MS (20) to every request's round trip, and
-#              rate=$RATE per connection if RATE is set (default: no cap).
+#              latency_ms=$LATENCY_MS (20) to every request's round trip.  Two
+#              link models (LINK picks): "capped", the issue's "100 MB/s per
+#              connection, 1 GB/s total, 20 ms RTT", as rate=$RATE per
+#              connection (100000000 bytes/s) -- cfs-faultproxy has no
+#              aggregate cap, so the 1 GB/s total is NOT modelled; and
+#              "uncapped", no rate cap (loopback speed).  Every workload and
+#              method runs under each model chosen; the rows say which.
 #   methods    cfs           cfs-mount of the http:// store, runc on the mount
 #              cfs-profile   the profile-packed image, --prefetch list
 #              tar.gz/zst    curl | gzip -d / zstd -d | tar -x onto the local
@@ -38,19 +49,37 @@
 #              the proxy's counters (GET /__proxy_stats) for the run; cfs's
 #              own counters (cfs-mount --stats) give the bytes the workload
 #              read through the mount; "rounds" counts serial round trips in
-#              the proxy's -v log (responses more than half an RTT apart).
-# Prints one table (median of RUNS), ratios against cfs, and the issue's goals.
+#              the proxy's -v log (responses more than half an RTT apart);
+#              "cpu-s/GB" is the FUSE daemon's CPU time (utime + stime of
+#              /proc/PID/stat, at the container's exit: the whole life of the
+#              daemon, which started within the run) per GB it served: for
+#              cfs the read_bytes of cfs-mount --stats, for squashfuse and
+#              casync the bytes they wrote to /dev/fuse (/proc/PID/io wchar:
+#              the replies, headers and metadata included).  The clock tick
+#              is 10 ms, so small runs' figures are coarse.
+#              A method that fails (mount, extract or container) is reported
+#              as FAILED and the benchmark goes on.
+# Prints one table (median of RUNS; rows per link model), ratios against cfs,
+# and the issue's goals; writes every run and the medians as JSON lines to
+# $OUT_JSON and a bar chart of the medians' first_ms (bench/plot.sh) to
+# $OUT_PNG.
 #
 # Needs root (mounts, runc, drop_caches).  Installs what is missing with
-# apt-get: nginx, casync, squashfs-tools, squashfuse, debootstrap, zstd, runc.
+# apt-get: nginx, casync, squashfs-tools, squashfuse, debootstrap, zstd, runc,
+# gnuplot-nox.
 #
 # Env: CFS_PACK, CFS_MOUNT, CFS_FAULTPROXY (binaries; default build/...),
-#      LATENCY_MS (20), RATE (unset: no cap; e.g. 100M), WORKLOADS
-#      ("busybox numpy"), SKIP (method names to leave out, e.g. "casync"),
-#      ROOTFS_CACHE (/var/tmp/cfs-bench-rootfs), MIRROR (debootstrap mirror,
+#      LATENCY_MS (20), LINK (capped, uncapped or both: the default),
+#      RATE (the capped model's per-connection cap, bytes/s, 100000000; the
+#      proxy reads K, M, G as powers of 1024), WORKLOADS ("busybox numpy";
+#      torch on request), SKIP (method names to leave out, e.g. "casync"),
+#      ROOTFS_CACHE (/var/tmp/cfs-bench-rootfs), ROOTFS_CACHE_TORCH
+#      (/var/tmp/cfs-bench-rootfs-torch), MIRROR (debootstrap mirror,
 #      http://deb.debian.org/debian), BENCH_DIR (server data, /dev/shm),
 #      CACHE_DIR (client side: caches, downloads, extraction; /var/tmp),
 #      CFS_MOUNT_OPTS (extra cfs-mount options for both cfs methods),
+#      RUN_TIMEOUT (seconds a container may run, 600), OUT_JSON
+#      (coldstart-remote.jsonl), OUT_PNG (coldstart-remote.png; "" for none),
 #      KEEP_LOG (a file to copy the raw per-run lines to).
 set -euo pipefail
 
