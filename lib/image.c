@@ -334,8 +334,15 @@ static int image_copy_chunk(struct cfs_image *img, uint32_t ci, uint64_t coff, v
 	}
 }
 
-static ssize_t image_read(struct cfs_image *img, uint64_t ino, uint8_t *buf, size_t len,
-			  uint64_t off)
+/* Called for each piece of a read, in file order: n bytes at coff of chunk
+ * ci (CFS_CHUNK_NONE: a hole), landing at rel bytes into the read. */
+typedef int (*image_piece_fn)(struct cfs_image *img, void *ctx, uint32_t ci, uint64_t coff,
+			      size_t n, uint64_t rel);
+
+/* Walks the extents that hold [off, off + len) of file ino.  Returns the
+ * bytes covered (short only at end of file) or the first error. */
+static ssize_t image_walk(struct cfs_image *img, uint64_t ino, uint64_t off, size_t len,
+			  image_piece_fn fn, void *ctx)
 {
 	struct cfs_inode inode;
 	uint64_t pos, end;
@@ -365,88 +372,78 @@ static ssize_t image_read(struct cfs_image *img, uint64_t ino, uint8_t *buf, siz
 			return -EUCLEAN; /* extents must tile the file */
 		eoff = pos - e.file_off;
 		n = (size_t)CFS_MIN(e.len - eoff, end - pos);
-		if (e.chunk == CFS_CHUNK_NONE) {
-			memset(buf + (pos - off), 0, n);
-		} else {
-			ret = image_copy_chunk(img, e.chunk, (uint64_t)e.chunk_off + eoff,
-					       buf + (pos - off), n);
-			if (ret < 0)
-				return ret;
-		}
+		ret = fn(img, ctx, e.chunk, (uint64_t)e.chunk_off + eoff, n, pos - off);
+		if (ret < 0)
+			return ret;
 		pos += n;
 	}
 	return (ssize_t)(end - off);
 }
 
+static int read_piece(struct cfs_image *img, void *ctx, uint32_t ci, uint64_t coff, size_t n,
+		      uint64_t rel)
+{
+	uint8_t *dst = (uint8_t *)ctx + rel;
+
+	if (ci == CFS_CHUNK_NONE) {
+		memset(dst, 0, n);
+		return 0;
+	}
+	return image_copy_chunk(img, ci, coff, dst, n);
+}
+
+static ssize_t image_read(struct cfs_image *img, uint64_t ino, uint8_t *buf, size_t len,
+			  uint64_t off)
+{
+	return image_walk(img, ino, off, len, read_piece, buf);
+}
+
 static void ra_note(struct cfs_image *img, uint64_t ino, uint64_t off, uint64_t n);
+
+struct map_ctx {
+	struct cfs_image_seg *segs;
+	unsigned max, k;
+};
+
+static int map_piece(struct cfs_image *img, void *ctx, uint32_t ci, uint64_t coff, size_t n,
+		     uint64_t rel)
+{
+	struct map_ctx *m = ctx;
+	struct cfs_image_seg *last = m->k ? &m->segs[m->k - 1] : NULL;
+	int ret;
+
+	(void)rel;
+	/* Adjacent pieces of one chunk (or holes) are one segment. */
+	if (last && last->chunk == ci && (ci == CFS_CHUNK_NONE || last->off + last->len == coff)) {
+		if (last->buf && last->off + last->len + n > cfs_buf_len(last->buf))
+			return -EUCLEAN;
+		last->len += n;
+		return 0;
+	}
+	if (m->k == m->max)
+		return -E2BIG;
+	m->segs[m->k] = (struct cfs_image_seg){ .buf = NULL, .chunk = ci, .off = coff, .len = n };
+	if (ci != CFS_CHUNK_NONE) {
+		ret = image_get_chunk(img, ci, coff, n, &m->segs[m->k].buf);
+		if (ret < 0)
+			return ret;
+	}
+	m->k++;
+	return 0;
+}
 
 static ssize_t image_map(struct cfs_image *img, uint64_t ino, uint64_t off, size_t len,
 			 struct cfs_image_seg *segs, unsigned max, unsigned *nseg)
 {
-	struct cfs_inode inode;
-	uint64_t pos, end;
-	unsigned k = 0;
-	uint32_t i;
-	int ret;
+	struct map_ctx m = { segs, max, 0 };
+	ssize_t n = image_walk(img, ino, off, len, map_piece, &m);
 
-	*nseg = 0;
-	ret = cfs_index_inode(img->idx, ino, &inode);
-	if (ret < 0)
-		return ret;
-	ret = cfs_index_extent_find(img->idx, ino, off, &i);
-	if (ret < 0)
-		return ret;
-	if (ret == 1 || len == 0)
-		return 0; /* at or past the end */
-
-	end = off + CFS_MIN((uint64_t)len, inode.size - off);
-	pos = off;
-	while (pos < end) {
-		struct cfs_extent e;
-		uint64_t eoff;
-		size_t n;
-
-		ret = cfs_index_extent(img->idx, ino, i++, &e);
-		if (ret < 0)
-			goto fail;
-		if (ret == 0 || pos < e.file_off || pos - e.file_off >= e.len) {
-			ret = -EUCLEAN; /* extents must tile the file */
-			goto fail;
-		}
-		eoff = pos - e.file_off;
-		n = (size_t)CFS_MIN(e.len - eoff, end - pos);
-		/* Adjacent pieces of one chunk are one segment. */
-		if (k && e.chunk != CFS_CHUNK_NONE && segs[k - 1].chunk == e.chunk &&
-		    segs[k - 1].off + segs[k - 1].len == (uint64_t)e.chunk_off + eoff) {
-			segs[k - 1].len += n;
-		} else if (k && e.chunk == CFS_CHUNK_NONE && segs[k - 1].chunk == CFS_CHUNK_NONE) {
-			segs[k - 1].len += n;
-		} else {
-			if (k == max) {
-				ret = -E2BIG;
-				goto fail;
-			}
-			segs[k] = (struct cfs_image_seg){ .buf = NULL, .chunk = e.chunk,
-							  .off = (uint64_t)e.chunk_off + eoff, .len = n };
-			if (e.chunk != CFS_CHUNK_NONE) {
-				ret = image_get_chunk(img, e.chunk, segs[k].off, n, &segs[k].buf);
-				if (ret < 0)
-					goto fail;
-			}
-			k++;
-		}
-		if (segs[k - 1].buf && segs[k - 1].off + segs[k - 1].len > cfs_buf_len(segs[k - 1].buf)) {
-			ret = -EUCLEAN;
-			goto fail;
-		}
-		pos += n;
+	if (n < 0) {
+		cfs_image_unmap(segs, m.k);
+		m.k = 0;
 	}
-	*nseg = k;
-	return (ssize_t)(end - off);
-
-fail:
-	cfs_image_unmap(segs, k);
-	return ret;
+	*nseg = m.k;
+	return n;
 }
 
 ssize_t cfs_image_map(struct cfs_image *img, uint64_t ino, uint64_t off, size_t len,
