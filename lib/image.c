@@ -446,23 +446,30 @@ static ssize_t image_map(struct cfs_image *img, uint64_t ino, uint64_t off, size
 	return n;
 }
 
-ssize_t cfs_image_map(struct cfs_image *img, uint64_t ino, uint64_t off, size_t len,
-		      struct cfs_image_seg *segs, unsigned max, unsigned *nseg)
+/* Counts a read that returned n, and feeds the readahead's detector. */
+static void read_account(struct cfs_image *img, uint64_t ino, uint64_t off, ssize_t n)
 {
-	ssize_t n;
-
 	stat_add(&img->reads, 1);
-	if (len > SSIZE_MAX)
-		len = SSIZE_MAX;
-	n = image_map(img, ino, off, len, segs, max, nseg);
 	if (n < 0) {
-		if (n != -E2BIG)
-			stat_add(&img->read_errors, 1);
+		stat_add(&img->read_errors, 1);
 	} else {
 		stat_add(&img->read_bytes, (uint64_t)n);
 		if (img->ra && n > 0)
 			ra_note(img, ino, off, (uint64_t)n);
 	}
+}
+
+ssize_t cfs_image_map(struct cfs_image *img, uint64_t ino, uint64_t off, size_t len,
+		      struct cfs_image_seg *segs, unsigned max, unsigned *nseg)
+{
+	ssize_t n;
+
+	if (len > SSIZE_MAX)
+		len = SSIZE_MAX;
+	n = image_map(img, ino, off, len, segs, max, nseg);
+	/* Too many pieces is not an error: the caller reads instead. */
+	if (n != -E2BIG)
+		read_account(img, ino, off, n);
 	return n;
 }
 
@@ -698,17 +705,10 @@ ssize_t cfs_image_read(struct cfs_image *img, uint64_t ino, void *buf, size_t le
 {
 	ssize_t n;
 
-	stat_add(&img->reads, 1);
 	if (len > SSIZE_MAX)
 		len = SSIZE_MAX;
 	n = image_read(img, ino, buf, len, off);
-	if (n < 0) {
-		stat_add(&img->read_errors, 1);
-	} else {
-		stat_add(&img->read_bytes, (uint64_t)n);
-		if (img->ra && n > 0)
-			ra_note(img, ino, off, (uint64_t)n);
-	}
+	read_account(img, ino, off, n);
 	return n;
 }
 
