@@ -145,7 +145,7 @@ debian_rootfs() {
 		t0=$(now)
 		debootstrap --variant=minbase --include="$3" bookworm "$1.tmp" "$mirror" \
 			> "$W/debootstrap.log" 2>&1 || die "debootstrap failed: $(tail -n 5 "$W/debootstrap.log")"
-		note "debootstrap took $(calc "int(($(now) - t0) / 1e9)") s"
+		note "debootstrap took $(calc "int(($(now) - $t0) / 1e9)") s"
 		rm -rf --one-file-system "$1"
 		mv "$1.tmp" "$1"
 	fi
@@ -316,12 +316,14 @@ measure() {
 		drop_caches
 		s0=$(proxy_json "$P")
 		l0=$(wc -l < "$W/proxy.log")
-		ok=1 ft="" why="prepare failed"
+		ok=1 ft="" why="mount or download failed"
+		: > "$W/runc.err"
 		t0=$(now)
 		"$@" || ok=0
 		t1=$(now)
 		if [ "$ok" = 1 ]; then
-			ft=$(run_container "$W/bundle-$wl-$([ "$root" = "$mp" ] && echo mnt || echo x)" "$t0") || { ok=0 why="container failed"; }
+			ft=$(run_container "$W/bundle-$wl-$([ "$root" = "$mp" ] && echo mnt || echo x)" "$t0") ||
+				{ ok=0 why="container failed: $(tail -n 2 "$W/runc.err" 2> /dev/null | tr '\n' ' ')"; }
 		fi
 		s1=$(proxy_json "$P")
 		cbytes=nan cpu=nan served=nan per=nan
@@ -339,7 +341,7 @@ measure() {
 		runc delete -f "$ctr" > /dev/null 2>&1 || true
 		unmount_mp
 		if [ "$ok" = 0 ]; then
-			echo "  $link $wl $m run $((r + 1)): FAILED, $why ($(tail -n 2 "$W/runc.err" 2> /dev/null | tr '\n' ' '))" >&2
+			echo "  $link $wl $m run $((r + 1)): FAILED, $why" >&2
 			echo FAIL > "$W/res/$k"
 			echo FAIL | to_json run "$link" "$wl" "$m" "$((r + 1))" >> "$out_json"
 			return 0
