@@ -162,3 +162,15 @@ start_proxy() {
 # proxy_json PORT: the proxy's counters; json_get JSON KEY: one number of them
 proxy_json() { curl -s "http://127.0.0.1:$1/__proxy_stats"; }
 json_get() { grep -o "\"$2\":[0-9]*" <<< "$1" | head -n 1 | cut -d: -f2; }
+
+# cpu_ticks PID: user + system clock ticks of a process so far (0 if gone);
+# hz: ticks per second
+cpu_ticks() {
+	local st
+	st=$(cat "/proc/$1/stat" 2> /dev/null) || { echo 0; return; }
+	st=${st##*) }
+	# shellcheck disable=SC2086 # split the fields
+	set -- $st
+	echo $((${12} + ${13}))
+}
+hz=$(getconf CLK_TCK)

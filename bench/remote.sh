@@ -145,18 +145,8 @@ start_proxy clean "$ngx_port" ""
 # shellcheck disable=SC2154 # set by start_proxy
 { P_NGX=$port_ngx; P_S3=$port_s3; P_CLEAN=$port_clean; }
 
-# cpu_ticks PID: user + system clock ticks of a process so far (0 if gone)
-cpu_ticks() {
-	local st
-	st=$(cat "/proc/$1/stat" 2> /dev/null) || { echo 0; return; }
-	st=${st##*) }
-	# shellcheck disable=SC2086
-	set -- $st
-	echo $((${12} + ${13}))
-}
 # busy_ticks: "busy total" clock ticks of the whole machine so far
 busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit}' /proc/stat; }
-hz=$(getconf CLK_TCK)
 
 # --- measuring -------------------------------------------------------------------
 # Every method is a function run_M that mounts (if it mounts), reads, and

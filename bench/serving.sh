@@ -107,16 +107,6 @@ fuse_stop() {
 	dpid='' mp=''
 }
 
-# cpu_ticks PID: user + system clock ticks of a process so far (0 if gone)
-cpu_ticks() {
-	local st
-	st=$(cat "/proc/$1/stat" 2> /dev/null) || { echo 0; return; }
-	st=${st##*) }
-	# shellcheck disable=SC2086 # split the fields
-	set -- $st
-	echo $((${12} + ${13}))
-}
-hz=$(getconf CLK_TCK)
 
 # disk_desc DIR: "/dev/vda ext4, virtio_blk, 256G" for the disk under DIR
 disk_desc() {
