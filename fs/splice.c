@@ -46,10 +46,13 @@ struct fs_pipe {
 	unsigned slots; /* buffers it holds: pages, give or take merging */
 };
 
+/* Holes, in the pipe or an iovec reply: never written, so reads of it map
+ * the zero page and it costs no memory.  No hole in a reply is larger. */
+static uint8_t zero_area[READ_MAX];
+
 static pthread_key_t pipe_key;
 static pthread_once_t pipe_once = PTHREAD_ONCE_INIT;
 static int pipe_key_err;
-static const uint8_t zeros[PAGE];
 
 static void pipe_free(void *p)
 {
@@ -138,19 +141,6 @@ static int pipe_write_all(int wr, const uint8_t *p, size_t len)
 	return 0;
 }
 
-static int pipe_zeros(int wr, size_t len)
-{
-	while (len) {
-		size_t n = CFS_MIN(len, (size_t)PAGE);
-		int ret = pipe_write_all(wr, zeros, n);
-
-		if (ret < 0)
-			return ret;
-		len -= n;
-	}
-	return 0;
-}
-
 /* Splices len bytes at off of a cache file into the pipe: 0, -E2BIG (no
  * room), or -ESTALE: the file ended early or failed to read, so it cannot
  * serve this chunk. */
@@ -207,9 +197,6 @@ size_t cfs_fs_splice_probe(void)
 	return CFS_MIN(max, (size_t)READ_MAX);
 }
 
-/* Holes: reads of it map the zero page, so it costs no memory. */
-static uint8_t zero_area[READ_MAX];
-
 /* Every piece in memory or a hole: an iovec each into the reply, which
  * the kernel copies once, as from a buffer. */
 static int reply_iov(fuse_req_t req, const struct cfs_image_seg *segs, unsigned nseg)
@@ -254,7 +241,8 @@ int cfs_fs_reply_splice(struct cfs_fs *fs, fuse_req_t req, const struct cfs_imag
 		const struct cfs_image_seg *s = &segs[k];
 
 		if (!s->buf)
-			ret = pipe_zeros(fp->wr, s->len);
+			ret = s->len <= sizeof(zero_area) ? pipe_write_all(fp->wr, zero_area, s->len)
+							  : -E2BIG;
 		else if (cfs_buf_fd(s->buf) >= 0)
 			ret = pipe_splice_file(fp->wr, cfs_buf_fd(s->buf), s->off, s->len);
 		else
@@ -262,7 +250,7 @@ int cfs_fs_reply_splice(struct cfs_fs *fs, fuse_req_t req, const struct cfs_imag
 		if (ret < 0) {
 			pipe_discard(fp);
 			if (ret == -ESTALE) {
-				cfs_image_invalidate(fs->img, s);
+				cfs_cache_invalidate(fs->cache, s->buf);
 				cfs_info("cache file of chunk %u came up short; fetching it again",
 					 s->chunk);
 			}

@@ -484,9 +484,23 @@ static uint64_t wall_ns(clockid_t clk)
 /* Marks an entry just read as recently used, adding it when another
  * process sharing the directory wrote it.  Returns true when its mtime is
  * due to be moved forward, so that other processes see it in use. */
-static bool disk_touch(struct cfs_cache *c, const cfs_digest *d, uint64_t size)
+/* Marks an entry of the view used now (this process evicts by it);
+ * returns true when its file's mtime is due to move forward too. */
+static bool ent_use_locked(struct cfs_cache *c, struct disk_ent *e)
 {
 	uint64_t now = wall_ns(CLOCK_REALTIME_COARSE);
+
+	list_touch(&c->disk_lru, &e->n);
+	e->used_ns = now;
+	e->confirmed = c->gen;
+	if ((int64_t)(now / NS_PER_SEC) - e->stamp < TOUCH_SEC)
+		return false;
+	e->stamp = (int64_t)(now / NS_PER_SEC);
+	return true;
+}
+
+static bool disk_touch(struct cfs_cache *c, const cfs_digest *d, uint64_t size)
+{
 	struct disk_ent *e = NULL;
 	bool refresh = false;
 	struct node *n;
@@ -495,7 +509,6 @@ static bool disk_touch(struct cfs_cache *c, const cfs_digest *d, uint64_t size)
 	n = table_find(&c->disk, d);
 	if (n) {
 		e = ent_of(n);
-		list_touch(&c->disk_lru, n);
 	} else {
 		e = calloc(1, sizeof(*e));
 		if (e) {
@@ -506,14 +519,8 @@ static bool disk_touch(struct cfs_cache *c, const cfs_digest *d, uint64_t size)
 			c->disk_bytes += size;
 		}
 	}
-	if (e) {
-		e->used_ns = now;
-		e->confirmed = c->gen;
-		if ((int64_t)(now / NS_PER_SEC) - e->stamp >= TOUCH_SEC) {
-			e->stamp = (int64_t)(now / NS_PER_SEC);
-			refresh = true;
-		}
-	}
+	if (e)
+		refresh = ent_use_locked(c, e);
 	pthread_mutex_unlock(&c->lock);
 	return refresh;
 }
@@ -769,10 +776,23 @@ static void disk_tmp_name(const char *path, char tmp[DISK_TMP_LEN])
 	snprintf(tmp, DISK_TMP_LEN, "%s.tmp.%016" PRIx64, path, r);
 }
 
-static int disk_write_file(struct cfs_cache *c, const struct cfs_buf *b, uint64_t used_ns)
+/* Gives a just written entry the time of its reservation as mtime (the
+ * view orders entries by it, and passes take a file's age from it), then
+ * its seal.  Best effort: failing, only the order of a later eviction
+ * suffers, or a later process hashes the entry once. */
+static void disk_stamp(int fd, const cfs_digest *d, uint64_t used_ns)
 {
 	struct timespec ts[2];
 	struct ident id;
+
+	ts[0].tv_sec = ts[1].tv_sec = (time_t)(used_ns / NS_PER_SEC);
+	ts[0].tv_nsec = ts[1].tv_nsec = (long)(used_ns % NS_PER_SEC);
+	if (futimens(fd, ts) == 0)
+		seal_set(fd, d, &id);
+}
+
+static int disk_write_file(struct cfs_cache *c, const struct cfs_buf *b, uint64_t used_ns)
+{
 	char path[DISK_PATH_LEN], tmp[DISK_TMP_LEN];
 	struct disk_hdr h;
 	int fd, ret;
@@ -797,12 +817,9 @@ static int disk_write_file(struct cfs_cache *c, const struct cfs_buf *b, uint64_
 	ret = cfs_write_full(fd, b->data, b->len);
 	if (!ret)
 		ret = cfs_write_full(fd, &h, sizeof(h));
-	/* The time of the reservation, as the view orders it; then the seal
-	 * (the rename keeps both). */
-	ts[0].tv_sec = ts[1].tv_sec = (time_t)(used_ns / NS_PER_SEC);
-	ts[0].tv_nsec = ts[1].tv_nsec = (long)(used_ns % NS_PER_SEC);
-	if (!ret && futimens(fd, ts) == 0)
-		seal_set(fd, &b->n.d, &id);
+	/* The rename keeps both. */
+	if (!ret)
+		disk_stamp(fd, &b->n.d, used_ns);
 	if (close(fd) < 0 && !ret)
 		ret = -errno;
 	if (!ret && renameat(c->dirfd, tmp, c->dirfd, path) < 0)
@@ -896,26 +913,17 @@ static void ring_write_done(void *ctx, int res)
 	struct cfs_cache *c = w->c;
 
 	if (res == 0) {
-		struct timespec ts[2];
 		uint64_t used;
 		int fd;
 
-		/* A pass takes the file's mtime for its age: make it the time
-		 * of the reservation, not of the (possibly late) rename, so
-		 * that the passes order entries as the view does. */
+		/* The time of the reservation, not of the (possibly late)
+		 * rename. */
 		pthread_mutex_lock(&c->lock);
 		used = w->e->used_ns;
 		pthread_mutex_unlock(&c->lock);
-		ts[0].tv_sec = ts[1].tv_sec = (time_t)(used / NS_PER_SEC);
-		ts[0].tv_nsec = ts[1].tv_nsec = (long)(used % NS_PER_SEC);
-		/* Then the seal.  Failing, only the order of a later eviction
-		 * suffers, or a later process hashes the entry once. */
 		fd = openat(c->dirfd, w->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd >= 0) {
-			struct ident id;
-
-			if (futimens(fd, ts) == 0)
-				seal_set(fd, &w->b->n.d, &id);
+			disk_stamp(fd, &w->b->n.d, used);
 			close(fd);
 		}
 	}
@@ -1665,19 +1673,10 @@ again:
 		list_touch(&c->mem_lru, n);
 		if (b->fd >= 0) {
 			struct node *e = table_find(&c->disk, d);
-			uint64_t now = wall_ns(CLOCK_REALTIME_COARSE);
 
 			stat_add(&c->file_hits, 1);
-			/* The disk view's recency too: this process evicts by it. */
-			if (e) {
-				list_touch(&c->disk_lru, e);
-				ent_of(e)->used_ns = now;
-				ent_of(e)->confirmed = c->gen;
-				if ((int64_t)(now / NS_PER_SEC) - ent_of(e)->stamp >= TOUCH_SEC) {
-					ent_of(e)->stamp = (int64_t)(now / NS_PER_SEC);
-					touch = true;
-				}
-			}
+			if (e)
+				touch = ent_use_locked(c, ent_of(e));
 		} else {
 			stat_add(&c->mem_hits, 1);
 		}

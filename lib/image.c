@@ -481,12 +481,6 @@ void cfs_image_unmap(struct cfs_image_seg *segs, unsigned n)
 	}
 }
 
-void cfs_image_invalidate(struct cfs_image *img, const struct cfs_image_seg *seg)
-{
-	if (seg->buf)
-		cfs_cache_invalidate(img->cache, seg->buf);
-}
-
 /* ---- readahead ---- */
 
 /* Prefetch is only ever an optimisation: its errors never fail a read and

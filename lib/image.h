@@ -71,11 +71,6 @@ ssize_t cfs_image_map(struct cfs_image *img, uint64_t ino, uint64_t off, size_t 
 		      struct cfs_image_seg *segs, unsigned max, unsigned *nseg);
 void cfs_image_unmap(struct cfs_image_seg *segs, unsigned n);
 
-/* For a segment whose cache file came up short while being read: forgets
- * it, so that the next read has the chunk again (lib/cache.h,
- * cfs_cache_invalidate). */
-void cfs_image_invalidate(struct cfs_image *img, const struct cfs_image_seg *seg);
-
 void cfs_image_stats_get(struct cfs_image *img, struct cfs_image_stats *out);
 
 /* Readahead: when reads of a file go forward sequentially, the chunks after
