@@ -101,7 +101,6 @@ mirror=${MIRROR:-http://deb.debian.org/debian}
 run_timeout=${RUN_TIMEOUT:-600}
 out_json=${OUT_JSON:-coldstart-remote.jsonl}
 out_png=${OUT_PNG-coldstart-remote.png}
-clk_tck=$(getconf CLK_TCK)
 
 [ "$(id -u)" = 0 ] || die "needs root (mounts, runc, drop_caches)"
 need_built "$pack" "$mnt_bin" "$proxy_bin"
@@ -268,7 +267,7 @@ mp_daemon_pid() {
 	return 1
 }
 # cpu_s PID: its CPU seconds so far, all threads (utime + stime)
-cpu_s() { sed 's/.*) //' "/proc/$1/stat" | awk -v hz="$clk_tck" '{ print ($12 + $13) / hz }'; }
+cpu_s() { [ -r "/proc/$1/stat" ] || return 1; calc "$(cpu_ticks "$1") / $hz"; }
 # wchar PID: bytes it wrote with write(2) and the like (a FUSE daemon: its replies)
 wchar() { awk '$1 == "wchar:" { print $2 }' "/proc/$1/io"; }
 

@@ -33,8 +33,8 @@ need_built "$cfs_pack" "$cfs_mount"
 [ -x "$rootfs/bin/sh" ] || die "$rootfs: not a root filesystem"
 
 mnt=$work/mnt
-cleanup() { umount "$mnt/dev" "$rootfs/dev" 2> /dev/null; fusermount3 -u "$mnt" 2> /dev/null || true; }
-trap cleanup EXIT
+teardown() { umount "$mnt/dev" "$rootfs/dev" 2> /dev/null; fusermount3 -u "$mnt" 2> /dev/null || true; }
+trap teardown EXIT
 mkdir -p "$work" "$mnt"
 if [ ! -s "$work/ref" ]; then
 	note "packing $rootfs"
@@ -42,7 +42,6 @@ if [ ! -s "$work/ref" ]; then
 fi
 ref=$(cat "$work/ref")
 
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 # in_root DIR: CMD chrooted in DIR with the host's /dev bound in (python
 # wants /dev/urandom; the mount is nodev).
 in_root() {
@@ -50,10 +49,8 @@ in_root() {
 	chroot "$1" sh -c "$cmd" > /dev/null 2>&1 || echo "bench/startup-cached.sh: $cmd failed in $1" >&2
 	umount "$1/dev"
 }
-secs() { local t0 t1; t0=$(date +%s.%N); "$@" > /dev/null 2>&1; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
+secs() { local t0; t0=$(now); "$@" > /dev/null 2>&1; calc "($(now) - $t0) / 1e9"; }
 cfs_up() { "$cfs_mount" --cache "$work/cache" "$work/store" "$ref" "$mnt"; pgrep -f -- "cfs-mount --cache $work/cache" | head -n 1; }
-cpu_of() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 note "warm-up: fills cfs's disk cache"
 pid=$(cfs_up)
@@ -74,13 +71,13 @@ fi
 
 : > "$work/ext4" ; : > "$work/cfs"; : > "$work/cpu"
 for ((r = 1; r <= runs; r++)); do
-	drop
+	drop_caches
 	secs in_root "$rootfs" >> "$work/ext4"
 	pid=$(cfs_up)
-	drop
+	drop_caches
 	secs in_root "$mnt" >> "$work/cfs"
 	read_b=$("$cfs_mount" --stats "$mnt" | grep -o '"read_bytes":[0-9]*' | cut -d: -f2)
-	echo "$(cpu_of "$pid") $read_b" >> "$work/cpu"
+	echo "$(calc "$(cpu_ticks "$pid") / $hz") $read_b" >> "$work/cpu"
 	fusermount3 -u "$mnt"
 	while kill -0 "$pid" 2> /dev/null; do sleep 0.1; done
 	note "run $r: ext4 $(tail -n 1 "$work/ext4") s, cfs $(tail -n 1 "$work/cfs") s"
@@ -93,4 +90,4 @@ printf '# %s in %s, page cache dropped before each run, median of %d\n' "$cmd" "
 printf '%-8s %8s %10s %9s\n' method seconds MB-read cpu-s/GB
 printf '%-8s %8.3f %10s %9s\n' ext4 "$e" - -
 printf '%-8s %8.3f %10.1f %9.2f\n' cfs "$c" "$mb" "$cpu"
-printf 'cfs / ext4: %.2fx (goal <= 1.1x)\n' "$(echo "$c / $e" | bc -l)"
+printf 'cfs / ext4: %.2fx (goal <= 1.1x)\n' "$(calc "$c / $e")"
