@@ -70,6 +70,7 @@ struct req {
 	uint64_t rx_total;   /* bytes the server sent for this attempt */
 	int body_mode;       /* 0 undecided, 1 keep all, 2 keep the range window, 3 discard */
 	int abort_err;       /* why the write callback stopped the transfer */
+	bool background;     /* queued behind foreground requests */
 	char crange[96];     /* Content-Range of the reply, "" if none */
 	size_t put_off;
 
@@ -111,7 +112,11 @@ struct cfs_fetcher {
 	bool wake_pending;
 
 	/* Loop thread only. */
-	struct req *q_head, *q_tail; /* pending, FIFO */
+	struct {
+		struct req *head, *tail;
+	} q[2];                      /* pending, FIFO: [0] foreground, [1] background */
+	unsigned max_background;     /* background requests on the wire at most */
+	unsigned active_bg;
 	struct heap deadlines, retry_at;
 	CURL **pool;
 	size_t pool_n;
@@ -216,42 +221,55 @@ static struct req *heap_top(const struct heap *h)
 
 static void queue_unlink(struct cfs_fetcher *f, struct req *r)
 {
+	__typeof__(f->q[0]) *q = &f->q[r->background];
+
 	if (r->prev)
 		r->prev->next = r->next;
 	else
-		f->q_head = r->next;
+		q->head = r->next;
 	if (r->next)
 		r->next->prev = r->prev;
 	else
-		f->q_tail = r->prev;
+		q->tail = r->prev;
 	r->next = r->prev = NULL;
 }
 
 static void queue_push_tail(struct cfs_fetcher *f, struct req *r)
 {
+	__typeof__(f->q[0]) *q = &f->q[r->background];
+
 	r->next = NULL;
-	r->prev = f->q_tail;
-	if (f->q_tail)
-		f->q_tail->next = r;
+	r->prev = q->tail;
+	if (q->tail)
+		q->tail->next = r;
 	else
-		f->q_head = r;
-	f->q_tail = r;
+		q->head = r;
+	q->tail = r;
 	r->state = RS_QUEUED;
 }
 
 static void queue_push_head(struct cfs_fetcher *f, struct req *r)
 {
+	__typeof__(f->q[0]) *q = &f->q[r->background];
+
 	r->prev = NULL;
-	r->next = f->q_head;
-	if (f->q_head)
-		f->q_head->prev = r;
+	r->next = q->head;
+	if (q->head)
+		q->head->prev = r;
 	else
-		f->q_tail = r;
-	f->q_head = r;
+		q->tail = r;
+	q->head = r;
 	r->state = RS_QUEUED;
 }
 
 /* ---- helpers ---- */
+
+static _Thread_local bool tls_background;
+
+void cfs_fetch_thread_background(bool on)
+{
+	tls_background = on;
+}
 
 const char *cfs_fetch_method_name(enum cfs_fetch_method m)
 {
@@ -544,6 +562,7 @@ static int req_new(struct cfs_fetcher *f, const struct cfs_fetch_req *in, struct
 		return -ENOMEM;
 	r->f = f;
 	r->method = in->method;
+	r->background = tls_background;
 	r->url = strdup(in->url);
 	if (!r->url)
 		goto fail;
@@ -721,6 +740,7 @@ static void req_detach(struct cfs_fetcher *f, struct req *r)
 	case RS_ACTIVE:
 		curl_multi_remove_handle(f->multi, r->easy);
 		f->active--;
+		f->active_bg -= r->background;
 		stat_sub(&f->st.inflight, 1);
 		break;
 	case RS_RETRY:
@@ -943,6 +963,7 @@ static void req_start(struct cfs_fetcher *f, struct req *r)
 	r->attempts++;
 	r->state = RS_ACTIVE;
 	f->active++;
+	f->active_bg += r->background;
 	stat_add(&f->st.inflight, 1);
 	stat_add(&f->st.attempts, 1);
 }
@@ -993,6 +1014,7 @@ static void req_finished(struct cfs_fetcher *f, struct req *r, CURLcode cc)
 	}
 	curl_multi_remove_handle(f->multi, r->easy);
 	f->active--;
+	f->active_bg -= r->background;
 	stat_sub(&f->st.inflight, 1);
 	stat_add(&f->st.retries, 1);
 	r->retry_ns = now + backoff_ns;
@@ -1051,10 +1073,14 @@ static void handle_timers(struct cfs_fetcher *f)
 	}
 }
 
+/* Foreground first; background only up to its own limit, so that some
+ * connections are always left for a reader that waits. */
 static void start_pending(struct cfs_fetcher *f)
 {
-	while (f->q_head && f->active < f->max_inflight)
-		req_start(f, f->q_head);
+	while (f->q[0].head && f->active < f->max_inflight)
+		req_start(f, f->q[0].head);
+	while (f->q[1].head && f->active < f->max_inflight && f->active_bg < f->max_background)
+		req_start(f, f->q[1].head);
 }
 
 static int next_timeout_ms(struct cfs_fetcher *f)
@@ -1170,6 +1196,8 @@ int cfs_fetcher_new(const struct cfs_fetch_opts *opts, struct cfs_fetcher **out)
 	if (!f)
 		return -ENOMEM;
 	f->max_inflight = opts->max_inflight ? opts->max_inflight : 64;
+	/* A quarter of the connections stay for foreground requests. */
+	f->max_background = f->max_inflight > 1 ? f->max_inflight - f->max_inflight / 4 : 1;
 	f->connect_timeout_ms = opts->connect_timeout_ms ? (long)opts->connect_timeout_ms : 3000;
 	stall_ms = opts->stall_timeout_ms ? opts->stall_timeout_ms : 10000;
 	f->stall_s = (long)((stall_ms + 999) / 1000);

@@ -105,6 +105,13 @@ typedef void (*cfs_fetch_done_fn)(void *ctx, struct cfs_fetch_result *res);
 int cfs_fetch_submit(struct cfs_fetcher *f, const struct cfs_fetch_req *req, cfs_fetch_done_fn done,
 		     void *ctx);
 
+/* Marks the requests the calling thread makes from now on as background
+ * (on) or foreground (off, the default): speculative work such as
+ * readahead and prefetch.  Background requests queue behind every
+ * foreground one and never hold more than three quarters of max_inflight,
+ * so a reader that waits for its data always finds a connection free. */
+void cfs_fetch_thread_background(bool on);
+
 struct cfs_fetch_stats {
 	uint64_t requests;  /* completed, successful or not */
 	uint64_t attempts;  /* transfers started, retries included */

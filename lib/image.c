@@ -14,6 +14,7 @@
 
 #include "cache.h"
 #include "codec.h"
+#include "fetch.h"
 #include "format.h"
 #include "image.h"
 #include "index.h"
@@ -40,10 +41,11 @@
  * the kernel's readahead and FUSE's worker threads deliver the requests of
  * one sequential reader slightly out of order. */
 #define RA_SLACK (2ull << 20)
-/* Prefetch keeps at most this many bytes of chunks queued or in flight:
- * a quarter of the memory cache's default, so that what it brings in is
- * not evicted before start-up reads it. */
-#define PREFETCH_BUDGET (64ull << 20)
+/* Prefetch keeps at most this many chunks per fetch thread queued or in
+ * flight: every thread busy, one more each waiting, and the queue short
+ * enough that a sequential reader's readahead, queued behind it, is not
+ * held up for long. */
+#define PREFETCH_PER_THREAD 2
 
 struct ra_file {
 	uint64_t ino;
@@ -74,6 +76,7 @@ struct ra_pool {
 	bool pf_running;
 	enum cfs_prefetch_mode pf_mode;
 	uint64_t pf_inflight; /* bytes of prefetch items queued or being fetched */
+	uint64_t pf_budget;   /* at most this many */
 };
 
 struct cfs_image {
@@ -502,6 +505,9 @@ static void *ra_worker(void *arg)
 	struct cfs_image *img = arg;
 	struct ra_pool *ra = img->ra;
 
+	/* Everything this pool fetches is ahead of need: readers waiting on
+	 * the store go first. */
+	cfs_fetch_thread_background(true);
 	pthread_mutex_lock(&ra->lock);
 	for (;;) {
 		struct cfs_chunk c = { .raw_size = 0 };
@@ -639,6 +645,7 @@ static void ra_stop(struct cfs_image *img)
 
 int cfs_image_set_readahead(struct cfs_image *img, unsigned threads, unsigned max_chunks)
 {
+	struct cfs_index_info info;
 	struct ra_pool *ra;
 	int ret;
 
@@ -657,6 +664,8 @@ int cfs_image_set_readahead(struct cfs_image *img, unsigned threads, unsigned ma
 		goto err_free;
 	}
 	ra->max_chunks = max_chunks;
+	cfs_index_info(img->idx, &info);
+	ra->pf_budget = (uint64_t)PREFETCH_PER_THREAD * threads * info.chunk_size;
 	pthread_mutex_init(&ra->lock, NULL);
 	pthread_cond_init(&ra->wake, NULL);
 	pthread_cond_init(&ra->room, NULL);
@@ -774,7 +783,7 @@ static void *prefetch_thread(void *arg)
 	struct ra_pool *ra = img->ra;
 	struct cfs_index_info info;
 	uint32_t *list = NULL;
-	uint64_t *listed = NULL;
+	uint64_t *listed = NULL, pf_bytes = 0, t0 = cfs_now_ns();
 	size_t n = 0;
 	int ret;
 
@@ -791,7 +800,7 @@ static void *prefetch_thread(void *arg)
 			continue; /* parse checked the range */
 		pthread_mutex_lock(&ra->lock);
 		while (!ra->stop && (ra->qcount == RA_QUEUE ||
-				     (ra->pf_inflight && ra->pf_inflight + c.raw_size > PREFETCH_BUDGET)))
+				     (ra->pf_inflight && ra->pf_inflight + c.raw_size > ra->pf_budget)))
 			pthread_cond_wait(&ra->room, &ra->lock);
 		if (ra->stop) {
 			pthread_mutex_unlock(&ra->lock);
@@ -800,12 +809,27 @@ static void *prefetch_thread(void *arg)
 		ra->q[(ra->qhead + ra->qcount) % RA_QUEUE] = (struct ra_item){ list[i], true };
 		ra->qcount++;
 		ra->pf_inflight += c.raw_size;
+		pf_bytes += c.raw_size;
 		stat_add(&img->prefetch_queued, 1);
 		pthread_cond_signal(&ra->wake);
 		pthread_mutex_unlock(&ra->lock);
 	}
+	if (n) {
+		/* Say when the list is in: what start-up waited for, if anything. */
+		bool stop;
+
+		pthread_mutex_lock(&ra->lock);
+		while (!ra->stop && ra->pf_inflight)
+			pthread_cond_wait(&ra->room, &ra->lock);
+		stop = ra->stop;
+		pthread_mutex_unlock(&ra->lock);
+		if (!stop)
+			cfs_info("prefetch: list of %zu chunks (%.1f MiB) in cache after %.0f ms", n,
+			 (double)pf_bytes / (1 << 20), (double)(cfs_now_ns() - t0) / 1e6);
+	}
 	if (ra->pf_mode != CFS_PREFETCH_ALL)
 		goto out;
+	cfs_fetch_thread_background(true);
 
 	/* Then the rest, one chunk at a time on this thread alone: at most one
 	 * fetch of a demand read's bandwidth goes to it. */

@@ -80,7 +80,7 @@ void cfs_image_stats_get(struct cfs_image *img, struct cfs_image_stats *out);
  * fetched wait for that fetch (the cache's single flight), so nothing is
  * fetched twice.  threads = 0 turns it off (the default).  Starts threads:
  * call it after any fork.  0 or -errno. */
-#define CFS_READAHEAD_THREADS_DEFAULT 16
+#define CFS_READAHEAD_THREADS_DEFAULT 32
 #define CFS_READAHEAD_CHUNKS_DEFAULT 32
 int cfs_image_set_readahead(struct cfs_image *img, unsigned threads, unsigned max_chunks);
 

@@ -712,6 +712,46 @@ static void test_cancel(void)
 	CHECK_EQ(s.canceled, CFS_ARRAY_SIZE(ctx));
 }
 
+/* Background requests that hang hold at most three quarters of the
+ * connections: a foreground request queued after them still goes at once. */
+static void test_background(void)
+{
+	static struct async_state s = { .m = PTHREAD_MUTEX_INITIALIZER, .c = PTHREAD_COND_INITIALIZER };
+	static struct async_ctx ctx[8];
+	struct cfs_fetch_opts o = { .max_inflight = 4, .deadline_ms = 2000 };
+	struct cfs_fetch_req rq = { .method = CFS_FETCH_GET };
+	struct cfs_fetch_result res;
+	struct cfs_fetch_stats st;
+	struct cfs_fetcher *f;
+	char url[256];
+	uint64_t t0;
+	double dt;
+
+	if (cfs_fetcher_new(&o, &f)) {
+		CHECK(0, ": fetcher");
+		return;
+	}
+	cfs_fetch_thread_background(true);
+	for (unsigned i = 0; i < CFS_ARRAY_SIZE(ctx); i++) {
+		ctx[i].s = &s;
+		rq.url = url_of(url, sizeof(url), "/hang/0/10/bg%u", i);
+		CHECK_EQ(cfs_fetch_submit(f, &rq, async_done, &ctx[i]), 0);
+	}
+	cfs_fetch_thread_background(false);
+	usleep(200 * 1000);
+	cfs_fetcher_stats_get(f, &st);
+	CHECK(st.inflight == 3 && st.queued == 5, ": background: inflight %" PRIu64 " queued %" PRIu64,
+	      st.inflight, st.queued);
+
+	t0 = cfs_now_ns();
+	CHECK_EQ(get_err(f, "/ok/0/100/fg", 0, 0, 0, 0, &res), 0);
+	dt = secs_since(t0);
+	free(res.body);
+	CHECK(dt < 1.0, ": a foreground GET behind hanging background ones took %.2f s", dt);
+	cfs_fetcher_free(f);
+	CHECK_EQ(s.done, CFS_ARRAY_SIZE(ctx));
+}
+
 struct worker {
 	struct cfs_fetcher *f;
 	unsigned id;
@@ -1066,6 +1106,7 @@ int main(void)
 	test_stall();
 	test_deadline();
 	test_cancel();
+	test_background();
 	server_stop();
 
 	cfs_test_mkdtemp(tmp, sizeof(tmp), "fetch");
