@@ -1707,6 +1707,20 @@ again:
 	return ret;
 }
 
+int64_t cfs_cache_size(struct cfs_cache *c, const cfs_digest *d)
+{
+	int64_t ret = -ENOENT;
+	struct node *n;
+
+	pthread_mutex_lock(&c->lock);
+	if ((n = table_find(&c->mem, d)) && !buf_of(n)->loading)
+		ret = buf_of(n)->len;
+	else if ((n = table_find(&c->disk, d)) && ent_of(n)->size > sizeof(struct disk_hdr))
+		ret = (int64_t)(ent_of(n)->size - sizeof(struct disk_hdr));
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
+
 void cfs_cache_stats_get(struct cfs_cache *c, struct cfs_cache_stats *out)
 {
 	out->mem_hits = stat_load(&c->mem_hits);

@@ -109,6 +109,12 @@ typedef int (*cfs_cache_load_fn)(void *ctx, const cfs_digest *d, uint32_t raw_si
 int cfs_cache_get(struct cfs_cache *c, const cfs_digest *d, uint32_t raw_size,
 		  cfs_cache_load_fn load, void *ctx, struct cfs_buf **out);
 
+/* The length of d's content if the cache holds it (a handle, or an entry
+ * on disk as last listed), for an object whose size is not known
+ * beforehand (an image index); else -ENOENT.  A hint: the entry may go
+ * before the get that follows. */
+int64_t cfs_cache_size(struct cfs_cache *c, const cfs_digest *d);
+
 /* The content in memory, or NULL for a file handle. */
 const uint8_t *cfs_buf_data(const struct cfs_buf *b);
 /* The open cache file holding the content at offset 0 (the reference

@@ -116,54 +116,114 @@ static uint64_t stat_load(_Atomic uint64_t *v)
 	return atomic_load_explicit(v, memory_order_relaxed);
 }
 
-/* Fetches the index object, verifies it against ref and validates it. */
-static int image_load_index(struct cfs_store *st, const cfs_digest *ref, struct cfs_index **out)
-{
-	void *obj = NULL, *raw = NULL;
+/* The index object as fetched, for index_decode(); obj NULL: fetch it. */
+struct index_obj {
+	struct cfs_store *st;
+	void *obj;
 	size_t objlen;
+};
+
+static int index_fetch(struct index_obj *io, const cfs_digest *ref, int64_t *raw_size)
+{
+	int ret;
+
+	ret = cfs_store_get(io->st, ref, &io->obj, &io->objlen);
+	if (ret < 0)
+		return ret;
+	*raw_size = cfs_obj_raw_size(io->obj, io->objlen);
+	if (*raw_size < 0)
+		return (int)*raw_size;
+	if (*raw_size == 0 || (uint64_t)*raw_size > CFS_INDEX_MAX_SIZE)
+		return -EUCLEAN;
+	return 0;
+}
+
+/* cfs_cache_load_fn: the index's bytes, verified against its digest. */
+static int index_decode(void *ctx, const cfs_digest *ref, uint32_t raw_size, uint8_t *dst)
+{
+	struct index_obj *io = ctx;
+	int64_t size;
+	ssize_t n;
+	int ret;
+
+	if (!io->obj) {
+		/* Listed in the cache a moment ago, gone since. */
+		ret = index_fetch(io, ref, &size);
+		if (ret < 0)
+			return ret;
+		if (size != raw_size)
+			return -EUCLEAN;
+	}
+	n = cfs_obj_decode(dst, raw_size, io->obj, io->objlen, ref);
+	if (n < 0)
+		return (int)n;
+	return n == raw_size ? 0 : -EUCLEAN;
+}
+
+/* The index, verified against ref and validated.  Indexes are content-
+ * addressed like chunks, so a node that mounted the image before finds it
+ * in the chunk cache instead of fetching and decoding it again (a tag
+ * still costs one request: it can move).  One too large for a cache entry
+ * is decoded straight into its buffer. */
+static int image_load_index(struct cfs_store *st, struct cfs_cache *cache, const cfs_digest *ref,
+			    struct cfs_index **out)
+{
+	struct index_obj io = { .st = st };
+	struct cfs_buf *b = NULL;
+	uint8_t *raw = NULL;
 	int64_t raw_size;
 	ssize_t n;
 	int ret;
 
-	ret = cfs_store_get(st, ref, &obj, &objlen);
-	if (ret < 0)
-		return ret;
-
-	raw_size = cfs_obj_raw_size(obj, objlen);
-	if (raw_size < 0) {
-		ret = (int)raw_size;
-		goto out_free_obj;
+	raw_size = cfs_cache_size(cache, ref);
+	if (raw_size <= 0 || raw_size > CFS_CHUNK_MAX_SIZE) {
+		ret = index_fetch(&io, ref, &raw_size);
+		if (ret < 0)
+			goto out;
 	}
-	if (raw_size == 0 || (uint64_t)raw_size > CFS_INDEX_MAX_SIZE) {
+	if (raw_size <= 0 || (uint64_t)raw_size > CFS_INDEX_MAX_SIZE) {
 		ret = -EUCLEAN;
-		goto out_free_obj;
+		goto out;
 	}
 	raw = malloc((size_t)raw_size);
 	if (!raw) {
 		ret = -ENOMEM;
-		goto out_free_obj;
+		goto out;
 	}
-	n = cfs_obj_decode(raw, (size_t)raw_size, obj, objlen, ref);
-	if (n < 0) {
-		ret = (int)n;
-		goto out_free_raw;
+	if (raw_size <= CFS_CHUNK_MAX_SIZE) {
+		ret = cfs_cache_get(cache, ref, (uint32_t)raw_size, index_decode, &io, &b);
+		if (ret == 0)
+			ret = cfs_buf_read(b, raw, (size_t)raw_size, 0);
+		if (ret == -ESTALE) {
+			/* The cache file was cut short under us: drop it, go to the store. */
+			cfs_cache_invalidate(cache, b);
+			ret = 1;
+		}
+	} else {
+		ret = 1;
 	}
-	if (n != raw_size) {
-		ret = -EUCLEAN;
-		goto out_free_raw;
-	}
-	free(obj);
-	obj = NULL;
+	if (ret == 1) {
+		if (!io.obj) {
+			int64_t size;
 
-	ret = cfs_index_open(raw, (size_t)n, out);
+			ret = index_fetch(&io, ref, &size);
+			if (ret == 0 && size != raw_size)
+				ret = -EUCLEAN;
+			if (ret < 0)
+				goto out;
+		}
+		n = cfs_obj_decode(raw, (size_t)raw_size, io.obj, io.objlen, ref);
+		ret = n < 0 ? (int)n : n == raw_size ? 0 : -EUCLEAN;
+	}
 	if (ret < 0)
-		goto out_free_raw;
-	return 0; /* the index owns raw now */
-
-out_free_raw:
+		goto out;
+	ret = cfs_index_open(raw, (size_t)raw_size, out);
+	if (ret == 0)
+		raw = NULL; /* the index owns it now */
+out:
+	cfs_buf_unref(b);
 	free(raw);
-out_free_obj:
-	free(obj);
+	free(io.obj);
 	return ret;
 }
 
@@ -185,7 +245,7 @@ int cfs_image_open(struct cfs_store *st, struct cfs_cache *cache, const char *im
 	ret = cfs_store_resolve(st, image, &img->ref);
 	if (ret < 0)
 		goto out_free;
-	ret = image_load_index(st, &img->ref, &img->idx);
+	ret = image_load_index(st, cache, &img->ref, &img->idx);
 	if (ret < 0)
 		goto out_free;
 	*out = img;

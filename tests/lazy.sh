@@ -46,13 +46,13 @@ echo "store: $nobj objects, $stored bytes; index object $(stat -c %s "$index_obj
 [ "$stored" -gt $((100 * MiB)) ] || fail "store holds only $stored bytes for 160 MiB of random data"
 
 # mount_run NAME CMD...: mount in the foreground (-f, in the background of
-# this shell) with a fresh cache, run CMD, unmount, and wait for the daemon
+# this shell) with a fresh cache (CACHE=NAME: that earlier mount's cache), run CMD, unmount, and wait for the daemon
 # to exit with status 0. The stats land in $W/stats-NAME.json.
 mount_run() {
 	local name=$1 rc=0 i pid
 	shift
 	mkdir -p "$m"
-	"$CFS_MOUNT" -f --cache "$W/cache-$name" --stats-file "$W/stats-$name.json" \
+	"$CFS_MOUNT" -f --cache "$W/cache-${CACHE:-$name}" --stats-file "$W/stats-$name.json" \
 		"$W/store" lazy "$m" &
 	pid=$!
 	PIDS+=("$pid")
@@ -97,6 +97,22 @@ bytes=$(stat_of "$f" store_get_bytes)
 echo "mount only: store_gets=$gets store_get_bytes=$bytes"
 [ "$gets" -eq 1 ] || fail "store_gets=$gets: a mount alone must read the index object only"
 [ "$bytes" -lt $((2 * MiB)) ] || fail "store_get_bytes=$bytes for the index alone"
+
+# The index is content-addressed like a chunk: a node that mounted the image
+# before keeps it in the chunk cache and does not fetch it again.  A cache
+# entry that fails its check is dropped and the index fetched anew.
+echo "# remount on the same cache: the index comes from the cache"
+CACHE=noread mount_run noread2 true
+gets=$(stat_of "$W/stats-noread2.json" store_gets)
+echo "warm remount: store_gets=$gets"
+[ "$gets" -eq 0 ] || fail "store_gets=$gets: a remount on a warm cache fetched the index again"
+idx_entry=$W/cache-noread/${hex:0:2}/$hex
+[ -f "$idx_entry" ] || fail "the index is not in the cache as $idx_entry"
+printf 'X' | dd of="$idx_entry" bs=1 seek=100 conv=notrunc status=none
+CACHE=noread mount_run noread3 read_probe
+gets=$(stat_of "$W/stats-noread3.json" store_gets)
+echo "remount with a corrupt cached index: store_gets=$gets"
+[ "$gets" -ge 2 ] || fail "store_gets=$gets: a corrupt cached index must be fetched from the store again"
 
 # Readahead: a sequential read of a 4 MiB file (4 chunks) queues the chunks
 # after the one being read; scattered 4 KiB reads of another file (backwards,
