@@ -6,8 +6,14 @@
  * Nodes live in one array (node id = index, root = 0).  Directory entries
  * live in one array too and are found by (parent, name) through an
  * open-addressing hash table, so a tar stream of 100k members costs O(1)
- * per lookup.  Replacing an entry only repoints it at another node, so the
- * table never deletes.  Names, symlink targets and xattrs are appended to
+ * per lookup.  Replacing an entry only repoints it at another node, and
+ * removing one (a whiteout) points it at ENT_GONE and takes it out of its
+ * directory's list, so the table never deletes.
+ *
+ * Layers: each entry remembers the layer that last gave it (added,
+ * replaced, or named on the way to something added), so a whiteout or an
+ * opaque directory can hide what lower layers gave and nothing of its
+ * own layer, wherever in the layer's tar it comes.  Names, symlink targets and xattrs are appended to
  * one byte arena and referred to by offset, which survives its realloc.
  *
  * Everything that decides the output bytes (inode numbers, dirent, extent
@@ -68,9 +74,12 @@ struct cfs_bnode {
 struct cfs_bent {
 	uint64_t hash;
 	uint64_t name_off;
-	uint32_t parent, child;
+	uint32_t parent, child; /* child ENT_GONE: removed */
+	uint32_t layer;
 	uint16_t name_len;
 };
+
+#define ENT_GONE UINT32_MAX
 
 struct cfs_bchunk {
 	cfs_digest d;
@@ -92,6 +101,8 @@ struct cfs_builder {
 
 	char *arena;
 	size_t arena_len, arena_cap;
+
+	uint32_t layer; /* cfs_builder_layer_begin() count */
 
 	/* Workers call chunk_set while the source calls chunk_new, which may
 	 * move the table: both hold the lock. */
@@ -306,10 +317,42 @@ static int ent_insert(struct cfs_builder *b, uint32_t parent, const char *name, 
 	e->name_len = (uint16_t)len;
 	e->parent = parent;
 	e->child = child;
+	e->layer = b->layer;
 	*ent_slot(b, parent, name, len, h) = (uint32_t)b->nents + 1;
 	dir->u.dir.v[dir->u.dir.n++] = (uint32_t)b->nents;
 	b->nents++;
 	return 0;
+}
+
+/* Puts a removed entry back in its directory's list. */
+static int ent_revive(struct cfs_builder *b, uint32_t ent, uint32_t child)
+{
+	struct cfs_bnode *dir = &b->nodes[b->ents[ent].parent];
+	int ret;
+
+	ret = grow32((void **)&dir->u.dir.v, &dir->u.dir.cap, dir->u.dir.n + 1,
+		     sizeof(*dir->u.dir.v));
+	if (ret)
+		return ret;
+	dir->u.dir.v[dir->u.dir.n++] = ent;
+	b->ents[ent].child = child;
+	b->ents[ent].layer = b->layer;
+	return 0;
+}
+
+/* Takes an entry out of the tree; what it led to stays allocated but
+ * unreachable, and finish writes only what is reachable. */
+static void ent_remove(struct cfs_builder *b, uint32_t ent)
+{
+	struct cfs_bnode *dir = &b->nodes[b->ents[ent].parent];
+
+	for (uint32_t i = 0; i < dir->u.dir.n; i++) {
+		if (dir->u.dir.v[i] == ent) {
+			dir->u.dir.v[i] = dir->u.dir.v[--dir->u.dir.n];
+			break;
+		}
+	}
+	b->ents[ent].child = ENT_GONE;
 }
 
 int cfs_builder_new(uint32_t chunk_size, struct cfs_builder **out)
@@ -402,8 +445,9 @@ int cfs_builder_add(struct cfs_builder *b, uint32_t parent, const char *name, si
 	if (ent >= 0) {
 		uint32_t old = b->ents[ent].child;
 
-		if (S_ISDIR(b->nodes[old].attr.mode) && S_ISDIR(a->mode)) {
+		if (old != ENT_GONE && S_ISDIR(b->nodes[old].attr.mode) && S_ISDIR(a->mode)) {
 			dir_redefine(b, old, a);
+			b->ents[ent].layer = b->layer;
 			*node = old;
 			return 0;
 		}
@@ -412,7 +456,15 @@ int cfs_builder_add(struct cfs_builder *b, uint32_t parent, const char *name, si
 		ret = node_new(b, a, &id);
 		if (ret)
 			return ret;
+		if (old == ENT_GONE) {
+			ret = ent_revive(b, (uint32_t)ent, id);
+			if (ret) {
+				b->nnodes--;
+				return ret;
+			}
+		}
 		b->ents[ent].child = id;
+		b->ents[ent].layer = b->layer;
 		*node = id;
 		return 0;
 	}
@@ -501,11 +553,14 @@ static int path_walk(struct cfs_builder *b, const char *path, bool create, uint3
 			break;
 		}
 		ent = ent_find(b, cur, name, len);
-		if (ent >= 0) {
+		if (ent >= 0 && b->ents[ent].child != ENT_GONE) {
 			uint32_t child = b->ents[ent].child;
 
 			if (!S_ISDIR(b->nodes[child].attr.mode))
 				return -ENOTDIR;
+			/* Named on the way to something this layer adds. */
+			if (create)
+				b->ents[ent].layer = b->layer;
 			cur = child;
 			continue;
 		}
@@ -557,8 +612,8 @@ int cfs_builder_find_path(struct cfs_builder *b, const char *path, uint32_t *nod
 		return 0;
 	}
 	ent = ent_find(b, dir, last, len);
-	if (ent < 0)
-		return ent;
+	if (ent < 0 || b->ents[ent].child == ENT_GONE)
+		return -ENOENT;
 	*node = b->ents[ent].child;
 	return 0;
 }
@@ -578,10 +633,97 @@ int cfs_builder_link(struct cfs_builder *b, uint32_t parent, const char *name, s
 		return -EPERM;
 	ent = ent_find(b, parent, name, name_len);
 	if (ent >= 0) {
+		if (b->ents[ent].child == ENT_GONE)
+			return ent_revive(b, (uint32_t)ent, target);
 		b->ents[ent].child = target;
+		b->ents[ent].layer = b->layer;
 		return 0;
 	}
 	return ent_insert(b, parent, name, name_len, target);
+}
+
+void cfs_builder_layer_begin(struct cfs_builder *b)
+{
+	b->layer++;
+}
+
+/* The directory a path names, walking as an add does: missing ones are
+ * made, and every one on the way counts as given by this layer. */
+static int dir_walk(struct cfs_builder *b, const char *path, uint32_t *dir)
+{
+	const char *last;
+	size_t len;
+	uint32_t parent;
+	int ret, ent;
+
+	if (!*path) {
+		*dir = CFS_NODE_ROOT;
+		return 0;
+	}
+	ret = path_walk(b, path, true, &parent, &last, &len);
+	if (ret)
+		return ret;
+	if (!last) {
+		*dir = CFS_NODE_ROOT;
+		return 0;
+	}
+	ent = ent_find(b, parent, last, len);
+	if (ent < 0 || b->ents[ent].child == ENT_GONE)
+		return cfs_builder_add(b, parent, last, len, &cfs_implicit_dir, dir);
+	if (!S_ISDIR(b->nodes[b->ents[ent].child].attr.mode))
+		return -ENOTDIR;
+	b->ents[ent].layer = b->layer;
+	*dir = b->ents[ent].child;
+	return 0;
+}
+
+int cfs_builder_whiteout(struct cfs_builder *b, const char *dir_path, const char *name,
+			 size_t name_len)
+{
+	uint32_t dir;
+	int ret, ent;
+
+	if (b->finished || !name_valid(name, name_len))
+		return -EINVAL;
+	ret = dir_walk(b, dir_path, &dir);
+	if (ret)
+		return ret;
+	ent = ent_find(b, dir, name, name_len);
+	if (ent >= 0 && b->ents[ent].child != ENT_GONE && b->ents[ent].layer < b->layer)
+		ent_remove(b, (uint32_t)ent);
+	return 0;
+}
+
+/* Removes what lower layers gave under dir, and looks into the
+ * directories this layer gave for the same. */
+static void opaque_dir(struct cfs_builder *b, uint32_t dir)
+{
+	struct cfs_bnode *n = &b->nodes[dir];
+
+	for (uint32_t i = n->u.dir.n; i-- > 0;) {
+		uint32_t ent = n->u.dir.v[i];
+		const struct cfs_bent *e = &b->ents[ent];
+
+		if (e->layer < b->layer)
+			ent_remove(b, ent);
+		else if (S_ISDIR(b->nodes[e->child].attr.mode))
+			opaque_dir(b, e->child);
+		n = &b->nodes[dir];
+	}
+}
+
+int cfs_builder_opaque(struct cfs_builder *b, const char *dir_path)
+{
+	uint32_t dir;
+	int ret;
+
+	if (b->finished)
+		return -EINVAL;
+	ret = dir_walk(b, dir_path, &dir);
+	if (ret)
+		return ret;
+	opaque_dir(b, dir);
+	return 0;
 }
 
 int cfs_builder_link_path(struct cfs_builder *b, const char *path, const char *target_path)

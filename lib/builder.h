@@ -59,6 +59,19 @@ int cfs_builder_link(struct cfs_builder *b, uint32_t parent, const char *name, s
 		     uint32_t target);
 int cfs_builder_link_path(struct cfs_builder *b, const char *path, const char *target_path);
 
+/* Layers, applied in order as a container engine stacks image layers.
+ * Until the first cfs_builder_layer_begin() everything is layer 0. */
+void cfs_builder_layer_begin(struct cfs_builder *b);
+/* A whiteout in the current layer: removes dir_path/name if a lower layer
+ * gave it (not if this layer did, before or after).  dir_path ("" for the
+ * root) is made as an add would make it.  0 also when there was nothing to
+ * remove; -EINVAL for a bad name, -ENOTDIR. */
+int cfs_builder_whiteout(struct cfs_builder *b, const char *dir_path, const char *name,
+			 size_t name_len);
+/* An opaque directory in the current layer: removes everything lower
+ * layers gave under dir_path, this layer's own entries kept. */
+int cfs_builder_opaque(struct cfs_builder *b, const char *dir_path);
+
 int cfs_builder_set_symlink(struct cfs_builder *b, uint32_t node, const char *target, size_t len);
 
 /* Sets (or replaces) one xattr.  -EINVAL for names or values over the

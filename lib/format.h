@@ -31,8 +31,9 @@
 /* Feature bits.  A reader must refuse an index with an unknown incompat bit
  * and may ignore unknown compat bits. */
 #define CFS_FEAT_COMPAT_PREFETCH (1ull << 0) /* header.prefetch names a list */
+#define CFS_FEAT_COMPAT_CONFIG (1ull << 1)   /* header.config names an image config */
 #define CFS_FEAT_INCOMPAT_KNOWN 0ull
-#define CFS_FEAT_COMPAT_KNOWN CFS_FEAT_COMPAT_PREFETCH
+#define CFS_FEAT_COMPAT_KNOWN (CFS_FEAT_COMPAT_PREFETCH | CFS_FEAT_COMPAT_CONFIG)
 
 /* Sanity caps, enforced by readers; writers never get close. */
 #define CFS_INDEX_MAX_SIZE (1ull << 31)   /* decompressed index bytes */
@@ -41,6 +42,7 @@
 #define CFS_SYMLINK_MAX 4095u
 #define CFS_XATTR_NAME_MAX 255u
 #define CFS_XATTR_VALUE_MAX 65536u
+#define CFS_CONFIG_MAX_SIZE (16u << 20)   /* image config bytes */
 
 #define CFS_ROOT_INO 1u       /* inode numbers are table index + 1 */
 #define CFS_CHUNK_NONE 0xffffffffu /* extent of a hole: reads as zeros */
@@ -76,8 +78,15 @@ struct cfs_disk_header {
 	uint8_t prefetch[32];        /* digest of the prefetch list object, or zero;
 	                              * non-zero iff CFS_FEAT_COMPAT_PREFETCH */
 	uint8_t reserved[16];        /* zero */
+	/* From here on, only in a header of 256 bytes or more; a reader takes
+	 * a 208-byte header (the first layout) as having these fields zero. */
+	uint8_t config[32];          /* digest of the image config object, or
+	                              * zero; non-zero iff CFS_FEAT_COMPAT_CONFIG */
+	uint64_t config_size;        /* its bytes, <= CFS_CONFIG_MAX_SIZE */
+	uint8_t reserved2[8];        /* zero */
 };
-static_assert(sizeof(struct cfs_disk_header) == 208, "header size");
+static_assert(sizeof(struct cfs_disk_header) == 256, "header size");
+#define CFS_HEADER_SIZE_MIN 208u /* the first layout, still read */
 
 /*
  * Prefetch list (docs/FORMAT.md, "Prefetch list"): an object of its own,

@@ -116,72 +116,84 @@ static uint64_t stat_load(_Atomic uint64_t *v)
 	return atomic_load_explicit(v, memory_order_relaxed);
 }
 
-/* The index object as fetched, for index_decode(); obj NULL: fetch it. */
-struct index_obj {
+/* An object (an index, an image config) as fetched, for obj_decode();
+ * obj NULL: fetch it. */
+struct obj_fetch {
 	struct cfs_store *st;
+	uint64_t max;   /* the largest decompressed size accepted */
 	void *obj;
 	size_t objlen;
 };
 
-static int index_fetch(struct index_obj *io, const cfs_digest *ref, int64_t *raw_size)
+static int obj_fetch(struct obj_fetch *of, const cfs_digest *d, int64_t *raw_size)
 {
 	int ret;
 
-	ret = cfs_store_get(io->st, ref, &io->obj, &io->objlen);
+	ret = cfs_store_get(of->st, d, &of->obj, &of->objlen);
 	if (ret < 0)
 		return ret;
-	*raw_size = cfs_obj_raw_size(io->obj, io->objlen);
+	*raw_size = cfs_obj_raw_size(of->obj, of->objlen);
 	if (*raw_size < 0)
 		return (int)*raw_size;
-	if (*raw_size == 0 || (uint64_t)*raw_size > CFS_INDEX_MAX_SIZE)
+	if (*raw_size == 0 || (uint64_t)*raw_size > of->max)
 		return -EUCLEAN;
 	return 0;
 }
 
-/* cfs_cache_load_fn: the index's bytes, verified against its digest. */
-static int index_decode(void *ctx, const cfs_digest *ref, uint32_t raw_size, uint8_t *dst)
+/* Decodes the fetched object into dst (raw_size bytes), verified against d. */
+static int obj_decode_into(struct obj_fetch *of, const cfs_digest *d, uint8_t *dst,
+			   uint64_t raw_size)
 {
-	struct index_obj *io = ctx;
 	int64_t size;
 	ssize_t n;
 	int ret;
 
-	if (!io->obj) {
-		/* Listed in the cache a moment ago, gone since. */
-		ret = index_fetch(io, ref, &size);
+	if (!of->obj) {
+		ret = obj_fetch(of, d, &size);
 		if (ret < 0)
 			return ret;
-		if (size != raw_size)
+		if ((uint64_t)size != raw_size)
 			return -EUCLEAN;
 	}
-	n = cfs_obj_decode(dst, raw_size, io->obj, io->objlen, ref);
+	n = cfs_obj_decode(dst, (size_t)raw_size, of->obj, of->objlen, d);
 	if (n < 0)
 		return (int)n;
-	return n == raw_size ? 0 : -EUCLEAN;
+	return (uint64_t)n == raw_size ? 0 : -EUCLEAN;
 }
 
-/* The index, verified against ref and validated.  Indexes are content-
- * addressed like chunks, so a node that mounted the image before finds it
- * in the chunk cache instead of fetching and decoding it again (a tag
- * still costs one request: it can move).  One too large for a cache entry
- * is decoded straight into its buffer. */
-static int image_load_index(struct cfs_store *st, struct cfs_cache *cache, const cfs_digest *ref,
-			    struct cfs_index **out)
+/* cfs_cache_load_fn for an object fetched whole. */
+static int obj_decode(void *ctx, const cfs_digest *d, uint32_t raw_size, uint8_t *dst)
 {
-	struct index_obj io = { .st = st };
+	return obj_decode_into(ctx, d, dst, raw_size);
+}
+
+/* A whole object (an index, an image config), verified against d, into a
+ * malloc'd *out of *out_len bytes.  Such objects are content-addressed
+ * like chunks, so they go through the chunk cache: a node that mounted the
+ * image before finds them there instead of fetching and decoding them
+ * again.  One too large for a cache entry is decoded straight into its
+ * buffer.  size: the decompressed size when the caller knows it, else 0. */
+static int image_load_obj(struct cfs_store *st, struct cfs_cache *cache, const cfs_digest *d,
+			  uint64_t max, uint64_t size, uint8_t **out, size_t *out_len)
+{
+	struct obj_fetch of = { .st = st, .max = max };
 	struct cfs_buf *b = NULL;
 	uint8_t *raw = NULL;
-	int64_t raw_size;
-	ssize_t n;
+	int64_t raw_size = (int64_t)size;
 	int ret;
 
-	raw_size = cfs_cache_size(cache, ref);
+	if (!raw_size)
+		raw_size = cfs_cache_size(cache, d);
 	if (raw_size <= 0 || raw_size > CFS_CHUNK_MAX_SIZE) {
-		ret = index_fetch(&io, ref, &raw_size);
+		ret = obj_fetch(&of, d, &raw_size);
 		if (ret < 0)
 			goto out;
+		if (size && (uint64_t)raw_size != size) {
+			ret = -EUCLEAN;
+			goto out;
+		}
 	}
-	if (raw_size <= 0 || (uint64_t)raw_size > CFS_INDEX_MAX_SIZE) {
+	if ((uint64_t)raw_size > max) {
 		ret = -EUCLEAN;
 		goto out;
 	}
@@ -190,8 +202,9 @@ static int image_load_index(struct cfs_store *st, struct cfs_cache *cache, const
 		ret = -ENOMEM;
 		goto out;
 	}
+	ret = 1;
 	if (raw_size <= CFS_CHUNK_MAX_SIZE) {
-		ret = cfs_cache_get(cache, ref, (uint32_t)raw_size, index_decode, &io, &b);
+		ret = cfs_cache_get(cache, d, (uint32_t)raw_size, obj_decode, &of, &b);
 		if (ret == 0)
 			ret = cfs_buf_read(b, raw, (size_t)raw_size, 0);
 		if (ret == -ESTALE) {
@@ -199,32 +212,53 @@ static int image_load_index(struct cfs_store *st, struct cfs_cache *cache, const
 			cfs_cache_invalidate(cache, b);
 			ret = 1;
 		}
-	} else {
-		ret = 1;
 	}
-	if (ret == 1) {
-		if (!io.obj) {
-			int64_t size;
-
-			ret = index_fetch(&io, ref, &size);
-			if (ret == 0 && size != raw_size)
-				ret = -EUCLEAN;
-			if (ret < 0)
-				goto out;
-		}
-		n = cfs_obj_decode(raw, (size_t)raw_size, io.obj, io.objlen, ref);
-		ret = n < 0 ? (int)n : n == raw_size ? 0 : -EUCLEAN;
-	}
+	if (ret == 1)
+		ret = obj_decode_into(&of, d, raw, (uint64_t)raw_size);
 	if (ret < 0)
 		goto out;
-	ret = cfs_index_open(raw, (size_t)raw_size, out);
-	if (ret == 0)
-		raw = NULL; /* the index owns it now */
+	*out = raw;
+	*out_len = (size_t)raw_size;
+	raw = NULL;
 out:
 	cfs_buf_unref(b);
 	free(raw);
-	free(io.obj);
+	free(of.obj);
 	return ret;
+}
+
+/* The index, verified against ref and validated. */
+static int image_load_index(struct cfs_store *st, struct cfs_cache *cache, const cfs_digest *ref,
+			    struct cfs_index **out)
+{
+	uint8_t *raw;
+	size_t len;
+	int ret;
+
+	ret = image_load_obj(st, cache, ref, CFS_INDEX_MAX_SIZE, 0, &raw, &len);
+	if (ret < 0)
+		return ret;
+	ret = cfs_index_open(raw, len, out);
+	if (ret < 0)
+		free(raw); /* else the index owns it */
+	return ret;
+}
+
+int cfs_image_config(struct cfs_image *img, void **out, size_t *len)
+{
+	cfs_digest d;
+	uint64_t size;
+	uint8_t *raw;
+	int ret;
+
+	ret = cfs_index_config(img->idx, &d, &size);
+	if (ret < 0)
+		return ret;
+	ret = image_load_obj(img->st, img->cache, &d, CFS_CONFIG_MAX_SIZE, size, &raw, len);
+	if (ret < 0)
+		return ret;
+	*out = raw;
+	return 0;
 }
 
 int cfs_image_open(struct cfs_store *st, struct cfs_cache *cache, const char *image,

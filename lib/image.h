@@ -44,6 +44,12 @@ void cfs_image_free(struct cfs_image *img);
 const struct cfs_index *cfs_image_index(const struct cfs_image *img);
 void cfs_image_digest(const struct cfs_image *img, cfs_digest *out);
 
+/* The image config the image was packed with (an OCI image's config JSON,
+ * as it was in the source), verified against the digest the index names:
+ * a malloc'd *out of *len bytes.  -ENOENT when the image has none, else
+ * the errors of a chunk read. */
+int cfs_image_config(struct cfs_image *img, void **out, size_t *len);
+
 /* Reads up to len bytes at off of regular file ino into buf.  Returns the
  * count (short only at end of file), -EINVAL (not a regular file), or the
  * error of the first chunk that could not be had: -ENOENT (object missing

@@ -40,6 +40,9 @@ struct cfs_index {
 	uint64_t total_file_bytes;
 	bool has_prefetch;
 	cfs_digest prefetch;
+	bool has_config;
+	cfs_digest config;
+	uint64_t config_size;
 	uint64_t *blocks; /* per inode (ino - 1), 512-byte units */
 };
 
@@ -163,6 +166,20 @@ static uint8_t mode_dt(uint32_t mode)
 		return -EUCLEAN;         \
 	} while (0)
 
+/* The header as a whole struct: the bytes past a shorter header_size
+ * (the first layout) read as zero.  len >= CFS_HEADER_SIZE_MIN. */
+static void header_read(const void *buf, size_t len, struct cfs_disk_header *h)
+{
+	uint32_t hs;
+
+	memset(h, 0, sizeof(*h));
+	memcpy(h, buf, CFS_MIN(len, sizeof(*h)));
+	hs = le32toh(h->header_size);
+	if (hs < sizeof(*h))
+		memset((uint8_t *)h + CFS_MAX(hs, CFS_HEADER_SIZE_MIN), 0,
+		       sizeof(*h) - CFS_MAX(hs, CFS_HEADER_SIZE_MIN));
+}
+
 static int check_header(struct cfs_index *idx, const struct cfs_disk_header *h, size_t len)
 {
 	struct { uint64_t off, end; int sec; } s[CFS_SEC_COUNT];
@@ -184,7 +201,7 @@ static int check_header(struct cfs_index *idx, const struct cfs_disk_header *h, 
 			  (unsigned long long)(incompat & ~CFS_FEAT_INCOMPAT_KNOWN));
 		return -EPROTONOSUPPORT;
 	}
-	if (header_size < sizeof(*h) || header_size > len)
+	if (header_size < CFS_HEADER_SIZE_MIN || header_size > len)
 		BAD("header size %u", header_size);
 	if (le64toh(h->index_size) != len)
 		BAD("index size %llu, have %zu bytes", (unsigned long long)le64toh(h->index_size), len);
@@ -198,6 +215,24 @@ static int check_header(struct cfs_index *idx, const struct cfs_disk_header *h, 
 		    compat & CFS_FEAT_COMPAT_PREFETCH ? "set" : "clear");
 	idx->has_prefetch = digest_set;
 	memcpy(idx->prefetch.b, h->prefetch, sizeof(idx->prefetch.b));
+
+	/* cfs_index_open() zeroed the fields a short (first layout) header
+	 * does not have. */
+	for (size_t i = 0; i < sizeof(h->reserved2); i++)
+		if (h->reserved2[i])
+			BAD("reserved header byte %zu set", sizeof(h->reserved) + i);
+	digest_set = false;
+	for (size_t i = 0; i < sizeof(h->config); i++)
+		digest_set |= h->config[i] != 0;
+	if (digest_set != !!(compat & CFS_FEAT_COMPAT_CONFIG))
+		BAD("config digest %s but feature bit %s", digest_set ? "set" : "zero",
+		    compat & CFS_FEAT_COMPAT_CONFIG ? "set" : "clear");
+	idx->config_size = le64toh(h->config_size);
+	if (digest_set ? !idx->config_size || idx->config_size > CFS_CONFIG_MAX_SIZE
+		       : idx->config_size != 0)
+		BAD("config size %llu", (unsigned long long)idx->config_size);
+	idx->has_config = digest_set;
+	memcpy(idx->config.b, h->config, sizeof(idx->config.b));
 
 	for (int i = 0; i < CFS_SEC_COUNT; i++) {
 		uint64_t off = le64toh(h->sec[i].offset);
@@ -608,7 +643,7 @@ CFS_EXPORT int cfs_index_open(void *buf, size_t len, struct cfs_index **out)
 	int r;
 
 	*out = NULL;
-	if (len < sizeof(h) || len > CFS_INDEX_MAX_SIZE) {
+	if (len < CFS_HEADER_SIZE_MIN || len > CFS_INDEX_MAX_SIZE) {
 		cfs_debug("index: size %zu out of bounds", len);
 		return -EUCLEAN;
 	}
@@ -617,7 +652,7 @@ CFS_EXPORT int cfs_index_open(void *buf, size_t len, struct cfs_index **out)
 		return -ENOMEM;
 	idx->buf = buf;
 	idx->len = len;
-	memcpy(&h, buf, sizeof(h));
+	header_read(buf, len, &h);
 	r = check_header(idx, &h, len);
 	if (r)
 		goto err_idx;
@@ -920,17 +955,66 @@ CFS_EXPORT int cfs_index_prefetch(const struct cfs_index *idx, cfs_digest *out)
 	return 0;
 }
 
+CFS_EXPORT int cfs_index_config(const struct cfs_index *idx, cfs_digest *out, uint64_t *size)
+{
+	if (!idx->has_config)
+		return -ENOENT;
+	*out = idx->config;
+	*size = idx->config_size;
+	return 0;
+}
+
+/* The header of a serialised index, for an edit; -EUCLEAN if the buffer is
+ * no index or its header too short for the fields edited. */
+static int header_edit(void *buf, size_t len, size_t need, struct cfs_disk_header *h)
+{
+	if (len < CFS_HEADER_SIZE_MIN)
+		return -EUCLEAN;
+	header_read(buf, len, h);
+	if (memcmp(h->magic, CFS_INDEX_MAGIC, sizeof(h->magic)) ||
+	    le32toh(h->header_size) < need || le32toh(h->header_size) > len ||
+	    le64toh(h->index_size) != len)
+		return -EUCLEAN;
+	return 0;
+}
+
+CFS_EXPORT int cfs_index_set_config(void *buf, size_t len, const cfs_digest *d, uint64_t size)
+{
+	struct cfs_disk_header h;
+	uint64_t compat;
+	int ret;
+
+	ret = header_edit(buf, len, sizeof(h), &h);
+	if (ret)
+		return ret;
+	if (d && (!size || size > CFS_CONFIG_MAX_SIZE))
+		return -EINVAL;
+	compat = le64toh(h.features_compat);
+	if (d) {
+		memcpy(h.config, d->b, sizeof(h.config));
+		h.config_size = htole64(size);
+		compat |= CFS_FEAT_COMPAT_CONFIG;
+	} else {
+		memset(h.config, 0, sizeof(h.config));
+		h.config_size = 0;
+		compat &= ~CFS_FEAT_COMPAT_CONFIG;
+	}
+	h.features_compat = htole64(compat);
+	memcpy(buf, &h, sizeof(h));
+	return 0;
+}
+
 CFS_EXPORT int cfs_index_set_prefetch(void *buf, size_t len, const cfs_digest *d)
 {
 	struct cfs_disk_header h;
 	uint64_t compat;
+	uint32_t hs;
+	int ret;
 
-	if (len < sizeof(h))
-		return -EUCLEAN;
-	memcpy(&h, buf, sizeof(h));
-	if (memcmp(h.magic, CFS_INDEX_MAGIC, sizeof(h.magic)) ||
-	    le32toh(h.header_size) < sizeof(h) || le64toh(h.index_size) != len)
-		return -EUCLEAN;
+	ret = header_edit(buf, len, CFS_HEADER_SIZE_MIN, &h);
+	if (ret)
+		return ret;
+	hs = le32toh(h.header_size);
 	compat = le64toh(h.features_compat);
 	if (d) {
 		memcpy(h.prefetch, d->b, sizeof(h.prefetch));
@@ -940,7 +1024,8 @@ CFS_EXPORT int cfs_index_set_prefetch(void *buf, size_t len, const cfs_digest *d
 		compat &= ~CFS_FEAT_COMPAT_PREFETCH;
 	}
 	h.features_compat = htole64(compat);
-	memcpy(buf, &h, sizeof(h));
+	/* Only the header's own bytes: a first-layout one is shorter. */
+	memcpy(buf, &h, CFS_MIN((size_t)hs, sizeof(h)));
 	return 0;
 }
 

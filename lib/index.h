@@ -129,6 +129,16 @@ int cfs_index_prefetch(const struct cfs_index *idx, cfs_digest *out);
  * -EUCLEAN when buf does not start with an index header. */
 int cfs_index_set_prefetch(void *buf, size_t len, const cfs_digest *d);
 
+/* The digest and size of the image config object (the OCI image config
+ * JSON of the image it was packed from): 0, or -ENOENT when it has none. */
+int cfs_index_config(const struct cfs_index *idx, cfs_digest *out, uint64_t *size);
+
+/* Sets or (d NULL) clears the image config of a serialised index in place,
+ * as cfs_index_set_prefetch() does the list.  -EINVAL for a size of 0 or
+ * over CFS_CONFIG_MAX_SIZE; -EUCLEAN also for a first-layout header, which
+ * has no room for it. */
+int cfs_index_set_config(void *buf, size_t len, const cfs_digest *d, uint64_t size);
+
 /* ---- prefetch list objects (format.h, struct cfs_disk_prefetch) ---- */
 
 /* Serialises count chunk numbers into *buf (malloc'd, the caller frees).

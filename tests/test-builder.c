@@ -74,13 +74,16 @@ static int dec_open(struct dec *d, const void *buf, size_t len)
 	if (len < sizeof(d->h)) DFAIL("short");
 	memcpy(&d->h, buf, sizeof(d->h));
 	if (memcmp(d->h.magic, CFS_INDEX_MAGIC, 8)) DFAIL("magic");
-	if (le32toh(d->h.version) != 1 || le32toh(d->h.header_size) != 208) DFAIL("version");
+	if (le32toh(d->h.version) != 1 || le32toh(d->h.header_size) != sizeof(d->h)) DFAIL("version");
 	if (d->h.features_compat || d->h.features_incompat) DFAIL("features");
 	if (le64toh(d->h.index_size) != len) DFAIL("index_size %llu != %zu", (unsigned long long)d->h.index_size, len);
 	if (d->h.created_sec) DFAIL("created_sec");
 	for (size_t i = 0; i < sizeof(d->h.reserved); i++) if (d->h.reserved[i]) DFAIL("reserved");
 	for (size_t i = 0; i < sizeof(d->h.prefetch); i++) if (d->h.prefetch[i]) DFAIL("prefetch digest set by the builder");
-	prev_end = 208;
+	for (size_t i = 0; i < sizeof(d->h.config); i++) if (d->h.config[i]) DFAIL("config digest set by the builder");
+	if (d->h.config_size) DFAIL("config_size");
+	for (size_t i = 0; i < sizeof(d->h.reserved2); i++) if (d->h.reserved2[i]) DFAIL("reserved2");
+	prev_end = sizeof(d->h);
 	for (int s = 0; s < CFS_SEC_COUNT; s++) {
 		uint64_t off = d->h.sec[s].offset, sz = d->h.sec[s].size;
 		if (off % 8) DFAIL("sec %d unaligned", s);
@@ -543,6 +546,55 @@ static void test_tar(void)
 	dec_free(&d); cfs_builder_free(b);
 }
 
+/* OCI layers: whiteouts and opaque directories hide what lower layers
+ * gave, never what their own layer gave, wherever they come in it. */
+static void test_layers(void)
+{
+	struct cfs_builder *b; struct dec d; uint32_t n, keep; struct cfs_attr a;
+	CHECK_EQ(cfs_builder_new(0, &b), 0);
+	cfs_builder_layer_begin(b);
+	a = F(1); CHECK_EQ(cfs_builder_add_path(b, "etc/gone", &a, &n), 0);
+	a = F(2); CHECK_EQ(cfs_builder_add_path(b, "etc/kept", &a, &keep), 0);
+	a = F(3); CHECK_EQ(cfs_builder_add_path(b, "opq/lower", &a, &n), 0);
+	a = F(4); CHECK_EQ(cfs_builder_add_path(b, "opq/sub/lower2", &a, &n), 0);
+	a = F(5); CHECK_EQ(cfs_builder_add_path(b, "again", &a, &n), 0);
+	a = F(6); CHECK_EQ(cfs_builder_add_path(b, "dir/x", &a, &n), 0);
+	cfs_builder_layer_begin(b);
+	CHECK_EQ(cfs_builder_whiteout(b, "etc", "gone", 4), 0);
+	CHECK_EQ(cfs_builder_whiteout(b, "etc", "never-there", 11), 0);
+	CHECK_EQ(cfs_builder_whiteout(b, "nodir/deeper", "x", 1), 0); /* made, like an extraction */
+	CHECK_EQ(cfs_builder_whiteout(b, "etc", "..", 2), -EINVAL);
+	CHECK_EQ(cfs_builder_whiteout(b, "etc/kept", "x", 1), -ENOTDIR);
+	a = F(7); CHECK_EQ(cfs_builder_add_path(b, "opq/new", &a, &n), 0);      /* before the marker */
+	a = F(8); CHECK_EQ(cfs_builder_add_path(b, "opq/sub/new2", &a, &n), 0); /* sub: this layer's too */
+	CHECK_EQ(cfs_builder_opaque(b, "opq"), 0);
+	a = F(9); CHECK_EQ(cfs_builder_add_path(b, "opq/after", &a, &n), 0);    /* after it */
+	a = F(10); CHECK_EQ(cfs_builder_add_path(b, "again", &a, &n), 0);       /* replaced, then */
+	CHECK_EQ(cfs_builder_whiteout(b, "", "again", 5), 0);                   /* its whiteout: this layer's, kept */
+	a = A(S_IFDIR | 0700); CHECK_EQ(cfs_builder_add_path(b, "etc/kept2", &a, &n), 0);
+	CHECK_EQ(cfs_builder_link_path(b, "hard", "etc/kept"), 0);             /* into a lower layer */
+	a = F(11); CHECK_EQ(cfs_builder_add_path(b, "dir", &a, &n), 0);         /* a file over a directory */
+	cfs_builder_layer_begin(b);
+	CHECK_EQ(cfs_builder_whiteout(b, "etc", "kept", 4), 0);                 /* the other name stays */
+	CHECK_EQ(cfs_builder_find_path(b, "etc/kept", &n), -ENOENT);
+	a = F(12); CHECK_EQ(cfs_builder_add_path(b, "etc/gone", &a, &n), 0);    /* back in a later layer */
+	CHECK_EQ(cfs_builder_whiteout(b, "", "dir", 3), 0);
+	a = A(S_IFDIR | 0711); CHECK_EQ(cfs_builder_add_path(b, "dir", &a, &n), 0); /* and a directory again */
+	a = F(13); CHECK_EQ(cfs_builder_add_path(b, "dir/y", &a, &n), 0);
+	finish_check(b, &d, NULL, NULL, NULL);
+	CHECK_EQ(INO(&d, "etc/gone")->size, 12);
+	CHECK_EQ(dec_lookup(&d, "etc/kept"), 0); CHECK_EQ(INO(&d, "hard")->size, 2);
+	CHECK_EQ(INO(&d, "hard")->nlink, 1);
+	CHECK_EQ(dec_lookup(&d, "opq/lower"), 0); CHECK_EQ(dec_lookup(&d, "opq/sub/lower2"), 0);
+	CHECK_EQ(INO(&d, "opq/new")->size, 7); CHECK_EQ(INO(&d, "opq/sub/new2")->size, 8);
+	CHECK_EQ(INO(&d, "opq/after")->size, 9); CHECK_EQ(INO(&d, "again")->size, 10);
+	CHECK(dec_lookup(&d, "nodir/deeper") != 0);
+	CHECK_EQ(INO(&d, "dir")->mode, S_IFDIR | 0711); CHECK_EQ(dec_lookup(&d, "dir/x"), 0);
+	CHECK_EQ(INO(&d, "dir/y")->size, 13);
+	CHECK_EQ(INO(&d, "etc")->nlink, 3); /* etc, ., kept2 */
+	dec_free(&d); cfs_builder_free(b);
+}
+
 static void test_links(void)
 {
 	struct cfs_builder *b; struct dec d; uint32_t f, dn, n; struct cfs_attr a; cfs_digest dg; uint32_t c;
@@ -766,6 +818,7 @@ int main(void)
 	test_paths();
 	test_tar();
 	test_links();
+	test_layers();
 	test_sparse_and_chunks();
 	test_errors_at_finish();
 	test_determinism();

@@ -191,6 +191,7 @@ static void put64(uint8_t *p, uint64_t v) { v = htole64(v); memcpy(p, &v, 8); }
 #define H_INODE_COUNT 44
 #define H_SEC(i) (64 + 16 * (i))
 #define H_RESERVED 160
+#define H_CONFIG 208
 
 /* Serialises into a malloc'd buffer: header, then the sections in table
  * order, each 8-aligned. */
@@ -675,7 +676,12 @@ static void test_valid_edges(void)
 	/* unknown compat feature: ignored */
 	BYTES(0, put64(b + H_COMPAT, 1ull << 63));
 	/* a header larger than ours */
-	CASE(0, t.hdr_size = 256);
+	CASE(0, t.hdr_size = 264);
+	/* the first layout's 208-byte header: no config fields, still read */
+	CASE(0, t.hdr_size = 208);
+	/* an image config named with its bit and size */
+	BYTES(0, b[H_CONFIG] = 1; put64(b + H_CONFIG + 32, 100);
+	      put64(b + H_COMPAT, CFS_FEAT_COMPAT_CONFIG));
 	/* no xattrs: an empty section, then moved inside another one and to
 	 * the very end */
 	CASE(0, I(&t, 1)->xattr_count = 0; I(&t, 1)->xattr_first = 0;
@@ -737,11 +743,19 @@ static void test_violations(void)
 	BYTES(-EUCLEAN, put32(b + H_HEADER_SIZE, 207));
 	BYTES(-EUCLEAN, put32(b + H_HEADER_SIZE, 0));
 	BYTES(-EUCLEAN, put32(b + H_HEADER_SIZE, (uint32_t)len + 8));
-	BYTES(-EUCLEAN, put32(b + H_HEADER_SIZE, 216)); /* inodes start inside it */
+	BYTES(-EUCLEAN, put32(b + H_HEADER_SIZE, 264)); /* inodes start inside it */
 	BYTES(-EUCLEAN, put64(b + H_INDEX_SIZE, len + 1));
 	BYTES(-EUCLEAN, put64(b + H_INDEX_SIZE, len - 1));
 	BYTES(-EUCLEAN, b[H_RESERVED] = 1);
 	BYTES(-EUCLEAN, b[H_RESERVED + 47] = 0x80);
+	/* the image config: digest, bit and size agree or the index is bad */
+	BYTES(-EUCLEAN, b[H_CONFIG] = 1);
+	BYTES(-EUCLEAN, put64(b + H_COMPAT, CFS_FEAT_COMPAT_CONFIG));
+	BYTES(-EUCLEAN, b[H_CONFIG] = 1; put64(b + H_COMPAT, CFS_FEAT_COMPAT_CONFIG));
+	BYTES(-EUCLEAN, b[H_CONFIG] = 1; put64(b + H_CONFIG + 32, CFS_CONFIG_MAX_SIZE + 1ull);
+	      put64(b + H_COMPAT, CFS_FEAT_COMPAT_CONFIG));
+	BYTES(-EUCLEAN, put64(b + H_CONFIG + 32, 5));
+	BYTES(-EUCLEAN, b[H_CONFIG + 40] = 1); /* reserved2 */
 	/* sections */
 	BYTES(-EUCLEAN, put64(b + H_SEC(CFS_SEC_STRINGS), t.sec_off[CFS_SEC_STRINGS] + 1);
 	      put64(b + H_SEC(CFS_SEC_STRINGS) + 8, 0));

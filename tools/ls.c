@@ -10,7 +10,8 @@
  *
  * cfs-ls --info STORE IMAGE prints the index header instead, one
  * "key value" line each, the prefetch list's length included (which reads
- * the list object too).
+ * the list object too).  cfs-ls --config STORE IMAGE prints the image
+ * config the image was packed with (an OCI image's config JSON), as it was.
  * Over https:// it verifies with $CURL_CA_BUNDLE or $SSL_CERT_FILE when set.
  */
 #include <dirent.h>
@@ -187,6 +188,25 @@ out:
 	return ret;
 }
 
+/* --config: the stored image config, byte for byte. */
+static int print_config(struct cfs_image *img, const char *image)
+{
+	void *buf;
+	size_t len;
+	int ret;
+
+	ret = cfs_image_config(img, &buf, &len);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": %s: %s\n", image,
+			ret == -ENOENT ? "no image config (packed from a directory or tar?)" :
+					 cfs_strerror(ret));
+		return ret;
+	}
+	ret = fwrite(buf, 1, len, stdout) == len ? 0 : -EIO;
+	free(buf);
+	return ret;
+}
+
 static int print_info(struct cfs_image *img, const char *ref)
 {
 	const struct cfs_index *idx = cfs_image_index(img);
@@ -197,11 +217,19 @@ static int print_info(struct cfs_image *img, const char *ref)
 	char pref[CFS_REF_STRLEN];
 	int ret;
 
+	uint64_t config_size;
+
 	cfs_index_info(idx, &info);
 	printf("image %s\nversion %u\nchunk_size %u\ninodes %llu\nchunks %llu\n"
 	       "file_bytes %llu\nindex_size %llu\n", ref, info.version, info.chunk_size,
 	       (unsigned long long)info.inode_count, (unsigned long long)info.chunk_count,
 	       (unsigned long long)info.total_file_bytes, (unsigned long long)info.index_size);
+	if (cfs_index_config(idx, &d, &config_size) == 0) {
+		cfs_digest_ref(&d, pref);
+		printf("config_digest %s\nconfig_size %llu\n", pref, (unsigned long long)config_size);
+	} else {
+		printf("config_digest none\nconfig_size 0\n");
+	}
 	if (cfs_index_prefetch(idx, &d) < 0) {
 		printf("prefetch none\nprefetch_chunks 0\n");
 		return 0;
@@ -231,17 +259,22 @@ int main(int argc, char **argv)
 	char *start = NULL, *ca_file = NULL, ref[CFS_REF_STRLEN];
 	cfs_digest dg;
 	uint64_t ino;
-	bool info = false;
+	bool info = false, config = false;
 	int ret, rc = 1;
 
 	if (argc > 1 && !strcmp(argv[1], "--info")) {
 		info = true;
 		argv++;
 		argc--;
+	} else if (argc > 1 && !strcmp(argv[1], "--config")) {
+		config = true;
+		argv++;
+		argc--;
 	}
-	if (argc < 3 || argc > 4 - info || argv[1][0] == '-') {
+	if (argc < 3 || argc > 4 - (info || config) || argv[1][0] == '-') {
 		fprintf(stderr, "usage: " PROG " STORE IMAGE [PATH]\n"
-			"       " PROG " --info STORE IMAGE\n");
+			"       " PROG " --info STORE IMAGE\n"
+			"       " PROG " --config STORE IMAGE\n");
 		return 2;
 	}
 	store_loc = argv[1];
@@ -287,8 +320,8 @@ int main(int argc, char **argv)
 			ret == -ENOENT ? "index object missing from the store" : cfs_strerror(ret));
 		goto out;
 	}
-	if (info) {
-		if (print_info(img, ref) < 0)
+	if (info || config) {
+		if ((info ? print_info(img, ref) : print_config(img, image)) < 0)
 			goto out;
 		goto flush;
 	}

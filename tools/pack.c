@@ -287,14 +287,18 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: " PROG " [-q] [--tag NAME] [-j N] [--chunk-size SIZE] [--level N]\n"
 		"                [--small-max SIZE] [--group-bits N] [--ca-file FILE]\n"
-		"                [--profile FILE] SOURCE STORE\n"
+		"                [--profile FILE] [--platform OS/ARCH[/VARIANT]] SOURCE STORE\n"
 		"       " PROG " --add-profile FILE [-q] [--tag NAME] [--ca-file FILE] STORE IMAGE\n"
 		"\n"
-		"Packs SOURCE (a directory, or a tar archive: plain, gzip, zstd, xz, bzip2)\n"
-		"into STORE (a directory, created if absent, or s3://BUCKET[/PREFIX]) and\n"
-		"prints the image reference, sha256:<hex>, on stdout.\n"
+		"Packs SOURCE into STORE (a directory, created if absent, or\n"
+		"s3://BUCKET[/PREFIX]) and prints the image reference, sha256:<hex>, on\n"
+		"stdout.  SOURCE is a directory, a tar archive (plain, gzip, zstd, xz,\n"
+		"bzip2), an OCI image layout as oci:DIR[:REF], or a docker save archive as\n"
+		"docker-archive:FILE[:NAME:TAG]; an image's config is stored with it.\n"
 		"\n"
 		"  -q, --quiet           no summary on stderr\n"
+		"      --platform OS/ARCH[/VARIANT]  the image to take from a multi-platform\n"
+		"                        index (default: this machine's)\n"
 		"  -t, --tag NAME        point tag NAME at the image\n"
 		"  -j, --jobs N          worker threads (default: online CPUs; at least %d\n"
 		"                        for an s3:// store, where uploads wait on the network)\n"
@@ -364,7 +368,8 @@ static void note_store(struct cfs_pack *p, const char *location)
 	}
 }
 
-/* Writes one object (an index, a prefetch list): named by its content. */
+/* Writes one object (an index, a prefetch list, an image config): named by
+ * its content. */
 static int write_index(struct cfs_store *st, const void *idx, size_t len, int level,
 		       cfs_digest *d, size_t *stored)
 {
@@ -516,6 +521,7 @@ int main(int argc, char **argv)
 		{ "ca-file", required_argument, NULL, 'A' },
 		{ "profile", required_argument, NULL, 'P' },
 		{ "add-profile", required_argument, NULL, 'a' },
+		{ "platform", required_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -529,7 +535,11 @@ int main(int argc, char **argv)
 	struct cfs_store_opts sopts = { .fetch = &fopts };
 	struct cfs_store *st = NULL;
 	const char *tag = NULL, *source, *store_loc, *ca_arg = NULL;
-	const char *profile_path = NULL, *add_profile_path = NULL;
+	const char *profile_path = NULL, *add_profile_path = NULL, *platform = NULL;
+	const char *image_src = NULL; /* oci: or docker-archive: after the prefix */
+	bool docker_archive = false;
+	void *config = NULL;
+	size_t config_len = 0, config_stored = 0;
 	struct cfs_profile *prof = NULL;
 	size_t prefetch_count = 0, list_stored = 0;
 	char *ca_file = NULL;
@@ -599,6 +609,9 @@ int main(int argc, char **argv)
 		case 'a':
 			add_profile_path = optarg;
 			break;
+		case 'p':
+			platform = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -664,17 +677,26 @@ int main(int argc, char **argv)
 	}
 
 	/* The source first, so that a typo does not leave an empty store. */
-	if (!strcmp(source, "-")) {
+	if (!strncmp(source, "oci:", 4)) {
+		image_src = source + 4;
+	} else if (!strncmp(source, "docker-archive:", 15)) {
+		image_src = source + 15;
+		docker_archive = true;
+	}
+	if (image_src) {
+		is_dir = false;
+	} else if (!strcmp(source, "-")) {
 		src_fd = dup(STDIN_FILENO);
 	} else {
 		src_fd = open(source, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	}
-	if (src_fd < 0 || fstat(src_fd, &sb) < 0) {
+	if (!image_src && (src_fd < 0 || fstat(src_fd, &sb) < 0)) {
 		fprintf(stderr, PROG ": %s: %s\n", source, strerror(errno));
 		goto out;
 	}
-	is_dir = S_ISDIR(sb.st_mode);
-	if (!is_dir) {
+	if (!image_src)
+		is_dir = S_ISDIR(sb.st_mode);
+	if (!image_src && !is_dir) {
 		/* Reads of a FIFO or a pipe must block. */
 		int fl = fcntl(src_fd, F_GETFL);
 		if (fl >= 0)
@@ -723,7 +745,9 @@ int main(int argc, char **argv)
 		goto out_pipe;
 	}
 
-	if (is_dir) {
+	if (image_src) {
+		ret = cfs_pack_oci(&p, image_src, docker_archive, platform, &config, &config_len);
+	} else if (is_dir) {
 		close(src_fd);
 		src_fd = -1;
 		ret = cfs_pack_dir(&p, source);
@@ -744,6 +768,18 @@ int main(int argc, char **argv)
 	if (ret < 0) {
 		fprintf(stderr, PROG ": building the index: %s\n", cfs_strerror(ret));
 		goto out_pipe;
+	}
+	if (config) {
+		cfs_digest cd;
+
+		ret = write_index(st, config, config_len, (int)level, &cd, &config_stored);
+		if (ret == 0)
+			ret = cfs_index_set_config(idx, idx_len, &cd, config_len);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": %s: image config: %s\n", store_loc,
+				cfs_strerror(ret));
+			goto out_pipe;
+		}
 	}
 	if (prof) {
 		ret = attach_prefetch(st, prof, idx, idx_len, (int)level, &prefetch_count,
@@ -782,7 +818,8 @@ done:
 		char in[32], wr[32];
 
 		human((double)p.bytes_in, in, sizeof(in));
-		human((double)(pp.stored_bytes + idx_stored + list_stored), wr, sizeof(wr));
+		human((double)(pp.stored_bytes + idx_stored + list_stored + config_stored), wr,
+		      sizeof(wr));
 		fprintf(stderr,
 			PROG ": %llu files, %llu dirs, %s in, %llu chunks, %llu new objects "
 			"(%llu already stored), %s written, index %zu bytes, %.2f s, %.1f MB/s\n",
@@ -813,6 +850,7 @@ out_pipe:
 	free(pp.threads);
 out:
 	free(idx);
+	free(config);
 	cfs_pack_prof_free(p.prof);
 	cfs_profile_free(prof);
 	cfs_chunker_free(p.ch);

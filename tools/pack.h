@@ -66,6 +66,28 @@ int cfs_pack_dir(struct cfs_pack *p, const char *root);
 /* Reads a tar stream (plain or compressed) from fd; name is for messages. */
 int cfs_pack_tar(struct cfs_pack *p, int fd, const char *name);
 
+/* Image layers (pack_oci.c): tar streams applied in order by the OCI
+ * rules (whiteouts, opaque directories) when layers is set.  Small files
+ * of every layer wait in one spool, fed by cfs_pack_tar_end(t, true). */
+struct cfs_pack_tar;
+/* The next bytes of an uncompressed layer: *buf and their count, 0 at the
+ * end, or -errno after cfs_pack_fail(). */
+typedef ssize_t (*cfs_pack_read_fn)(void *ctx, const void **buf);
+int cfs_pack_tar_begin(struct cfs_pack *p, bool layers, struct cfs_pack_tar **out);
+/* Applies one layer on top of the ones before.  Reads the tar up to its
+ * end marker; the caller reads what follows (padding) itself. */
+int cfs_pack_tar_layer(struct cfs_pack_tar *t, cfs_pack_read_fn rd, void *ctx, const char *name);
+/* Feeds the spooled small files when feed is set (the pack went well) and
+ * frees t (NULL is fine).  0 or -errno. */
+int cfs_pack_tar_end(struct cfs_pack_tar *t, bool feed);
+
+/* OCI image layout (oci:DIR[:REF]) and docker-archive:FILE[:REF] sources:
+ * spec is the part after the prefix.  Fills *config (malloc'd) with the
+ * image config blob, stored with the image.  platform: "os/arch[/variant]"
+ * or NULL for the host's. */
+int cfs_pack_oci(struct cfs_pack *p, const char *spec, bool docker_archive,
+		 const char *platform, void **config, size_t *config_len);
+
 /* Profile-guided layout (pack_profile.c). */
 int cfs_pack_prof_new(const struct cfs_profile *prof, struct cfs_pack_prof **out);
 void cfs_pack_prof_free(struct cfs_pack_prof *pf);

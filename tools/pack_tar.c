@@ -629,18 +629,174 @@ static bool conversion_notice(struct archive *ar, struct archive_entry *e)
 	       strstr(msg, " to current locale");
 }
 
-int cfs_pack_tar(struct cfs_pack *p, int fd, const char *src)
+/* OCI layer rules for an entry whose name is a whiteout (".wh." first):
+ * 1 when it was one (applied, or ignored as the rules say), 0 when not. */
+static int layer_whiteout(struct cfs_pack *p, const char *src, const char *raw, char *path)
 {
-	struct spool sp = { .fd = -1 };
+	char *slash = strrchr(path, '/');
+	const char *dir = slash ? path : "", *base = slash ? slash + 1 : path;
+	int ret;
+
+	if (strncmp(base, ".wh.", 4))
+		return 0;
+	if (slash)
+		*slash = '\0';
+	if (!strcmp(base, ".wh..wh..opq"))
+		ret = cfs_builder_opaque(p->b, dir);
+	else if (!strncmp(base, ".wh..wh.", 8))
+		ret = 0; /* reserved for the runtime's own use: not part of the image */
+	else if (!base[4])
+		return cfs_pack_fail(p, -EINVAL, "%s: %s: a whiteout that names nothing", src, raw);
+	else
+		ret = cfs_builder_whiteout(p->b, dir, base + 4, strlen(base + 4));
+	if (ret == -EINVAL)
+		return cfs_pack_fail(p, ret, "%s: %s: bad whiteout name", src, raw);
+	if (ret < 0)
+		return cfs_pack_fail(p, ret, "%s: %s: %s", src, raw, cfs_strerror(ret));
+	return 1;
+}
+
+struct cfs_pack_tar {
+	struct cfs_pack *p;
+	struct spool sp;
+	bool layers;
+};
+
+int cfs_pack_tar_begin(struct cfs_pack *p, bool layers, struct cfs_pack_tar **out)
+{
+	struct cfs_pack_tar *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return cfs_pack_fail(p, -ENOMEM, "tar: %s", cfs_strerror(-ENOMEM));
+	t->p = p;
+	t->sp.fd = -1;
+	t->layers = layers;
+	*out = t;
+	return 0;
+}
+
+int cfs_pack_tar_end(struct cfs_pack_tar *t, bool feed)
+{
+	int ret = 0;
+
+	if (!t)
+		return 0;
+	if (feed)
+		ret = spool_feed(t->p, &t->sp);
+	spool_free(&t->sp);
+	free(t);
+	return ret;
+}
+
+/* Reads the entries of an opened archive into the tree. */
+static int tar_entries(struct cfs_pack_tar *t, struct archive *ar, const char *src)
+{
+	struct cfs_pack *p = t->p;
 	struct archive_entry *e;
-	struct archive *ar;
 	char path[PATH_MAX];
 	uint64_t n = 0;
 	int r, ret = 0;
 
+	for (;;) {
+		const char *raw;
+
+		r = archive_read_next_header(ar, &e);
+		if (r == ARCHIVE_EOF)
+			break;
+		if (r == ARCHIVE_WARN) {
+			if (!conversion_notice(ar, e))
+				cfs_warn("%s: %s", src, archive_error_string(ar));
+		} else if (r != ARCHIVE_OK) {
+			return cfs_pack_fail(p, -EIO, "%s: %s", src,
+					     archive_error_string(ar) ? archive_error_string(ar) :
+									"read error");
+		}
+		if (++n > TAR_MAX_ENTRIES)
+			return cfs_pack_fail(p, -EFBIG, "%s: more than %llu entries", src,
+					     TAR_MAX_ENTRIES);
+		/* The name's bytes as stored, whatever their encoding. */
+		raw = archive_entry_pathname(e);
+		if (!raw) {
+			cfs_warn("%s: entry %llu: skipped: no usable name", src,
+				 (unsigned long long)n);
+			continue;
+		}
+		ret = norm_path(raw, path);
+		if (ret < 0) {
+			/* path_error() names the entry; the source, for a layer. */
+			if (ret == -EXDEV)
+				return cfs_pack_fail(p, -EINVAL, "%s: path escapes the image: %s",
+						     src, raw);
+			return path_error(p, raw, ret);
+		}
+		if (t->layers) {
+			ret = layer_whiteout(p, src, raw, path);
+			if (ret < 0)
+				return ret;
+			if (ret)
+				continue;
+		}
+		ret = do_entry(p, &t->sp, ar, e, src, raw, path);
+		if (ret < 0)
+			return ret;
+	}
+	if (n == 0 && !t->layers)
+		cfs_warn("%s: empty archive", src);
+	return 0;
+}
+
+struct layer_read {
+	cfs_pack_read_fn rd;
+	void *ctx;
+};
+
+static la_ssize_t layer_read_cb(struct archive *ar, void *ctx, const void **buf)
+{
+	struct layer_read *lr = ctx;
+	ssize_t n = lr->rd(lr->ctx, buf);
+
+	if (n < 0) {
+		archive_set_error(ar, (int)-n, "%s", cfs_strerror((int)n));
+		return -1;
+	}
+	return n;
+}
+
+int cfs_pack_tar_layer(struct cfs_pack_tar *t, cfs_pack_read_fn rd, void *ctx, const char *src)
+{
+	struct layer_read lr = { rd, ctx };
+	struct archive *ar;
+	int ret;
+
+	cfs_builder_layer_begin(t->p->b);
 	ar = archive_read_new();
 	if (!ar)
-		return cfs_pack_fail(p, -ENOMEM, "%s: %s", src, cfs_strerror(-ENOMEM));
+		return cfs_pack_fail(t->p, -ENOMEM, "%s: %s", src, cfs_strerror(-ENOMEM));
+	/* The caller decompresses (it hashes both sides): the tar family only. */
+	archive_read_support_format_tar(ar);
+	archive_read_support_format_gnutar(ar);
+	if (archive_read_open(ar, &lr, NULL, layer_read_cb, NULL) != ARCHIVE_OK)
+		ret = cfs_pack_fail(t->p, -EIO, "%s: %s", src, archive_error_string(ar));
+	else
+		ret = tar_entries(t, ar, src);
+	archive_read_free(ar);
+	return ret;
+}
+
+int cfs_pack_tar(struct cfs_pack *p, int fd, const char *src)
+{
+	struct cfs_pack_tar *t = NULL;
+	struct archive *ar;
+	int ret;
+
+	ret = cfs_pack_tar_begin(p, false, &t);
+	if (ret < 0)
+		return ret;
+	ar = archive_read_new();
+	if (!ar) {
+		ret = cfs_pack_fail(p, -ENOMEM, "%s: %s", src, cfs_strerror(-ENOMEM));
+		goto out;
+	}
 	/* Compression filters backed by libraries only (not "all", which may
 	 * run external programs), and the tar family only. */
 	archive_read_support_filter_gzip(ar);
@@ -655,48 +811,8 @@ int cfs_pack_tar(struct cfs_pack *p, int fd, const char *src)
 		ret = cfs_pack_fail(p, -EIO, "%s: %s", src, archive_error_string(ar));
 		goto out;
 	}
-
-	for (;;) {
-		const char *raw;
-
-		r = archive_read_next_header(ar, &e);
-		if (r == ARCHIVE_EOF)
-			break;
-		if (r == ARCHIVE_WARN) {
-			if (!conversion_notice(ar, e))
-				cfs_warn("%s: %s", src, archive_error_string(ar));
-		} else if (r != ARCHIVE_OK) {
-			ret = cfs_pack_fail(p, -EIO, "%s: %s", src,
-					    archive_error_string(ar) ? archive_error_string(ar) :
-								       "read error");
-			goto out;
-		}
-		if (++n > TAR_MAX_ENTRIES) {
-			ret = cfs_pack_fail(p, -EFBIG, "%s: more than %llu entries", src,
-					    TAR_MAX_ENTRIES);
-			goto out;
-		}
-		/* The name's bytes as stored, whatever their encoding. */
-		raw = archive_entry_pathname(e);
-		if (!raw) {
-			cfs_warn("%s: entry %llu: skipped: no usable name", src,
-				 (unsigned long long)n);
-			continue;
-		}
-		ret = norm_path(raw, path);
-		if (ret < 0) {
-			path_error(p, raw, ret);
-			goto out;
-		}
-		ret = do_entry(p, &sp, ar, e, src, raw, path);
-		if (ret < 0)
-			goto out;
-	}
-	if (n == 0)
-		cfs_warn("%s: empty archive", src);
-	ret = spool_feed(p, &sp);
+	ret = tar_entries(t, ar, src);
 out:
-	spool_free(&sp);
 	archive_read_free(ar);
-	return ret;
+	return cfs_pack_tar_end(t, ret == 0) ?: ret;
 }

@@ -1,0 +1,1320 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Image sources for cfs-pack: an OCI image layout (oci:DIR[:REF]) and the
+ * archive `docker save` / `podman save` / `skopeo copy docker-archive:`
+ * write (docker-archive:FILE[:REF]).
+ *
+ * The image is picked (a REF, the host's platform or --platform through
+ * nested indexes), every blob read is checked against its descriptor's
+ * digest and size, and the layers are applied in order through pack_tar.c
+ * with the OCI whiteout rules.  Layers are decompressed here, not by
+ * libarchive, because both sides are hashed: the compressed bytes against
+ * the manifest, the uncompressed stream against the config's diff_ids.
+ * The compression is sniffed from the bytes (gzip, multi-member too, zstd
+ * or none), as container engines do.
+ *
+ * A layer is verified as it streams, so a layer that fails its digest has
+ * already fed chunks to the store; they are content-addressed and
+ * harmless, and no index or tag is written for the image.
+ *
+ * A docker-archive is a plain tar read in place: its members are located
+ * by a small bounds-checked header parser (names, sizes, symlinks between
+ * members) and read with pread, never extracted.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "digest.h"
+#include "format.h"
+#include "util.h"
+
+#include "pack.h"
+
+#define OCI_JSON_MAX (4u << 20)       /* an index or a manifest */
+#define OCI_DEPTH_MAX 4               /* nested indexes */
+#define OCI_LAYERS_MAX 1000u
+#define OCI_IO_SIZE (1u << 20)
+#define DAR_MEMBERS_MAX 100000u
+#define DAR_NAME_MAX 4096u
+#define DAR_LINK_HOPS 8
+
+#define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
+#define MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
+#define MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
+#define MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
+#define MT_DOCKER_V1 "application/vnd.docker.distribution.manifest.v1"
+
+struct plat {
+	char os[32], arch[32], variant[32];
+};
+
+/* A member of a docker-archive. */
+struct dar_member {
+	char *name;
+	char *link;     /* symlink or hard link target, else NULL */
+	uint64_t off, size;
+};
+
+struct oci {
+	struct cfs_pack *p;
+	char *loc;      /* "oci:DIR" or "docker-archive:FILE", for messages */
+	int dirfd;      /* the layout */
+	int fd;         /* the archive */
+	uint64_t fd_size;
+	struct dar_member *mem;
+	size_t nmem;
+	struct plat want;
+};
+
+/* A byte range holding a blob. */
+struct blob {
+	int fd;
+	bool own;
+	uint64_t off, len;
+};
+
+struct desc {
+	const char *media;  /* "" when absent */
+	char digest[CFS_REF_STRLEN];
+	cfs_digest d;
+	uint64_t size;
+	json_t *obj;
+};
+
+static int fail(struct oci *o, int err, const char *fmt, ...) CFS_PRINTF(3, 4);
+static int fail(struct oci *o, int err, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return cfs_pack_fail(o->p, err, "%s: %s", o->loc, msg);
+}
+
+static void blob_close(struct blob *b)
+{
+	if (b->own && b->fd >= 0)
+		close(b->fd);
+	b->fd = -1;
+}
+
+/* ---- docker-archive members ---- */
+
+/* A tar number: octal digits (spaces and NULs around them), or base-256
+ * when the first byte has its top bit set.  -1 when malformed. */
+static int64_t tar_num(const uint8_t *f, size_t n)
+{
+	uint64_t v = 0;
+	size_t i = 0;
+
+	if (f[0] & 0x80) {
+		if (f[0] != 0x80)
+			return -1; /* negative, or too large to care */
+		for (i = 1; i < n; i++) {
+			if (v >> 55)
+				return -1;
+			v = v << 8 | f[i];
+		}
+		return (int64_t)v;
+	}
+	while (i < n && (f[i] == ' ' || f[i] == '\0'))
+		i++;
+	for (; i < n && f[i] >= '0' && f[i] <= '7'; i++) {
+		if (v >> 60)
+			return -1;
+		v = v << 3 | (uint64_t)(f[i] - '0');
+	}
+	for (; i < n; i++)
+		if (f[i] != ' ' && f[i] != '\0')
+			return -1;
+	return (int64_t)v;
+}
+
+static char *field_dup(const uint8_t *f, size_t n)
+{
+	return strndup((const char *)f, strnlen((const char *)f, n));
+}
+
+/* Pulls "path" and "linkpath" out of a pax extended header. */
+static int pax_parse(const char *d, size_t n, char **path, char **link)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		size_t len = 0, j = i, klen;
+		const char *kv, *eq;
+		char **dst = NULL;
+
+		while (j < n && d[j] >= '0' && d[j] <= '9' && len < n)
+			len = len * 10 + (size_t)(d[j++] - '0');
+		if (j >= n || d[j] != ' ' || len <= j - i + 1 || len > n - i || d[i + len - 1] != '\n')
+			return -EINVAL;
+		kv = d + j + 1;
+		klen = (size_t)(d + i + len - 1 - kv);
+		eq = memchr(kv, '=', klen);
+		if (!eq)
+			return -EINVAL;
+		if ((size_t)(eq - kv) == 4 && !memcmp(kv, "path", 4))
+			dst = path;
+		else if ((size_t)(eq - kv) == 8 && !memcmp(kv, "linkpath", 8))
+			dst = link;
+		if (dst) {
+			free(*dst);
+			*dst = strndup(eq + 1, (size_t)(kv + klen - eq - 1));
+			if (!*dst)
+				return -ENOMEM;
+		}
+		i += len;
+	}
+	return 0;
+}
+
+/* "./a//b/" -> "a/b" in place. */
+static void member_norm(char *s)
+{
+	char *r = s, *w = s;
+
+	while (*r) {
+		while (*r == '/')
+			r++;
+		if (r[0] == '.' && (r[1] == '/' || !r[1])) {
+			r++;
+			continue;
+		}
+		if (w != s && *r)
+			*w++ = '/';
+		while (*r && *r != '/')
+			*w++ = *r++;
+	}
+	*w = '\0';
+}
+
+static int dar_read(struct oci *o, void *buf, size_t n, uint64_t off)
+{
+	int ret = cfs_pread_full(o->fd, buf, n, (off_t)off);
+
+	if (ret == -ENODATA || ret == 0)
+		return ret == 0 ? 0 : fail(o, -EUCLEAN, "truncated at byte %llu",
+					   (unsigned long long)off);
+	return ret < 0 ? fail(o, ret, "read: %s", cfs_strerror(ret)) : 0;
+}
+
+static int dar_members(struct oci *o)
+{
+	char *long_name = NULL, *long_link = NULL, *pax_path = NULL, *pax_link = NULL;
+	uint8_t h[512];
+	uint64_t pos = 0;
+	int ret = 0;
+
+	for (;;) {
+		unsigned sum = 0, i;
+		int64_t chk, size;
+		char type, *name = NULL, *link = NULL;
+		bool zero = true;
+
+		if (pos + 512 > o->fd_size) {
+			ret = fail(o, -EUCLEAN, "truncated tar (no end marker)");
+			break;
+		}
+		ret = dar_read(o, h, sizeof(h), pos);
+		if (ret < 0)
+			break;
+		for (i = 0; i < 512; i++)
+			zero &= h[i] == 0;
+		if (zero)
+			break; /* the end marker */
+		for (i = 0; i < 512; i++)
+			sum += (i >= 148 && i < 156) ? ' ' : h[i];
+		chk = tar_num(h + 148, 8);
+		size = tar_num(h + 124, 12);
+		if (chk < 0 || (unsigned)chk != sum) {
+			ret = fail(o, -EUCLEAN, "not a tar archive (bad header at byte %llu)",
+				   (unsigned long long)pos);
+			break;
+		}
+		if (size < 0 || (uint64_t)size > o->fd_size - pos - 512) {
+			ret = fail(o, -EUCLEAN, "tar member at byte %llu runs past the end",
+				   (unsigned long long)pos);
+			break;
+		}
+		type = (char)h[156];
+		if (type == 'L' || type == 'K' || type == 'x') {
+			char *d, **dst = type == 'L' ? &long_name : &long_link;
+
+			if (size > (int64_t)(type == 'x' ? 1u << 20 : DAR_NAME_MAX)) {
+				ret = fail(o, -EUCLEAN, "tar extension header too large at byte %llu",
+					   (unsigned long long)pos);
+				break;
+			}
+			d = malloc((size_t)size + 1);
+			if (!d) {
+				ret = fail(o, -ENOMEM, "%s", cfs_strerror(-ENOMEM));
+				break;
+			}
+			ret = dar_read(o, d, (size_t)size, pos + 512);
+			d[size] = '\0';
+			if (ret == 0 && type == 'x') {
+				ret = pax_parse(d, (size_t)size, &pax_path, &pax_link);
+				if (ret < 0)
+					ret = fail(o, -EUCLEAN, "bad pax header at byte %llu",
+						   (unsigned long long)pos);
+				free(d);
+			} else if (ret == 0) {
+				free(*dst);
+				*dst = strndup(d, strnlen(d, (size_t)size));
+				free(d);
+			} else {
+				free(d);
+			}
+			if (ret < 0)
+				break;
+			pos += 512 + CFS_ALIGN_UP((uint64_t)size, 512);
+			continue;
+		}
+		if (long_name || pax_path) {
+			name = pax_path ? pax_path : long_name;
+			if (name == pax_path)
+				free(long_name);
+			else
+				free(pax_path);
+			long_name = pax_path = NULL;
+		} else if (!memcmp(h + 257, "ustar", 5) && h[345]) {
+			char *pre = field_dup(h + 345, 155), *nm = field_dup(h, 100);
+
+			if (pre && nm && asprintf(&name, "%s/%s", pre, nm) < 0)
+				name = NULL;
+			free(pre);
+			free(nm);
+		} else {
+			name = field_dup(h, 100);
+		}
+		if (type == '1' || type == '2') {
+			link = pax_link ? pax_link : long_link ? long_link : field_dup(h + 157, 100);
+			if (link != pax_link)
+				free(pax_link);
+			if (link != long_link)
+				free(long_link);
+			pax_link = long_link = NULL;
+		} else {
+			free(pax_link);
+			free(long_link);
+			pax_link = long_link = NULL;
+		}
+		if (!name || ((type == '1' || type == '2') && !link)) {
+			free(name);
+			free(link);
+			ret = fail(o, -ENOMEM, "%s", cfs_strerror(-ENOMEM));
+			break;
+		}
+		if (type == '0' || type == '\0' || type == '7' || type == '1' || type == '2') {
+			struct dar_member *m;
+
+			if (o->nmem >= DAR_MEMBERS_MAX) {
+				free(name);
+				free(link);
+				ret = fail(o, -EFBIG, "more than %u members", DAR_MEMBERS_MAX);
+				break;
+			}
+			m = realloc(o->mem, (o->nmem + 1) * sizeof(*o->mem));
+			if (!m) {
+				free(name);
+				free(link);
+				ret = fail(o, -ENOMEM, "%s", cfs_strerror(-ENOMEM));
+				break;
+			}
+			o->mem = m;
+			member_norm(name);
+			o->mem[o->nmem++] = (struct dar_member){ name, link, pos + 512,
+								 (uint64_t)size };
+		} else {
+			free(name);
+			free(link);
+		}
+		pos += 512 + CFS_ALIGN_UP((uint64_t)size, 512);
+	}
+	free(long_name);
+	free(long_link);
+	free(pax_path);
+	free(pax_link);
+	return ret;
+}
+
+/* The member a name leads to, through symlinks (relative to the link's
+ * directory) and hard links (relative to the root). */
+static const struct dar_member *dar_find(struct oci *o, const char *want)
+{
+	char name[DAR_NAME_MAX + 1];
+	int hops = 0;
+
+	if (strlen(want) > DAR_NAME_MAX)
+		return NULL;
+	strcpy(name, want);
+	member_norm(name);
+	for (;;) {
+		const struct dar_member *m = NULL;
+		char next[2 * DAR_NAME_MAX + 2], *s, *w;
+		int n;
+
+		for (size_t i = o->nmem; i-- > 0;) { /* a later member wins, as on extraction */
+			if (!strcmp(o->mem[i].name, name)) {
+				m = &o->mem[i];
+				break;
+			}
+		}
+		if (!m || !m->link)
+			return m;
+		if (++hops > DAR_LINK_HOPS)
+			return NULL;
+		if (m->link[0] == '/') {
+			n = snprintf(next, sizeof(next), "%s", m->link);
+		} else {
+			const char *slash = strrchr(m->name, '/');
+			int dl = slash ? (int)(slash - m->name) : 0;
+
+			n = snprintf(next, sizeof(next), "%.*s%s%s", dl, m->name, dl ? "/" : "",
+				     m->link);
+		}
+		if (n < 0 || (size_t)n >= sizeof(next))
+			return NULL;
+		/* Resolve "..": never above the archive's root. */
+		w = name;
+		s = next;
+		*w = '\0';
+		while (*s) {
+			size_t len;
+
+			while (*s == '/')
+				s++;
+			len = strcspn(s, "/");
+			if (!len)
+				break;
+			if (len == 2 && s[0] == '.' && s[1] == '.') {
+				char *up = strrchr(name, '/');
+
+				if (!*name)
+					return NULL;
+				if (up)
+					*up = '\0';
+				else
+					*name = '\0';
+				w = name + strlen(name);
+			} else if (!(len == 1 && s[0] == '.')) {
+				if ((size_t)(w - name) + len + 2 > sizeof(name))
+					return NULL;
+				if (w != name)
+					*w++ = '/';
+				memcpy(w, s, len);
+				w += len;
+				*w = '\0';
+			}
+			s += len;
+		}
+	}
+}
+
+/* ---- blobs ---- */
+
+static int blob_by_digest(struct oci *o, const struct desc *dsc, struct blob *b)
+{
+	char hex[CFS_DIGEST_HEX_LEN + 1], path[16 + CFS_DIGEST_HEX_LEN];
+	struct stat sb;
+
+	cfs_digest_hex(&dsc->d, hex);
+	snprintf(path, sizeof(path), "blobs/sha256/%s", hex);
+	if (o->fd >= 0) {
+		const struct dar_member *m = dar_find(o, path);
+
+		if (!m)
+			return fail(o, -ENOENT, "blob %s missing", dsc->digest);
+		*b = (struct blob){ .fd = o->fd, .off = m->off, .len = m->size };
+		return 0;
+	}
+	b->fd = openat(o->dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (b->fd < 0)
+		return fail(o, -errno, "blob %s: %s", dsc->digest,
+			    errno == ENOENT ? "missing from the layout" : strerror(errno));
+	b->own = true;
+	b->off = 0;
+	if (fstat(b->fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+		blob_close(b);
+		return fail(o, -EINVAL, "blob %s: not a regular file", dsc->digest);
+	}
+	b->len = (uint64_t)sb.st_size;
+	return 0;
+}
+
+/* A whole small blob, checked against want (if any) and its size (if
+ * want).  NUL-terminated for the JSON parser. */
+static int blob_slurp(struct oci *o, const struct blob *b, const struct desc *want, size_t max,
+		      const char *what, char **out, size_t *len)
+{
+	cfs_digest d;
+	char *buf;
+	int ret;
+
+	if (want && b->len != want->size)
+		return fail(o, -EBADMSG, "%s %s: %llu bytes, the descriptor says %llu", what,
+			    want->digest, (unsigned long long)b->len,
+			    (unsigned long long)want->size);
+	if (b->len > max)
+		return fail(o, -EFBIG, "%s: %llu bytes, more than %zu", what,
+			    (unsigned long long)b->len, max);
+	buf = malloc((size_t)b->len + 1);
+	if (!buf)
+		return fail(o, -ENOMEM, "%s: %s", what, cfs_strerror(-ENOMEM));
+	ret = cfs_pread_full(b->fd, buf, (size_t)b->len, (off_t)b->off);
+	if (ret < 0) {
+		free(buf);
+		return fail(o, ret == -ENODATA ? -EUCLEAN : ret, "%s: %s", what,
+			    ret == -ENODATA ? "truncated" : cfs_strerror(ret));
+	}
+	buf[b->len] = '\0';
+	if (want) {
+		cfs_sha256(buf, (size_t)b->len, &d);
+		if (!cfs_digest_eq(&d, &want->d)) {
+			free(buf);
+			return fail(o, -EBADMSG, "%s %s: digest mismatch", what, want->digest);
+		}
+	}
+	*out = buf;
+	*len = (size_t)b->len;
+	return 0;
+}
+
+static int json_parse(struct oci *o, const char *buf, size_t len, const char *what, json_t **out)
+{
+	json_error_t err;
+
+	*out = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
+	if (!*out)
+		return fail(o, -EUCLEAN, "%s: bad JSON: %s (line %d)", what, err.text, err.line);
+	return 0;
+}
+
+/* Reads a small blob named by a descriptor and parses it. */
+static int blob_json(struct oci *o, const struct desc *dsc, const char *what, json_t **out)
+{
+	struct blob b = { .fd = -1 };
+	char *buf;
+	size_t len;
+	int ret;
+
+	ret = blob_by_digest(o, dsc, &b);
+	if (ret < 0)
+		return ret;
+	ret = blob_slurp(o, &b, dsc, OCI_JSON_MAX, what, &buf, &len);
+	blob_close(&b);
+	if (ret < 0)
+		return ret;
+	ret = json_parse(o, buf, len, what, out);
+	free(buf);
+	return ret;
+}
+
+static const char *jstr(json_t *obj, const char *key)
+{
+	json_t *v = json_is_object(obj) ? json_object_get(obj, key) : NULL;
+
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int desc_parse(struct oci *o, json_t *j, const char *what, struct desc *out)
+{
+	const char *dg = jstr(j, "digest");
+	json_t *size = json_is_object(j) ? json_object_get(j, "size") : NULL;
+
+	if (!dg || !json_is_integer(size) || json_integer_value(size) < 0)
+		return fail(o, -EUCLEAN, "%s: a descriptor without digest or size", what);
+	if (cfs_digest_parse(dg, false, &out->d) < 0)
+		return fail(o, -EPROTONOSUPPORT, "%s: digest %.80s: only sha256 digests are supported",
+			    what, dg);
+	cfs_digest_ref(&out->d, out->digest);
+	out->media = jstr(j, "mediaType") ? jstr(j, "mediaType") : "";
+	out->size = (uint64_t)json_integer_value(size);
+	out->obj = j;
+	return 0;
+}
+
+/* ---- picking the image ---- */
+
+static void plat_host(struct plat *p)
+{
+	static const struct { const char *m, *arch, *variant; } map[] = {
+		{ "x86_64", "amd64", "" },   { "aarch64", "arm64", "" }, { "armv7l", "arm", "v7" },
+		{ "armv6l", "arm", "v6" },   { "i686", "386", "" },      { "i386", "386", "" },
+		{ "ppc64le", "ppc64le", "" }, { "s390x", "s390x", "" },  { "riscv64", "riscv64", "" },
+	};
+	struct utsname u;
+
+	snprintf(p->os, sizeof(p->os), "linux");
+	snprintf(p->arch, sizeof(p->arch), "unknown");
+	p->variant[0] = '\0';
+	if (uname(&u) < 0)
+		return;
+	snprintf(p->arch, sizeof(p->arch), "%.31s", u.machine);
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+		if (!strcmp(u.machine, map[i].m)) {
+			snprintf(p->arch, sizeof(p->arch), "%s", map[i].arch);
+			snprintf(p->variant, sizeof(p->variant), "%s", map[i].variant);
+		}
+	}
+}
+
+static int plat_parse(const char *s, struct plat *p)
+{
+	const char *a = strchr(s, '/'), *v;
+
+	if (!a || a == s || !a[1])
+		return -EINVAL;
+	v = strchr(a + 1, '/');
+	if ((size_t)(a - s) >= sizeof(p->os) ||
+	    (v ? (size_t)(v - a - 1) : strlen(a + 1)) >= sizeof(p->arch) ||
+	    (v && (!v[1] || strlen(v + 1) >= sizeof(p->variant) || strchr(v + 1, '/'))))
+		return -EINVAL;
+	snprintf(p->os, sizeof(p->os), "%.*s", (int)(a - s), s);
+	snprintf(p->arch, sizeof(p->arch), "%.*s", v ? (int)(v - a - 1) : (int)strlen(a + 1),
+		 a + 1);
+	snprintf(p->variant, sizeof(p->variant), "%s", v ? v + 1 : "");
+	return 0;
+}
+
+/* 2: the descriptor names the wanted platform; 1: it names none (a
+ * single-image layout); 0: another one. */
+static int plat_match(const struct oci *o, json_t *d)
+{
+	json_t *pl = json_object_get(d, "platform");
+	const char *os, *arch, *variant;
+
+	if (!json_is_object(pl))
+		return 1;
+	os = jstr(pl, "os");
+	arch = jstr(pl, "architecture");
+	variant = jstr(pl, "variant");
+	if (!os || !arch || strcmp(os, o->want.os) || strcmp(arch, o->want.arch))
+		return 0;
+	/* A wanted variant must match; none wanted takes any. */
+	if (o->want.variant[0] && variant && strcmp(variant, o->want.variant))
+		return 0;
+	return 2;
+}
+
+static bool is_index(const char *mt)
+{
+	return !strcmp(mt, MT_OCI_INDEX) || !strcmp(mt, MT_DOCKER_LIST);
+}
+
+static bool is_manifest(const char *mt)
+{
+	return !strcmp(mt, MT_OCI_MANIFEST) || !strcmp(mt, MT_DOCKER_MANIFEST);
+}
+
+static bool ref_matches(json_t *d, const char *ref)
+{
+	json_t *ann = json_object_get(d, "annotations");
+	const char *names[] = { jstr(ann, "org.opencontainers.image.ref.name"),
+				jstr(ann, "io.containerd.image.name") };
+
+	for (size_t i = 0; i < 2; i++) {
+		size_t n, r = strlen(ref);
+
+		if (!names[i])
+			continue;
+		n = strlen(names[i]);
+		/* "base" or a full name ending in ":base" */
+		if (!strcmp(names[i], ref) || (n > r && names[i][n - r - 1] == ':' &&
+					       !strcmp(names[i] + n - r, ref)))
+			return true;
+	}
+	return false;
+}
+
+struct pick {
+	struct desc best;
+	json_t *keep;   /* holds best.obj */
+	int score;      /* plat_match of best */
+	int found;      /* images seen with that score */
+	int others;     /* images for other platforms */
+};
+
+static int pick_index(struct oci *o, json_t *idx, const char *ref, int depth, struct pick *pk)
+{
+	json_t *ms = json_object_get(idx, "manifests"), *m;
+	size_t i;
+	int ret;
+
+	if (!json_is_array(ms))
+		return fail(o, -EUCLEAN, "an index without a manifests array");
+	json_array_foreach(ms, i, m) {
+		struct desc d;
+		const char *kind;
+		int score;
+
+		ret = desc_parse(o, m, "index", &d);
+		if (ret < 0)
+			return ret;
+		if (ref && !ref_matches(m, ref))
+			continue;
+		kind = jstr(json_object_get(m, "annotations"), "vnd.docker.reference.type");
+		if (kind && !strcmp(kind, "attestation-manifest"))
+			continue;
+		if (!strncmp(d.media, MT_DOCKER_V1, strlen(MT_DOCKER_V1)))
+			return fail(o, -EPROTONOSUPPORT, "%s: a schema 1 manifest: not supported "
+				    "(convert it with skopeo copy --format v2s2)", d.digest);
+		score = plat_match(o, m);
+		if (!score) {
+			pk->others++;
+			continue;
+		}
+		if (is_index(d.media)) {
+			json_t *sub;
+
+			if (depth >= OCI_DEPTH_MAX)
+				return fail(o, -ELOOP, "indexes nested more than %d deep",
+					    OCI_DEPTH_MAX);
+			ret = blob_json(o, &d, "index", &sub);
+			if (ret < 0)
+				return ret;
+			ret = pick_index(o, sub, NULL, depth + 1, pk);
+			json_decref(sub);
+			if (ret < 0)
+				return ret;
+			continue;
+		}
+		if (d.media[0] && !is_manifest(d.media))
+			continue; /* not an image (an artifact, a signature) */
+		if (score > pk->score) {
+			pk->score = score;
+			pk->found = 0;
+		}
+		if (score == pk->score && pk->found++ == 0) {
+			json_decref(pk->keep);
+			pk->keep = json_incref(m);
+			pk->best = d;
+		}
+	}
+	return 0;
+}
+
+/* ---- layers ---- */
+
+enum comp { COMP_NONE, COMP_GZIP, COMP_ZSTD };
+
+struct layer {
+	struct oci *o;
+	const char *what;
+	int fd;
+	uint64_t pos, end;
+	EVP_MD_CTX *cmd, *umd;
+	enum comp comp;
+	z_stream z;
+	bool z_init, z_ended;
+	ZSTD_DCtx *zd;
+	size_t zret;          /* last ZSTD_decompressStream(): 0 at a frame's end */
+	uint8_t *in, *out;
+	size_t in_len, in_pos;
+	bool in_eof;
+	uint64_t raw;
+};
+
+static int layer_fill(struct layer *l)
+{
+	size_t n;
+	int ret;
+
+	if (l->in_pos < l->in_len || l->in_eof)
+		return 0;
+	n = (size_t)CFS_MIN((uint64_t)OCI_IO_SIZE, l->end - l->pos);
+	if (!n) {
+		l->in_eof = true;
+		l->in_len = l->in_pos = 0;
+		return 0;
+	}
+	ret = cfs_pread_full(l->fd, l->in, n, (off_t)l->pos);
+	if (ret < 0)
+		return fail(l->o, ret == -ENODATA ? -EUCLEAN : ret, "%s: %s", l->what,
+			    ret == -ENODATA ? "truncated" : cfs_strerror(ret));
+	EVP_DigestUpdate(l->cmd, l->in, n);
+	l->pos += n;
+	l->in_len = n;
+	l->in_pos = 0;
+	return 0;
+}
+
+static ssize_t layer_out(struct layer *l, const void **buf, size_t n, const uint8_t *p)
+{
+	EVP_DigestUpdate(l->umd, p, n);
+	l->raw += n;
+	*buf = p;
+	return (ssize_t)n;
+}
+
+/* cfs_pack_read_fn: the layer's uncompressed bytes. */
+static ssize_t layer_read(void *ctx, const void **buf)
+{
+	struct layer *l = ctx;
+	int ret;
+
+	for (;;) {
+		ret = layer_fill(l);
+		if (ret < 0)
+			return ret;
+		switch (l->comp) {
+		case COMP_NONE: {
+			size_t n = l->in_len - l->in_pos;
+
+			if (l->in_eof)
+				return 0;
+			l->in_pos = l->in_len;
+			return layer_out(l, buf, n, l->in);
+		}
+		case COMP_GZIP: {
+			size_t avail = l->in_len - l->in_pos;
+			int r;
+
+			if (l->in_eof) {
+				if (!l->z_ended)
+					return fail(l->o, -EUCLEAN, "%s: truncated gzip stream",
+						    l->what);
+				return 0;
+			}
+			if (l->z_ended) {
+				/* Another member follows, or padding of zeros. */
+				if (l->in[l->in_pos] == 0) {
+					for (size_t i = l->in_pos; i < l->in_len; i++)
+						if (l->in[i])
+							return fail(l->o, -EUCLEAN,
+								    "%s: garbage after the gzip stream",
+								    l->what);
+					l->in_pos = l->in_len;
+					continue;
+				}
+				if (inflateReset(&l->z) != Z_OK)
+					return fail(l->o, -EIO, "%s: zlib reset", l->what);
+				l->z_ended = false;
+			}
+			l->z.next_in = l->in + l->in_pos;
+			l->z.avail_in = (uInt)avail;
+			l->z.next_out = l->out;
+			l->z.avail_out = OCI_IO_SIZE;
+			r = inflate(&l->z, Z_NO_FLUSH);
+			l->in_pos += avail - l->z.avail_in;
+			if (r == Z_STREAM_END)
+				l->z_ended = true;
+			else if (r != Z_OK && r != Z_BUF_ERROR)
+				return fail(l->o, -EUCLEAN, "%s: bad gzip data: %s", l->what,
+					    l->z.msg ? l->z.msg : "inflate error");
+			if (OCI_IO_SIZE - l->z.avail_out)
+				return layer_out(l, buf, OCI_IO_SIZE - l->z.avail_out, l->out);
+			continue;
+		}
+		case COMP_ZSTD: {
+			ZSTD_inBuffer zin = { l->in, l->in_len, l->in_pos };
+			ZSTD_outBuffer zout = { l->out, OCI_IO_SIZE, 0 };
+
+			if (l->in_eof) {
+				if (l->zret)
+					return fail(l->o, -EUCLEAN, "%s: truncated zstd stream",
+						    l->what);
+				return 0;
+			}
+			l->zret = ZSTD_decompressStream(l->zd, &zout, &zin);
+			if (ZSTD_isError(l->zret))
+				return fail(l->o, -EUCLEAN, "%s: bad zstd data: %s", l->what,
+					    ZSTD_getErrorName(l->zret));
+			l->in_pos = zin.pos;
+			if (zout.pos)
+				return layer_out(l, buf, zout.pos, l->out);
+			continue;
+		}
+		}
+	}
+}
+
+static void layer_free(struct layer *l)
+{
+	if (l->z_init)
+		inflateEnd(&l->z);
+	ZSTD_freeDCtx(l->zd);
+	EVP_MD_CTX_free(l->cmd);
+	EVP_MD_CTX_free(l->umd);
+	free(l->in);
+	free(l->out);
+}
+
+/* Applies layer i: blob b (its compressed digest cd when known), whose
+ * uncompressed stream must hash to diff_id. */
+static int apply_layer(struct oci *o, struct cfs_pack_tar *t, size_t i, const struct blob *b,
+		       const cfs_digest *cd, const cfs_digest *diff_id)
+{
+	struct layer l = { .o = o, .fd = b->fd, .pos = b->off, .end = b->off + b->len };
+	char what[64], ref[CFS_REF_STRLEN];
+	unsigned char md[EVP_MAX_MD_SIZE];
+	const void *buf;
+	cfs_digest got;
+	ssize_t n;
+	int ret;
+
+	cfs_digest_ref(cd ? cd : diff_id, ref);
+	snprintf(what, sizeof(what), "layer %zu (%.19s)", i + 1, ref);
+	l.what = what;
+	l.in = malloc(OCI_IO_SIZE);
+	l.out = malloc(OCI_IO_SIZE);
+	l.cmd = EVP_MD_CTX_new();
+	l.umd = EVP_MD_CTX_new();
+	if (!l.in || !l.out || !l.cmd || !l.umd ||
+	    !EVP_DigestInit_ex(l.cmd, EVP_sha256(), NULL) ||
+	    !EVP_DigestInit_ex(l.umd, EVP_sha256(), NULL)) {
+		ret = fail(o, -ENOMEM, "%s: %s", what, cfs_strerror(-ENOMEM));
+		goto out;
+	}
+	ret = layer_fill(&l);
+	if (ret < 0)
+		goto out;
+	if (l.in_len >= 2 && l.in[0] == 0x1f && l.in[1] == 0x8b) {
+		l.comp = COMP_GZIP;
+		/* 16 + MAX_WBITS: gzip framing only. */
+		if (inflateInit2(&l.z, 16 + MAX_WBITS) != Z_OK) {
+			ret = fail(o, -ENOMEM, "%s: zlib init", what);
+			goto out;
+		}
+		l.z_init = true;
+	} else if (l.in_len >= 4 && !memcmp(l.in, "\x28\xb5\x2f\xfd", 4)) {
+		l.comp = COMP_ZSTD;
+		l.zd = ZSTD_createDCtx();
+		if (!l.zd) {
+			ret = fail(o, -ENOMEM, "%s: zstd init", what);
+			goto out;
+		}
+		l.zret = 1;
+	}
+
+	ret = cfs_pack_tar_layer(t, layer_read, &l, what);
+	if (ret < 0)
+		goto out;
+	/* What follows the tar's end marker counts towards both digests. */
+	while ((n = layer_read(&l, &buf)) > 0)
+		;
+	if (n < 0) {
+		ret = (int)n;
+		goto out;
+	}
+	if (cd) {
+		EVP_DigestFinal_ex(l.cmd, md, NULL);
+		memcpy(got.b, md, sizeof(got.b));
+		if (!cfs_digest_eq(&got, cd)) {
+			ret = fail(o, -EBADMSG, "%s: blob digest mismatch", what);
+			goto out;
+		}
+	}
+	EVP_DigestFinal_ex(l.umd, md, NULL);
+	memcpy(got.b, md, sizeof(got.b));
+	if (!cfs_digest_eq(&got, diff_id)) {
+		cfs_digest_ref(diff_id, ref);
+		ret = fail(o, -EBADMSG, "%s: uncompressed content does not match the config's "
+			   "diff_id %s", what, ref);
+		goto out;
+	}
+	ret = 0;
+out:
+	layer_free(&l);
+	return ret;
+}
+
+/* The config's rootfs.diff_ids, n of them. */
+static int diff_ids(struct oci *o, json_t *cfg, size_t n, cfs_digest **out)
+{
+	json_t *rootfs = json_object_get(cfg, "rootfs"), *ids, *v;
+	const char *type = jstr(rootfs, "type");
+	cfs_digest *d;
+	size_t i;
+
+	ids = json_object_get(rootfs, "diff_ids");
+	if (!type || strcmp(type, "layers") || !json_is_array(ids))
+		return fail(o, -EUCLEAN, "image config: no rootfs.diff_ids");
+	if (json_array_size(ids) != n)
+		return fail(o, -EUCLEAN, "image config: %zu diff_ids for %zu layers",
+			    json_array_size(ids), n);
+	d = calloc(n ? n : 1, sizeof(*d));
+	if (!d)
+		return fail(o, -ENOMEM, "%s", cfs_strerror(-ENOMEM));
+	json_array_foreach(ids, i, v) {
+		if (!json_is_string(v) || cfs_digest_parse(json_string_value(v), false, &d[i]) < 0) {
+			free(d);
+			return fail(o, -EUCLEAN, "image config: diff_id %zu is not a sha256 digest",
+				    i + 1);
+		}
+	}
+	*out = d;
+	return 0;
+}
+
+/* ---- the two sources ---- */
+
+static int layout_open(struct oci *o, const char *dir, const char *ref, json_t **cfg_out,
+		       char **cfg_buf, size_t *cfg_len, json_t **man_out)
+{
+	struct pick pk = { 0 };
+	struct blob b = { .fd = -1 };
+	json_t *idx = NULL, *man = NULL, *cfg = NULL, *v;
+	struct desc cd;
+	char *buf = NULL;
+	size_t len;
+	int ret, fd;
+	struct stat sb;
+
+	o->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (o->dirfd < 0)
+		return fail(o, -errno, "%s", strerror(errno));
+	fd = openat(o->dirfd, "oci-layout", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail(o, -EINVAL, "not an OCI image layout (no oci-layout file)");
+	close(fd);
+	fd = openat(o->dirfd, "index.json", O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &sb) < 0) {
+		ret = fail(o, -errno, "index.json: %s", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return ret;
+	}
+	b = (struct blob){ .fd = fd, .own = true, .len = (uint64_t)sb.st_size };
+	ret = blob_slurp(o, &b, NULL, OCI_JSON_MAX, "index.json", &buf, &len);
+	blob_close(&b);
+	if (ret < 0)
+		return ret;
+	ret = json_parse(o, buf, len, "index.json", &idx);
+	free(buf);
+	buf = NULL;
+	if (ret < 0)
+		return ret;
+	ret = pick_index(o, idx, ref, 0, &pk);
+	if (ret < 0)
+		goto out;
+	if (!pk.found) {
+		if (ref)
+			ret = fail(o, -ENOENT, "no image named %s", ref);
+		else
+			ret = fail(o, -ENOENT, "no image for %s/%s%s%s (%d for other platforms)",
+				   o->want.os, o->want.arch, o->want.variant[0] ? "/" : "",
+				   o->want.variant, pk.others);
+		goto out;
+	}
+	if (pk.found > 1) {
+		ret = fail(o, -EINVAL, "%d images for %s/%s: name one (oci:DIR:REF)", pk.found,
+			   o->want.os, o->want.arch);
+		goto out;
+	}
+	ret = blob_json(o, &pk.best, "manifest", &man);
+	if (ret < 0)
+		goto out;
+	v = json_object_get(man, "schemaVersion");
+	if (json_is_integer(v) && json_integer_value(v) == 1) {
+		ret = fail(o, -EPROTONOSUPPORT, "%s: a schema 1 manifest: not supported "
+			   "(convert it with skopeo copy --format v2s2)", pk.best.digest);
+		goto out;
+	}
+	if (!json_is_integer(v) || json_integer_value(v) != 2 ||
+	    (jstr(man, "mediaType") && !is_manifest(jstr(man, "mediaType")))) {
+		ret = fail(o, -EUCLEAN, "%s: not an image manifest", pk.best.digest);
+		goto out;
+	}
+	ret = desc_parse(o, json_object_get(man, "config"), "manifest config", &cd);
+	if (ret < 0)
+		goto out;
+	ret = blob_by_digest(o, &cd, &b);
+	if (ret < 0)
+		goto out;
+	ret = blob_slurp(o, &b, &cd, CFS_CONFIG_MAX_SIZE, "image config", cfg_buf, cfg_len);
+	blob_close(&b);
+	if (ret < 0)
+		goto out;
+	ret = json_parse(o, *cfg_buf, *cfg_len, "image config", &cfg);
+	if (ret < 0)
+		goto out;
+	*cfg_out = cfg;
+	*man_out = man;
+	cfg = man = NULL;
+out:
+	json_decref(pk.keep);
+	json_decref(idx);
+	json_decref(man);
+	json_decref(cfg);
+	return ret;
+}
+
+/* The digest a docker-archive member's name gives, "<hex>.json",
+ * "<hex>/layer.tar" or "blobs/sha256/<hex>", if any. */
+static bool name_digest(const char *name, cfs_digest *d)
+{
+	const char *base = strrchr(name, '/');
+	char hex[CFS_DIGEST_HEX_LEN + 1];
+
+	base = base ? base + 1 : name;
+	if (!strncmp(name, "blobs/sha256/", 13) && strlen(base) == CFS_DIGEST_HEX_LEN)
+		return cfs_digest_parse(base, true, d) == 0;
+	if (strlen(base) == CFS_DIGEST_HEX_LEN + 5 && !strcmp(base + CFS_DIGEST_HEX_LEN, ".json")) {
+		memcpy(hex, base, CFS_DIGEST_HEX_LEN);
+		hex[CFS_DIGEST_HEX_LEN] = '\0';
+		return cfs_digest_parse(hex, true, d) == 0;
+	}
+	return false;
+}
+
+static int archive_open(struct oci *o, const char *file, const char *ref, json_t **entry_out,
+			json_t **cfg_out, char **cfg_buf, size_t *cfg_len)
+{
+	const struct dar_member *m;
+	json_t *man = NULL, *e, *pick = NULL, *cfg = NULL;
+	struct blob b;
+	struct desc cd = { 0 };
+	struct stat sb;
+	uint8_t magic[4];
+	char *buf = NULL;
+	size_t len, i;
+	const char *cpath;
+	int ret, found = 0;
+
+	o->fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (o->fd < 0 || fstat(o->fd, &sb) < 0)
+		return fail(o, -errno, "%s", strerror(errno));
+	if (!S_ISREG(sb.st_mode))
+		return fail(o, -EINVAL, "not a regular file");
+	o->fd_size = (uint64_t)sb.st_size;
+	if (o->fd_size >= 4 && cfs_pread_full(o->fd, magic, 4, 0) == 0 &&
+	    ((magic[0] == 0x1f && magic[1] == 0x8b) || !memcmp(magic, "\x28\xb5\x2f\xfd", 4)))
+		return fail(o, -EINVAL, "a compressed archive: decompress it first");
+	ret = dar_members(o);
+	if (ret < 0)
+		return ret;
+	m = dar_find(o, "manifest.json");
+	if (!m)
+		return fail(o, -EINVAL, "no manifest.json: not a docker-archive");
+	b = (struct blob){ .fd = o->fd, .off = m->off, .len = m->size };
+	ret = blob_slurp(o, &b, NULL, OCI_JSON_MAX, "manifest.json", &buf, &len);
+	if (ret < 0)
+		return ret;
+	ret = json_parse(o, buf, len, "manifest.json", &man);
+	free(buf);
+	if (ret < 0)
+		return ret;
+	if (!json_is_array(man)) {
+		ret = fail(o, -EUCLEAN, "manifest.json: not an array");
+		goto out;
+	}
+	json_array_foreach(man, i, e) {
+		json_t *tags = json_object_get(e, "RepoTags"), *tg;
+		size_t k;
+		bool match = !ref;
+
+		json_array_foreach(tags, k, tg) {
+			const char *s = json_string_value(tg);
+			size_t n = s ? strlen(s) : 0, r = ref ? strlen(ref) : 0;
+
+			if (ref && s && (!strcmp(s, ref) ||
+					 (n > r && s[n - r - 1] == '/' && !strcmp(s + n - r, ref))))
+				match = true;
+		}
+		if (match && found++ == 0)
+			pick = e;
+	}
+	if (!found) {
+		ret = fail(o, -ENOENT, ref ? "no image tagged %s" : "no image in manifest.json%s",
+			   ref ? ref : "");
+		goto out;
+	}
+	if (found > 1) {
+		ret = fail(o, -EINVAL, "%d images: name one (docker-archive:FILE:NAME:TAG)", found);
+		goto out;
+	}
+	cpath = jstr(pick, "Config");
+	if (!cpath) {
+		ret = fail(o, -EUCLEAN, "manifest.json: no Config");
+		goto out;
+	}
+	m = dar_find(o, cpath);
+	if (!m) {
+		ret = fail(o, -ENOENT, "config %.200s missing from the archive", cpath);
+		goto out;
+	}
+	b = (struct blob){ .fd = o->fd, .off = m->off, .len = m->size };
+	if (name_digest(cpath, &cd.d)) {
+		cfs_digest_ref(&cd.d, cd.digest);
+		cd.size = m->size;
+	}
+	ret = blob_slurp(o, &b, cd.digest[0] ? &cd : NULL, CFS_CONFIG_MAX_SIZE, "image config",
+			 cfg_buf, cfg_len);
+	if (ret < 0)
+		goto out;
+	ret = json_parse(o, *cfg_buf, *cfg_len, "image config", &cfg);
+	if (ret < 0)
+		goto out;
+	*entry_out = json_incref(pick);
+	*cfg_out = cfg;
+	cfg = NULL;
+out:
+	json_decref(cfg);
+	json_decref(man);
+	return ret;
+}
+
+/* Layer i as the manifest names it: a descriptor (a layout), or a member
+ * path (a docker-archive, where only a blobs/sha256/<hex> path gives the
+ * compressed digest; <hex>/layer.tar of the old layout is a layer id). */
+static int layer_blob(struct oci *o, json_t *l, size_t i, struct blob *b, cfs_digest *cd,
+		      bool *have_cd)
+{
+	char what[32];
+	struct desc d;
+	int ret;
+
+	snprintf(what, sizeof(what), "layer %zu", i + 1);
+	if (o->fd >= 0) {
+		const char *path = json_string_value(l);
+		const struct dar_member *m = path ? dar_find(o, path) : NULL;
+
+		if (!m)
+			return fail(o, -ENOENT, "%s (%.200s) missing from the archive", what,
+				    path ? path : "?");
+		*have_cd = !strncmp(path, "blobs/", 6) && name_digest(path, cd);
+		*b = (struct blob){ .fd = o->fd, .off = m->off, .len = m->size };
+		return 0;
+	}
+	ret = desc_parse(o, l, what, &d);
+	if (ret < 0)
+		return ret;
+	if (!strstr(d.media, ".layer.") && !strstr(d.media, ".rootfs."))
+		return fail(o, -EPROTONOSUPPORT, "%s: media type %.100s is not a layer", what,
+			    d.media[0] ? d.media : "(none)");
+	ret = blob_by_digest(o, &d, b);
+	if (ret < 0)
+		return ret;
+	if (b->len != d.size) {
+		blob_close(b);
+		return fail(o, -EBADMSG, "%s (%.19s): %llu bytes, the manifest says %llu", what,
+			    d.digest, (unsigned long long)b->len, (unsigned long long)d.size);
+	}
+	*cd = d.d;
+	*have_cd = true;
+	return 0;
+}
+
+/* Applies the layers in order, each checked against its diff_id. */
+static int apply_layers(struct oci *o, json_t *layers, json_t *cfg, struct cfs_pack_tar *t)
+{
+	cfs_digest *ids = NULL;
+	json_t *l;
+	size_t i, n;
+	int ret;
+
+	if (!json_is_array(layers))
+		return fail(o, -EUCLEAN, "manifest: no layers array");
+	n = json_array_size(layers);
+	if (n > OCI_LAYERS_MAX)
+		return fail(o, -EFBIG, "manifest: %zu layers, more than %u", n, OCI_LAYERS_MAX);
+	ret = diff_ids(o, cfg, n, &ids);
+	if (ret < 0)
+		return ret;
+	json_array_foreach(layers, i, l) {
+		struct blob b = { .fd = -1 };
+		cfs_digest cd;
+		bool have_cd = false;
+
+		ret = layer_blob(o, l, i, &b, &cd, &have_cd);
+		if (ret < 0)
+			break;
+		ret = apply_layer(o, t, i, &b, have_cd ? &cd : NULL, &ids[i]);
+		blob_close(&b);
+		if (ret < 0)
+			break;
+	}
+	free(ids);
+	return ret;
+}
+
+int cfs_pack_oci(struct cfs_pack *p, const char *spec, bool docker_archive, const char *platform,
+		 void **config, size_t *config_len)
+{
+	struct oci o = { .p = p, .dirfd = -1, .fd = -1 };
+	struct cfs_pack_tar *t = NULL;
+	json_t *cfg = NULL, *man = NULL;
+	char *path = NULL, *ref, *cfg_buf = NULL;
+	size_t cfg_len = 0;
+	struct stat sb;
+	int ret;
+
+	*config = NULL;
+	*config_len = 0;
+	path = strdup(spec);
+	if (!path || asprintf(&o.loc, "%s:%s", docker_archive ? "docker-archive" : "oci",
+			      spec) < 0) {
+		free(path);
+		return cfs_pack_fail(p, -ENOMEM, "%s", cfs_strerror(-ENOMEM));
+	}
+	/* PATH:REF, split at the first colon (as skopeo does) unless the
+	 * whole spec names something that exists. */
+	ref = NULL;
+	if (stat(path, &sb) < 0 && (ref = strchr(path, ':'))) {
+		*ref++ = '\0';
+		if (!*ref)
+			ref = NULL;
+	}
+	if (!*path) {
+		ret = fail(&o, -EINVAL, "no path given");
+		goto out;
+	}
+	if (platform) {
+		if (plat_parse(platform, &o.want) < 0) {
+			ret = fail(&o, -EINVAL, "--platform %s: want OS/ARCH[/VARIANT]", platform);
+			goto out;
+		}
+	} else {
+		plat_host(&o.want);
+	}
+
+	if (docker_archive)
+		ret = archive_open(&o, path, ref, &man, &cfg, &cfg_buf, &cfg_len);
+	else
+		ret = layout_open(&o, path, ref, &cfg, &cfg_buf, &cfg_len, &man);
+	if (ret < 0)
+		goto out;
+	ret = cfs_pack_tar_begin(p, true, &t);
+	if (ret < 0)
+		goto out;
+	ret = apply_layers(&o, json_object_get(man, docker_archive ? "Layers" : "layers"), cfg, t);
+	ret = cfs_pack_tar_end(t, ret == 0) ?: ret;
+	if (ret < 0)
+		goto out;
+	*config = cfg_buf;
+	*config_len = cfg_len;
+	cfg_buf = NULL;
+out:
+	json_decref(cfg);
+	json_decref(man);
+	free(cfg_buf);
+	for (size_t i = 0; i < o.nmem; i++) {
+		free(o.mem[i].name);
+		free(o.mem[i].link);
+	}
+	free(o.mem);
+	if (o.dirfd >= 0)
+		close(o.dirfd);
+	if (o.fd >= 0)
+		close(o.fd);
+	free(o.loc);
+	free(path);
+	return ret;
+}
