@@ -75,4 +75,22 @@ size_t cfs_fs_splice_probe(void);
 /* The low-level operations; every one replies exactly once. */
 extern const struct fuse_lowlevel_ops cfs_fs_ops;
 
+/* OCI runtime bundles (bundle.c): DIR/lower (the cfs mount), DIR/upper,
+ * DIR/work, DIR/rootfs (their overlay) and DIR/config.json.  Each returns 0
+ * or -errno with a one-line reason in err where it has one. */
+int cfs_bundle_path(const char *dir, const char *name, char **out);
+/* Makes DIR and its subdirectories (0700). */
+int cfs_bundle_prepare(const char *dir);
+/* config.json's text from an image config (NULL: the image has none, and
+ * the process is "sh"); users and groups named there are looked up in the
+ * image's /etc/passwd and /etc/group under rootfd.  *out is malloc'd. */
+int cfs_bundle_spec(const char *image_config, size_t len, int rootfd, char **out, char *err,
+		    size_t errlen);
+/* Mounts the overlay at DIR/rootfs and writes DIR/config.json (atomically). */
+int cfs_bundle_up(const char *dir, const char *spec, char *err, size_t errlen);
+/* Unmounts DIR/rootfs and DIR/lower (the daemon then exits) and removes
+ * what cfs_bundle_prepare() and cfs_bundle_up() made, the container's
+ * writes in DIR/upper included. */
+int cfs_bundle_down(const char *dir, char *err, size_t errlen);
+
 #endif /* CFS_FS_H */

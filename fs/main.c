@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -71,6 +72,13 @@ struct mount_args {
 	const char *record;       /* --record FILE, or NULL */
 	enum cfs_prefetch_mode prefetch;
 	bool prefetch_set;        /* --prefetch given */
+	bool o_rw;                /* -o rw */
+	const char *bundle;       /* --bundle DIR, or NULL */
+	const char *bundle_down;  /* --bundle-remove DIR, or NULL */
+	char *bundle_lower;       /* DIR/lower, the mount point */
+	/* -o store=... and the other values of the mount(8) form, owned. */
+	char *o_vals[16];
+	unsigned n_o_vals;
 };
 
 /* The daemon: the context the ops see, plus what main needs around it. */
@@ -132,9 +140,20 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: " PROG " [options] STORE IMAGE MOUNTPOINT\n"
+		"       " PROG " [options] IMAGE MOUNTPOINT -o store=STORE[,OPT...]\n"
+		"       " PROG " [options] --bundle DIR STORE IMAGE\n"
+		"       " PROG " --bundle-remove DIR\n"
 		"       " PROG " --stats MOUNTPOINT\n"
 		"\n"
 		"Mounts IMAGE (a tag or sha256:<hex>) of STORE read-only at MOUNTPOINT.\n"
+		"The second form is mount(8)'s (mount -t fuse.cfs IMAGE MNT -o store=STORE,\n"
+		"through mount.fuse3 and a `cfs` link to this program): -o also takes\n"
+		"cache=, cache_size=, mem_cache=, log=, stats_file=, readahead=, prefetch=,\n"
+		"deadline= and ca_file=, and ignores rw, _netdev, nofail, noauto, auto,\n"
+		"defaults, user, users, nouser, x-* and comment=.\n"
+		"--bundle mounts IMAGE at DIR/lower, an overlay with DIR/upper at\n"
+		"DIR/rootfs, and writes DIR/config.json from the image config, so that\n"
+		"`runc run -b DIR NAME` starts the image; --bundle-remove takes it down.\n"
 		"\n"
 		"  -f, --foreground       stay in the foreground\n"
 		"  -d, --debug            libfuse debug output (implies -f)\n"
@@ -204,22 +223,100 @@ static int opt_append(char **list, const char *opt, size_t len)
 	return 0;
 }
 
-/* -o: note the options cfs cares about, pass everything to libfuse. */
+/* The value of a KEY=VALUE -o option, owned by a. */
+static char *o_value(struct mount_args *a, const char *s, size_t len, size_t key_len)
+{
+	char *v;
+
+	if (a->n_o_vals >= CFS_ARRAY_SIZE(a->o_vals))
+		return NULL;
+	v = strndup(s + key_len, len - key_len);
+	if (v)
+		a->o_vals[a->n_o_vals++] = v;
+	return v;
+}
+
+/* What mount(8), fstab and systemd put in -o that is no business of
+ * cfs or the kernel's FUSE. */
+static bool o_ignored(const char *s, size_t len)
+{
+	static const char *const skip[] = { "_netdev", "nofail", "noauto", "auto", "defaults",
+					    "user", "users", "nouser" };
+
+	for (size_t i = 0; i < CFS_ARRAY_SIZE(skip); i++)
+		if (len == strlen(skip[i]) && !strncmp(s, skip[i], len))
+			return true;
+	return (len > 2 && !strncmp(s, "x-", 2)) || (len >= 8 && !strncmp(s, "comment=", 8));
+}
+
+static int parse_count(const char *name, const char *s, unsigned long min, unsigned long max,
+		       unsigned *out);
+static int parse_prefetch(struct mount_args *a, const char *v);
+
+/* A KEY=VALUE option of the mount(8) form: 1 if it was one (taken), 0 if
+ * not, -1 on a bad value. */
+static int parse_o_value(struct mount_args *a, const char *s, size_t len)
+{
+	static const char *const keys[] = { "store=", "cache=", "cache_size=", "mem_cache=",
+					    "log=", "stats_file=", "readahead=", "prefetch=",
+					    "deadline=", "ca_file=" };
+	size_t k;
+	char *v;
+
+	for (k = 0; k < CFS_ARRAY_SIZE(keys); k++)
+		if (len >= strlen(keys[k]) && !strncmp(s, keys[k], strlen(keys[k])))
+			break;
+	if (k == CFS_ARRAY_SIZE(keys))
+		return 0;
+	v = o_value(a, s, len, strlen(keys[k]));
+	if (!v) {
+		fprintf(stderr, PROG ": -o: too many options\n");
+		return -1;
+	}
+	switch (k) {
+	case 0: a->store = v; return 1;
+	case 1: a->cache_dir = v; return 1;
+	case 2:
+	case 3:
+		if (cfs_parse_size(v, k == 2 ? &a->cache_size : &a->mem_cache) < 0) {
+			fprintf(stderr, PROG ": -o %.*s: invalid size\n", (int)len, s);
+			return -1;
+		}
+		return 1;
+	case 4: a->log_file = v; return 1;
+	case 5: a->stats_file = v; return 1;
+	case 6: return parse_count("-o readahead", v, 0, 1024, &a->readahead) < 0 ? -1 : 1;
+	case 7: return parse_prefetch(a, v) < 0 ? -1 : 1;
+	case 8:
+		return parse_count("-o deadline", v, 1, 24ul * 3600 * 1000,
+				   &a->fetch.deadline_ms) < 0 ? -1 : 1;
+	default: a->ca_file = v; return 1;
+	}
+}
+
+/* -o: note the options cfs cares about, pass the rest to libfuse. */
 static int parse_o(struct mount_args *a, const char *s)
 {
 	while (*s) {
 		size_t len = strcspn(s, ",");
+		int r = parse_o_value(a, s, len);
 
-		if (len == 2 && !strncmp(s, "rw", 2)) {
-			fprintf(stderr, PROG ": -o rw: images are read-only\n");
+		if (r < 0)
 			return -EINVAL;
+		if (r || o_ignored(s, len)) {
+			/* taken, or none of ours */
+		} else if (len == 2 && !strncmp(s, "rw", 2)) {
+			/* mount(8) says rw unless told ro; the mount is read-only
+			 * anyway, so only a user who asks for it is told no. */
+			a->o_rw = true;
+		} else {
+			if (len == 11 && !strncmp(s, "allow_other", len))
+				a->allow_other = true;
+			if (len == 19 && !strncmp(s, "default_permissions", len))
+				a->default_permissions = true;
+			if (len && opt_append(&a->fuse_opts, s, len) < 0)
+				return -ENOMEM;
 		}
-		if (len == 11 && !strncmp(s, "allow_other", len))
-			a->allow_other = true;
-		if (len == 19 && !strncmp(s, "default_permissions", len))
-			a->default_permissions = true;
-		if (len && opt_append(&a->fuse_opts, s, len) < 0)
-			return -ENOMEM;
 		s += len;
 		if (*s == ',')
 			s++;
@@ -242,6 +339,8 @@ enum {
 	OPT_READAHEAD,
 	OPT_RECORD,
 	OPT_PREFETCH,
+	OPT_BUNDLE,
+	OPT_BUNDLE_REMOVE,
 };
 
 /* A decimal in [min, max] for option name. */
@@ -255,6 +354,22 @@ static int parse_count(const char *name, const char *s, unsigned long min, unsig
 		return -1;
 	}
 	*out = (unsigned)v;
+	return 0;
+}
+
+static int parse_prefetch(struct mount_args *a, const char *v)
+{
+	if (!strcmp(v, "none")) {
+		a->prefetch = CFS_PREFETCH_NONE;
+	} else if (!strcmp(v, "list")) {
+		a->prefetch = CFS_PREFETCH_LIST;
+	} else if (!strcmp(v, "all")) {
+		a->prefetch = CFS_PREFETCH_ALL;
+	} else {
+		fprintf(stderr, PROG ": --prefetch: expected none, list or all: '%s'\n", v);
+		return -1;
+	}
+	a->prefetch_set = true;
 	return 0;
 }
 
@@ -281,6 +396,8 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 		{ "stats", required_argument, NULL, OPT_STATS },
 		{ "record", required_argument, NULL, OPT_RECORD },
 		{ "prefetch", required_argument, NULL, OPT_PREFETCH },
+		{ "bundle", required_argument, NULL, OPT_BUNDLE },
+		{ "bundle-remove", required_argument, NULL, OPT_BUNDLE_REMOVE },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
@@ -358,18 +475,14 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 			a->record = optarg;
 			break;
 		case OPT_PREFETCH:
-			if (!strcmp(optarg, "none")) {
-				a->prefetch = CFS_PREFETCH_NONE;
-			} else if (!strcmp(optarg, "list")) {
-				a->prefetch = CFS_PREFETCH_LIST;
-			} else if (!strcmp(optarg, "all")) {
-				a->prefetch = CFS_PREFETCH_ALL;
-			} else {
-				fprintf(stderr, PROG ": --prefetch: expected none, list or all: '%s'\n",
-					optarg);
+			if (parse_prefetch(a, optarg) < 0)
 				return -1;
-			}
-			a->prefetch_set = true;
+			break;
+		case OPT_BUNDLE:
+			a->bundle = optarg;
+			break;
+		case OPT_BUNDLE_REMOVE:
+			a->bundle_down = optarg;
 			break;
 		default:
 			usage(stderr);
@@ -388,14 +501,52 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 		}
 		return 0;
 	}
-	if (argc - optind != 3) {
-		fprintf(stderr, PROG ": expected STORE IMAGE MOUNTPOINT\n");
+	if (a->bundle_down) {
+		if (argc != optind) {
+			fprintf(stderr, PROG ": --bundle-remove DIR takes no other argument\n");
+			return -1;
+		}
+		return 0;
+	}
+	if (a->bundle) {
+		if (argc - optind != 2) {
+			fprintf(stderr, PROG ": expected --bundle DIR STORE IMAGE\n");
+			return -1;
+		}
+		if (a->foreground) {
+			fprintf(stderr, PROG ": --bundle sets up the bundle once the daemon serves: "
+				"it cannot run in the foreground (-f, -d)\n");
+			return -1;
+		}
+		a->store = argv[optind];
+		a->image = argv[optind + 1];
+		if (cfs_bundle_path(a->bundle, "lower", &a->bundle_lower) < 0)
+			return -1;
+		/* The container's users reach the image through the overlay
+		 * with their own credentials, and the kernel checks the
+		 * image's modes for them. */
+		if (!a->allow_other && parse_o(a, "allow_other") < 0)
+			return -1;
+		a->mountpoint = a->bundle_lower;
+	} else if (a->store && argc - optind == 2) {
+		/* mount(8): IMAGE MOUNTPOINT -o store=STORE */
+		a->image = argv[optind];
+		a->mountpoint = argv[optind + 1];
+		return 0;
+	} else if (argc - optind != 3) {
+		fprintf(stderr, PROG ": expected STORE IMAGE MOUNTPOINT (or IMAGE MOUNTPOINT "
+			"-o store=STORE)\n");
 		usage(stderr);
 		return -1;
+	} else {
+		a->store = argv[optind];
+		a->image = argv[optind + 1];
+		a->mountpoint = argv[optind + 2];
 	}
-	a->store = argv[optind];
-	a->image = argv[optind + 1];
-	a->mountpoint = argv[optind + 2];
+	if (a->o_rw) {
+		fprintf(stderr, PROG ": -o rw: images are read-only\n");
+		return -1;
+	}
 	return 0;
 }
 
@@ -807,14 +958,15 @@ static int print_stats(const char *mountpoint)
 	return 0;
 }
 
-/* Forks the daemon.  Returns in the child only, with the write end of the
+/* Forks the daemon.  Returns 0 in the child, with the write end of the
  * status pipe in *ready_fd; the parent exits with the child's verdict: 0
  * once it wrote READY_OK, 1 when it wrote anything else (it printed why on
- * the stderr they share) or died. */
+ * the stderr they share) or died; with parent_returns, it returns 1 once
+ * the mount is ready instead of exiting 0. */
 #define READY_OK 0
 #define READY_FAILED 1
 
-static int daemon_fork(int *ready_fd)
+static int daemon_fork(int *ready_fd, bool parent_returns)
 {
 	unsigned char status;
 	int fds[2], wstatus;
@@ -842,6 +994,8 @@ static int daemon_fork(int *ready_fd)
 	do {
 		n = read(fds[0], &status, 1);
 	} while (n < 0 && errno == EINTR);
+	if (n == 1 && status == READY_OK && parent_returns)
+		return 1;
 	if (n == 1)
 		_exit(status == READY_OK ? 0 : 1);
 	/* No byte: the child died before it could say. */
@@ -903,8 +1057,60 @@ static void close_image(struct daemon *d)
 	cfs_recorder_free(d->fs.rec);
 	d->fs.rec = NULL;
 	cfs_image_free(d->fs.img);
+	d->fs.img = NULL;
 	cfs_cache_free(d->fs.cache);
+	d->fs.cache = NULL;
 	cfs_store_free(d->fs.store);
+	d->fs.store = NULL;
+}
+
+/* --bundle, in the parent once the daemon serves DIR/lower: the image
+ * config (opened here again, from the cache the daemon just filled), the
+ * overlay and config.json.  On failure the mount goes again.  0 or 1. */
+static int bundle_finish(const struct mount_args *a, const char *store_abs, const char *lower)
+{
+	struct mount_args ba = *a;
+	struct daemon bd = { 0 };
+	char err[512] = "", *spec = NULL;
+	void *cfg = NULL;
+	size_t cfg_len = 0;
+	int ret, rootfd = -1;
+
+	ba.readahead = 0;
+	ba.prefetch = CFS_PREFETCH_NONE;
+	ba.record = NULL;
+	ret = open_image(&ba, &bd, store_abs);
+	if (ret == 0) {
+		ret = cfs_image_config(bd.fs.img, &cfg, &cfg_len);
+		if (ret == -ENOENT)
+			ret = 0; /* packed from a directory or a tar: no config */
+		else if (ret < 0)
+			snprintf(err, sizeof(err), "image config: %s", cfs_strerror(ret));
+	}
+	close_image(&bd);
+	if (ret == 0) {
+		rootfd = open(lower, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		ret = rootfd < 0 ? -errno : 0;
+		if (ret < 0)
+			snprintf(err, sizeof(err), "%s: %s", lower, strerror(errno));
+	}
+	if (ret == 0)
+		ret = cfs_bundle_spec(cfg, cfg_len, rootfd, &spec, err, sizeof(err));
+	if (rootfd >= 0)
+		close(rootfd);
+	if (ret == 0)
+		ret = cfs_bundle_up(a->bundle, spec, err, sizeof(err));
+	free(cfg);
+	free(spec);
+	if (ret == 0)
+		return 0;
+	if (err[0] || ret != -ENOENT)
+		fprintf(stderr, PROG ": --bundle %s: %s\n", a->bundle,
+			err[0] ? err : cfs_strerror(ret));
+	/* The daemon exits when its mount goes. */
+	if (umount2(lower, MNT_DETACH) < 0)
+		fprintf(stderr, PROG ": unmounting %s: %s\n", lower, strerror(errno));
+	return 1;
 }
 
 int main(int argc, char **argv)
@@ -941,6 +1147,26 @@ int main(int argc, char **argv)
 	if (a.stats_of) {
 		status = print_stats(a.stats_of);
 		goto out_args;
+	}
+	if (a.bundle_down) {
+		char err[512] = "";
+
+		ret = cfs_bundle_down(a.bundle_down, err, sizeof(err));
+		if (ret < 0)
+			fprintf(stderr, PROG ": --bundle-remove: %s\n", err[0] ? err : cfs_strerror(ret));
+		status = ret < 0;
+		goto out_args;
+	}
+	if (a.bundle) {
+		if (geteuid() != 0) {
+			fprintf(stderr, PROG ": --bundle needs root (it mounts an overlay)\n");
+			goto out_args;
+		}
+		ret = cfs_bundle_prepare(a.bundle);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": --bundle %s: %s\n", a.bundle, cfs_strerror(ret));
+			goto out_args;
+		}
 	}
 
 	level = a.debug || a.verbose >= 2 ? CFS_LOG_DEBUG : a.verbose ? CFS_LOG_INFO : CFS_LOG_WARN;
@@ -985,8 +1211,16 @@ int main(int argc, char **argv)
 		a.fetch.ca_file = ca_file;
 	}
 	/* Before the store is opened: see the top of this file. */
-	if (!a.foreground && daemon_fork(&ready_fd) < 0)
-		goto out_image;
+	if (!a.foreground) {
+		ret = daemon_fork(&ready_fd, a.bundle != NULL);
+		if (ret < 0)
+			goto out_image;
+		if (ret > 0) {
+			/* The parent of a --bundle mount: the mount serves now. */
+			status = bundle_finish(&a, store_abs, mountpoint);
+			goto out_image;
+		}
+	}
 	if (open_image(&a, &d, store_abs) < 0)
 		goto out_image;
 	read_bench_knobs(&d);
@@ -1072,6 +1306,9 @@ out_log:
 out_args:
 	fuse_opt_free_args(&args);
 	free(a.fuse_opts);
+	free(a.bundle_lower);
+	for (unsigned i = 0; i < a.n_o_vals; i++)
+		free(a.o_vals[i]);
 	pthread_mutex_destroy(&d.stats_lock);
 	/* A daemon that failed before it was ready: its messages are out and
 	 * nothing is left mounted; now the parent may exit 1. */
