@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-command demo: build cfs, pack a busybox rootfs, mount it lazily, boot it with runc, and print a cold-start breakdown.
 #
-# Run as root from anywhere: sudo scripts/demo.sh
+# Run from anywhere: as root, or as a user with sudo (it re-runs itself
+# through sudo, keeping the environment).
 # Environment:
 #   CFS_SKIP_DEPS=1  do not run scripts/install-deps.sh
 #   CFS_DEMO_KEEP=1  keep the work directory (store, rootfs, stats) afterwards
@@ -12,7 +13,11 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
-[ "$(id -u)" -eq 0 ] || die "run as root (runc, allow_other and dropping caches need it): sudo $0"
+# runc, allow_other and dropping caches need root.
+if [ "$(id -u)" -ne 0 ]; then
+	command -v sudo >/dev/null 2>&1 || die "run as root (runc, allow_other and dropping caches need it)"
+	exec sudo -E -- bash "$(readlink -f "${BASH_SOURCE[0]}")" "$@"
+fi
 
 if [ "${CFS_SKIP_DEPS:-0}" != 1 ]; then
 	say "checking dependencies"

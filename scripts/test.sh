@@ -5,12 +5,18 @@
 #   CFS_SKIP_DEPS=1      do not run scripts/install-deps.sh
 #   CFS_SKIP_SANITIZE=1  skip the ASan/UBSan build and the fuzz run
 #   CFS_FUZZ_SECONDS=N   length of the fuzz run (default 60)
-# Tests that mount or boot containers need root; as another user they skip (77).
+# Tests that mount or boot containers need root: as a user with sudo it
+# re-runs itself through sudo (CFS_NO_SUDO=1 runs as the user, and those
+# tests skip with 77).
 # Exits non-zero if any stage fails; every stage runs unless an earlier one it needs failed.
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 root=$PWD
+
+if [ "$(id -u)" -ne 0 ] && [ "${CFS_NO_SUDO:-0}" != 1 ] && command -v sudo >/dev/null 2>&1; then
+	exec sudo -E -- bash "$root/scripts/test.sh" "$@"
+fi
 
 failed=()
 log() { printf '\n==> %s\n' "$*"; }
