@@ -9,7 +9,7 @@ packages=(
 	# build
 	build-essential meson ninja-build pkg-config
 	libfuse3-dev libzstd-dev libxxhash-dev liburing-dev
-	libcurl4-openssl-dev libssl-dev libarchive-dev
+	libcurl4-openssl-dev libssl-dev libarchive-dev zlib1g-dev
 	# cfs-load: safetensors headers are JSON (jansson); the Python binding's
 	# test hands tensors to numpy through DLPack
 	libjansson-dev python3 python3-numpy
@@ -23,6 +23,12 @@ packages=(
 	# certificate from a throwaway CA made by openssl; the S3 peer s3rver
 	# (an npm package, below) plays s3://
 	nginx-light nodejs npm curl openssl
+	# OCI image tests: umoci builds images, a local docker-registry and
+	# skopeo turn them into zstd layouts and docker-archives, jq edits the
+	# JSON of hand-made layouts
+	umoci skopeo docker-registry jq
+	# container engines on cfs mounts (tests/runtimes.sh)
+	podman containerd
 )
 # s3rver for tests/remote.sh, in a cache directory outside the tree.
 S3RVER_VERSION=3.7.1
@@ -71,6 +77,10 @@ else
 	export DEBIAN_FRONTEND=noninteractive
 	had_nginx=0
 	have_cmd nginx && had_nginx=1
+	had_registry=0
+	have_cmd docker-registry && had_registry=1
+	had_containerd=0
+	have_cmd containerd && had_containerd=1
 	"${as_root[@]}" apt-get update
 	# policy-rc.d 101: packages installed now do not start their services
 	# (Debian's nginx would take port 80); the tests run their own.
@@ -91,6 +101,17 @@ else
 	if [ "$had_nginx" -eq 0 ] && command -v systemctl >/dev/null 2>&1 &&
 		[ -d /run/systemd/system ]; then
 		"${as_root[@]}" systemctl disable --now nginx >/dev/null 2>&1 || true
+	fi
+	# The same for Debian's docker-registry service (port 5000): the OCI
+	# test runs its own registry on a free port.
+	if [ "$had_registry" -eq 0 ] && command -v systemctl >/dev/null 2>&1 &&
+		[ -d /run/systemd/system ]; then
+		"${as_root[@]}" systemctl disable --now docker-registry >/dev/null 2>&1 || true
+	fi
+	# And containerd's: tests/runtimes.sh starts one with its own root.
+	if [ "$had_containerd" -eq 0 ] && command -v systemctl >/dev/null 2>&1 &&
+		[ -d /run/systemd/system ]; then
+		"${as_root[@]}" systemctl disable --now containerd >/dev/null 2>&1 || true
 	fi
 fi
 
