@@ -89,9 +89,10 @@ else
 				-Db_sanitize=address,undefined -Db_lundef=false || fail "meson setup build-fuzz"
 		fi
 		secs=${CFS_FUZZ_SECONDS:-60}
-		# Every parser of outside input: the image index, access profiles and
-		# safetensors headers (with shard indexes).
-		for target in index profile safetensors; do
+		# Every parser of outside input: the image index, access profiles,
+		# safetensors headers (with shard indexes) and docker-archives (the
+		# image sources of cfs-pack: tar members, JSON, layers).
+		for target in index profile safetensors oci; do
 			if ! { [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz "tests/fuzz-$target"; }; then
 				fail "build of build-fuzz/tests/fuzz-$target"
 				continue

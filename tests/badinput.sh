@@ -44,16 +44,6 @@ not_mounted() {
 	fi
 }
 
-# flip_byte FILE OFFSET: invert the bits of one byte in place.
-flip_byte() {
-	local v
-	v=$(od -An -tu1 -j "$2" -N 1 "$1" | tr -d ' ')
-	[ -n "$v" ] || fail "flip_byte: $1 has no byte at $2"
-	# shellcheck disable=SC2059 # the format is the octal escape we build
-	printf "\\$(printf %03o $((v ^ 255)))" |
-		dd of="$1" bs=1 seek="$2" count=1 conv=notrunc status=none
-}
-
 # objects STORE: the names of all objects in STORE, sorted.
 objects() {
 	find "$1/objects" -type f -printf '%f\n' | sort

@@ -102,6 +102,16 @@ stat_of() {
 	printf '%s\n' "$v"
 }
 
+# flip_byte FILE OFFSET: invert the bits of one byte in place.
+flip_byte() {
+	local v
+	v=$(od -An -tu1 -j "$2" -N 1 "$1" | tr -d ' ')
+	[ -n "$v" ] || fail "flip_byte: $1 has no byte at $2"
+	# shellcheck disable=SC2059 # the format is the octal escape we build
+	printf "\\$(printf %03o $((v ^ 255)))" |
+		dd of="$1" bs=1 seek="$2" count=1 conv=notrunc status=none
+}
+
 # --- fault-injection helpers (faults.sh, cache-crash.sh) ---------------------
 
 # need_nginx: nginx installed, or skip; under CI (CI=true) its absence fails.

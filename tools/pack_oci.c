@@ -649,6 +649,7 @@ struct pick {
 	int score;      /* plat_match of best */
 	int found;      /* images seen with that score */
 	int others;     /* images for other platforms */
+	int named;      /* entries the REF named */
 };
 
 static int pick_index(struct oci *o, json_t *idx, const char *ref, int depth, struct pick *pk)
@@ -669,6 +670,7 @@ static int pick_index(struct oci *o, json_t *idx, const char *ref, int depth, st
 			return ret;
 		if (ref && !ref_matches(m, ref))
 			continue;
+		pk->named++;
 		kind = jstr(json_object_get(m, "annotations"), "vnd.docker.reference.type");
 		if (kind && !strcmp(kind, "attestation-manifest"))
 			continue;
@@ -1005,7 +1007,7 @@ static int layout_open(struct oci *o, const char *dir, const char *ref, json_t *
 	if (ret < 0)
 		goto out;
 	if (!pk.found) {
-		if (ref)
+		if (ref && !pk.named)
 			ret = fail(o, -ENOENT, "no image named %s", ref);
 		else
 			ret = fail(o, -ENOENT, "no image for %s/%s%s%s (%d for other platforms)",
