@@ -213,7 +213,7 @@ check_rules() {
 check_rules "$ref_tree"
 
 # check_config STORE IMAGE CONFIG-BLOB: cfs-ls --config prints the config
-# blob byte for byte, and --info names its digest.
+# blob byte for byte, and --info names its digest and shows it.
 check_config() {
 	local store=$1 image=$2 want=$3 out=$W/config.out
 	timeout 30 "$CFS_LS" --config "$store" "$image" >"$out" 2>"$W/config.err" ||
@@ -225,6 +225,9 @@ check_config() {
 		fail "cfs-ls --info $store $image exited $?: $(tail -n 3 "$W/config.err")"
 	grep -qx "config_digest sha256:$(sha256sum "$want" | cut -d' ' -f1)" "$W/info.out" ||
 		fail "cfs-ls --info $image has no config_digest line for its config: $(cat "$W/info.out")"
+	# and the config itself, on one line
+	[ "$(sed -n 's/^config //p' "$W/info.out" | jq -cS .)" = "$(jq -cS . "$want")" ] ||
+		fail "cfs-ls --info $image: its config line is not the config"
 }
 
 # check_mount STORE IMAGE NAME: mounts IMAGE, compares it with umoci's

@@ -9,8 +9,8 @@
  * that every entry is exactly one line.  Reads only the index object.
  *
  * cfs-ls --info STORE IMAGE prints the index header instead, one
- * "key value" line each, the prefetch list's length included (which reads
- * the list object too).  cfs-ls --config STORE IMAGE prints the image
+ * "key value" line each, the prefetch list's length and the image config
+ * on one line included (which read those objects too).  cfs-ls --config STORE IMAGE prints the image
  * config the image was packed with (an OCI image's config JSON), as it was.
  * Over https:// it verifies with $CURL_CA_BUNDLE or $SSL_CERT_FILE when set.
  */
@@ -225,8 +225,22 @@ static int print_info(struct cfs_image *img, const char *ref)
 	       (unsigned long long)info.inode_count, (unsigned long long)info.chunk_count,
 	       (unsigned long long)info.total_file_bytes, (unsigned long long)info.index_size);
 	if (cfs_index_config(idx, &d, &config_size) == 0) {
+		void *cfg;
+		size_t len;
+
 		cfs_digest_ref(&d, pref);
 		printf("config_digest %s\nconfig_size %llu\n", pref, (unsigned long long)config_size);
+		ret = cfs_image_config(img, &cfg, &len);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": image config %s: %s\n", pref, cfs_strerror(ret));
+			return ret;
+		}
+		/* On one line: a raw line break in JSON is only ever whitespace. */
+		for (size_t i = 0; i < len; i++)
+			if (((char *)cfg)[i] == '\n' || ((char *)cfg)[i] == '\r')
+				((char *)cfg)[i] = ' ';
+		printf("config %.*s\n", (int)len, (char *)cfg);
+		free(cfg);
 	} else {
 		printf("config_digest none\nconfig_size 0\n");
 	}
