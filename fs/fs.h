@@ -93,4 +93,44 @@ int cfs_bundle_up(const char *dir, const char *spec, char *err, size_t errlen);
  * writes in DIR/upper included. */
 int cfs_bundle_down(const char *dir, char *err, size_t errlen);
 
+/* The holder (holder.c): owns the /dev/fuse fd and the mount, runs the
+ * serving daemon as a child and starts it again when it dies. */
+#define CFS_HOLDER_STATE_DIR "/run/cfs/mounts"
+/* How a holder hands a daemon its connection (environment of the exec). */
+#define CFS_SERVE_FD_ENV "CFS_SERVE_FD"       /* the /dev/fuse fd */
+#define CFS_SERVE_INIT_ENV "CFS_SERVE_INIT"   /* a memfd with the INIT request */
+#define CFS_SERVE_READY_ENV "CFS_SERVE_READY" /* write one byte once serving */
+#define CFS_SERVE_REPLY_ENV "CFS_SERVE_REPLY" /* 1: answer INIT (first daemon) */
+
+struct cfs_holder {
+	int fuse_fd, init_fd;
+	const char *exe;          /* the binary a daemon runs (the installed one) */
+	char **argv;              /* its arguments */
+	const char *cwd;          /* its working directory (relative paths) */
+	const char *mountpoint, *image, *store;
+	char *state_path;         /* NULL: no state file */
+	pid_t daemon, retiring;
+	unsigned restarts, upgrades;
+	bool resend_ok;
+	long long started_unix, daemon_started_unix, last_restart_unix;
+	uint64_t daemon_started_ms;
+	char last_reason[128];
+};
+
+/* Writes FUSE_NOTIFY_RESEND: the requests daemons read and did not answer
+ * go back in the queue.  0, or -EINVAL where the kernel lacks it. */
+int cfs_holder_resend(int fuse_fd);
+/* Reads the kernel's INIT request (the first request of a new mount) into
+ * a sealed memfd. */
+int cfs_holder_read_init(int fuse_fd, int *init_fd);
+/* The saved INIT request, malloc'd. */
+int cfs_holder_load_init(int init_fd, void **buf, size_t *len);
+int cfs_holder_state_path(const char *mountpoint, char **out);
+/* Starts the first daemon (it answers INIT) and waits until it serves. */
+int cfs_holder_start(struct cfs_holder *h);
+/* Holds the mount until it is unmounted (0) or the holder is told to end
+ * it (1: SIGTERM or SIGINT; the caller unmounts); restarts daemons that
+ * die and upgrades on SIGHUP. */
+int cfs_holder_run(struct cfs_holder *h);
+
 #endif /* CFS_FS_H */

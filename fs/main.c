@@ -3,17 +3,18 @@
  * cfs-mount: mount an image of a store read-only over FUSE.
  *
  * Everything that can fail because of the arguments (the store, the image,
- * its index, the cache, the mount point) is opened before anything is
- * mounted, so a bad argument is one line on stderr and exit status 1 with
- * nothing left behind.
+ * its index, the cache, the mount point) fails with one line on stderr and
+ * exit status 1 with nothing left behind.
  *
- * Without -f the process forks first, before the store is opened: a remote
- * store's fetcher runs a thread, which would not survive a fork.  The
- * parent waits on a pipe; the child opens everything (printing any error
- * to the stderr it shares with the parent), mounts, detaches, and writes
- * one status byte.  The parent exits 0 once the mount is ready, 1 if the
- * child failed.  The daemon then serves until unmounted or signalled, and
- * writes the stats.
+ * Without -f the process forks first: the parent waits on a pipe for one
+ * status byte and exits 0 once the mount is ready, 1 if it failed.  The
+ * child is the holder (holder.c): it mounts, keeps the /dev/fuse fd, and
+ * runs the serving daemon (this program again, exec'd with -f and the
+ * connection) as its child, starting it again if it dies; the daemon opens
+ * the store, the cache and the image (printing any error to the stderr
+ * they all share; the holder then unmounts), serves until unmounted, and
+ * writes the stats.  With -f this process opens everything before it
+ * mounts, then serves.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -34,6 +35,9 @@
 #include <sys/xattr.h>
 #include <syslog.h>
 #include <unistd.h>
+
+#include <jansson.h>
+#include <time.h>
 
 #include "cache.h"
 #include "cfs_config.h"
@@ -73,6 +77,8 @@ struct mount_args {
 	enum cfs_prefetch_mode prefetch;
 	bool prefetch_set;        /* --prefetch given */
 	bool o_rw;                /* -o rw */
+	const char *status_of;    /* --status MOUNTPOINT */
+	const char *upgrade_of;   /* --upgrade MOUNTPOINT */
 	const char *bundle;       /* --bundle DIR, or NULL */
 	const char *bundle_down;  /* --bundle-remove DIR, or NULL */
 	char *bundle_lower;       /* DIR/lower, the mount point */
@@ -144,6 +150,7 @@ static void usage(FILE *out)
 		"       " PROG " [options] --bundle DIR STORE IMAGE\n"
 		"       " PROG " --bundle-remove DIR\n"
 		"       " PROG " --stats MOUNTPOINT\n"
+		"       " PROG " --status MOUNTPOINT | --upgrade MOUNTPOINT\n"
 		"\n"
 		"Mounts IMAGE (a tag or sha256:<hex>) of STORE read-only at MOUNTPOINT.\n"
 		"The second form is mount(8)'s (mount -t fuse.cfs IMAGE MNT -o store=STORE,\n"
@@ -186,6 +193,11 @@ static void usage(FILE *out)
 		"      --insecure         no TLS certificate verification (tests only)\n"
 		"\n"
 		"      --stats MOUNTPOINT print the counters of a running mount (JSON)\n"
+		"      --status MOUNTPOINT  print its holder's state: pids, uptime, restarts,\n"
+		"                         the last restart's reason, cache use, requests\n"
+		"                         in flight (JSON)\n"
+		"      --upgrade MOUNTPOINT run the installed cfs-mount as the mount's daemon\n"
+		"                         and retire the old one, without unmounting\n"
 		"  -v, --verbose          more log output (twice for debug)\n"
 		"  -h, --help             this text\n"
 		"  -V, --version          the version\n");
@@ -341,6 +353,8 @@ enum {
 	OPT_PREFETCH,
 	OPT_BUNDLE,
 	OPT_BUNDLE_REMOVE,
+	OPT_STATUS,
+	OPT_UPGRADE,
 };
 
 /* A decimal in [min, max] for option name. */
@@ -398,6 +412,8 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 		{ "prefetch", required_argument, NULL, OPT_PREFETCH },
 		{ "bundle", required_argument, NULL, OPT_BUNDLE },
 		{ "bundle-remove", required_argument, NULL, OPT_BUNDLE_REMOVE },
+		{ "status", required_argument, NULL, OPT_STATUS },
+		{ "upgrade", required_argument, NULL, OPT_UPGRADE },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
@@ -484,6 +500,12 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 		case OPT_BUNDLE_REMOVE:
 			a->bundle_down = optarg;
 			break;
+		case OPT_STATUS:
+			a->status_of = optarg;
+			break;
+		case OPT_UPGRADE:
+			a->upgrade_of = optarg;
+			break;
 		default:
 			usage(stderr);
 			return -1;
@@ -501,6 +523,14 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 		}
 		return 0;
 	}
+	if (a->status_of || a->upgrade_of) {
+		if (argc != optind) {
+			fprintf(stderr, PROG ": --%s MOUNTPOINT takes no other argument\n",
+				a->status_of ? "status" : "upgrade");
+			return -1;
+		}
+		return 0;
+	}
 	if (a->bundle_down) {
 		if (argc != optind) {
 			fprintf(stderr, PROG ": --bundle-remove DIR takes no other argument\n");
@@ -513,7 +543,7 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 			fprintf(stderr, PROG ": expected --bundle DIR STORE IMAGE\n");
 			return -1;
 		}
-		if (a->foreground) {
+		if (a->foreground && !getenv(CFS_SERVE_FD_ENV)) {
 			fprintf(stderr, PROG ": --bundle sets up the bundle once the daemon serves: "
 				"it cannot run in the foreground (-f, -d)\n");
 			return -1;
@@ -1113,6 +1143,349 @@ static int bundle_finish(const struct mount_args *a, const char *store_abs, cons
 	return 1;
 }
 
+/* ---- --status and --upgrade ------------------------------------------- */
+
+/* The holder's state file of a mount point, parsed.  The mount point is
+ * resolved without entering the mount (its daemon may be down). */
+static json_t *holder_state(const char *mp, char **path_out)
+{
+	char *copy = strdup(mp), *slash, *dir, *full = NULL, *path = NULL;
+	const char *base;
+	json_error_t je;
+	json_t *st = NULL;
+
+	if (!copy)
+		return NULL;
+	while (strlen(copy) > 1 && copy[strlen(copy) - 1] == '/')
+		copy[strlen(copy) - 1] = '\0';
+	slash = strrchr(copy, '/');
+	base = slash ? slash + 1 : copy;
+	if (slash == copy)
+		dir = realpath("/", NULL);
+	else if (slash)
+		*slash = '\0', dir = realpath(copy, NULL);
+	else
+		dir = realpath(".", NULL);
+	if (dir && asprintf(&full, "%s%s%s", dir, strcmp(dir, "/") ? "/" : "", base) < 0)
+		full = NULL;
+	if (full && cfs_holder_state_path(full, &path) == 0) {
+		st = json_load_file(path, 0, &je);
+		if (!st)
+			fprintf(stderr, PROG ": %s: no holder state for this mount point (%s): "
+				"not a background cfs mount, or not mounted\n", full, path);
+	}
+	if (path_out)
+		*path_out = path;
+	else
+		free(path);
+	free(full);
+	free(dir);
+	free(copy);
+	return st;
+}
+
+/* FUSE requests the kernel has queued or sent to the daemon and not seen
+ * answered: /sys/fs/fuse/connections/<dev>/waiting. */
+static long long fuse_waiting(const char *mp)
+{
+	char line[4096], path[128];
+	long long v = -1;
+	unsigned maj, min;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		char m[PATH_MAX];
+
+		if (sscanf(line, "%*s %*s %u:%u %*s %4095s", &maj, &min, m) == 3 && !strcmp(m, mp)) {
+			snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/waiting", min);
+			FILE *w = fopen(path, "re");
+
+			if (w) {
+				if (fscanf(w, "%lld", &v) != 1)
+					v = -1;
+				fclose(w);
+			}
+		}
+	}
+	fclose(f);
+	return v;
+}
+
+static int print_status(const char *mp)
+{
+	json_t *st = holder_state(mp, NULL), *stats = NULL;
+	const char *mpr;
+	char json[CFS_FS_STATS_MAX + 1], *out;
+	long long started;
+	pid_t holder;
+	ssize_t n;
+
+	if (!st)
+		return 1;
+	mpr = json_string_value(json_object_get(st, "mountpoint"));
+	holder = (pid_t)json_integer_value(json_object_get(st, "holder_pid"));
+	started = json_integer_value(json_object_get(st, "started_unix"));
+	json_object_set_new(st, "holder_alive", json_boolean(holder > 0 && kill(holder, 0) == 0));
+	json_object_set_new(st, "uptime_s", json_integer(time(NULL) - started));
+	if (mpr) {
+		long long w = fuse_waiting(mpr);
+
+		/* null without fusectl mounted at /sys/fs/fuse/connections */
+		json_object_set_new(st, "fuse_requests_waiting", w >= 0 ? json_integer(w) : json_null());
+		/* The daemon's counters: cache use, store requests in flight. */
+		n = getxattr(mpr, CFS_FS_STATS_XATTR, json, sizeof(json) - 1);
+		if (n > 0) {
+			json[n] = '\0';
+			stats = json_loads(json, 0, NULL);
+		}
+	}
+	if (stats) {
+		json_object_set(st, "cache_disk_bytes", json_object_get(stats, "cache_disk_bytes"));
+		json_object_set(st, "cache_mem_bytes", json_object_get(stats, "cache_mem_bytes"));
+		json_object_set(st, "fetch_inflight", json_object_get(stats, "fetch_inflight"));
+		json_object_set(st, "reads", json_object_get(stats, "reads"));
+		json_decref(stats);
+	}
+	out = json_dumps(st, JSON_COMPACT);
+	json_decref(st);
+	if (!out || printf("%s\n", out) < 0 || fflush(stdout) != 0) {
+		free(out);
+		return 1;
+	}
+	free(out);
+	return 0;
+}
+
+/* --upgrade: SIGHUP to the holder, then wait until its state file says the
+ * upgrade happened (or failed). */
+static int do_upgrade(const char *mp)
+{
+	json_t *st = holder_state(mp, NULL);
+	unsigned before;
+	pid_t holder, old;
+
+	if (!st)
+		return 1;
+	holder = (pid_t)json_integer_value(json_object_get(st, "holder_pid"));
+	old = (pid_t)json_integer_value(json_object_get(st, "daemon_pid"));
+	before = (unsigned)json_integer_value(json_object_get(st, "upgrades"));
+	json_decref(st);
+	if (holder <= 0 || kill(holder, SIGHUP) < 0) {
+		fprintf(stderr, PROG ": %s: holder %ld: %s\n", mp, (long)holder, strerror(errno));
+		return 1;
+	}
+	for (int i = 0; i < 1200; i++) {
+		const char *why;
+
+		usleep(100000);
+		st = holder_state(mp, NULL);
+		if (!st)
+			return 1;
+		why = json_string_value(json_object_get(st, "last_restart_reason"));
+		if ((unsigned)json_integer_value(json_object_get(st, "upgrades")) > before) {
+			printf("%s: daemon %ld replaced by %ld\n", mp, (long)old,
+			       (long)json_integer_value(json_object_get(st, "daemon_pid")));
+			json_decref(st);
+			return 0;
+		}
+		if (why && !strncmp(why, "upgrade failed", 14)) {
+			fprintf(stderr, PROG ": %s: %s; the old daemon serves on\n", mp, why);
+			json_decref(st);
+			return 1;
+		}
+		json_decref(st);
+	}
+	fprintf(stderr, PROG ": %s: no upgrade after 120 s\n", mp);
+	return 1;
+}
+
+/* ---- under a holder (holder.c) ---------------------------------------- */
+
+/* A daemon started by a holder drops its reply to the saved INIT request
+ * unless it is the first: the kernel set the connection up once. */
+static bool serve_drop_writes;
+
+static ssize_t serve_read(int fd, void *buf, size_t len, void *userdata)
+{
+	(void)userdata;
+	return read(fd, buf, len);
+}
+
+static ssize_t serve_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+	ssize_t n = 0;
+
+	(void)userdata;
+	if (!serve_drop_writes)
+		return writev(fd, iov, count);
+	for (int i = 0; i < count; i++)
+		n += (ssize_t)iov[i].iov_len;
+	return n;
+}
+
+static int env_fd(const char *name)
+{
+	const char *v = getenv(name);
+	unsigned long n;
+
+	if (!v || cfs_parse_uint(v, 0, INT_MAX, &n) < 0)
+		return -1;
+	return (int)n;
+}
+
+/* Attaches the session to the holder's connection: the fd, then the INIT
+ * request the kernel sent when it was mounted, processed as if it had
+ * just arrived.  *ready_fd: where to say that the daemon serves. */
+static int serve_attach(struct fuse_session *se, int *ready_fd)
+{
+	static const struct fuse_custom_io io = { .read = serve_read, .writev = serve_writev };
+	int fd = env_fd(CFS_SERVE_FD_ENV), init_fd = env_fd(CFS_SERVE_INIT_ENV);
+	const char *reply = getenv(CFS_SERVE_REPLY_ENV);
+	struct fuse_buf fbuf = { 0 };
+	void *init = NULL;
+	size_t len = 0;
+	int ret;
+
+	*ready_fd = env_fd(CFS_SERVE_READY_ENV);
+	if (fd < 0 || init_fd < 0 || *ready_fd < 0) {
+		fprintf(stderr, PROG ": bad %s/%s/%s from the holder\n", CFS_SERVE_FD_ENV,
+			CFS_SERVE_INIT_ENV, CFS_SERVE_READY_ENV);
+		return -EINVAL;
+	}
+	fcntl(*ready_fd, F_SETFD, FD_CLOEXEC);
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	ret = cfs_holder_load_init(init_fd, &init, &len);
+	close(init_fd);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": the holder's INIT request: %s\n", cfs_strerror(ret));
+		return ret;
+	}
+	ret = fuse_session_custom_io(se, &io, fd);
+	if (ret < 0) {
+		free(init);
+		fprintf(stderr, PROG ": attaching to the holder's connection: %s\n",
+			strerror(-ret));
+		return ret;
+	}
+	fbuf.mem = init;
+	fbuf.size = len;
+	serve_drop_writes = !(reply && !strcmp(reply, "1"));
+	fuse_session_process_buf(se, &fbuf);
+	serve_drop_writes = false;
+	free(init);
+	return 0;
+}
+
+static void serve_ready(int *ready_fd)
+{
+	char c = 1;
+
+	if (*ready_fd < 0)
+		return;
+	if (write(*ready_fd, &c, 1) != 1) {
+		/* The holder then sees the pipe close: it says the same. */
+	}
+	close(*ready_fd);
+	*ready_fd = -1;
+}
+
+/* The binary a holder runs for its daemons: the one installed at the path
+ * this process was started from (an upgrade replaces that file). */
+static char *self_exe(void)
+{
+	char buf[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+	const char *del = " (deleted)";
+
+	if (n <= 0)
+		return NULL;
+	buf[n] = '\0';
+	if ((size_t)n > strlen(del) && !strcmp(buf + n - strlen(del), del))
+		buf[n - strlen(del)] = '\0';
+	return strdup(buf);
+}
+
+/* The holder's side of a background mount: mounts with a session of its
+ * own that never serves, keeps the fd and the INIT request, runs the
+ * daemons.  Returns the exit status. */
+static int run_holder(const struct mount_args *a, struct daemon *d, struct fuse_args *args,
+		      const char *mountpoint, int argc, char **argv, int *ready_fd,
+		      enum cfs_log_level level)
+{
+	static const struct fuse_lowlevel_ops no_ops = { 0 };
+	struct cfs_holder h = { .fuse_fd = -1, .init_fd = -1, .mountpoint = mountpoint,
+				.image = a->image, .store = a->store };
+	struct fuse_session *se;
+	char cwd[PATH_MAX], **dargv = NULL;
+	char *exe = NULL;
+	int ret, status = 1;
+
+	se = fuse_session_new(args, &no_ops, sizeof(no_ops), NULL);
+	if (!se) {
+		fprintf(stderr, PROG ": invalid mount options (see above)\n");
+		return 1;
+	}
+	exe = self_exe();
+	dargv = calloc((size_t)argc + 2, sizeof(*dargv));
+	if (!exe || !dargv || !getcwd(cwd, sizeof(cwd))) {
+		fprintf(stderr, PROG ": %s\n", strerror(errno ? errno : ENOMEM));
+		goto out_session;
+	}
+	/* The daemon: the same arguments, in the foreground. */
+	memcpy(dargv, argv, (size_t)argc * sizeof(*dargv));
+	dargv[argc] = (char *)"-f";
+	h.exe = exe;
+	h.argv = dargv;
+	h.cwd = cwd;
+	if (geteuid() == 0)
+		cfs_holder_state_path(mountpoint, &h.state_path);
+	if (fuse_session_mount(se, mountpoint) < 0) {
+		fprintf(stderr, PROG ": cannot mount at %s (see above)\n", a->mountpoint);
+		goto out_session;
+	}
+	h.fuse_fd = fuse_session_fd(se);
+	ret = cfs_holder_read_init(h.fuse_fd, &h.init_fd);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": reading INIT from the kernel: %s\n", cfs_strerror(ret));
+		goto out_unmount;
+	}
+	ret = cfs_holder_start(&h);
+	if (ret < 0) {
+		/* The daemon printed why on the stderr we share. */
+		if (ret == -ETIMEDOUT)
+			fprintf(stderr, PROG ": the daemon did not serve within a minute\n");
+		goto out_unmount;
+	}
+	if (daemon_detach(ready_fd) < 0)
+		goto out_stop;
+	if (!d->log) {
+		d->log = syslog_file();
+		cfs_log_setup(PROG, level, d->log);
+	}
+	ret = cfs_holder_run(&h);
+	if (ret < 0)
+		cfs_err("holder: %s", cfs_strerror(ret));
+	status = ret < 0;
+	if (ret != 1)
+		goto out_session; /* unmounted already */
+	goto out_unmount;
+out_stop:
+	if (h.daemon)
+		kill(h.daemon, SIGKILL);
+out_unmount:
+	fuse_session_unmount(se);
+out_session:
+	fuse_session_destroy(se);
+	if (h.init_fd >= 0)
+		close(h.init_fd);
+	free(h.state_path);
+	free(dargv);
+	free(exe);
+	return status;
+}
+
 int main(int argc, char **argv)
 {
 	struct mount_args a = { .readahead = CFS_READAHEAD_CHUNKS_DEFAULT,
@@ -1124,7 +1497,7 @@ int main(int argc, char **argv)
 	char *mountpoint = NULL, *store_abs = NULL, *ca_file = NULL;
 	enum cfs_log_level level;
 	sigset_t usr1;
-	bool served = false;
+	bool served = false, serve = getenv(CFS_SERVE_FD_ENV) != NULL, holder;
 	int ret, status = 1, ready_fd = -1;
 
 	/* Before any thread exists: SIGUSR1 is taken by the stats thread with
@@ -1148,6 +1521,10 @@ int main(int argc, char **argv)
 		status = print_stats(a.stats_of);
 		goto out_args;
 	}
+	if (a.status_of || a.upgrade_of) {
+		status = a.status_of ? print_status(a.status_of) : do_upgrade(a.upgrade_of);
+		goto out_args;
+	}
 	if (a.bundle_down) {
 		char err[512] = "";
 
@@ -1157,7 +1534,7 @@ int main(int argc, char **argv)
 		status = ret < 0;
 		goto out_args;
 	}
-	if (a.bundle) {
+	if (a.bundle && !serve) {
 		if (geteuid() != 0) {
 			fprintf(stderr, PROG ": --bundle needs root (it mounts an overlay)\n");
 			goto out_args;
@@ -1192,7 +1569,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
 		goto out_log;
 	}
-	if (check_mountpoint(a.mountpoint, &mountpoint) < 0)
+	/* A daemon under a holder must not look at the mount point: nothing
+	 * serves it until this daemon does. */
+	if (serve ? !(mountpoint = abs_path(a.mountpoint)) :
+		    check_mountpoint(a.mountpoint, &mountpoint) < 0)
 		goto out_log;
 	store_abs = abs_path(a.store);
 	if (!store_abs) {
@@ -1221,7 +1601,12 @@ int main(int argc, char **argv)
 			goto out_image;
 		}
 	}
-	if (open_image(&a, &d, store_abs) < 0)
+	/* Background mounts run under a holder, which opens nothing of the
+	 * image: its first daemon does, and a failure there (printed on the
+	 * stderr they share) unmounts again.  A daemon the holder starts
+	 * (serve) and a foreground one open the image and serve here. */
+	holder = !a.foreground && !serve;
+	if (!holder && open_image(&a, &d, store_abs) < 0)
 		goto out_image;
 	read_bench_knobs(&d);
 	if (d.fs.splice) {
@@ -1238,6 +1623,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
 		goto out_image;
 	}
+	if (holder) {
+		status = run_holder(&a, &d, &args, mountpoint, argc, argv, &ready_fd, level);
+		goto out_image;
+	}
 	se = fuse_session_new(&args, &cfs_fs_ops, sizeof(cfs_fs_ops), &d.fs);
 	if (!se) {
 		fprintf(stderr, PROG ": invalid mount options (see above)\n");
@@ -1247,17 +1636,21 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": cannot set signal handlers\n");
 		goto out_session;
 	}
-	if (fuse_session_mount(se, mountpoint) < 0) {
+	if (serve) {
+		if (serve_attach(se, &ready_fd) < 0)
+			goto out_signals;
+	} else if (fuse_session_mount(se, mountpoint) < 0) {
 		fprintf(stderr, PROG ": cannot mount at %s (see above)\n", a.mountpoint);
 		goto out_signals;
 	}
 	raise_readahead(mountpoint, d.readahead_kb);
-	/* The parent exits 0 here only once the mount is in place. */
-	if (!a.foreground && daemon_detach(&ready_fd) < 0)
-		goto out_unmount;
-	if (!a.foreground && !d.log) {
-		d.log = syslog_file();
-		cfs_log_setup(PROG, level, d.log);
+	if (serve) {
+		/* Log where the holder logs: the file, else syslog. */
+		if (!d.log) {
+			d.log = syslog_file();
+			cfs_log_setup(PROG, level, d.log);
+		}
+		serve_ready(&ready_fd);
 	}
 	if ((d.stats_path || d.fs.rec) && (ret = stats_thread_start(&d)) < 0)
 		cfs_warn("no stats or profile saves on SIGUSR1: %s", strerror(-ret));
@@ -1267,7 +1660,9 @@ int main(int argc, char **argv)
 		cfs_err("%s", strerror(ENOMEM));
 		goto out_stats;
 	}
-	fuse_loop_cfg_set_clone_fd(cfg, 1);
+	/* A cloned fd per thread would take the requests it read along when
+	 * the daemon dies; under a holder they must stay on the holder's. */
+	fuse_loop_cfg_set_clone_fd(cfg, !serve);
 	fuse_loop_cfg_set_idle_threads(cfg, MAX_IDLE_THREADS);
 	fuse_loop_cfg_set_max_threads(cfg, MAX_THREADS);
 	ret = fuse_session_loop_mt(se, cfg);
@@ -1281,8 +1676,9 @@ int main(int argc, char **argv)
 
 out_stats:
 	stats_thread_stop(&d);
-out_unmount:
-	fuse_session_unmount(se);
+	/* Under a holder the mount is the holder's to end. */
+	if (!serve)
+		fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_session:

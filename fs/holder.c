@@ -1,0 +1,487 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The holder: keeps a mount alive while the daemon that serves it dies,
+ * restarts or is upgraded (docs/OPERATIONS.md).
+ *
+ * The kernel keeps a FUSE connection as long as any process holds its
+ * /dev/fuse file.  The holder mounts, reads the kernel's INIT request,
+ * keeps both, and runs the serving daemon as a child (the installed
+ * binary, exec'd with the fd and the INIT request).  A daemon that dies is
+ * started again with backoff; once the old one is gone, the holder writes
+ * FUSE_NOTIFY_RESEND, which puts the requests it had read and not answered
+ * back in the queue (Linux >= 6.9).  Every cfs request is a read of an
+ * immutable image, so answering one twice is harmless.  A new daemon never
+ * sees INIT from the kernel: it processes the saved one, and its reply
+ * (which the kernel would refuse: the connection is set up) is dropped.
+ *
+ * The holder has no threads, no network and no image open: nothing in it
+ * can fail because of the store.  Only unmounting (or SIGTERM to the
+ * holder) ends the mount.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/fuse.h>
+
+#include "digest.h"
+#include "util.h"
+
+#include "fs.h"
+
+/* Linux 6.9 (protocol 7.40); not in Debian 12's headers. */
+#define CFS_FUSE_NOTIFY_RESEND 7
+
+#define INIT_READ_SIZE ((1u << 20) + 65536)
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 5000
+/* A daemon that dies this soon after it started serving, several times in
+ * a row, is started again with a growing delay: it is crashing on
+ * something, and a tight loop of restarts would only burn the CPU. */
+#define QUICK_DEATH_MS 500
+#define QUICK_DEATHS 3
+#define READY_TIMEOUT_MS 60000   /* a new daemon must serve within this */
+#define RETIRE_TIMEOUT_MS 10000  /* then an old one is killed */
+
+int cfs_holder_resend(int fuse_fd)
+{
+	struct fuse_out_header oh = { .len = sizeof(oh), .error = CFS_FUSE_NOTIFY_RESEND };
+
+	return write(fuse_fd, &oh, sizeof(oh)) == (ssize_t)sizeof(oh) ? 0 : -errno;
+}
+
+int cfs_holder_read_init(int fuse_fd, int *init_fd)
+{
+	uint8_t *buf = malloc(INIT_READ_SIZE);
+	struct fuse_in_header ih;
+	ssize_t n;
+	int fd, ret;
+
+	if (!buf)
+		return -ENOMEM;
+	do {
+		n = read(fuse_fd, buf, INIT_READ_SIZE);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		ret = -errno;
+		goto out;
+	}
+	memcpy(&ih, buf, CFS_MIN((size_t)n, sizeof(ih)));
+	if ((size_t)n < sizeof(ih) || ih.opcode != FUSE_INIT || ih.len != (uint32_t)n) {
+		ret = -EPROTO;
+		goto out;
+	}
+	fd = memfd_create("cfs-fuse-init", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0) {
+		ret = -errno;
+		goto out;
+	}
+	ret = cfs_write_full(fd, buf, (size_t)n);
+	if (ret == 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE |
+					  F_SEAL_SEAL) < 0)
+		ret = -errno;
+	if (ret < 0)
+		close(fd);
+	else
+		*init_fd = fd;
+out:
+	free(buf);
+	return ret;
+}
+
+int cfs_holder_load_init(int init_fd, void **buf, size_t *len)
+{
+	struct stat sb;
+	void *p;
+	int ret;
+
+	if (fstat(init_fd, &sb) < 0)
+		return -errno;
+	if (sb.st_size < (off_t)sizeof(struct fuse_in_header) || sb.st_size > INIT_READ_SIZE)
+		return -EPROTO;
+	p = malloc((size_t)sb.st_size);
+	if (!p)
+		return -ENOMEM;
+	ret = cfs_pread_full(init_fd, p, (size_t)sb.st_size, 0);
+	if (ret < 0) {
+		free(p);
+		return ret;
+	}
+	*buf = p;
+	*len = (size_t)sb.st_size;
+	return 0;
+}
+
+static uint64_t now_ms(void)
+{
+	return cfs_now_ns() / 1000000u;
+}
+
+/* /run/cfs/mounts/<first 32 hex of SHA-256 of the mountpoint>.json */
+int cfs_holder_state_path(const char *mountpoint, char **out)
+{
+	char hex[CFS_DIGEST_HEX_LEN + 1];
+	cfs_digest d;
+
+	cfs_sha256(mountpoint, strlen(mountpoint), &d);
+	cfs_digest_hex(&d, hex);
+	return asprintf(out, "%s/%.32s.json", CFS_HOLDER_STATE_DIR, hex) < 0 ? -ENOMEM : 0;
+}
+
+/* Escapes s for a JSON string (the paths are the user's). */
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
+static void state_write(struct cfs_holder *h)
+{
+	char *tmp = NULL;
+	FILE *f;
+	int fd;
+
+	if (!h->state_path)
+		return;
+	if (mkdir("/run/cfs", 0755) < 0 && errno != EEXIST)
+		return;
+	if (mkdir(CFS_HOLDER_STATE_DIR, 0755) < 0 && errno != EEXIST)
+		return;
+	if (asprintf(&tmp, "%s.tmp.%ld", h->state_path, (long)getpid()) < 0)
+		return;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	f = fd >= 0 ? fdopen(fd, "w") : NULL;
+	if (!f) {
+		if (fd >= 0)
+			close(fd);
+		free(tmp);
+		return;
+	}
+	fprintf(f, "{\"mountpoint\":");
+	json_str(f, h->mountpoint);
+	fprintf(f, ",\"image\":");
+	json_str(f, h->image);
+	fprintf(f, ",\"store\":");
+	json_str(f, h->store);
+	fprintf(f, ",\"binary\":");
+	json_str(f, h->exe);
+	fprintf(f, ",\"holder_pid\":%ld,\"daemon_pid\":%ld,\"started_unix\":%lld,"
+		"\"daemon_started_unix\":%lld,\"restarts\":%u,\"upgrades\":%u,"
+		"\"resend\":%s,\"last_restart_reason\":",
+		(long)getpid(), (long)h->daemon, (long long)h->started_unix,
+		(long long)h->daemon_started_unix, h->restarts, h->upgrades,
+		h->resend_ok ? "true" : "false");
+	json_str(f, h->last_reason);
+	fprintf(f, ",\"last_restart_unix\":%lld}\n", (long long)h->last_restart_unix);
+	if (fflush(f) != 0 || fsync(fileno(f)) < 0) {
+		fclose(f);
+		unlink(tmp);
+		free(tmp);
+		return;
+	}
+	fclose(f);
+	if (rename(tmp, h->state_path) < 0)
+		unlink(tmp);
+	free(tmp);
+}
+
+/* Starts a daemon: the binary h->exe with h's arguments, the FUSE fd and
+ * the INIT request on fds it inherits, and a pipe to say it serves.
+ * reply_init: the first daemon answers INIT for real. */
+static pid_t spawn(struct cfs_holder *h, bool reply_init, int *ready_rd)
+{
+	char env_fd[32], env_init[32], env_ready[32];
+	int p[2];
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		int e = errno;
+
+		close(p[0]);
+		close(p[1]);
+		return -e;
+	}
+	if (pid == 0) {
+		sigset_t none;
+
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		/* The three fds cross exec; nothing else of the holder's does. */
+		if (fcntl(h->fuse_fd, F_SETFD, 0) < 0 || fcntl(h->init_fd, F_SETFD, 0) < 0 ||
+		    fcntl(p[1], F_SETFD, 0) < 0)
+			_exit(127);
+		snprintf(env_fd, sizeof(env_fd), "%d", h->fuse_fd);
+		snprintf(env_init, sizeof(env_init), "%d", h->init_fd);
+		snprintf(env_ready, sizeof(env_ready), "%d", p[1]);
+		setenv(CFS_SERVE_FD_ENV, env_fd, 1);
+		setenv(CFS_SERVE_INIT_ENV, env_init, 1);
+		setenv(CFS_SERVE_READY_ENV, env_ready, 1);
+		setenv(CFS_SERVE_REPLY_ENV, reply_init ? "1" : "0", 1);
+		if (h->cwd && chdir(h->cwd) < 0)
+			_exit(127);
+		execv(h->exe, h->argv);
+		_exit(127);
+	}
+	close(p[1]);
+	*ready_rd = p[0];
+	return pid;
+}
+
+/* Waits for a new daemon's ready byte (or its death, or the timeout). */
+static int wait_ready(int rd, uint64_t timeout_ms)
+{
+	struct pollfd pfd = { .fd = rd, .events = POLLIN };
+	char c;
+	int n;
+
+	do {
+		n = poll(&pfd, 1, (int)timeout_ms);
+	} while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		return -ETIMEDOUT;
+	return read(rd, &c, 1) == 1 ? 0 : -ECHILD;
+}
+
+/* The mount is gone (unmounted, or the connection aborted) when the
+ * kernel reports an error on the fd. */
+static bool mount_gone(int fuse_fd)
+{
+	struct pollfd pfd = { .fd = fuse_fd, .events = 0 };
+
+	return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLERR | POLLHUP | POLLNVAL));
+}
+
+static void describe(int status, char *out, size_t cap)
+{
+	if (WIFSIGNALED(status))
+		snprintf(out, cap, "killed by signal %d (%s)", WTERMSIG(status),
+			 strsignal(WTERMSIG(status)));
+	else
+		snprintf(out, cap, "exited with status %d", WEXITSTATUS(status));
+}
+
+/* Starts a daemon and waits until it serves.  0, or -errno with the
+ * daemon reaped. */
+static int start_daemon(struct cfs_holder *h, bool reply_init, pid_t *out)
+{
+	int rd = -1, ret, status;
+	pid_t pid;
+
+	pid = spawn(h, reply_init, &rd);
+	if (pid < 0)
+		return (int)pid;
+	ret = wait_ready(rd, READY_TIMEOUT_MS);
+	close(rd);
+	if (ret < 0) {
+		if (ret == -ETIMEDOUT)
+			kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		return ret;
+	}
+	*out = pid;
+	return 0;
+}
+
+/* Ends a daemon (SIGTERM, then SIGKILL after a while) and reaps it. */
+static void retire(pid_t pid)
+{
+	uint64_t t0 = now_ms();
+	int status;
+
+	kill(pid, SIGTERM);
+	while (waitpid(pid, &status, WNOHANG) == 0) {
+		if (now_ms() - t0 > RETIRE_TIMEOUT_MS) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			return;
+		}
+		usleep(10000);
+	}
+}
+
+int cfs_holder_start(struct cfs_holder *h)
+{
+	int ret;
+
+	h->started_unix = time(NULL);
+	h->daemon_started_ms = now_ms();
+	ret = start_daemon(h, true, &h->daemon);
+	if (ret < 0)
+		return ret;
+	h->daemon_started_unix = time(NULL);
+	/* Whether the kernel takes FUSE_NOTIFY_RESEND decides whether a
+	 * daemon's death loses the requests it held.  Asked now, with a
+	 * daemon serving: at worst it answers a request twice. */
+	h->resend_ok = cfs_holder_resend(h->fuse_fd) == 0;
+	if (!h->resend_ok)
+		cfs_warn("this kernel has no FUSE_NOTIFY_RESEND (Linux >= 6.9): reads in "
+			 "flight when a daemon dies will fail");
+	state_write(h);
+	return 0;
+}
+
+/* An upgrade: a new daemon from the binary now installed, then the old
+ * one retired; the old keeps serving if the new one cannot start. */
+static void upgrade(struct cfs_holder *h)
+{
+	pid_t old = h->daemon, pid;
+	int ret;
+
+	cfs_info("upgrade: starting %s", h->exe);
+	ret = start_daemon(h, false, &pid);
+	if (ret < 0) {
+		snprintf(h->last_reason, sizeof(h->last_reason), "upgrade failed: %s",
+			 ret == -ETIMEDOUT ? "the new daemon did not serve in time" :
+					     "the new daemon exited before it served");
+		cfs_err("%s", h->last_reason);
+		state_write(h);
+		return;
+	}
+	h->daemon = pid;
+	h->retiring = old;
+	retire(old);
+	h->retiring = 0;
+	if (h->resend_ok)
+		cfs_holder_resend(h->fuse_fd);
+	h->upgrades++;
+	h->daemon_started_unix = time(NULL);
+	h->daemon_started_ms = now_ms();
+	snprintf(h->last_reason, sizeof(h->last_reason), "upgrade");
+	h->last_restart_unix = time(NULL);
+	state_write(h);
+}
+
+int cfs_holder_run(struct cfs_holder *h)
+{
+	uint64_t restart_at = 0;
+	unsigned backoff = 0, quick = 0;
+	sigset_t set;
+	int sfd, ret = 0;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	sfd = signalfd(-1, &set, SFD_CLOEXEC);
+	if (sfd < 0)
+		return -errno;
+
+	for (;;) {
+		struct pollfd pfd[2] = { { .fd = sfd, .events = POLLIN }, { .fd = h->fuse_fd } };
+		struct signalfd_siginfo si;
+		int status, timeout = -1;
+		uint64_t now = now_ms();
+		pid_t pid;
+
+		if (!h->daemon)
+			timeout = restart_at > now ? (int)(restart_at - now) : 0;
+		if (poll(pfd, 2, timeout) < 0 && errno != EINTR) {
+			ret = -errno;
+			break;
+		}
+		if (mount_gone(h->fuse_fd)) {
+			/* Unmounted: the daemon ends on its own (its reads fail)
+			 * and writes its stats; give it the time to. */
+			if (h->daemon) {
+				uint64_t t0 = now_ms();
+
+				while (waitpid(h->daemon, &status, WNOHANG) == 0 &&
+				       now_ms() - t0 < RETIRE_TIMEOUT_MS)
+					usleep(10000);
+				if (kill(h->daemon, 0) == 0)
+					retire(h->daemon);
+				h->daemon = 0;
+			}
+			break;
+		}
+		if (pfd[0].revents & POLLIN) {
+			if (read(sfd, &si, sizeof(si)) != sizeof(si))
+				continue;
+			if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+				cfs_info("holder: signal %u: unmounting", si.ssi_signo);
+				ret = 1; /* the caller unmounts */
+				if (h->daemon)
+					retire(h->daemon);
+				h->daemon = 0;
+				break;
+			}
+			if (si.ssi_signo == SIGHUP && h->daemon)
+				upgrade(h);
+		}
+		/* Reap whatever died: the serving daemon is started again. */
+		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+			uint64_t lived;
+
+			if (pid != h->daemon)
+				continue;
+			h->daemon = 0;
+			if (mount_gone(h->fuse_fd))
+				break;
+			describe(status, h->last_reason, sizeof(h->last_reason));
+			h->last_restart_unix = time(NULL);
+			h->restarts++;
+			/* Its unanswered requests go back in the queue for the next. */
+			if (h->resend_ok)
+				cfs_holder_resend(h->fuse_fd);
+			/* At once, unless it keeps dying as it starts. */
+			lived = now_ms() - h->daemon_started_ms;
+			quick = lived < QUICK_DEATH_MS ? quick + 1 : 0;
+			backoff = quick < QUICK_DEATHS ? 0 :
+				  backoff ? CFS_MIN(backoff * 2, (unsigned)BACKOFF_MAX_MS) :
+					    BACKOFF_MIN_MS;
+			restart_at = now_ms() + backoff;
+			cfs_warn("daemon %ld %s after %" PRIu64 " ms: restarting in %u ms", (long)pid,
+				 h->last_reason, lived, backoff);
+			state_write(h);
+		}
+		if (!h->daemon && now_ms() >= restart_at) {
+			if (mount_gone(h->fuse_fd))
+				break;
+			h->daemon_started_ms = now_ms();
+			if (start_daemon(h, false, &h->daemon) < 0) {
+				h->daemon = 0;
+				backoff = backoff ? CFS_MIN(backoff * 2, (unsigned)BACKOFF_MAX_MS)
+						  : BACKOFF_MIN_MS;
+				restart_at = now_ms() + backoff;
+				snprintf(h->last_reason, sizeof(h->last_reason),
+					 "a new daemon failed to start");
+				cfs_err("%s; again in %u ms", h->last_reason, backoff);
+				state_write(h);
+				continue;
+			}
+			h->daemon_started_unix = time(NULL);
+			state_write(h);
+		}
+	}
+	close(sfd);
+	if (h->state_path)
+		unlink(h->state_path);
+	return ret;
+}
