@@ -101,16 +101,19 @@ int cfs_bundle_down(const char *dir, char *err, size_t errlen);
 #define CFS_SERVE_INIT_ENV "CFS_SERVE_INIT"   /* a memfd with the INIT request */
 #define CFS_SERVE_READY_ENV "CFS_SERVE_READY" /* write one byte once serving */
 #define CFS_SERVE_REPLY_ENV "CFS_SERVE_REPLY" /* 1: answer INIT (first daemon) */
+/* A holder exec'ing its upgrade passes its state on in this. */
+#define CFS_HOLDER_RESUME_ENV "CFS_HOLDER_RESUME"
 
 struct cfs_holder {
 	int fuse_fd, init_fd;
 	const char *exe;          /* the binary a daemon runs (the installed one) */
 	char **argv;              /* its arguments */
+	char **holder_argv;       /* the holder's own, for its upgrade */
 	const char *cwd;          /* its working directory (relative paths) */
 	const char *mountpoint, *image, *store;
 	char *state_path;         /* NULL: no state file */
 	pid_t daemon, retiring;
-	unsigned restarts, upgrades;
+	unsigned restarts, upgrades, holder_execs;
 	bool resend_ok;
 	long long started_unix, daemon_started_unix, last_restart_unix;
 	uint64_t daemon_started_ms;
@@ -128,9 +131,12 @@ int cfs_holder_load_init(int init_fd, void **buf, size_t *len);
 int cfs_holder_state_path(const char *mountpoint, char **out);
 /* Starts the first daemon (it answers INIT) and waits until it serves. */
 int cfs_holder_start(struct cfs_holder *h);
+/* A holder after its upgrade (exec): its state, and its mount point (a
+ * pointer into env), from CFS_HOLDER_RESUME. */
+int cfs_holder_resume(struct cfs_holder *h, const char *env);
 /* Holds the mount until it is unmounted (0) or the holder is told to end
  * it (1: SIGTERM or SIGINT; the caller unmounts); restarts daemons that
- * die and upgrades on SIGHUP. */
+ * die, upgrades the daemon on SIGHUP and itself (exec) on SIGUSR2. */
 int cfs_holder_run(struct cfs_holder *h);
 
 #endif /* CFS_FS_H */

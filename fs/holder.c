@@ -189,9 +189,9 @@ static void state_write(struct cfs_holder *h)
 	json_str(f, h->exe);
 	fprintf(f, ",\"holder_pid\":%ld,\"daemon_pid\":%ld,\"started_unix\":%lld,"
 		"\"daemon_started_unix\":%lld,\"restarts\":%u,\"upgrades\":%u,"
-		"\"resend\":%s,\"last_restart_reason\":",
+		"\"holder_execs\":%u,\"resend\":%s,\"last_restart_reason\":",
 		(long)getpid(), (long)h->daemon, (long long)h->started_unix,
-		(long long)h->daemon_started_unix, h->restarts, h->upgrades,
+		(long long)h->daemon_started_unix, h->restarts, h->upgrades, h->holder_execs,
 		h->resend_ok ? "true" : "false");
 	json_str(f, h->last_reason);
 	fprintf(f, ",\"last_restart_unix\":%lld}\n", (long long)h->last_restart_unix);
@@ -376,6 +376,62 @@ static void upgrade(struct cfs_holder *h)
 	state_write(h);
 }
 
+/* The holder's own upgrade: exec the installed binary in this process,
+ * with the fd, the INIT request and the state in the environment; the
+ * daemon stays our child (a pid's children outlive its exec).  Returns
+ * only if the exec failed. */
+static void reexec(struct cfs_holder *h, int sfd)
+{
+	char *env = NULL;
+
+	/* The mount point last: it may hold commas. */
+	if (asprintf(&env, "%d,%d,%ld,%u,%u,%u,%lld,%lld,%d,%s", h->fuse_fd, h->init_fd,
+		     (long)h->daemon, h->restarts, h->upgrades, h->holder_execs + 1,
+		     h->started_unix, h->daemon_started_unix, h->resend_ok, h->mountpoint) < 0)
+		goto failed;
+	if (fcntl(h->fuse_fd, F_SETFD, 0) < 0 || fcntl(h->init_fd, F_SETFD, 0) < 0)
+		goto failed;
+	setenv(CFS_HOLDER_RESUME_ENV, env, 1);
+	/* Relative paths in the arguments are the user's working directory's. */
+	if (h->cwd && chdir(h->cwd) < 0)
+		goto failed;
+	close(sfd);
+	execv(h->exe, h->holder_argv);
+	unsetenv(CFS_HOLDER_RESUME_ENV);
+	if (chdir("/") < 0) {
+		/* nothing depends on it */
+	}
+failed:
+	free(env);
+	fcntl(h->fuse_fd, F_SETFD, FD_CLOEXEC);
+	fcntl(h->init_fd, F_SETFD, FD_CLOEXEC);
+	snprintf(h->last_reason, sizeof(h->last_reason), "holder upgrade failed: %s",
+		 strerror(errno));
+	cfs_err("%s", h->last_reason);
+	state_write(h);
+}
+
+int cfs_holder_resume(struct cfs_holder *h, const char *env)
+{
+	long daemon;
+	int resend, end = 0;
+
+	if (sscanf(env, "%d,%d,%ld,%u,%u,%u,%lld,%lld,%d,%n", &h->fuse_fd, &h->init_fd, &daemon,
+		   &h->restarts, &h->upgrades, &h->holder_execs, &h->started_unix,
+		   &h->daemon_started_unix, &resend, &end) != 9 || !end || !env[end] ||
+	    h->fuse_fd < 0 || h->init_fd < 0)
+		return -EINVAL;
+	h->mountpoint = env + end;
+	fcntl(h->fuse_fd, F_SETFD, FD_CLOEXEC);
+	fcntl(h->init_fd, F_SETFD, FD_CLOEXEC);
+	h->daemon = (pid_t)daemon;
+	h->resend_ok = resend;
+	h->daemon_started_ms = now_ms() - QUICK_DEATH_MS;
+	snprintf(h->last_reason, sizeof(h->last_reason), "holder upgrade");
+	h->last_restart_unix = time(NULL);
+	return 0;
+}
+
 int cfs_holder_run(struct cfs_holder *h)
 {
 	uint64_t restart_at = 0;
@@ -388,10 +444,12 @@ int cfs_holder_run(struct cfs_holder *h)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR2);
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	sfd = signalfd(-1, &set, SFD_CLOEXEC);
 	if (sfd < 0)
 		return -errno;
+	state_write(h);
 
 	for (;;) {
 		struct pollfd pfd[2] = { { .fd = sfd, .events = POLLIN }, { .fd = h->fuse_fd } };
@@ -434,6 +492,14 @@ int cfs_holder_run(struct cfs_holder *h)
 			}
 			if (si.ssi_signo == SIGHUP && h->daemon)
 				upgrade(h);
+			if (si.ssi_signo == SIGUSR2) {
+				reexec(h, sfd);
+				sfd = signalfd(-1, &set, SFD_CLOEXEC);
+				if (sfd < 0) {
+					ret = -errno;
+					break;
+				}
+			}
 		}
 		/* Reap whatever died: the serving daemon is started again. */
 		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
@@ -480,7 +546,8 @@ int cfs_holder_run(struct cfs_holder *h)
 			state_write(h);
 		}
 	}
-	close(sfd);
+	if (sfd >= 0)
+		close(sfd);
 	if (h->state_path)
 		unlink(h->state_path);
 	return ret;

@@ -1258,12 +1258,41 @@ static int print_status(const char *mp)
 	return 0;
 }
 
-/* --upgrade: SIGHUP to the holder, then wait until its state file says the
- * upgrade happened (or failed). */
+/* Waits until the holder's state file counts key above before (0), says
+ * why it failed (1, printed), or the time is up (1). */
+static int wait_state(const char *mp, const char *key, unsigned before, json_t **out)
+{
+	for (int i = 0; i < 1200; i++) {
+		const char *why;
+		json_t *st;
+
+		usleep(100000);
+		st = holder_state(mp, NULL);
+		if (!st)
+			return 1;
+		why = json_string_value(json_object_get(st, "last_restart_reason"));
+		if ((unsigned)json_integer_value(json_object_get(st, key)) > before) {
+			*out = st;
+			return 0;
+		}
+		if (why && strstr(why, "upgrade failed")) {
+			fprintf(stderr, PROG ": %s: %s\n", mp, why);
+			json_decref(st);
+			return 1;
+		}
+		json_decref(st);
+	}
+	fprintf(stderr, PROG ": %s: no %s after 120 s\n", mp, key);
+	return 1;
+}
+
+/* --upgrade: the holder execs the installed binary (SIGUSR2), then starts
+ * a daemon from it and retires the old one (SIGHUP); each step is seen
+ * done in the holder's state file. */
 static int do_upgrade(const char *mp)
 {
 	json_t *st = holder_state(mp, NULL);
-	unsigned before;
+	unsigned before, execs;
 	pid_t holder, old;
 
 	if (!st)
@@ -1271,34 +1300,25 @@ static int do_upgrade(const char *mp)
 	holder = (pid_t)json_integer_value(json_object_get(st, "holder_pid"));
 	old = (pid_t)json_integer_value(json_object_get(st, "daemon_pid"));
 	before = (unsigned)json_integer_value(json_object_get(st, "upgrades"));
+	execs = (unsigned)json_integer_value(json_object_get(st, "holder_execs"));
 	json_decref(st);
-	if (holder <= 0 || kill(holder, SIGHUP) < 0) {
+	if (holder <= 0 || kill(holder, SIGUSR2) < 0) {
 		fprintf(stderr, PROG ": %s: holder %ld: %s\n", mp, (long)holder, strerror(errno));
 		return 1;
 	}
-	for (int i = 0; i < 1200; i++) {
-		const char *why;
-
-		usleep(100000);
-		st = holder_state(mp, NULL);
-		if (!st)
-			return 1;
-		why = json_string_value(json_object_get(st, "last_restart_reason"));
-		if ((unsigned)json_integer_value(json_object_get(st, "upgrades")) > before) {
-			printf("%s: daemon %ld replaced by %ld\n", mp, (long)old,
-			       (long)json_integer_value(json_object_get(st, "daemon_pid")));
-			json_decref(st);
-			return 0;
-		}
-		if (why && !strncmp(why, "upgrade failed", 14)) {
-			fprintf(stderr, PROG ": %s: %s; the old daemon serves on\n", mp, why);
-			json_decref(st);
-			return 1;
-		}
-		json_decref(st);
+	if (wait_state(mp, "holder_execs", execs, &st))
+		return 1;
+	json_decref(st);
+	if (kill(holder, SIGHUP) < 0) {
+		fprintf(stderr, PROG ": %s: holder %ld: %s\n", mp, (long)holder, strerror(errno));
+		return 1;
 	}
-	fprintf(stderr, PROG ": %s: no upgrade after 120 s\n", mp);
-	return 1;
+	if (wait_state(mp, "upgrades", before, &st))
+		return 1;
+	printf("%s: holder %ld re-executed, daemon %ld replaced by %ld\n", mp, (long)holder,
+	       (long)old, (long)json_integer_value(json_object_get(st, "daemon_pid")));
+	json_decref(st);
+	return 0;
 }
 
 /* ---- under a holder (holder.c) ---------------------------------------- */
@@ -1438,6 +1458,7 @@ static int run_holder(const struct mount_args *a, struct daemon *d, struct fuse_
 	dargv[argc] = (char *)"-f";
 	h.exe = exe;
 	h.argv = dargv;
+	h.holder_argv = argv;
 	h.cwd = cwd;
 	if (geteuid() == 0)
 		cfs_holder_state_path(mountpoint, &h.state_path);
@@ -1483,6 +1504,72 @@ out_session:
 	free(h.state_path);
 	free(dargv);
 	free(exe);
+	return status;
+}
+
+/* Unmounts what a resumed holder holds (it has no session to do it). */
+static void holder_unmount(const char *mp)
+{
+	pid_t pid;
+	int st;
+
+	if (geteuid() == 0 && umount2(mp, 0) == 0)
+		return;
+	pid = fork();
+	if (pid == 0) {
+		execlp("fusermount3", "fusermount3", "-u", "-z", "--", mp, (char *)NULL);
+		_exit(127);
+	}
+	if (pid > 0)
+		waitpid(pid, &st, 0);
+}
+
+/* A holder after its own upgrade (SIGUSR2, exec): carries on holding. */
+static int run_holder_resumed(const struct mount_args *a, int argc, char **argv,
+			      struct daemon *d, enum cfs_log_level level)
+{
+	struct cfs_holder h = { .fuse_fd = -1, .init_fd = -1, .image = a->image,
+				.store = a->store };
+	char *env = strdup(getenv(CFS_HOLDER_RESUME_ENV)), **dargv = NULL, *exe = NULL;
+	char cwd[PATH_MAX];
+	int ret, status = 1;
+
+	/* Its daemons must not take themselves for holders. */
+	unsetenv(CFS_HOLDER_RESUME_ENV);
+	if (!d->log) {
+		d->log = syslog_file();
+		cfs_log_setup(PROG, level, d->log);
+	}
+	exe = self_exe();
+	dargv = calloc((size_t)argc + 2, sizeof(*dargv));
+	if (!env || !exe || !dargv || !getcwd(cwd, sizeof(cwd)) ||
+	    cfs_holder_resume(&h, env) < 0) {
+		cfs_err("holder upgrade: cannot take over (%s): the mount lives as long as its "
+			"daemon", env ? env : "no state");
+		goto out;
+	}
+	memcpy(dargv, argv, (size_t)argc * sizeof(*dargv));
+	dargv[argc] = (char *)"-f";
+	h.exe = exe;
+	h.argv = dargv;
+	h.holder_argv = argv;
+	h.cwd = cwd;
+	if (geteuid() == 0)
+		cfs_holder_state_path(h.mountpoint, &h.state_path);
+	if (chdir("/") < 0) {
+		/* nothing depends on it */
+	}
+	cfs_info("holder upgraded (%u): holding %s, daemon %ld", h.holder_execs, h.mountpoint,
+		 (long)h.daemon);
+	ret = cfs_holder_run(&h);
+	if (ret == 1)
+		holder_unmount(h.mountpoint);
+	status = ret < 0;
+out:
+	free(h.state_path);
+	free(dargv);
+	free(exe);
+	free(env);
 	return status;
 }
 
@@ -1563,6 +1650,10 @@ int main(int argc, char **argv)
 	cfs_log_setup(PROG, level, d.log);
 	cfs_malloc_tune();
 	raise_nofile();
+	if (getenv(CFS_HOLDER_RESUME_ENV)) {
+		status = run_holder_resumed(&a, argc, argv, &d, level);
+		goto out_log;
+	}
 
 	if ((a.stats_file && !(d.stats_path = abs_path(a.stats_file))) ||
 	    (a.record && !(d.record_path = abs_path(a.record)))) {

@@ -3,7 +3,8 @@
 # FUSE connection) is read from by plain readers, an mmap reader, binaries
 # executed from the image and a runc container, while its serving daemon is
 # killed with SIGKILL 20 times at random moments (right after the mount
-# too) and upgraded 10 times with cfs-mount --upgrade.  Every byte read must
+# too) and upgraded 10 times with cfs-mount --upgrade (the holder re-execs
+# itself, then a new daemon replaces the old one).  Every byte read must
 # be right, no reader may see an error (ENOTCONN, ECONNABORTED, EIO, ...),
 # the container's output must be complete, the worst stall is reported and
 # bounded, --status must count it all, and the mount must unmount cleanly.
@@ -168,6 +169,10 @@ if [ -s "$W/errors" ]; then
 fi
 [ "$restarts" -ge "$kills" ] || fail "restarts=$restarts: fewer than the $kills kills (some kill found no daemon?)"
 [ "$ups" -eq "$upgrades" ] || fail "upgrades=$ups, want $upgrades"
+execs=$(echo "$st" | grep -o '"holder_execs":[0-9]*' | cut -d: -f2)
+[ "$execs" -eq "$upgrades" ] || fail "holder_execs=$execs: the holder did not re-exec itself on each upgrade"
+[ "$(echo "$st" | grep -o '"holder_pid":[0-9]*' | cut -d: -f2)" = "$holder" ] ||
+	fail "the holder's pid changed across its upgrades"
 [ "$(cat "$W/container.rc")" = 0 ] || fail "the container exited $(cat "$W/container.rc"): $(tail -n 3 "$W/container.err")"
 grep -q BAD "$W/container.out" && fail "the container saw bad checksums"
 [ "$(tail -n 1 "$W/container.out")" = container-done ] || fail "the container's output is incomplete"
