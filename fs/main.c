@@ -111,7 +111,9 @@ struct daemon {
  *                                from the cache files (also the fallback
  *                                where libfuse cannot splice)
  *   CFS_FUSE_READAHEAD_KB=KB     bdi read_ahead_kb (default 1024; 0 = leave
- *                                the kernel's default alone) */
+ *                                the kernel's default alone)
+ *   CFS_FUSE_CLONE_FD=0|1        a cloned /dev/fuse fd per loop thread (default
+ *                                1 in the foreground; always 0 under a holder) */
 static void read_bench_knobs(struct daemon *d)
 {
 	const char *v;
@@ -1345,6 +1347,14 @@ static ssize_t serve_writev(int fd, struct iovec *iov, int count, void *userdata
 	return n;
 }
 
+/* libfuse 3.14 offers splice only to custom I/O that has these. */
+static ssize_t serve_splice(int fdin, off_t *offin, int fdout, off_t *offout, size_t len,
+			    unsigned int flags, void *userdata)
+{
+	(void)userdata;
+	return splice(fdin, offin, fdout, offout, len, flags);
+}
+
 static int env_fd(const char *name)
 {
 	const char *v = getenv(name);
@@ -1360,7 +1370,9 @@ static int env_fd(const char *name)
  * just arrived.  *ready_fd: where to say that the daemon serves. */
 static int serve_attach(struct fuse_session *se, int *ready_fd)
 {
-	static const struct fuse_custom_io io = { .read = serve_read, .writev = serve_writev };
+	static const struct fuse_custom_io io = { .read = serve_read, .writev = serve_writev,
+						  .splice_receive = serve_splice,
+						  .splice_send = serve_splice };
 	int fd = env_fd(CFS_SERVE_FD_ENV), init_fd = env_fd(CFS_SERVE_INIT_ENV);
 	const char *reply = getenv(CFS_SERVE_REPLY_ENV);
 	struct fuse_buf fbuf = { 0 };
@@ -1753,7 +1765,11 @@ int main(int argc, char **argv)
 	}
 	/* A cloned fd per thread would take the requests it read along when
 	 * the daemon dies; under a holder they must stay on the holder's. */
-	fuse_loop_cfg_set_clone_fd(cfg, !serve);
+	{
+		const char *v = getenv("CFS_FUSE_CLONE_FD");
+
+		fuse_loop_cfg_set_clone_fd(cfg, v ? !strcmp(v, "1") && !serve : !serve);
+	}
 	fuse_loop_cfg_set_idle_threads(cfg, MAX_IDLE_THREADS);
 	fuse_loop_cfg_set_max_threads(cfg, MAX_THREADS);
 	ret = fuse_session_loop_mt(se, cfg);

@@ -111,4 +111,18 @@ mount_stats "$m" "$W/s4.json"
 [ "$(stat_of "$W/s4.json" read_copy)" -gt 0 ] || fail "no copied replies with CFS_FUSE_SPLICE=0"
 unmount_wait "$m" "$MOUNT_PID" 30
 
+# A background mount's daemon runs under its holder with libfuse's custom
+# I/O (fs/holder.c), which libfuse lets splice only when asked right.
+step "5. a background mount (holder and daemon) splices as the foreground one does"
+drop_all
+mount_image "$W/store" rp "$m" --cache "$cache"
+compare "$src" "$m"
+mount_stats "$m" "$W/s5.json"
+[ "$(stat_of "$W/s5.json" splice)" -eq "$splice" ] ||
+	fail "splice=$(stat_of "$W/s5.json" splice) under the holder, $splice in the foreground"
+if [ "$splice" -eq 1 ]; then
+	[ "$(stat_of "$W/s5.json" read_splice)" -gt 0 ] || fail "no spliced replies under the holder"
+fi
+unmount_image "$m"
+
 echo "PASS"
