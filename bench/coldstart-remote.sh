@@ -258,13 +258,15 @@ prep_squashfs() { # WORKLOAD
 	root=$mp
 }
 
-# mp_daemon_pid: the FUSE daemon (cfs-mount, squashfuse, casync) serving $mp
+# mp_daemon_pid: the FUSE daemon (cfs-mount, squashfuse, casync) serving $mp:
+# the newest process naming it (a background cfs mount is a holder and, its
+# child, the daemon that serves).
 mp_daemon_pid() {
-	local p
+	local p found=
 	for p in $(pgrep -x 'cfs-mount|squashfuse|casync'); do
-		tr '\0' '\n' < "/proc/$p/cmdline" 2> /dev/null | grep -qxF -- "$mp" && { echo "$p"; return 0; }
+		tr '\0' '\n' < "/proc/$p/cmdline" 2> /dev/null | grep -qxF -- "$mp" && found=$p
 	done
-	return 1
+	[ -n "$found" ] && echo "$found"
 }
 # cpu_s PID: its CPU seconds so far, all threads (utime + stime)
 cpu_s() { [ -r "/proc/$1/stat" ] || return 1; calc "$(cpu_ticks "$1") / $hz"; }

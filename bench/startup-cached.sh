@@ -50,7 +50,9 @@ in_root() {
 	umount "$1/dev"
 }
 secs() { local t0; t0=$(now); "$@" > /dev/null 2>&1; calc "($(now) - $t0) / 1e9"; }
-cfs_up() { "$cfs_mount" --cache "$work/cache" "$work/store" "$ref" "$mnt"; pgrep -f -- "cfs-mount --cache $work/cache" | head -n 1; }
+# cfs_up: mounts; prints the serving daemon's pid (the newest cfs-mount of
+# this cache: a background mount is a holder and, its child, the daemon).
+cfs_up() { "$cfs_mount" --cache "$work/cache" "$work/store" "$ref" "$mnt"; pgrep -n -f -- "cfs-mount --cache $work/cache"; }
 
 note "warm-up: fills cfs's disk cache"
 pid=$(cfs_up)
@@ -62,7 +64,7 @@ if [ "${PROFILE:-0}" = 1 ]; then
 	# reads the start-up set from the disk cache ahead of the command.
 	note "PROFILE=1: recording a run, then cfs-pack --add-profile"
 	"$cfs_mount" --cache "$work/cache" --record "$work/profile" "$work/store" "$ref" "$mnt"
-	pid=$(pgrep -f -- "cfs-mount --cache $work/cache" | head -n 1)
+	pid=$(pgrep -n -f -- "cfs-mount --cache $work/cache")
 	in_root "$mnt"
 	fusermount3 -u "$mnt"
 	while kill -0 "$pid" 2> /dev/null; do sleep 0.1; done
