@@ -1501,8 +1501,8 @@ static int run_holder(const struct mount_args *a, struct daemon *d, struct fuse_
 	if (ret < 0)
 		cfs_err("holder: %s", cfs_strerror(ret));
 	status = ret < 0;
-	if (ret != 1)
-		goto out_session; /* unmounted already */
+	/* Unmounted already, unless told to end it (1): libfuse sees that
+	 * (POLLERR on the fd) and only frees what it kept. */
 	goto out_unmount;
 out_stop:
 	if (h.daemon)

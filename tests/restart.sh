@@ -9,10 +9,10 @@
 # the container's output must be complete, the worst stall is reported and
 # bounded, --status must count it all, and the mount must unmount cleanly.
 #
-# The store is served by nginx behind cfs-faultproxy (5 ms) and the disk
-# cache is small, so the daemon is fetching and evicting all along: kills
-# land on requests in flight, which FUSE_NOTIFY_RESEND hands to the next
-# daemon.  RESTART_KILLS and RESTART_UPGRADES change the counts.
+# The store is served by nginx behind cfs-faultproxy (5 ms), the disk cache
+# is small and every daemon prefetches the whole image as it starts, so the
+# daemon is fetching and evicting all along: kills land on requests in
+# flight, which FUSE_NOTIFY_RESEND hands to the next daemon.  RESTART_KILLS and RESTART_UPGRADES change the counts.
 set -euo pipefail
 
 source "$(dirname "$0")/lib.sh"
@@ -59,8 +59,10 @@ url=http://127.0.0.1:$PROXY_PORT/
 step "mount in the background (holder and daemon), a kill right away"
 mkdir -p "$m"
 MOUNTS+=("$m")
+# --prefetch all: every daemon starts by fetching the whole image (through
+# the readahead pool), so kills also land in mount-time prefetch.
 timeout 60 "$CFS_MOUNT" --cache "$W/cache" --cache-size 8M --mem-cache 16M --log "$W/mount.log" \
-	-o allow_other,default_permissions,dev,suid "$url" app "$m" ||
+	--prefetch all -o allow_other,default_permissions,dev,suid "$url" app "$m" ||
 	fail "cfs-mount exited $?: $(tail -n 3 "$W/mount.log")"
 status_of() { "$CFS_MOUNT" --status "$m"; }
 st=$(status_of) || fail "cfs-mount --status failed"
