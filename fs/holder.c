@@ -231,6 +231,16 @@ static pid_t spawn(struct cfs_holder *h, bool reply_init, int *ready_rd)
 
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
+		/* Only stderr is shared (until the daemon serves: its errors
+		 * are the user's); stdin and stdout never are. */
+		{
+			int nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+			if (nullfd >= 0) {
+				dup2(nullfd, STDIN_FILENO);
+				dup2(nullfd, STDOUT_FILENO);
+			}
+		}
 		/* The three fds cross exec; nothing else of the holder's does. */
 		if (fcntl(h->fuse_fd, F_SETFD, 0) < 0 || fcntl(h->init_fd, F_SETFD, 0) < 0 ||
 		    fcntl(p[1], F_SETFD, 0) < 0)

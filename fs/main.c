@@ -1410,12 +1410,25 @@ static int serve_attach(struct fuse_session *se, int *ready_fd)
 	return 0;
 }
 
+/* Tells the holder that this daemon serves.  Its stderr was the user's
+ * until now (for the errors of a failed start); from here on it holds no
+ * one's terminal or pipe open, or `x=$(cfs-mount ...)` would wait for it. */
 static void serve_ready(int *ready_fd)
 {
 	char c = 1;
+	int nullfd;
 
 	if (*ready_fd < 0)
 		return;
+	fflush(NULL);
+	nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (nullfd >= 0) {
+		dup2(nullfd, STDIN_FILENO);
+		dup2(nullfd, STDOUT_FILENO);
+		dup2(nullfd, STDERR_FILENO);
+		if (nullfd > STDERR_FILENO)
+			close(nullfd);
+	}
 	if (write(*ready_fd, &c, 1) != 1) {
 		/* The holder then sees the pipe close: it says the same. */
 	}
