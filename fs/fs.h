@@ -115,6 +115,7 @@ struct cfs_holder {
 	pid_t daemon, retiring;
 	unsigned restarts, upgrades, holder_execs;
 	bool resend_ok;
+	bool fork_first;          /* the first daemon: fork this process, no exec */
 	long long started_unix, daemon_started_unix, last_restart_unix;
 	uint64_t daemon_started_ms;
 	char last_reason[128];
@@ -129,7 +130,10 @@ int cfs_holder_read_init(int fuse_fd, int *init_fd);
 /* The saved INIT request, malloc'd. */
 int cfs_holder_load_init(int init_fd, void **buf, size_t *len);
 int cfs_holder_state_path(const char *mountpoint, char **out);
-/* Starts the first daemon (it answers INIT) and waits until it serves. */
+/* Starts the first daemon (it answers INIT) and waits until it serves.
+ * With fork_first, returns CFS_HOLDER_CHILD in the forked daemon, which
+ * goes on to serve (its connection in the CFS_SERVE_* environment). */
+#define CFS_HOLDER_CHILD 2
 int cfs_holder_start(struct cfs_holder *h);
 /* A holder after its upgrade (exec): its state, and its mount point (a
  * pointer into env), from CFS_HOLDER_RESUME. */

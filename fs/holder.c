@@ -209,7 +209,9 @@ static void state_write(struct cfs_holder *h)
 
 /* Starts a daemon: the binary h->exe with h's arguments, the FUSE fd and
  * the INIT request on fds it inherits, and a pipe to say it serves.
- * reply_init: the first daemon answers INIT for real. */
+ * reply_init: the first daemon answers INIT for real.  With fork_first the
+ * first daemon is this program forked, not exec'd (the holder is single-
+ * threaded and holds nothing a daemon must not have): 0 in that child. */
 static pid_t spawn(struct cfs_holder *h, bool reply_init, int *ready_rd)
 {
 	char env_fd[32], env_init[32], env_ready[32];
@@ -229,8 +231,6 @@ static pid_t spawn(struct cfs_holder *h, bool reply_init, int *ready_rd)
 	if (pid == 0) {
 		sigset_t none;
 
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
 		/* Only stderr is shared (until the daemon serves: its errors
 		 * are the user's); stdin and stdout never are. */
 		{
@@ -252,6 +252,13 @@ static pid_t spawn(struct cfs_holder *h, bool reply_init, int *ready_rd)
 		setenv(CFS_SERVE_INIT_ENV, env_init, 1);
 		setenv(CFS_SERVE_READY_ENV, env_ready, 1);
 		setenv(CFS_SERVE_REPLY_ENV, reply_init ? "1" : "0", 1);
+		if (reply_init && h->fork_first) {
+			close(p[0]);
+			return 0;
+		}
+		/* A program exec'd sets up its own signals. */
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
 		if (h->cwd && chdir(h->cwd) < 0)
 			_exit(127);
 		execv(h->exe, h->argv);
@@ -274,7 +281,8 @@ static int wait_ready(int rd, uint64_t timeout_ms)
 	} while (n < 0 && errno == EINTR);
 	if (n <= 0)
 		return -ETIMEDOUT;
-	return read(rd, &c, 1) == 1 ? 0 : -ECHILD;
+	/* 0: serving; anything else, or nothing (it died): failed. */
+	return read(rd, &c, 1) == 1 && c == 0 ? 0 : -ECHILD;
 }
 
 /* The mount is gone (unmounted, or the connection aborted) when the
@@ -305,6 +313,8 @@ static int start_daemon(struct cfs_holder *h, bool reply_init, pid_t *out)
 	pid = spawn(h, reply_init, &rd);
 	if (pid < 0)
 		return (int)pid;
+	if (pid == 0)
+		return CFS_HOLDER_CHILD;
 	ret = wait_ready(rd, READY_TIMEOUT_MS);
 	close(rd);
 	if (ret < 0) {
@@ -341,7 +351,7 @@ int cfs_holder_start(struct cfs_holder *h)
 	h->started_unix = time(NULL);
 	h->daemon_started_ms = now_ms();
 	ret = start_daemon(h, true, &h->daemon);
-	if (ret < 0)
+	if (ret != 0)
 		return ret;
 	h->daemon_started_unix = time(NULL);
 	/* Whether the kernel takes FUSE_NOTIFY_RESEND decides whether a

@@ -119,6 +119,7 @@ static void read_bench_knobs(struct daemon *d)
 	const char *v;
 	char *end;
 
+	d->fs.timeout = ENTRY_TIMEOUT;
 	v = getenv("CFS_FUSE_TIMEOUT");
 	if (v && *v) {
 		double t = strtod(v, &end);
@@ -892,7 +893,6 @@ static int open_image(const struct mount_args *a, struct daemon *d, const char *
 		}
 	}
 	cfs_index_info(d->fs.idx, &d->fs.info);
-	d->fs.timeout = ENTRY_TIMEOUT;
 	cfs_info("image %s: %" PRIu64 " inodes, %" PRIu64 " chunks, %" PRIu64 " bytes of files",
 		 ref, d->fs.info.inode_count, d->fs.info.chunk_count, d->fs.info.total_file_bytes);
 out:
@@ -1415,7 +1415,7 @@ static int serve_attach(struct fuse_session *se, int *ready_fd)
  * one's terminal or pipe open, or `x=$(cfs-mount ...)` would wait for it. */
 static void serve_ready(int *ready_fd)
 {
-	char c = 1;
+	char c = READY_OK;
 	int nullfd;
 
 	if (*ready_fd < 0)
@@ -1452,9 +1452,17 @@ static char *self_exe(void)
 	return strdup(buf);
 }
 
+/* In the holder's first daemon (forked): the holder's session, left as it
+ * is (freeing it would close the connection's fd, unmounting it is the
+ * holder's business); volatile, so that the store that keeps it reachable
+ * for the leak checker is not optimised away. */
+static struct fuse_session *volatile holder_session;
+#define RUN_HOLDER_CHILD (-2)
+
 /* The holder's side of a background mount: mounts with a session of its
  * own that never serves, keeps the fd and the INIT request, runs the
- * daemons.  Returns the exit status. */
+ * daemons.  Returns the exit status, or RUN_HOLDER_CHILD in the first
+ * daemon, which the holder forked and which goes on to serve. */
 static int run_holder(const struct mount_args *a, struct daemon *d, struct fuse_args *args,
 		      const char *mountpoint, int argc, char **argv, int *ready_fd,
 		      enum cfs_log_level level)
@@ -1485,6 +1493,7 @@ static int run_holder(const struct mount_args *a, struct daemon *d, struct fuse_
 	h.argv = dargv;
 	h.holder_argv = argv;
 	h.cwd = cwd;
+	h.fork_first = true;
 	if (geteuid() == 0)
 		cfs_holder_state_path(mountpoint, &h.state_path);
 	if (fuse_session_mount(se, mountpoint) < 0) {
@@ -1498,6 +1507,18 @@ static int run_holder(const struct mount_args *a, struct daemon *d, struct fuse_
 		goto out_unmount;
 	}
 	ret = cfs_holder_start(&h);
+	if (ret == CFS_HOLDER_CHILD) {
+		/* The first daemon, forked: it serves from main(), with its own
+		 * session; the holder's stays with the holder (kept reachable
+		 * here: it is the holder's to unmount and free). */
+		holder_session = se;
+		close(*ready_fd); /* the command's pipe is the holder's to answer */
+		*ready_fd = -1;
+		free(h.state_path);
+		free(dargv);
+		free(exe);
+		return RUN_HOLDER_CHILD;
+	}
 	if (ret < 0) {
 		/* The daemon printed why on the stderr we share. */
 		if (ret == -ETIMEDOUT)
@@ -1722,8 +1743,6 @@ int main(int argc, char **argv)
 	 * stderr they share) unmounts again.  A daemon the holder starts
 	 * (serve) and a foreground one open the image and serve here. */
 	holder = !a.foreground && !serve;
-	if (!holder && open_image(&a, &d, store_abs) < 0)
-		goto out_image;
 	read_bench_knobs(&d);
 	if (d.fs.splice) {
 		d.fs.max_read = cfs_fs_splice_probe();
@@ -1741,8 +1760,22 @@ int main(int argc, char **argv)
 	}
 	if (holder) {
 		status = run_holder(&a, &d, &args, mountpoint, argc, argv, &ready_fd, level);
-		goto out_image;
+		if (status != RUN_HOLDER_CHILD)
+			goto out_image;
+		/* The holder's first daemon, forked: one exec and dynamic load
+		 * fewer on the way to the first READ.  It serves as an exec'd
+		 * one does, with arguments of its own (libfuse took options out
+		 * of the holder's). */
+		status = 1;
+		serve = true;
+		fuse_opt_free_args(&args);
+		if (build_fuse_args(&a, store_abs, d.fs.max_read, &args) < 0) {
+			fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
+			goto out_image;
+		}
 	}
+	if (open_image(&a, &d, store_abs) < 0)
+		goto out_image;
 	se = fuse_session_new(&args, &cfs_fs_ops, sizeof(cfs_fs_ops), &d.fs);
 	if (!se) {
 		fprintf(stderr, PROG ": invalid mount options (see above)\n");
