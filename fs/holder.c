@@ -5,8 +5,9 @@
  *
  * The kernel keeps a FUSE connection as long as any process holds its
  * /dev/fuse file.  The holder mounts, reads the kernel's INIT request,
- * keeps both, and runs the serving daemon as a child (the installed
- * binary, exec'd with the fd and the INIT request).  A daemon that dies is
+ * keeps both, and runs the serving daemon as a child (the first one the
+ * holder forked, later ones the installed binary, exec'd with the fd and
+ * the INIT request).  A daemon that dies is
  * started again with backoff; once the old one is gone, the holder writes
  * FUSE_NOTIFY_RESEND, which puts the requests it had read and not answered
  * back in the queue (Linux >= 6.9).  Every cfs request is a read of an

@@ -9,8 +9,9 @@
  * Without -f the process forks first: the parent waits on a pipe for one
  * status byte and exits 0 once the mount is ready, 1 if it failed.  The
  * child is the holder (holder.c): it mounts, keeps the /dev/fuse fd, and
- * runs the serving daemon (this program again, exec'd with -f and the
- * connection) as its child, starting it again if it dies; the daemon opens
+ * runs the serving daemon as its child (first itself forked, later this
+ * program exec'd with -f and the connection), starting it again if it
+ * dies; the daemon opens
  * the store, the cache and the image (printing any error to the stderr
  * they all share; the holder then unmounts), serves until unmounted, and
  * writes the stats.  With -f this process opens everything before it
