@@ -106,7 +106,7 @@ int cfs_bundle_down(const char *dir, char *err, size_t errlen);
 
 struct cfs_holder {
 	int fuse_fd, init_fd;
-	const char *exe;          /* the binary a daemon runs (the installed one) */
+	char *exe;                /* the binary a daemon runs (the installed one) */
 	char **argv;              /* its arguments */
 	char **holder_argv;       /* the holder's own, for its upgrade */
 	const char *cwd;          /* its working directory (relative paths) */

@@ -328,20 +328,29 @@ static int start_daemon(struct cfs_holder *h, bool reply_init, pid_t *out)
 	return 0;
 }
 
-/* Ends a daemon (SIGTERM, then SIGKILL after a while) and reaps it. */
-static void retire(pid_t pid)
+/* Reaps pid if it ends within ms: true once it is reaped. */
+static bool reap_within(pid_t pid, uint64_t ms)
 {
 	uint64_t t0 = now_ms();
 	int status;
 
-	kill(pid, SIGTERM);
 	while (waitpid(pid, &status, WNOHANG) == 0) {
-		if (now_ms() - t0 > RETIRE_TIMEOUT_MS) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
-			return;
-		}
+		if (now_ms() - t0 > ms)
+			return false;
 		usleep(10000);
+	}
+	return true;
+}
+
+/* Ends a daemon (SIGTERM, then SIGKILL after a while) and reaps it. */
+static void retire(pid_t pid)
+{
+	int status;
+
+	kill(pid, SIGTERM);
+	if (!reap_within(pid, RETIRE_TIMEOUT_MS)) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
 	}
 }
 
@@ -488,16 +497,9 @@ int cfs_holder_run(struct cfs_holder *h)
 		if (mount_gone(h->fuse_fd)) {
 			/* Unmounted: the daemon ends on its own (its reads fail)
 			 * and writes its stats; give it the time to. */
-			if (h->daemon) {
-				uint64_t t0 = now_ms();
-
-				while (waitpid(h->daemon, &status, WNOHANG) == 0 &&
-				       now_ms() - t0 < RETIRE_TIMEOUT_MS)
-					usleep(10000);
-				if (kill(h->daemon, 0) == 0)
-					retire(h->daemon);
-				h->daemon = 0;
-			}
+			if (h->daemon && !reap_within(h->daemon, RETIRE_TIMEOUT_MS))
+				retire(h->daemon);
+			h->daemon = 0;
 			break;
 		}
 		if (pfd[0].revents & POLLIN) {

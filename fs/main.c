@@ -100,6 +100,7 @@ struct daemon {
 	atomic_bool stopping;
 	FILE *log;
 	char readahead_kb[16];    /* written to the mount's bdi read_ahead_kb */
+	bool clone_fd;            /* a cloned /dev/fuse fd per loop thread */
 };
 
 /* Benchmark knobs, for bench/fuse-costs.sh only: each turns one of the FUSE
@@ -136,6 +137,8 @@ static void read_bench_knobs(struct daemon *d)
 	d->fs.want_open = v && !strcmp(v, "1");
 	v = getenv("CFS_FUSE_SPLICE");
 	d->fs.splice = !(v && !strcmp(v, "0"));
+	v = getenv("CFS_FUSE_CLONE_FD");
+	d->clone_fd = v ? !strcmp(v, "1") : true;
 	snprintf(d->readahead_kb, sizeof(d->readahead_kb), "%s", READAHEAD_KB);
 	v = getenv("CFS_FUSE_READAHEAD_KB");
 	if (v && *v) {
@@ -1453,6 +1456,30 @@ static char *self_exe(void)
 	return strdup(buf);
 }
 
+/* What a holder runs its daemons with: the binary installed at the path
+ * this process came from, its arguments plus -f, the working directory
+ * (for relative paths in them), its own arguments for its upgrade.  The
+ * caller frees h->exe and h->argv.  0 or -errno. */
+static int holder_args(struct cfs_holder *h, int argc, char **argv, char *cwd, size_t cwd_len)
+{
+	char *exe = self_exe(), **dargv = calloc((size_t)argc + 2, sizeof(*dargv));
+
+	if (!exe || !dargv || !getcwd(cwd, cwd_len)) {
+		int e = errno ? errno : ENOMEM;
+
+		free(exe);
+		free(dargv);
+		return -e;
+	}
+	memcpy(dargv, argv, (size_t)argc * sizeof(*dargv));
+	dargv[argc] = (char *)"-f";
+	h->exe = exe;
+	h->argv = dargv;
+	h->holder_argv = argv;
+	h->cwd = cwd;
+	return 0;
+}
+
 /* In the holder's first daemon (forked): the holder's session, left as it
  * is (freeing it would close the connection's fd, unmounting it is the
  * holder's business); volatile, so that the store that keeps it reachable
@@ -1472,8 +1499,7 @@ static int run_holder(const struct mount_args *a, struct daemon *d, struct fuse_
 	struct cfs_holder h = { .fuse_fd = -1, .init_fd = -1, .mountpoint = mountpoint,
 				.image = a->image, .store = a->store };
 	struct fuse_session *se;
-	char cwd[PATH_MAX], **dargv = NULL;
-	char *exe = NULL;
+	char cwd[PATH_MAX];
 	int ret, status = 1;
 
 	se = fuse_session_new(args, &no_ops, sizeof(no_ops), NULL);
@@ -1481,19 +1507,11 @@ static int run_holder(const struct mount_args *a, struct daemon *d, struct fuse_
 		fprintf(stderr, PROG ": invalid mount options (see above)\n");
 		return 1;
 	}
-	exe = self_exe();
-	dargv = calloc((size_t)argc + 2, sizeof(*dargv));
-	if (!exe || !dargv || !getcwd(cwd, sizeof(cwd))) {
-		fprintf(stderr, PROG ": %s\n", strerror(errno ? errno : ENOMEM));
+	ret = holder_args(&h, argc, argv, cwd, sizeof(cwd));
+	if (ret < 0) {
+		fprintf(stderr, PROG ": %s\n", strerror(-ret));
 		goto out_session;
 	}
-	/* The daemon: the same arguments, in the foreground. */
-	memcpy(dargv, argv, (size_t)argc * sizeof(*dargv));
-	dargv[argc] = (char *)"-f";
-	h.exe = exe;
-	h.argv = dargv;
-	h.holder_argv = argv;
-	h.cwd = cwd;
 	h.fork_first = true;
 	if (geteuid() == 0)
 		cfs_holder_state_path(mountpoint, &h.state_path);
@@ -1516,8 +1534,8 @@ static int run_holder(const struct mount_args *a, struct daemon *d, struct fuse_
 		close(*ready_fd); /* the command's pipe is the holder's to answer */
 		*ready_fd = -1;
 		free(h.state_path);
-		free(dargv);
-		free(exe);
+		free(h.argv);
+		free(h.exe);
 		return RUN_HOLDER_CHILD;
 	}
 	if (ret < 0) {
@@ -1549,8 +1567,8 @@ out_session:
 	if (h.init_fd >= 0)
 		close(h.init_fd);
 	free(h.state_path);
-	free(dargv);
-	free(exe);
+	free(h.argv);
+	free(h.exe);
 	return status;
 }
 
@@ -1577,7 +1595,7 @@ static int run_holder_resumed(const struct mount_args *a, int argc, char **argv,
 {
 	struct cfs_holder h = { .fuse_fd = -1, .init_fd = -1, .image = a->image,
 				.store = a->store };
-	char *env = strdup(getenv(CFS_HOLDER_RESUME_ENV)), **dargv = NULL, *exe = NULL;
+	char *env = strdup(getenv(CFS_HOLDER_RESUME_ENV));
 	char cwd[PATH_MAX];
 	int ret, status = 1;
 
@@ -1587,20 +1605,12 @@ static int run_holder_resumed(const struct mount_args *a, int argc, char **argv,
 		d->log = syslog_file();
 		cfs_log_setup(PROG, level, d->log);
 	}
-	exe = self_exe();
-	dargv = calloc((size_t)argc + 2, sizeof(*dargv));
-	if (!env || !exe || !dargv || !getcwd(cwd, sizeof(cwd)) ||
+	if (!env || holder_args(&h, argc, argv, cwd, sizeof(cwd)) < 0 ||
 	    cfs_holder_resume(&h, env) < 0) {
 		cfs_err("holder upgrade: cannot take over (%s): the mount lives as long as its "
 			"daemon", env ? env : "no state");
 		goto out;
 	}
-	memcpy(dargv, argv, (size_t)argc * sizeof(*dargv));
-	dargv[argc] = (char *)"-f";
-	h.exe = exe;
-	h.argv = dargv;
-	h.holder_argv = argv;
-	h.cwd = cwd;
 	if (geteuid() == 0)
 		cfs_holder_state_path(h.mountpoint, &h.state_path);
 	if (chdir("/") < 0) {
@@ -1614,8 +1624,8 @@ static int run_holder_resumed(const struct mount_args *a, int argc, char **argv,
 	status = ret < 0;
 out:
 	free(h.state_path);
-	free(dargv);
-	free(exe);
+	free(h.argv);
+	free(h.exe);
 	free(env);
 	return status;
 }
@@ -1812,11 +1822,7 @@ int main(int argc, char **argv)
 	}
 	/* A cloned fd per thread would take the requests it read along when
 	 * the daemon dies; under a holder they must stay on the holder's. */
-	{
-		const char *v = getenv("CFS_FUSE_CLONE_FD");
-
-		fuse_loop_cfg_set_clone_fd(cfg, v ? !strcmp(v, "1") && !serve : !serve);
-	}
+	fuse_loop_cfg_set_clone_fd(cfg, d.clone_fd && !serve);
 	fuse_loop_cfg_set_idle_threads(cfg, MAX_IDLE_THREADS);
 	fuse_loop_cfg_set_max_threads(cfg, MAX_THREADS);
 	ret = fuse_session_loop_mt(se, cfg);
