@@ -100,6 +100,10 @@ int cfs_bundle_down(const char *dir, char *err, size_t errlen);
 #define CFS_SERVE_FD_ENV "CFS_SERVE_FD"       /* the /dev/fuse fd */
 #define CFS_SERVE_INIT_ENV "CFS_SERVE_INIT"   /* a memfd with the INIT request */
 #define CFS_SERVE_READY_ENV "CFS_SERVE_READY" /* write one byte once serving */
+/* The image reference the mount's first daemon opened: every later daemon
+ * opens it too, whatever its tag names by then (a mount's files never
+ * change under its readers). */
+#define CFS_SERVE_REF_ENV "CFS_SERVE_REF"
 #define CFS_SERVE_REPLY_ENV "CFS_SERVE_REPLY" /* 1: answer INIT (first daemon) */
 /* A holder exec'ing its upgrade passes its state on in this. */
 #define CFS_HOLDER_RESUME_ENV "CFS_HOLDER_RESUME"
@@ -111,6 +115,7 @@ struct cfs_holder {
 	char **holder_argv;       /* the holder's own, for its upgrade */
 	const char *cwd;          /* its working directory (relative paths) */
 	const char *mountpoint, *image, *store;
+	char ref[CFS_REF_STRLEN]; /* the image reference served, "" until known */
 	char *state_path;         /* NULL: no state file */
 	pid_t daemon, retiring;
 	unsigned restarts, upgrades, holder_execs;

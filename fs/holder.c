@@ -54,6 +54,7 @@
 #define QUICK_DEATH_MS 500
 #define QUICK_DEATHS 3
 #define READY_TIMEOUT_MS 60000   /* a new daemon must serve within this */
+#define REF_LEN (CFS_REF_STRLEN - 1) /* "sha256:<hex>" */
 #define RETIRE_TIMEOUT_MS 10000  /* then an old one is killed */
 
 int cfs_holder_resend(int fuse_fd)
@@ -184,6 +185,8 @@ static void state_write(struct cfs_holder *h)
 	json_str(f, h->mountpoint);
 	fprintf(f, ",\"image\":");
 	json_str(f, h->image);
+	fprintf(f, ",\"ref\":");
+	json_str(f, h->ref);
 	fprintf(f, ",\"store\":");
 	json_str(f, h->store);
 	fprintf(f, ",\"binary\":");
@@ -253,6 +256,10 @@ static pid_t spawn(struct cfs_holder *h, bool reply_init, int *ready_rd)
 		setenv(CFS_SERVE_INIT_ENV, env_init, 1);
 		setenv(CFS_SERVE_READY_ENV, env_ready, 1);
 		setenv(CFS_SERVE_REPLY_ENV, reply_init ? "1" : "0", 1);
+		if (h->ref[0])
+			setenv(CFS_SERVE_REF_ENV, h->ref, 1);
+		else
+			unsetenv(CFS_SERVE_REF_ENV);
 		if (reply_init && h->fork_first) {
 			close(p[0]);
 			return 0;
@@ -270,20 +277,29 @@ static pid_t spawn(struct cfs_holder *h, bool reply_init, int *ready_rd)
 	return pid;
 }
 
-/* Waits for a new daemon's ready byte (or its death, or the timeout). */
-static int wait_ready(int rd, uint64_t timeout_ms)
+/* Waits for a new daemon's ready byte (or its death, or the timeout).  The
+ * byte comes in one write with the reference the daemon serves
+ * ("sha256:<hex>"), which the first daemon's tells the holder. */
+static int wait_ready(struct cfs_holder *h, int rd, uint64_t timeout_ms)
 {
 	struct pollfd pfd = { .fd = rd, .events = POLLIN };
-	char c;
-	int n;
+	char msg[1 + REF_LEN + 1];
+	ssize_t n;
+	int r;
 
 	do {
-		n = poll(&pfd, 1, (int)timeout_ms);
-	} while (n < 0 && errno == EINTR);
-	if (n <= 0)
+		r = poll(&pfd, 1, (int)timeout_ms);
+	} while (r < 0 && errno == EINTR);
+	if (r <= 0)
 		return -ETIMEDOUT;
+	n = read(rd, msg, sizeof(msg) - 1);
 	/* 0: serving; anything else, or nothing (it died): failed. */
-	return read(rd, &c, 1) == 1 && c == 0 ? 0 : -ECHILD;
+	if (n < 1 || msg[0] != 0)
+		return -ECHILD;
+	msg[n] = '\0';
+	if (!h->ref[0] && n == 1 + REF_LEN && !strncmp(msg + 1, "sha256:", 7))
+		snprintf(h->ref, sizeof(h->ref), "%s", msg + 1);
+	return 0;
 }
 
 /* The mount is gone (unmounted, or the connection aborted) when the
@@ -316,7 +332,7 @@ static int start_daemon(struct cfs_holder *h, bool reply_init, pid_t *out)
 		return (int)pid;
 	if (pid == 0)
 		return CFS_HOLDER_CHILD;
-	ret = wait_ready(rd, READY_TIMEOUT_MS);
+	ret = wait_ready(h, rd, READY_TIMEOUT_MS);
 	close(rd);
 	if (ret < 0) {
 		if (ret == -ETIMEDOUT)
@@ -414,10 +430,12 @@ static void reexec(struct cfs_holder *h, int sfd)
 {
 	char *env = NULL;
 
-	/* The mount point last: it may hold commas. */
-	if (asprintf(&env, "%d,%d,%ld,%u,%u,%u,%lld,%lld,%d,%s", h->fuse_fd, h->init_fd,
+	/* The mount point last: it may hold commas.  The reference ("-" when
+	 * unknown) before it: a resumed holder's daemons open it too. */
+	if (asprintf(&env, "%d,%d,%ld,%u,%u,%u,%lld,%lld,%d,%s,%s", h->fuse_fd, h->init_fd,
 		     (long)h->daemon, h->restarts, h->upgrades, h->holder_execs + 1,
-		     h->started_unix, h->daemon_started_unix, h->resend_ok, h->mountpoint) < 0)
+		     h->started_unix, h->daemon_started_unix, h->resend_ok,
+		     h->ref[0] ? h->ref : "-", h->mountpoint) < 0)
 		goto failed;
 	if (fcntl(h->fuse_fd, F_SETFD, 0) < 0 || fcntl(h->init_fd, F_SETFD, 0) < 0)
 		goto failed;
@@ -451,6 +469,20 @@ int cfs_holder_resume(struct cfs_holder *h, const char *env)
 		   &h->daemon_started_unix, &resend, &end) != 9 || !end || !env[end] ||
 	    h->fuse_fd < 0 || h->init_fd < 0)
 		return -EINVAL;
+	/* A holder of an older version passes no reference: the mount point
+	 * (absolute) follows at once. */
+	if (env[end] != '/') {
+		const char *comma = strchr(env + end, ',');
+		size_t n = comma ? (size_t)(comma - (env + end)) : 0;
+
+		if (!comma || !comma[1])
+			return -EINVAL;
+		if (n == REF_LEN && !strncmp(env + end, "sha256:", 7))
+			snprintf(h->ref, sizeof(h->ref), "%.*s", (int)n, env + end);
+		else if (n != 1 || env[end] != '-')
+			return -EINVAL;
+		end = (int)(comma + 1 - env);
+	}
 	h->mountpoint = env + end;
 	fcntl(h->fuse_fd, F_SETFD, FD_CLOEXEC);
 	fcntl(h->init_fd, F_SETFD, FD_CLOEXEC);

@@ -47,6 +47,7 @@
 #include "fs.h"
 #include "image.h"
 #include "profile.h"
+#include "sign.h"
 #include "store.h"
 #include "util.h"
 
@@ -73,6 +74,7 @@ struct mount_args {
 	const char *stats_of;     /* --stats MOUNTPOINT: print its counters */
 	struct cfs_fetch_opts fetch;
 	const char *ca_file;      /* --ca-file, or NULL */
+	const char *trust;        /* --trust PUBKEY|DIR (absolute once set up), or NULL */
 	unsigned readahead;       /* chunks ahead of a sequential reader; 0: off */
 	const char *record;       /* --record FILE, or NULL */
 	enum cfs_prefetch_mode prefetch;
@@ -98,6 +100,7 @@ struct daemon {
 	pthread_t stats_thread;
 	bool stats_thread_started;
 	atomic_bool stopping;
+	char ref[CFS_REF_STRLEN]; /* the image reference opened */
 	FILE *log;
 	char readahead_kb[16];    /* written to the mount's bdi read_ahead_kb */
 	bool clone_fd;            /* a cloned /dev/fuse fd per loop thread */
@@ -163,7 +166,7 @@ static void usage(FILE *out)
 		"The second form is mount(8)'s (mount -t fuse.cfs IMAGE MNT -o store=STORE,\n"
 		"through mount.fuse3 and a `cfs` link to this program): -o also takes\n"
 		"cache=, cache_size=, mem_cache=, log=, stats_file=, readahead=, prefetch=,\n"
-		"deadline= and ca_file=, and ignores rw, _netdev, nofail, noauto, auto,\n"
+		"deadline=, ca_file= and trust=, and ignores rw, _netdev, nofail, noauto, auto,\n"
 		"defaults, user, users, nouser, x-* and comment=.\n"
 		"--bundle mounts IMAGE at DIR/lower, an overlay with DIR/upper at\n"
 		"DIR/rootfs, and writes DIR/config.json from the image config, so that\n"
@@ -185,6 +188,10 @@ static void usage(FILE *out)
 		"      --prefetch MODE    at mount, fetch the image's prefetch list (list,\n"
 		"                         the default), then the rest of it too (all), or\n"
 		"                         nothing (none); needs --readahead > 0\n"
+		"      --trust PUBKEY|DIR mount a tag only if its signature (cfs-pack --sign,\n"
+		"                         cfs-sign) is by an Ed25519 public key in the PEM\n"
+		"                         file PUBKEY or in DIR's *.pem/*.pub; a sha256:\n"
+		"                         reference needs none\n"
 		"      --record FILE      write the order in which files and chunks are\n"
 		"                         first read (an access profile, docs/PROFILE.md),\n"
 		"                         every 5 s, on SIGUSR1 and at exit\n"
@@ -278,7 +285,7 @@ static int parse_o_value(struct mount_args *a, const char *s, size_t len)
 {
 	static const char *const keys[] = { "store=", "cache=", "cache_size=", "mem_cache=",
 					    "log=", "stats_file=", "readahead=", "prefetch=",
-					    "deadline=", "ca_file=" };
+					    "deadline=", "ca_file=", "trust=" };
 	size_t k;
 	char *v;
 
@@ -309,7 +316,8 @@ static int parse_o_value(struct mount_args *a, const char *s, size_t len)
 	case 8:
 		return parse_count("-o deadline", v, 1, 24ul * 3600 * 1000,
 				   &a->fetch.deadline_ms) < 0 ? -1 : 1;
-	default: a->ca_file = v; return 1;
+	case 9: a->ca_file = v; return 1;
+	default: a->trust = v; return 1;
 	}
 }
 
@@ -362,6 +370,7 @@ enum {
 	OPT_BUNDLE_REMOVE,
 	OPT_STATUS,
 	OPT_UPGRADE,
+	OPT_TRUST,
 };
 
 /* A decimal in [min, max] for option name. */
@@ -421,6 +430,7 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 		{ "bundle-remove", required_argument, NULL, OPT_BUNDLE_REMOVE },
 		{ "status", required_argument, NULL, OPT_STATUS },
 		{ "upgrade", required_argument, NULL, OPT_UPGRADE },
+		{ "trust", required_argument, NULL, OPT_TRUST },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
@@ -512,6 +522,9 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 			break;
 		case OPT_UPGRADE:
 			a->upgrade_of = optarg;
+			break;
+		case OPT_TRUST:
+			a->trust = optarg;
 			break;
 		default:
 			usage(stderr);
@@ -806,7 +819,9 @@ static int open_image(const struct mount_args *a, struct daemon *d, const char *
 {
 	struct cfs_store_opts so = { .fetch = &a->fetch };
 	struct cfs_cache_opts co = { 0 };
-	char ref[CFS_REF_STRLEN];
+	struct cfs_trust *trust = NULL;
+	char ref[CFS_REF_STRLEN], why[256] = "";
+	const char *pinned;
 	char *cache_dir = NULL;
 	cfs_digest dg;
 	int ret;
@@ -832,8 +847,34 @@ static int open_image(const struct mount_args *a, struct daemon *d, const char *
 		goto out;
 	}
 
-	ret = cfs_store_resolve(d->fs.store, a->image, &dg);
-	if (ret == -ENXIO) {
+	/* A restarted daemon opens what the mount's first daemon opened, by
+	 * reference: the tag may have moved since, and the signature was
+	 * checked then. */
+	pinned = getenv(CFS_SERVE_FD_ENV) ? getenv(CFS_SERVE_REF_ENV) : NULL;
+	if (pinned && cfs_digest_parse(pinned, false, &dg) < 0)
+		pinned = NULL;
+	if (pinned) {
+		ret = 0;
+	} else if (a->trust) {
+		ret = cfs_trust_load(a->trust, &trust);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": --trust %s: %s\n", a->trust,
+				ret == -EINVAL ? "no Ed25519 public keys (PEM) there" : cfs_strerror(ret));
+			goto out;
+		}
+		ret = cfs_store_resolve_trusted(d->fs.store, trust, a->image, &dg, why, sizeof(why));
+		cfs_trust_free(trust);
+	} else {
+		ret = cfs_store_resolve(d->fs.store, a->image, &dg);
+	}
+	if (ret == -ENOKEY) {
+		fprintf(stderr, PROG ": image '%s' refused: %s in store %s; sign it (cfs-pack --sign, "
+			"cfs-sign sign) or mount it by sha256: reference\n", a->image, why, a->store);
+		goto out;
+	} else if ((ret == -EPERM || ret == -EUCLEAN) && why[0]) {
+		fprintf(stderr, PROG ": image '%s' refused: %s\n", a->image, why);
+		goto out;
+	} else if (ret == -ENXIO) {
 		fprintf(stderr, PROG ": store %s: not a cfs store (no cfs-store marker there)\n",
 			a->store);
 		goto out;
@@ -850,6 +891,7 @@ static int open_image(const struct mount_args *a, struct daemon *d, const char *
 	}
 	/* Open what the tag named just now, even if it moves meanwhile. */
 	cfs_digest_ref(&dg, ref);
+	memcpy(d->ref, ref, sizeof(d->ref));
 	ret = cfs_image_open(d->fs.store, d->fs.cache, ref, &d->fs.img);
 	if (ret == -ENXIO) {
 		fprintf(stderr, PROG ": store %s: not a cfs store (no cfs-store marker there)\n",
@@ -1417,9 +1459,9 @@ static int serve_attach(struct fuse_session *se, int *ready_fd)
 /* Tells the holder that this daemon serves.  Its stderr was the user's
  * until now (for the errors of a failed start); from here on it holds no
  * one's terminal or pipe open, or `x=$(cfs-mount ...)` would wait for it. */
-static void serve_ready(int *ready_fd)
+static void serve_ready(int *ready_fd, const char *ref)
 {
-	char c = READY_OK;
+	char c[1 + CFS_REF_STRLEN] = { READY_OK };
 	int nullfd;
 
 	if (*ready_fd < 0)
@@ -1433,7 +1475,10 @@ static void serve_ready(int *ready_fd)
 		if (nullfd > STDERR_FILENO)
 			close(nullfd);
 	}
-	if (write(*ready_fd, &c, 1) != 1) {
+	/* One write, which a pipe keeps whole: the byte and the reference
+	 * served, which the holder hands to later daemons. */
+	memcpy(c + 1, ref, CFS_REF_STRLEN - 1);
+	if (write(*ready_fd, c, sizeof(c) - 1) != (ssize_t)sizeof(c) - 1) {
 		/* The holder then sees the pipe close: it says the same. */
 	}
 	close(*ready_fd);
@@ -1810,7 +1855,7 @@ int main(int argc, char **argv)
 			d.log = syslog_file();
 			cfs_log_setup(PROG, level, d.log);
 		}
-		serve_ready(&ready_fd);
+		serve_ready(&ready_fd, d.ref);
 	}
 	if ((d.stats_path || d.fs.rec) && (ret = stats_thread_start(&d)) < 0)
 		cfs_warn("no stats or profile saves on SIGUSR1: %s", strerror(-ret));

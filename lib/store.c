@@ -12,14 +12,14 @@
 #include "store_i.h"
 #include "util.h"
 
-#define TAG_NAME_MAX 200
+#define TAG_NAME_MAX CFS_TAG_NAME_MAX
 /* "sha256:" + 64 hex + "\n"; a little slack so that a longer file is
  * reported as malformed rather than too big. */
 #define TAG_FILE_MAX 128
 
 /* "objects/" + "hh/" + 64 hex + NUL */
 #define OBJ_KEY_LEN (8 + 3 + CFS_DIGEST_HEX_LEN + 1)
-/* "tags/" + name + NUL */
+/* "tags/" or "sigs/" + name + NUL */
 #define TAG_KEY_LEN (5 + TAG_NAME_MAX + 1)
 
 static void stat_add(_Atomic uint64_t *v, uint64_t n)
@@ -332,9 +332,40 @@ static int tag_key(const char *name, char key[TAG_KEY_LEN])
 	return 0;
 }
 
+static int sig_key(const char *name, char key[TAG_KEY_LEN])
+{
+	if (!cfs_tag_name_valid(name))
+		return -EINVAL;
+	snprintf(key, TAG_KEY_LEN, "sigs/%s", name);
+	return 0;
+}
+
+int cfs_store_sig_get(struct cfs_store *st, const char *name, size_t max, void **buf,
+		      size_t *len)
+{
+	char key[TAG_KEY_LEN];
+	int ret = sig_key(name, key);
+
+	if (ret < 0)
+		return ret;
+	ret = st->ops->get(st, key, max, buf, len);
+	return ret == -ENOENT ? store_missing(st) : ret;
+}
+
+int cfs_store_sig_set(struct cfs_store *st, const char *name, const void *buf, size_t len)
+{
+	char key[TAG_KEY_LEN];
+	int ret = sig_key(name, key);
+
+	if (ret < 0)
+		return ret;
+	ret = st->ops->put(st, key, buf, len, true);
+	return ret < 0 ? ret : 0;
+}
+
 int cfs_store_tag_get(struct cfs_store *st, const char *name, cfs_digest *out)
 {
-	char key[TAG_KEY_LEN], text[TAG_FILE_MAX + 1];
+	char key[TAG_KEY_LEN];
 	void *buf;
 	size_t len;
 	int ret;
@@ -349,10 +380,19 @@ int cfs_store_tag_get(struct cfs_store *st, const char *name, cfs_digest *out)
 		return -EUCLEAN;
 	if (ret < 0)
 		return ret;
-	memcpy(text, buf, len);
+	ret = cfs_tag_parse(buf, len, out);
 	free(buf);
+	return ret;
+}
+
+int cfs_tag_parse(const void *buf, size_t len, cfs_digest *out)
+{
+	char text[TAG_FILE_MAX + 1];
 
 	/* Exactly "sha256:<64 hex>", the newline optional. */
+	if (len > TAG_FILE_MAX)
+		return -EUCLEAN;
+	memcpy(text, buf, len);
 	if (len && text[len - 1] == '\n')
 		len--;
 	text[len] = '\0';

@@ -102,7 +102,8 @@ int cfs_store_put_absent(struct cfs_store *st, const cfs_digest *d, const void *
  * points at them. */
 int cfs_store_sync(struct cfs_store *st);
 
-/* Tag names: 1..200 bytes of [A-Za-z0-9._:@+-] and '/', no empty, "." or
+#define CFS_TAG_NAME_MAX 200
+/* Tag names: 1..CFS_TAG_NAME_MAX bytes of [A-Za-z0-9._:@+-] and '/', no empty, "." or
  * ".." component, no leading or trailing '/'. */
 bool cfs_tag_name_valid(const char *name);
 
@@ -110,8 +111,19 @@ bool cfs_tag_name_valid(const char *name);
  * -ENXIO (no store there) and -EPROTONOSUPPORT (a store of another
  * version) from a remote store that was not checked at open. */
 int cfs_store_tag_get(struct cfs_store *st, const char *name, cfs_digest *out);
+/* A tag file's bytes: "sha256:<64 hex>", the newline optional.  0 or
+ * -EUCLEAN. */
+int cfs_tag_parse(const void *buf, size_t len, cfs_digest *out);
 /* Points a tag at d, atomically replacing any previous value. */
 int cfs_store_tag_set(struct cfs_store *st, const char *name, const cfs_digest *d);
+
+/* Signature files (sign.h), sigs/<name> for tag name: the raw bytes, at
+ * most max (-EFBIG beyond); -ENOENT when there is none, -EINVAL for a bad
+ * name, and the remote errors of cfs_store_tag_get(). */
+int cfs_store_sig_get(struct cfs_store *st, const char *name, size_t max, void **buf,
+		      size_t *len);
+/* Writes sigs/<name> atomically. */
+int cfs_store_sig_set(struct cfs_store *st, const char *name, const void *buf, size_t len);
 
 /* An image argument: "sha256:<hex>" is a reference, anything else a tag. */
 int cfs_store_resolve(struct cfs_store *st, const char *image, cfs_digest *out);

@@ -31,6 +31,7 @@ struct args {
 	struct cfs_load_opts o;
 	bool verify, json, probe, list;
 	const char *cache_dir;
+	const char *trust;                 /* --trust, direct mode */
 	const char *model;                 /* MODEL */
 	const char *store, *image, *path;  /* direct mode */
 };
@@ -60,6 +61,8 @@ static void usage(FILE *out)
 		"                          unless the files are mostly in the page cache)\n"
 		"      --staged            host target: go through the staging ring too\n"
 		"      --cache DIR         direct mode: chunk cache directory (default: memory)\n"
+		"      --trust PUBKEY|DIR  direct mode: load a tag only if a key there signed it\n"
+		"                          (as cfs-mount --trust)\n"
 		"      --verify            read every tensor again and compare it with the target\n"
 		"      --list              after the load, print the tensor table: name, dtype,\n"
 		"                          shape, offset in the allocation, file, offset in the file\n"
@@ -79,6 +82,7 @@ enum {
 	OPT_NO_DIRECT,
 	OPT_STAGED,
 	OPT_CACHE,
+	OPT_TRUST,
 	OPT_VERIFY,
 	OPT_LIST,
 	OPT_PROBE,
@@ -123,6 +127,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 		{ "no-direct", no_argument, NULL, OPT_NO_DIRECT },
 		{ "staged", no_argument, NULL, OPT_STAGED },
 		{ "cache", required_argument, NULL, OPT_CACHE },
+		{ "trust", required_argument, NULL, OPT_TRUST },
 		{ "verify", no_argument, NULL, OPT_VERIFY },
 		{ "list", no_argument, NULL, OPT_LIST },
 		{ "probe", no_argument, NULL, OPT_PROBE },
@@ -198,6 +203,9 @@ static int parse_args(int argc, char **argv, struct args *a)
 		case OPT_CACHE:
 			a->cache_dir = optarg;
 			break;
+		case OPT_TRUST:
+			a->trust = optarg;
+			break;
 		case OPT_VERIFY:
 			a->verify = true;
 			break;
@@ -231,6 +239,10 @@ static int parse_args(int argc, char **argv, struct args *a)
 	} else if (!(npos == 0 && a->probe)) {
 		fprintf(stderr, PROG ": expected MODEL, or STORE IMAGE PATH\n");
 		usage(stderr);
+		return -1;
+	}
+	if (a->trust && !a->store) {
+		fprintf(stderr, PROG ": --trust is for direct mode (STORE IMAGE PATH)\n");
 		return -1;
 	}
 	if (a->cache_dir && !a->store) {
@@ -409,8 +421,8 @@ int main(int argc, char **argv)
 	if (a.model)
 		ret = cfs_model_open(a.model, &m, err, sizeof(err));
 	else
-		ret = cfs_model_open_image(a.store, a.image, a.path, a.cache_dir, &m, err,
-					   sizeof(err));
+		ret = cfs_model_open_image_trusted(a.store, a.image, a.path, a.cache_dir, a.trust, &m,
+						   err, sizeof(err));
 	if (ret < 0)
 		goto fail;
 	ret = cfs_model_load(m, &a.o, &l, err, sizeof(err));

@@ -77,6 +77,12 @@ int cfs_model_open(const char *path, struct cfs_model **out, char *err, size_t e
  * through a chunk cache in cache_dir (NULL: memory only). */
 int cfs_model_open_image(const char *store, const char *image, const char *path,
 			 const char *cache_dir, struct cfs_model **out, char *err, size_t errlen);
+/* cfs_model_open_image() where a tag must be signed by a key of trust (a
+ * PEM public key file or a directory of them, as cfs-mount --trust; NULL:
+ * no check).  A sha256: image needs no signature. */
+int cfs_model_open_image_trusted(const char *store, const char *image, const char *path,
+				 const char *cache_dir, const char *trust, struct cfs_model **out,
+				 char *err, size_t errlen);
 
 void cfs_model_free(struct cfs_model *m); /* NULL is fine; frees loads not freed */
 

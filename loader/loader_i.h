@@ -54,6 +54,7 @@ struct cfs_src {
 
 int cfs_src_file_new(struct cfs_src **out);
 int cfs_src_image_new(const char *store, const char *image, const char *cache_dir,
+		      const char *trust,
 		      struct cfs_src **out, char *err, size_t errlen);
 
 /* ---- the parsed model ---- */

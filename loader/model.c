@@ -440,6 +440,14 @@ CFS_EXPORT int cfs_model_open_image(const char *store, const char *image, const 
 				    const char *cache_dir, struct cfs_model **out, char *err,
 				    size_t errlen)
 {
+	return cfs_model_open_image_trusted(store, image, path, cache_dir, NULL, out, err, errlen);
+}
+
+CFS_EXPORT int cfs_model_open_image_trusted(const char *store, const char *image,
+					    const char *path, const char *cache_dir,
+					    const char *trust, struct cfs_model **out, char *err,
+					    size_t errlen)
+{
 	struct cfs_src *src;
 	int ret;
 
@@ -448,7 +456,7 @@ CFS_EXPORT int cfs_model_open_image(const char *store, const char *image, const 
 	if (!store || !image || !path || !*path || !out)
 		return cfs_load_err(err, errlen, -EINVAL,
 				    "cfs_model_open_image: store, image and path are required");
-	ret = cfs_src_image_new(store, image, cache_dir, &src, err, errlen);
+	ret = cfs_src_image_new(store, image, cache_dir, trust, &src, err, errlen);
 	if (ret < 0)
 		return ret;
 	return model_open_src(src, path, out, err, errlen);

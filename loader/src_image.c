@@ -25,6 +25,7 @@
 #include "image.h"
 #include "index.h"
 #include "loader_i.h"
+#include "sign.h"
 #include "store.h"
 #include "util.h"
 
@@ -214,8 +215,10 @@ static const struct cfs_src_ops image_ops = {
 };
 
 int cfs_src_image_new(const char *store, const char *image, const char *cache_dir,
-		      struct cfs_src **out, char *err, size_t errlen)
+		      const char *trust_path, struct cfs_src **out, char *err, size_t errlen)
 {
+	struct cfs_trust *trust = NULL;
+	char why[256] = "";
 	struct cfs_cache_opts co = { .dir = cache_dir };
 	struct cfs_fetch_opts fo = { 0 };
 	struct cfs_store_opts so = { .fetch = &fo };
@@ -250,8 +253,21 @@ int cfs_src_image_new(const char *store, const char *image, const char *cache_di
 			     cfs_strerror(ret));
 		goto fail;
 	}
-	ret = cfs_store_resolve(is->st, image, &dg);
-	if (ret == -ENXIO) {
+	if (trust_path) {
+		ret = cfs_trust_load(trust_path, &trust);
+		if (ret < 0) {
+			cfs_load_err(err, errlen, ret, "trust %s: %s", trust_path,
+				     ret == -EINVAL ? "no Ed25519 public keys (PEM) there"
+						    : cfs_strerror(ret));
+			goto fail;
+		}
+	}
+	ret = cfs_store_resolve_trusted(is->st, trust, image, &dg, why, sizeof(why));
+	cfs_trust_free(trust);
+	if (ret == -ENOKEY || ((ret == -EPERM || ret == -EUCLEAN) && why[0])) {
+		cfs_load_err(err, errlen, ret, "image '%s' refused: %s", image, why);
+		goto fail;
+	} else if (ret == -ENXIO) {
 		cfs_load_err(err, errlen, ret, "store %s: not a cfs store (no cfs-store marker there)",
 			     store);
 		goto fail;

@@ -28,6 +28,7 @@
 #include "format.h"
 #include "index.h"
 #include "profile.h"
+#include "sign.h"
 #include "store.h"
 #include "util.h"
 
@@ -282,13 +283,36 @@ int cfs_pack_data(struct cfs_pack *p, const char *path, uint64_t off, const void
 
 /* ---- main ---- */
 
+/* A tag moved without --sign keeps its old signature, which --trust mounts
+ * go on following: say so rather than let it surprise anyone. */
+static void warn_stale_signature(struct cfs_store *st, const char *tag, const cfs_digest *ref)
+{
+	struct cfs_sig *s = malloc(sizeof(*s));
+	char old[CFS_REF_STRLEN];
+	void *buf;
+	size_t len;
+
+	if (!s)
+		return;
+	if (!cfs_store_sig_get(st, tag, CFS_SIG_FILE_MAX, &buf, &len)) {
+		if (!cfs_sig_parse(buf, len, s) && !cfs_digest_eq(&s->ref, ref)) {
+			cfs_digest_ref(&s->ref, old);
+			cfs_warn("tag %s keeps its signature for %s: cfs-mount --trust mounts that "
+				 "one until the new image is signed (cfs-sign sign)", tag, old);
+		}
+		free(buf);
+	}
+	free(s);
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: " PROG " [-q] [--tag NAME] [-j N] [--chunk-size SIZE] [--level N]\n"
+		"usage: " PROG " [-q] [--tag NAME [--sign KEY]] [-j N] [--chunk-size SIZE] [--level N]\n"
 		"                [--small-max SIZE] [--group-bits N] [--ca-file FILE]\n"
 		"                [--profile FILE] [--platform OS/ARCH[/VARIANT]] SOURCE STORE\n"
-		"       " PROG " --add-profile FILE [-q] [--tag NAME] [--ca-file FILE] STORE IMAGE\n"
+		"       " PROG " --add-profile FILE [-q] [--tag NAME [--sign KEY]] [--ca-file FILE]\n"
+		"                STORE IMAGE\n"
 		"\n"
 		"Packs SOURCE into STORE (a directory, created if absent, or\n"
 		"s3://BUCKET[/PREFIX]) and prints the image reference, sha256:<hex>, on\n"
@@ -300,6 +324,9 @@ static void usage(FILE *f)
 		"      --platform OS/ARCH[/VARIANT]  the image to take from a multi-platform\n"
 		"                        index (default: this machine's)\n"
 		"  -t, --tag NAME        point tag NAME at the image\n"
+		"      --sign KEY        sign the tag with the Ed25519 private key in KEY (PEM,\n"
+		"                        openssl genpkey -algorithm ed25519): cfs-mount --trust\n"
+		"                        mounts only signed tags\n"
 		"  -j, --jobs N          worker threads (default: online CPUs; at least %d\n"
 		"                        for an s3:// store, where uploads wait on the network)\n"
 		"  -c, --chunk-size SIZE chunk size, 64K..64M (default 1M)\n"
@@ -522,6 +549,7 @@ int main(int argc, char **argv)
 		{ "profile", required_argument, NULL, 'P' },
 		{ "add-profile", required_argument, NULL, 'a' },
 		{ "platform", required_argument, NULL, 'p' },
+		{ "sign", required_argument, NULL, 'K' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -537,6 +565,8 @@ int main(int argc, char **argv)
 	const char *tag = NULL, *source, *store_loc, *ca_arg = NULL;
 	const char *profile_path = NULL, *add_profile_path = NULL, *platform = NULL;
 	const char *image_src = NULL; /* oci: or docker-archive: after the prefix */
+	const char *sign_path = NULL;
+	struct cfs_key *sign_key = NULL;
 	bool docker_archive = false;
 	void *config = NULL;
 	size_t config_len = 0, config_stored = 0;
@@ -612,6 +642,9 @@ int main(int argc, char **argv)
 		case 'p':
 			platform = optarg;
 			break;
+		case 'K':
+			sign_path = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -622,6 +655,10 @@ int main(int argc, char **argv)
 	}
 	if (argc - optind != 2) {
 		usage(stderr);
+		return 2;
+	}
+	if (sign_path && !tag) {
+		fprintf(stderr, PROG ": --sign signs a tag: give --tag NAME\n");
 		return 2;
 	}
 	if (profile_path && add_profile_path) {
@@ -643,6 +680,16 @@ int main(int argc, char **argv)
 		copts.small_max = CFS_MIN(CFS_SMALL_MAX_DEFAULT, copts.chunk_size / 2);
 	cfs_log_setup(PROG, quiet ? CFS_LOG_ERR : CFS_LOG_WARN, stderr);
 	cfs_malloc_tune();
+
+	/* The key before any work: a wrong path must not cost a whole pack. */
+	if (sign_path) {
+		ret = cfs_key_load(sign_path, &sign_key);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": --sign %s: %s\n", sign_path,
+				ret == -EINVAL ? "not an Ed25519 private key (PEM)" : cfs_strerror(ret));
+			goto out;
+		}
+	}
 
 	if (profile_path || add_profile_path) {
 		const char *pp_path = profile_path ? profile_path : add_profile_path;
@@ -803,6 +850,18 @@ int main(int argc, char **argv)
 		goto out_pipe;
 	}
 done:
+	/* The signature before the tag: under --trust the signature alone
+	 * names the image, so a mount never sees a signed tag half-moved. */
+	if (tag && sign_key) {
+		ret = cfs_store_sign(st, sign_key, tag, &ref, 0);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": %s: signing tag %s: %s\n", store_loc, tag,
+				cfs_strerror(ret));
+			goto out_pipe;
+		}
+	}
+	if (tag && !sign_key)
+		warn_stale_signature(st, tag, &ref);
 	if (tag) {
 		ret = cfs_store_tag_set(st, tag, &ref);
 		if (ret < 0) {
@@ -853,6 +912,7 @@ out:
 	free(config);
 	cfs_pack_prof_free(p.prof);
 	cfs_profile_free(prof);
+	cfs_key_free(sign_key);
 	cfs_chunker_free(p.ch);
 	cfs_builder_free(p.b);
 	cfs_store_free(st);

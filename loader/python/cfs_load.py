@@ -150,6 +150,8 @@ def _load_library():
         sigs = {
             "cfs_model_open": (ctypes.c_int, [cp, ctypes.POINTER(vp), cp, sz]),
             "cfs_model_open_image": (ctypes.c_int, [cp, cp, cp, cp, ctypes.POINTER(vp), cp, sz]),
+            "cfs_model_open_image_trusted": (ctypes.c_int,
+                                             [cp, cp, cp, cp, cp, ctypes.POINTER(vp), cp, sz]),
             "cfs_model_free": (None, [vp]),
             "cfs_model_tensor_count": (sz, [vp]),
             "cfs_model_tensor": (ctypes.POINTER(_CTensor), [vp, sz]),
@@ -402,7 +404,7 @@ TensorInfo = namedtuple("TensorInfo", "name dtype shape nbytes file offset")
 
 class Model:
     """A parsed model: Model(path) for a .safetensors file, an index.json or
-    a directory; Model.from_image(store, image, path, cache_dir) reads the
+    a directory; Model.from_image(store, image, path, cache_dir, trust) reads the
     file straight from a cfs image (direct mode, no FUSE)."""
 
     def __init__(self, path, *, _handle=None):
@@ -421,13 +423,15 @@ class Model:
         self._h = h
 
     @classmethod
-    def from_image(cls, store, image, path, cache_dir=None):
+    def from_image(cls, store, image, path, cache_dir=None, trust=None):
         lib = _load_library()
         h = ctypes.c_void_p()
         err = ctypes.create_string_buffer(_ERR_LEN)
-        _check(lib.cfs_model_open_image(_enc(os.fspath(store)), _enc(image), _enc(path),
-                                        _enc(os.fspath(cache_dir)) if cache_dir else None,
-                                        ctypes.byref(h), err, _ERR_LEN),
+        _check(lib.cfs_model_open_image_trusted(
+                   _enc(os.fspath(store)), _enc(image), _enc(path),
+                   _enc(os.fspath(cache_dir)) if cache_dir else None,
+                   _enc(os.fspath(trust)) if trust else None,
+                   ctypes.byref(h), err, _ERR_LEN),
                err, f"cfs_model_open_image {store} {image} {path}")
         return cls(None, _handle=h)
 

@@ -1,0 +1,281 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cfs-sign: signs a store's tags and checks them offline (lib/sign.h).
+ *
+ *   cfs-sign sign --key KEY.pem [--time SECONDS] STORE TAG
+ *   cfs-sign verify --trust PUB.pem|DIR STORE TAG
+ *   cfs-sign show STORE TAG
+ *   cfs-sign key-id KEY.pem
+ *
+ * sign signs what TAG names now (tags/TAG): a second signer of the same
+ * statement adds a line.  verify does what cfs-mount --trust does: exit 0
+ * and "TAG sha256:... signed by KEYID at TIME" when a trusted key signed
+ * it, else one line saying why and exit 1.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "digest.h"
+#include "fetch.h"
+#include "sign.h"
+#include "store.h"
+#include "util.h"
+
+#define PROG "cfs-sign"
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: " PROG " sign --key KEY.pem [--time SECONDS] STORE TAG\n"
+		   "       " PROG " verify --trust PUBKEY.pem|DIR STORE TAG\n"
+		   "       " PROG " show STORE TAG\n"
+		   "       " PROG " key-id KEY.pem\n"
+		   "\n"
+		   "Keys are Ed25519 PEM files: openssl genpkey -algorithm ed25519 -out KEY.pem;\n"
+		   "openssl pkey -in KEY.pem -pubout -out PUBKEY.pem.\n");
+}
+
+static int open_store(const char *loc, struct cfs_store **st, char **ca_file)
+{
+	struct cfs_fetch_opts fopts = { 0 };
+	struct cfs_store_opts sopts = { .fetch = &fopts };
+	int ret;
+
+	ret = cfs_fetch_ca_resolve(NULL, ca_file);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": CA bundle: %s\n", cfs_strerror(ret));
+		return ret;
+	}
+	fopts.ca_file = *ca_file;
+	ret = cfs_store_open_opts(loc, 0, &sopts, st);
+	if (ret < 0)
+		fprintf(stderr, PROG ": %s: %s\n", loc,
+			ret == -EUCLEAN ? "not a cfs store" : cfs_strerror(ret));
+	return ret;
+}
+
+static void time_string(uint64_t t, char *out, size_t size)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (!gmtime_r(&tt, &tm) || !strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm))
+		snprintf(out, size, "%llu", (unsigned long long)t);
+}
+
+/* key-id of a private or a public key file. */
+static int key_id_cmd(const char *path)
+{
+	uint8_t id[CFS_KEY_ID_LEN];
+	char hex[CFS_DIGEST_HEX_LEN + 1];
+	struct cfs_key *k;
+	struct cfs_trust *t;
+	cfs_digest d;
+	int ret;
+
+	ret = cfs_key_load(path, &k);
+	if (!ret) {
+		cfs_key_id(k, id);
+		cfs_key_free(k);
+	} else {
+		/* A public key: the id through a one-key trust set. */
+		ret = cfs_trust_load(path, &t);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": %s: %s\n", path,
+				ret == -EINVAL ? "no Ed25519 key in it" : cfs_strerror(ret));
+			return 1;
+		}
+		if (cfs_trust_count(t) != 1) {
+			fprintf(stderr, PROG ": %s: holds %zu keys, give one\n", path,
+				cfs_trust_count(t));
+			cfs_trust_free(t);
+			return 1;
+		}
+		cfs_trust_key_id(t, 0, id);
+		cfs_trust_free(t);
+	}
+	memcpy(d.b, id, sizeof(d.b));
+	cfs_digest_hex(&d, hex);
+	printf("%s\n", hex);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "key", required_argument, NULL, 'k' },
+		{ "trust", required_argument, NULL, 't' },
+		{ "time", required_argument, NULL, 'T' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *cmd, *key_path = NULL, *trust_path = NULL, *store_loc, *tag;
+	char why[256] = "", ref[CFS_REF_STRLEN], when[64], *ca_file = NULL;
+	struct cfs_store *st = NULL;
+	struct cfs_trust *trust = NULL;
+	struct cfs_key *key = NULL;
+	unsigned long time_s = 0;
+	cfs_digest dg;
+	int c, ret, rc = 1;
+
+	cfs_log_setup(PROG, CFS_LOG_WARN, stderr);
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	cmd = argv[1];
+	if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
+		usage(stdout);
+		return 0;
+	}
+	argv++;
+	argc--;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'k':
+			key_path = optarg;
+			break;
+		case 't':
+			trust_path = optarg;
+			break;
+		case 'T':
+			if (cfs_parse_uint(optarg, 1, (unsigned long)INT64_MAX, &time_s) < 0) {
+				fprintf(stderr, PROG ": --time: seconds since 1970 expected\n");
+				return 2;
+			}
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (!strcmp(cmd, "key-id")) {
+		if (optind != argc - 1) {
+			usage(stderr);
+			return 2;
+		}
+		return key_id_cmd(argv[optind]);
+	}
+	if (optind != argc - 2 || (strcmp(cmd, "sign") && strcmp(cmd, "verify") &&
+				   strcmp(cmd, "show"))) {
+		usage(stderr);
+		return 2;
+	}
+	store_loc = argv[optind];
+	tag = argv[optind + 1];
+	if (!cfs_tag_name_valid(tag)) {
+		fprintf(stderr, PROG ": invalid tag name '%s'\n", tag);
+		return 2;
+	}
+
+	if (!strcmp(cmd, "sign")) {
+		if (!key_path) {
+			fprintf(stderr, PROG ": sign needs --key KEY.pem\n");
+			return 2;
+		}
+		ret = cfs_key_load(key_path, &key);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": %s: %s\n", key_path,
+				ret == -EINVAL ? "not an Ed25519 private key (PEM)" : cfs_strerror(ret));
+			goto out;
+		}
+	} else if (!strcmp(cmd, "verify")) {
+		if (!trust_path) {
+			fprintf(stderr, PROG ": verify needs --trust PUBKEY.pem|DIR\n");
+			return 2;
+		}
+		ret = cfs_trust_load(trust_path, &trust);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": %s: %s\n", trust_path,
+				ret == -EINVAL ? "no Ed25519 public keys (PEM) there" : cfs_strerror(ret));
+			goto out;
+		}
+	}
+	if (open_store(store_loc, &st, &ca_file) < 0)
+		goto out;
+
+	if (!strcmp(cmd, "sign")) {
+		ret = cfs_store_tag_get(st, tag, &dg);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": %s: %s\n", tag,
+				ret == -ENOENT ? "no such tag in the store" : cfs_strerror(ret));
+			goto out;
+		}
+		ret = cfs_store_sign(st, key, tag, &dg, time_s);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": %s: writing sigs/%s: %s\n", store_loc, tag,
+				cfs_strerror(ret));
+			goto out;
+		}
+		cfs_digest_ref(&dg, ref);
+		printf("%s %s signed\n", tag, ref);
+	} else if (!strcmp(cmd, "verify")) {
+		struct cfs_sig s;
+		void *buf;
+		size_t len;
+
+		ret = cfs_store_resolve_trusted(st, trust, tag, &dg, why, sizeof(why));
+		if (ret < 0) {
+			fprintf(stderr, PROG ": %s: %s\n", tag,
+				why[0] ? why : ret == -ENOENT ? "no such tag" : cfs_strerror(ret));
+			goto out;
+		}
+		/* The statement verified; read it again for its time. */
+		cfs_digest_ref(&dg, ref);
+		if (!cfs_store_sig_get(st, tag, CFS_SIG_FILE_MAX, &buf, &len)) {
+			if (!cfs_sig_parse(buf, len, &s)) {
+				time_string(s.time, when, sizeof(when));
+				printf("%s %s signed at %s\n", tag, ref, when);
+			}
+			free(buf);
+		}
+		ret = cfs_store_tag_get(st, tag, &dg);
+		if (ret == 0) {
+			char tref[CFS_REF_STRLEN];
+
+			cfs_digest_ref(&dg, tref);
+			if (strcmp(tref, ref))
+				fprintf(stderr, PROG ": note: tags/%s names %s, which is not signed; "
+					"cfs-mount --trust mounts the signed %s\n", tag, tref, ref);
+		}
+	} else {
+		struct cfs_sig s;
+		char idh[CFS_DIGEST_HEX_LEN + 1];
+		void *buf;
+		size_t len;
+
+		ret = cfs_store_sig_get(st, tag, CFS_SIG_FILE_MAX, &buf, &len);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": %s: %s\n", tag,
+				ret == -ENOENT ? "no signature" : cfs_strerror(ret));
+			goto out;
+		}
+		ret = cfs_sig_parse(buf, len, &s);
+		free(buf);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": %s: malformed signature file\n", tag);
+			goto out;
+		}
+		cfs_digest_ref(&s.ref, ref);
+		time_string(s.time, when, sizeof(when));
+		printf("tag %s\nref %s\ntime %s\n", s.tag, ref, when);
+		for (unsigned i = 0; i < s.nsigs; i++) {
+			memcpy(dg.b, s.sigs[i].key_id, sizeof(dg.b));
+			cfs_digest_hex(&dg, idh);
+			printf("signer %s\n", idh);
+		}
+	}
+	rc = 0;
+out:
+	cfs_key_free(key);
+	cfs_trust_free(trust);
+	cfs_store_free(st);
+	free(ca_file);
+	return rc;
+}
