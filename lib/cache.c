@@ -61,6 +61,12 @@
 #define NS_PER_SEC 1000000000ull
 /* Listed entries folded into the view per hold of the mutex. */
 #define FOLD_BATCH 256
+/* Entries are the decompressed bytes of image files, 0600 ones included,
+ * and the index names what 0700 directories hold: a mount checks modes for
+ * its readers, so the cache must not let them around it.  Owner-only (root
+ * for a mount), even in a directory someone made 0755 (docs/CACHE.md). */
+#define DISK_FILE_MODE 0600
+#define DISK_DIR_MODE 0700
 /* Files written at once through the ring, and the bytes queued for it
  * before a loading thread waits (each holds a reference to its buffer). */
 #define URING_DEPTH 64
@@ -800,14 +806,14 @@ static int disk_write_file(struct cfs_cache *c, const struct cfs_buf *b, uint64_
 	disk_trailer_init(&h, b);
 	disk_path(&b->n.d, path);
 	disk_tmp_name(path, tmp);
-	fd = openat(c->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	fd = openat(c->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, DISK_FILE_MODE);
 	if (fd < 0 && errno == ENOENT) {
 		/* The fan-out directory, made on first use. */
 		char dir[3] = { path[0], path[1], '\0' };
 
-		if (mkdirat(c->dirfd, dir, 0755) < 0 && errno != EEXIST)
+		if (mkdirat(c->dirfd, dir, DISK_DIR_MODE) < 0 && errno != EEXIST)
 			return -errno;
-		fd = openat(c->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		fd = openat(c->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, DISK_FILE_MODE);
 	}
 	if (fd < 0)
 		return -errno;
@@ -1334,6 +1340,8 @@ static int disk_rescan(struct cfs_cache *c, bool account)
 	}
 }
 
+/* mkdir -p; the last component, the cache directory itself, is made
+ * owner-only (an existing one keeps its mode: it may be anything, /tmp). */
 static int mkdir_p(const char *path)
 {
 	char p[PATH_MAX];
@@ -1348,7 +1356,7 @@ static int mkdir_p(const char *path)
 			return -errno;
 		*s = '/';
 	}
-	if (mkdir(p, 0755) < 0 && errno != EEXIST)
+	if (mkdir(p, DISK_DIR_MODE) < 0 && errno != EEXIST)
 		return -errno;
 	return 0;
 }
@@ -1433,7 +1441,7 @@ int cfs_cache_new(const struct cfs_cache_opts *opts, struct cfs_cache **out)
 		}
 		/* Without it (a read-only directory) eviction is unserialised. */
 		c->lockfd = openat(c->dirfd, LOCK_NAME,
-				   O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644);
+				   O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, DISK_FILE_MODE);
 		ret = disk_rescan(c, true);
 		if (ret < 0)
 			goto out_close;

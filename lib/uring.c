@@ -94,8 +94,9 @@ static void submit_chain(struct cfs_uring *u, struct req *r)
 	u->inflight++;
 
 	sqe = get_sqe(u);
-	/* Direct descriptors refuse O_CLOEXEC: they are no fds at all. */
-	io_uring_prep_openat_direct(sqe, r->dirfd, r->tmp, O_WRONLY | O_CREAT | O_EXCL, 0644,
+	/* Direct descriptors refuse O_CLOEXEC: they are no fds at all.
+	 * Owner-only, like the cache's own writes (uring.h). */
+	io_uring_prep_openat_direct(sqe, r->dirfd, r->tmp, O_WRONLY | O_CREAT | O_EXCL, 0600,
 				    r->slot);
 	sqe->flags |= IOSQE_IO_LINK;
 	io_uring_sqe_set_data64(sqe, tag | STEP_OPEN);
@@ -139,7 +140,7 @@ static int make_parent(int dirfd, const char *tmp)
 		return -ENOENT;
 	memcpy(dir, tmp, (size_t)(slash - tmp));
 	dir[slash - tmp] = '\0';
-	if (mkdirat(dirfd, dir, 0755) < 0 && errno != EEXIST)
+	if (mkdirat(dirfd, dir, 0700) < 0 && errno != EEXIST)
 		return -errno;
 	return 0;
 }

@@ -10,7 +10,8 @@
  * rename comes last and only after the whole content was written.  A
  * failed step cancels the rest and the temporary is unlinked.  When the
  * open fails with ENOENT the parent directory of tmp (one level) is made
- * and the chain tried once more.
+ * and the chain tried once more.  Files are created 0600 and directories
+ * 0700: the chunks of private files must stay their owner's.
  *
  * Built without liburing, cfs_uring_new() returns -ENOTSUP and the rest
  * are never reached; at run time it may return -ENOSYS, -EPERM (the
