@@ -3,6 +3,14 @@
  * Local directory store backend.  Every access is relative to an
  * O_DIRECTORY descriptor of the root, so a renamed or replaced path does
  * not redirect an open store.
+ *
+ * A store may be hostile (docs/FORMAT.md), and its reader is often root: a
+ * key is opened only once it is known to be a regular file, so a planted
+ * FIFO cannot hang a reader and a symlink to a device cannot make root
+ * open it.  Symlinks to regular files are followed, as an HTTP server
+ * serving the same tree would: what an object holds is verified against its
+ * name, what a tag holds must parse as a reference, and neither is ever
+ * echoed.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -25,11 +33,46 @@
 
 struct dir_store {
 	int rootfd;
+	bool have_proc; /* /proc/self/fd, to reopen an O_PATH descriptor */
 };
 
 static int rootfd(struct cfs_store *st)
 {
 	return ((struct dir_store *)st->priv)->rootfd;
+}
+
+/* Reads key like cfs_read_file_at(), but opens it for reading only when
+ * it is a regular file (-EINVAL otherwise): the O_PATH descriptor is looked
+ * at first, then reopened through /proc, which names that very file, so a
+ * swap in between changes nothing.  Without /proc the check and the open
+ * are two lookups, and a swap in between is not caught. */
+static int read_key(const struct dir_store *ds, const char *key, size_t max, void **buf,
+		    size_t *len)
+{
+	char proc[32];
+	struct stat sb;
+	int fd, ret;
+
+	fd = openat(ds->rootfd, key, O_PATH | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &sb) < 0) {
+		ret = -errno;
+		goto out_close;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		ret = -EINVAL;
+		goto out_close;
+	}
+	if (ds->have_proc) {
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+		ret = cfs_read_file_at(AT_FDCWD, proc, max, buf, len);
+	} else {
+		ret = cfs_read_file_at(ds->rootfd, key, max, buf, len);
+	}
+out_close:
+	close(fd);
+	return ret;
 }
 
 /* Creates the directories above key (mkdir -p of its dirname). */
@@ -50,13 +93,13 @@ static int mkdir_parents(int dirfd, const char *key)
 	return 0;
 }
 
-static int marker_check(int fd)
+static int marker_check(const struct dir_store *ds)
 {
 	void *buf;
 	size_t len;
 	int ret;
 
-	ret = cfs_read_file_at(fd, MARKER, MARKER_MAX, &buf, &len);
+	ret = read_key(ds, MARKER, MARKER_MAX, &buf, &len);
 	if (ret == -EFBIG || ret == -EINVAL)
 		return -EUCLEAN;
 	if (ret < 0)
@@ -131,9 +174,10 @@ static int dir_open(struct cfs_store *st, const char *location, unsigned flags)
 		ret = -errno;
 		goto out_free;
 	}
+	ds->have_proc = access("/proc/self/fd", X_OK) == 0;
 	st->priv = ds;
 
-	ret = marker_check(ds->rootfd);
+	ret = marker_check(ds);
 	if (ret == -ENOENT)
 		ret = (flags & CFS_STORE_CREATE) ? dir_create(st, ds->rootfd) : -EUCLEAN;
 	if (ret < 0) {
@@ -166,7 +210,7 @@ static int dir_get(struct cfs_store *st, const char *key, size_t max, void **buf
 	struct stat sb;
 	int ret;
 
-	ret = cfs_read_file_at(rootfd(st), key, max, buf, len);
+	ret = read_key(st->priv, key, max, buf, len);
 	/* A component that is a file (tag "a" asked as "a/b") means absent. */
 	if (ret == -ENOTDIR)
 		return -ENOENT;
