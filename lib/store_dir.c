@@ -10,7 +10,10 @@
  * open it.  Symlinks to regular files are followed, as an HTTP server
  * serving the same tree would: what an object holds is verified against its
  * name, what a tag holds must parse as a reference, and neither is ever
- * echoed.
+ * echoed.  Writes stay beneath the root: the directory a key goes into is
+ * opened with RESOLVE_BENEATH, so a symlink planted in the store that
+ * leads out of it (tags/x -> /etc) cannot make a writer, often root,
+ * create or replace files elsewhere.  Symlinks within the store still work.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -22,7 +25,10 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <linux/openat2.h>
 
 #include "store_i.h"
 #include "util.h"
@@ -76,7 +82,26 @@ out_close:
 }
 
 /* Creates the directories above key (mkdir -p of its dirname). */
-static int mkdir_parents(int dirfd, const char *key)
+/* Opens directory dir (relative to the root; "" is the root) for *at()
+ * calls, never leaving the tree under the root whatever symlinks it holds.
+ * Without openat2 (Linux < 5.6) a plain lookup. */
+static int open_dir_beneath(int rootfd, const char *dir)
+{
+	struct open_how how = { .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+				.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
+	int fd;
+
+	if (!*dir)
+		dir = ".";
+	fd = (int)syscall(SYS_openat2, rootfd, dir, &how, sizeof(how));
+	if (fd < 0 && errno == ENOSYS)
+		fd = openat(rootfd, dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+/* Creates the directories above key (mkdir -p of its dirname), each in
+ * its parent opened beneath the root. */
+static int mkdir_parents(int rootfd, const char *key)
 {
 	char path[PATH_MAX];
 	size_t len = strlen(key);
@@ -85,9 +110,23 @@ static int mkdir_parents(int dirfd, const char *key)
 		return -ENAMETOOLONG;
 	memcpy(path, key, len + 1);
 	for (char *p = strchr(path, '/'); p; p = strchr(p + 1, '/')) {
+		char *name;
+		int pfd, ret = 0;
+
 		*p = '\0';
-		if (mkdirat(dirfd, path, 0755) < 0 && errno != EEXIST)
-			return -errno;
+		name = strrchr(path, '/');
+		if (name)
+			*name = '\0';
+		pfd = open_dir_beneath(rootfd, name ? path : "");
+		if (name)
+			*name = '/';
+		if (pfd < 0)
+			return pfd;
+		if (mkdirat(pfd, name ? name + 1 : path, 0755) < 0 && errno != EEXIST)
+			ret = -errno;
+		close(pfd);
+		if (ret < 0)
+			return ret;
 		*p = '/';
 	}
 	return 0;
@@ -279,8 +318,9 @@ static int link_noreplace(int fd, const char *tmp, const char *key)
 static int dir_put(struct cfs_store *st, const char *key, const void *buf, size_t len,
 		   bool replace)
 {
-	char tmp[PATH_MAX];
-	int fd, dfd = rootfd(st), ret;
+	char tmp[PATH_MAX], dir[PATH_MAX];
+	const char *slash = strrchr(key, '/'), *base = slash ? slash + 1 : key;
+	int fd, dfd = -1, ret;
 
 	if (!replace) {
 		/* The common case of a re-pack: skip the write entirely. */
@@ -290,22 +330,29 @@ static int dir_put(struct cfs_store *st, const char *key, const void *buf, size_
 	}
 	if (strlen(key) + 32 > sizeof(tmp))
 		return -ENAMETOOLONG;
+	snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - key) : 0, key);
 
 	for (int tries = 0;; tries++) {
-		tmp_name(key, tmp, sizeof(tmp));
+		if (dfd < 0) {
+			dfd = open_dir_beneath(rootfd(st), dir);
+			if (dfd == -ENOENT && tries == 0) {
+				/* The fan-out or tag directory is made on first use. */
+				ret = mkdir_parents(rootfd(st), key);
+				if (ret < 0)
+					return ret;
+				continue;
+			}
+			if (dfd < 0)
+				return dfd;
+		}
+		tmp_name(base, tmp, sizeof(tmp));
 		fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 		if (fd >= 0)
 			break;
 		ret = -errno;
-		/* The fan-out or tag directory is made on first use. */
-		if (ret == -ENOENT && tries == 0) {
-			ret = mkdir_parents(dfd, key);
-			if (ret < 0)
-				return ret;
-			continue;
-		}
 		if (ret == -EEXIST && tries < 4)
 			continue;
+		close(dfd);
 		return ret;
 	}
 
@@ -316,19 +363,22 @@ static int dir_put(struct cfs_store *st, const char *key, const void *buf, size_
 		goto out_unlink;
 
 	if (replace) {
-		if (renameat(dfd, tmp, dfd, key) < 0) {
+		if (renameat(dfd, tmp, dfd, base) < 0) {
 			ret = -errno;
 			goto out_unlink;
 		}
+		close(dfd);
 		return 1;
 	}
-	ret = link_noreplace(dfd, tmp, key);
+	ret = link_noreplace(dfd, tmp, base);
 	if (ret < 1)
 		goto out_unlink;
+	close(dfd);
 	return 1;
 
 out_unlink:
 	unlinkat(dfd, tmp, 0);
+	close(dfd);
 	return ret;
 }
 

@@ -52,6 +52,8 @@ const char *cfs_strerror(int neg_errno)
 		return "unsupported format version or feature";
 	case EKEYREJECTED:
 		return "TLS certificate verification failed";
+	case EXDEV:
+		return "a symlink in the store leads out of it";
 	default:
 		return strerror(-neg_errno);
 	}

@@ -30,7 +30,7 @@ void cfs_log(enum cfs_log_level level, const char *fmt, ...) CFS_PRINTF(2, 3);
 /* strerror() for a negative errno, with the project's meanings of the
  * aliased values: EUCLEAN is a corrupt image or object, EBADMSG a digest
  * mismatch, EKEYREJECTED a server whose TLS certificate failed
- * verification. */
+ * verification, EXDEV a store path that a symlink leads out of the store. */
 const char *cfs_strerror(int neg_errno);
 
 /* "4096", "64K", "512M", "10G", "1T" (powers of 1024).  0 or -EINVAL. */

@@ -368,6 +368,28 @@ done
 [ "$(find "$store/tags" -mindepth 1 -printf '%P\n')" = priv ] ||
 	fail "the store's tags changed: $(find "$store/tags" -mindepth 1 -printf '%P ')"
 
+step "cfs-pack never writes through a symlink that leads out of the store"
+# Root packing into a store someone else can write: a planted tags/ or
+# objects/ symlink must not let them create or replace files elsewhere.
+ws=$W/store-writes
+"$CFS_PACK" -q "$src" "$ws" > /dev/null
+ln -s "$canary" "$ws/tags/out"
+rc=0
+"$CFS_PACK" -q --tag out/evil "$src" "$ws" > /dev/null 2> "$W/err" || rc=$?
+((rc > 0 && rc < 124)) || fail "cfs-pack --tag through an outward symlink exited $rc"
+grep -q "leads out of" "$W/err" || fail "cfs-pack: unclear error: $(cat "$W/err")"
+echo "tag through tags/out -> canary: $(cat "$W/err")"
+ws2=$W/store-writes2
+mkdir -p "$ws2" && printf 'cfs-store 1\n' > "$ws2/cfs-store" && ln -s "$canary" "$ws2/objects"
+rc=0
+"$CFS_PACK" -q "$src" "$ws2" > /dev/null 2> "$W/err" || rc=$?
+((rc > 0 && rc < 124)) || fail "cfs-pack into objects -> canary exited $rc"
+echo "objects -> canary: $(cat "$W/err")"
+# A symlink that stays within the store is fine.
+mkdir -p "$ws/tags/real" && ln -s real "$ws/tags/alias"
+"$CFS_PACK" -q --tag alias/ok "$src" "$ws" > /dev/null || fail "a symlink inside the store refused"
+[ -f "$ws/tags/real/ok" ] || fail "tags/alias/ok did not land in tags/real"
+
 canary_list > "$W/canary.after"
 diff "$W/canary.before" "$W/canary.after" || fail "something touched the canary directory"
 [ ! -e "$canary/evil" ] || fail "a file appeared at $canary/evil"
