@@ -9,7 +9,7 @@
 # its daemon restarts after the tag moved (with and without --trust).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-: "${CFS_PACK:?}" "${CFS_MOUNT:?}" "${CFS_SIGN:?}" "${CFS_LOAD:?}" "${CFS_MKMODEL:?}"
+: "${CFS_PACK:?}" "${CFS_MOUNT:?}" "${CFS_SIGN:?}" "${CFS_LOAD:?}" "${CFS_MKMODEL:?}" "${CFS_LOAD_LIB:?}" "${CFS_SRCDIR:?}"
 need_root
 need_fuse
 command -v openssl >/dev/null 2>&1 || skip "openssl not installed"
@@ -214,5 +214,31 @@ expect_refused "cfs-load, unsigned" "no signature" \
 	timeout 60 "$CFS_LOAD" --target host --trust "$W/k1.pub" "$S" model-unsigned model.safetensors
 expect_refused "cfs-load, untrusted" "signed by no trusted key" \
 	timeout 60 "$CFS_LOAD" --target host --trust "$W/k2.pub" "$S" model model.safetensors
+
+if command -v python3 >/dev/null 2>&1; then
+	cat >"$W/trust.py" <<'PYEOF'
+import sys
+import cfs_load
+store, pub, bad = sys.argv[1:4]
+m = cfs_load.Model.from_image(store, "model", "model.safetensors", trust=pub)
+assert len(m) > 0
+m.close()
+try:
+    cfs_load.Model.from_image(store, "model-unsigned", "model.safetensors", trust=pub)
+except cfs_load.Error as e:
+    assert "no signature" in str(e), e
+else:
+    raise SystemExit("an unsigned tag loaded under trust")
+try:
+    cfs_load.Model.from_image(store, "model", "model.safetensors", trust=bad)
+except cfs_load.Error as e:
+    assert "no trusted key" in str(e), e
+else:
+    raise SystemExit("an untrusted signature loaded")
+PYEOF
+	PYTHONPATH=$CFS_SRCDIR/loader/python CFS_LOAD_LIB=$CFS_LOAD_LIB timeout 120 \
+		python3 "$W/trust.py" "$S" "$W/k1.pub" "$W/k2.pub" || fail "python from_image(trust=)"
+	echo "  python: Model.from_image(trust=) loads signed, refuses unsigned and untrusted"
+fi
 
 echo "PASS"
