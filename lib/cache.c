@@ -1180,10 +1180,12 @@ static void disk_fold_locked(struct cfs_cache *c, struct listing *l, size_t from
 
 /* Ends pass gen: drops the entries the listing lacked (another process
  * evicted them) unless this process wrote or read them since the pass
- * began, merges *newer back into the LRU and recounts disk_bytes.
- * O(entries); no I/O. */
+ * began, with their open handles (on *handles, like an eviction's: a
+ * handle nobody hits again would otherwise keep the deleted file, and its
+ * space, until max_files newer handles push it out), merges *newer back
+ * into the LRU and recounts disk_bytes.  O(entries); no I/O. */
 static void disk_settle_locked(struct cfs_cache *c, uint32_t gen, struct node *newer,
-			       struct node **garbage)
+			       struct node **garbage, struct node **handles)
 {
 	struct node out;
 	uint64_t bytes = 0;
@@ -1205,6 +1207,10 @@ static void disk_settle_locked(struct cfs_cache *c, uint32_t gen, struct node *n
 		e = ent_of(pick);
 		list_del(pick);
 		if (e->seen != gen && e->confirmed != gen && !e->writing) {
+			struct cfs_buf *b = handle_find_locked(c, &pick->d);
+
+			if (b && b->fd >= 0)
+				handle_remove_locked(c, b, handles);
 			table_remove(&c->disk, pick);
 			pick->hnext = *garbage;
 			*garbage = pick;
@@ -1290,7 +1296,7 @@ static int disk_rescan_once(struct cfs_cache *c, bool account, bool *again)
 	l.n = 0; /* every listed entry is in the table or on garbage */
 
 	pthread_mutex_lock(&c->lock);
-	disk_settle_locked(c, gen, &newer, &garbage);
+	disk_settle_locked(c, gen, &newer, &garbage, &handles);
 	if (evict) {
 		disk_evict_locked(c, &victims, &handles);
 		c->since_scan -= written;
