@@ -661,21 +661,27 @@ static int record_write(struct daemon *d, bool quiet)
 /* SIGUSR1 is blocked in every thread; this one takes it with sigwait(),
  * so writing the stats needs no signal handler and no global.  While
  * recording it also wakes every RECORD_SAVE_SEC to save the profile. */
+/* The daemon's housekeeping thread: stats and profile saves on SIGUSR1,
+ * profile saves every RECORD_SAVE_SEC, and once a second the cache pass
+ * that ring writes asked for (readers that went quiet run none). */
 static void *stats_thread_main(void *arg)
 {
-	const struct timespec period = { .tv_sec = RECORD_SAVE_SEC };
+	const struct timespec period = { .tv_sec = 1 };
 	struct daemon *d = arg;
+	unsigned ticks = 0;
 	sigset_t set;
 	int sig;
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR1);
 	for (;;) {
-		sig = d->fs.rec ? sigtimedwait(&set, NULL, &period) : sigwaitinfo(&set, NULL);
+		sig = sigtimedwait(&set, NULL, &period);
 		if (atomic_load(&d->stopping))
 			break;
 		if (sig < 0 && errno == EAGAIN) {
-			record_write(d, true);
+			cfs_cache_tick(d->fs.cache);
+			if (d->fs.rec && ++ticks % RECORD_SAVE_SEC == 0)
+				record_write(d, true);
 			continue;
 		}
 		if (sig != SIGUSR1)
@@ -1857,8 +1863,9 @@ int main(int argc, char **argv)
 		}
 		serve_ready(&ready_fd, d.ref);
 	}
-	if ((d.stats_path || d.fs.rec) && (ret = stats_thread_start(&d)) < 0)
-		cfs_warn("no stats or profile saves on SIGUSR1: %s", strerror(-ret));
+	if ((ret = stats_thread_start(&d)) < 0)
+		cfs_warn("no stats or profile saves on SIGUSR1, no idle cache passes: %s",
+			 strerror(-ret));
 
 	cfg = fuse_loop_cfg_create();
 	if (!cfg) {

@@ -1756,6 +1756,12 @@ void cfs_cache_stats_get(struct cfs_cache *c, struct cfs_cache_stats *out)
 	pthread_mutex_unlock(&c->lock);
 }
 
+void cfs_cache_tick(struct cfs_cache *c)
+{
+	if (c && c->ring)
+		disk_rescan_if_due(c);
+}
+
 void cfs_cache_flush(struct cfs_cache *c)
 {
 	if (!c || !c->ring)

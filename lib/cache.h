@@ -146,6 +146,12 @@ void cfs_cache_stats_get(struct cfs_cache *c, struct cfs_cache_stats *out);
  * already done when cfs_cache_get() returns.  NULL is fine. */
 void cfs_cache_flush(struct cfs_cache *c);
 
+/* Runs a pass that ring writes asked for and no later write or flush ran
+ * yet, without waiting for anything: call it now and then (cfs-mount does,
+ * every second), or a cache whose readers went quiet stays over disk_max
+ * by what the last writes added.  NULL is fine. */
+void cfs_cache_tick(struct cfs_cache *c);
+
 /* Takes stock of the directory now and, unless another process is at it,
  * evicts the oldest entries until disk_max holds; the cache does this by
  * itself after writing disk_max/8 bytes.  Runs in the caller's thread

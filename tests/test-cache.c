@@ -533,6 +533,38 @@ static void test_disk_bound(void)
 	cfs_cache_free(c);
 }
 
+/* With io_uring the last writes ask for a pass that no write or flush
+ * follows: cfs_cache_tick() runs it, without waiting on the ring. */
+static void test_tick(void)
+{
+	struct loader l = { 0 };
+	uint64_t max = 3 * (CH + HDR) + 100, bytes = 0, prev;
+	struct cfs_cache *c;
+	char dir[128];
+	unsigned files = 0;
+
+	printf("disk bound: cfs_cache_tick runs the pass the last ring writes asked for\n");
+	snprintf(dir, sizeof(dir), "%s/tick", base);
+	c = cache_new(dir, CH, max);
+	for (unsigned i = 0; i < 10; i++)
+		get_put(c, &l, i, CH);
+	/* Until the ring's writes have landed (no flush: it runs the pass). */
+	for (int i = 0; i < 200; i++) {
+		prev = bytes;
+		bytes = dir_bytes(dir, &files);
+		if (i > 2 && bytes == prev)
+			break;
+		usleep(10000);
+	}
+	if (want_uring)
+		CHECK(files > 3, "the last writes' pass ran before the tick: %u files", files);
+	cfs_cache_tick(c);
+	bytes = dir_bytes(dir, &files);
+	CHECK(bytes <= max && files == 3, "after the tick: %lu bytes in %u files",
+	      (unsigned long)bytes, files);
+	cfs_cache_free(c);
+}
+
 struct thread_arg {
 	struct cfs_cache *c;
 	struct loader *l;
@@ -1233,6 +1265,7 @@ int main(void)
 	test_disk();
 	test_handles();
 	test_disk_bound();
+	test_tick();
 	test_single_flight();
 	test_stress();
 	test_unwritable();
