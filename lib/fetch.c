@@ -120,6 +120,7 @@ struct cfs_fetcher {
 	struct heap deadlines, retry_at;
 	CURL **pool;
 	size_t pool_n;
+	bool handle_per_attempt;     /* see easy_reusable() */
 	unsigned active;
 	uint64_t rng;
 
@@ -351,6 +352,23 @@ static int curl_errno(CURLcode cc)
 	default:
 		return -EIO;
 	}
+}
+
+/* libcurl reports a reply that has no status line (HTTP/0.9, which it
+ * refuses) as CURLE_UNSUPPORTED_PROTOCOL, the code of a URL of another
+ * scheme too, and a malformed one as CURLE_WEIRD_SERVER_REPLY.  Once the
+ * request went out, either is the server's doing: -EPROTO, a reply that
+ * makes no sense, not the caller's -EINVAL or a network -EIO. */
+static int attempt_errno(struct req *r, CURLcode cc)
+{
+	long sent = 0;
+
+	if (cc == CURLE_WEIRD_SERVER_REPLY)
+		return -EPROTO;
+	if (cc == CURLE_UNSUPPORTED_PROTOCOL &&
+	    curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &sent) == CURLE_OK && sent > 0)
+		return -EPROTO;
+	return curl_errno(cc);
 }
 
 static bool status_transient(long status)
@@ -633,6 +651,17 @@ fail:
 	return err;
 }
 
+/* libcurl before 8.1.0 keeps, across the transfers of a handle, a pointer
+ * to the last header of the previous one, freed since (curl issue 11101):
+ * a reply whose first header line is a folded continuation then writes
+ * through it, so any server could corrupt the heap of a process that
+ * reuses handles.  There a handle serves one attempt and is freed; the
+ * connections, in the multi's cache, are reused all the same. */
+static bool easy_reusable(void)
+{
+	return curl_version_info(CURLVERSION_NOW)->version_num >= 0x080100;
+}
+
 static CURL *easy_get(struct cfs_fetcher *f)
 {
 	if (f->pool_n)
@@ -642,8 +671,8 @@ static CURL *easy_get(struct cfs_fetcher *f)
 
 static void easy_put(struct cfs_fetcher *f, CURL *e)
 {
-	if (f->pool_n == f->max_inflight) {
-		curl_easy_cleanup(e); /* a retry was holding one more */
+	if (f->handle_per_attempt || f->pool_n == f->max_inflight) {
+		curl_easy_cleanup(e); /* or a retry was holding one more */
 		return;
 	}
 	curl_easy_reset(e);
@@ -935,6 +964,10 @@ static void req_start(struct cfs_fetcher *f, struct req *r)
 	stat_sub(&f->st.queued, 1);
 	r->state = RS_NONE;
 	attempt_reset(r);
+	if (r->easy && f->handle_per_attempt) { /* a retry, on a fresh handle */
+		easy_put(f, r->easy);
+		r->easy = NULL;
+	}
 	e = r->easy ? r->easy : easy_get(f);
 	if (!e) {
 		req_complete(f, r, -ENOMEM, 0);
@@ -942,7 +975,7 @@ static void req_start(struct cfs_fetcher *f, struct req *r)
 	}
 	r->easy = e;
 	/* A retry keeps its options; only the body state starts over. */
-	if (!r->attempts) {
+	if (!r->attempts || f->handle_per_attempt) {
 		cc = easy_setup(f, r, e);
 		if (cc != CURLE_OK) {
 			r->cc = cc;
@@ -980,7 +1013,7 @@ static void req_finished(struct cfs_fetcher *f, struct req *r, CURLcode cc)
 	if (cc == CURLE_WRITE_ERROR && r->abort_err) {
 		err = r->abort_err;
 	} else if (cc != CURLE_OK) {
-		err = curl_errno(cc);
+		err = attempt_errno(r, cc);
 		retry = curl_transient(cc);
 	} else if (r->status >= 200 && r->status <= 299) {
 		err = check_reply(r, &size);
@@ -1205,6 +1238,7 @@ int cfs_fetcher_new(const struct cfs_fetch_opts *opts, struct cfs_fetcher **out)
 	f->retries = opts->retries ? opts->retries : 6;
 	f->backoff_ms = opts->backoff_ms ? opts->backoff_ms : 50;
 	f->insecure = opts->insecure;
+	f->handle_per_attempt = !easy_reusable();
 	f->deadlines.which = HEAP_DEADLINE;
 	f->retry_at.which = HEAP_RETRY;
 	f->rng = (cfs_now_ns() ^ (uint64_t)(uintptr_t)f) | 1;

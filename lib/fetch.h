@@ -93,7 +93,8 @@ void cfs_fetcher_free(struct cfs_fetcher *f);
  *                CA bundle could not be loaded); not retried
  *   -ETIMEDOUT   the deadline passed
  *   -EFBIG       the body exceeds max_size
- *   -EPROTO      a reply that makes no sense (bad length, bad range)
+ *   -EPROTO      a reply that makes no sense (bad length, bad range, no or
+ *                a malformed status line or header)
  *   -EIO         anything else once retries are spent (5xx, reset, ...)
  *   -ECANCELED   the fetcher is being freed
  * On success a GET's body is in res->body (free it). */
