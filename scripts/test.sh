@@ -92,7 +92,7 @@ else
 		# Every parser of outside input: the image index, access profiles,
 		# safetensors headers (with shard indexes) and docker-archives (the
 		# image sources of cfs-pack: tar members, JSON, layers).
-		for target in index profile safetensors oci; do
+		for target in index profile safetensors oci oci-layout tar http; do
 			if ! { [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz "tests/fuzz-$target"; }; then
 				fail "build of build-fuzz/tests/fuzz-$target"
 				continue
