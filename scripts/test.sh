@@ -90,9 +90,11 @@ else
 		fi
 		secs=${CFS_FUZZ_SECONDS:-60}
 		# Every parser of outside input: the image index, access profiles,
-		# safetensors headers (with shard indexes) and docker-archives (the
-		# image sources of cfs-pack: tar members, JSON, layers).
-		for target in index profile safetensors oci oci-layout tar http; do
+		# safetensors headers (with shard indexes), docker-archives and OCI
+		# layouts (cfs-pack's image sources: tar members, JSON, layers),
+		# tar streams, HTTP and S3 replies (through libcurl and the
+		# fetcher), tags and signature files (docs/SECURITY.md).
+		for target in index profile safetensors oci oci-layout tar http sig; do
 			if ! { [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz "tests/fuzz-$target"; }; then
 				fail "build of build-fuzz/tests/fuzz-$target"
 				continue
