@@ -644,6 +644,14 @@ static int req_new(struct cfs_fetcher *f, const struct cfs_fetch_req *in, struct
 		if (headers_add(&r->headers, "Expect:"))
 			goto fail;
 	}
+	for (const char *const *h = in->headers; h && *h; h++) {
+		if (!strchr(*h, ':') || strpbrk(*h, "\r\n")) {
+			err = -EINVAL;
+			goto fail;
+		}
+		if (headers_add(&r->headers, *h))
+			goto fail;
+	}
 	*out = r;
 	return 0;
 fail:

@@ -68,6 +68,9 @@ struct cfs_fetch_req {
 	size_t max_size;           /* larger bodies fail with -EFBIG; 0 = 1 GiB */
 	const struct cfs_fetch_sigv4 *sigv4; /* copied; NULL: unsigned */
 	unsigned deadline_ms;      /* 0: the fetcher's default */
+	const char *const *headers; /* extra "Name: value" lines, NULL-terminated, or
+				     * NULL; copied; signed with the rest under SigV4;
+				     * one with CR, LF or no ':' is -EINVAL */
 };
 
 struct cfs_fetch_result {

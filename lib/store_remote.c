@@ -95,8 +95,8 @@ static void remote_log_error(const struct cfs_remote *r, enum cfs_fetch_method m
 }
 
 int cfs_remote_request(struct cfs_remote *r, enum cfs_fetch_method method, const char *key,
-		       const void *body, size_t body_len, size_t max_size,
-		       struct cfs_fetch_result *res)
+		       const void *body, size_t body_len, const char *const *headers,
+		       size_t max_size, struct cfs_fetch_result *res)
 {
 	struct cfs_fetch_req req = { 0 };
 	struct cfs_fetcher *f;
@@ -122,6 +122,7 @@ int cfs_remote_request(struct cfs_remote *r, enum cfs_fetch_method method, const
 	req.url = url;
 	req.body = body;
 	req.body_len = body_len;
+	req.headers = headers;
 	req.max_size = max_size;
 	req.sigv4 = r->sigv4;
 	ret = cfs_fetch(f, &req, res);
@@ -141,7 +142,7 @@ int cfs_remote_get(struct cfs_remote *r, const char *key, size_t max, void **buf
 	struct cfs_fetch_result res;
 	int ret;
 
-	ret = cfs_remote_request(r, CFS_FETCH_GET, key, NULL, 0, max, &res);
+	ret = cfs_remote_request(r, CFS_FETCH_GET, key, NULL, 0, NULL, max, &res);
 	if (ret < 0)
 		return ret;
 	/* An empty object has no body to hand over: give the caller a buffer
@@ -162,7 +163,7 @@ int cfs_remote_has(struct cfs_remote *r, const char *key, uint64_t *size)
 	struct cfs_fetch_result res;
 	int ret;
 
-	ret = cfs_remote_request(r, CFS_FETCH_HEAD, key, NULL, 0, 0, &res);
+	ret = cfs_remote_request(r, CFS_FETCH_HEAD, key, NULL, 0, NULL, 0, &res);
 	if (ret == -ENOENT)
 		return 0;
 	if (ret < 0)

@@ -31,10 +31,11 @@ void cfs_remote_fini(struct cfs_remote *r);
 char *cfs_url_escape_path(const char *s);
 
 /* One request for key: returns res->err.  On success a GET's body is in
- * res->body.  (The fetcher logs failures but 404s.) */
+ * res->body.  headers: extra request headers, as cfs_fetch_req's (NULL:
+ * none).  (The fetcher logs failures but 404s.) */
 int cfs_remote_request(struct cfs_remote *r, enum cfs_fetch_method method, const char *key,
-		       const void *body, size_t body_len, size_t max_size,
-		       struct cfs_fetch_result *res);
+		       const void *body, size_t body_len, const char *const *headers,
+		       size_t max_size, struct cfs_fetch_result *res);
 
 /* The cfs_store_ops of the shared parts. */
 int cfs_remote_get(struct cfs_remote *r, const char *key, size_t max, void **buf, size_t *len);

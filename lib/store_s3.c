@@ -9,6 +9,16 @@
  *
  * put is a HEAD, then a PUT when the object is absent (replace: the PUT
  * alone).  A PUT that returned is durable, so sync has nothing to do.
+ *
+ * Every PUT stores a Cache-Control that S3 serves back with the object, so
+ * that the HTTP caches between a fleet and its bucket (a zonal nginx, a
+ * CDN; docs/FLEET.md) hold each key as long as it may be held: objects are
+ * content-addressed, never change, and are cached for a year; tags and
+ * signatures move, and are fresh for 5 s, then served stale for at most 5 s
+ * more while one request revalidates them, so a herd of readers of a tag
+ * that just expired costs the bucket one request and a moved tag is seen
+ * everywhere within 10 s; the store marker changes only when a store is
+ * made again, and is fresh for 5 minutes.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -217,9 +227,21 @@ static int s3_has(struct cfs_store *st, const char *key, uint64_t *size)
 	return cfs_remote_has(remote_of(st), key, size);
 }
 
+/* The Cache-Control request header a PUT of key stores (see the top). */
+static const char *s3_cache_control(const char *key)
+{
+	if (strncmp(key, "objects/", strlen("objects/")) == 0)
+		return "Cache-Control: public, max-age=31536000, immutable";
+	if (strcmp(key, CFS_STORE_MARKER) == 0)
+		return "Cache-Control: public, max-age=300";
+	/* tags/, sigs/, and any key added later: it may change. */
+	return "Cache-Control: public, max-age=5, stale-while-revalidate=5";
+}
+
 static int s3_put(struct cfs_store *st, const char *key, const void *buf, size_t len,
 		  bool replace)
 {
+	const char *headers[] = { s3_cache_control(key), NULL };
 	struct cfs_fetch_result res;
 	int ret;
 
@@ -228,7 +250,7 @@ static int s3_put(struct cfs_store *st, const char *key, const void *buf, size_t
 		if (ret)
 			return ret < 0 ? ret : 0;
 	}
-	ret = cfs_remote_request(remote_of(st), CFS_FETCH_PUT, key, buf, len, 0, &res);
+	ret = cfs_remote_request(remote_of(st), CFS_FETCH_PUT, key, buf, len, headers, 0, &res);
 	free(res.body);
 	return ret < 0 ? ret : 1;
 }
