@@ -456,3 +456,51 @@ compare() {
 		fail "cfs-treecmp $* exited $rc"
 	fi
 }
+
+# --- nginx with a configuration of the test's own (zonal.sh) --------------------
+
+# start_nginx_http NAME HTTP_TEXT: runs an nginx whose http block holds
+# HTTP_TEXT as it is, after every "@PORT@" in it is replaced by a free port;
+# configured under $W/nginx-NAME (temporary files in its tmp/, errors in its
+# error.log).  Sets NGINX_HTTP_PORT and NGINX_HTTP_PID (also in PIDS, for
+# the exit trap) once http://127.0.0.1:PORT/ answers with any status.
+start_nginx_http() {
+	local name=$1 text=$2 d=$W/nginx-$1 try t
+	_nginx_require
+	mkdir -p "$d/tmp"
+	for ((try = 0; try < 10; try++)); do
+		NGINX_HTTP_PORT=$(free_port)
+		{
+			echo 'daemon off;'
+			echo 'master_process off;'
+			echo 'worker_processes 1;'
+			[ "$(id -u)" -eq 0 ] && echo 'user root;'
+			echo "pid $d/nginx.pid;"
+			echo "error_log $d/error.log;"
+			echo 'events { worker_connections 4096; }'
+			echo 'http {'
+			for t in client_body proxy fastcgi uwsgi scgi; do echo "${t}_temp_path $d/tmp;"; done
+			printf '%s\n' "${text//@PORT@/$NGINX_HTTP_PORT}"
+			echo '}'
+		} >"$d/nginx.conf"
+		if _nginx_launch "$d" 50 "http://127.0.0.1:$NGINX_HTTP_PORT/"; then
+			NGINX_HTTP_PID=$NGINX_LAUNCHED_PID
+			return 0
+		fi
+		# A configuration error is not a busy port: say so at once.
+		grep -q 'emerg' "$d/error.log" 2>/dev/null && ! grep -q 'Address already in use' "$d/error.log" &&
+			fail "nginx $name: $(grep emerg "$d/error.log" | tail -n 3)"
+	done
+	fail "nginx $name did not start: $(tail -n 3 "$d/error.log" 2>/dev/null)"
+}
+
+# doc_block FILE FIRST LAST: the lines of FILE from the one that is FIRST to
+# the one that is LAST, both included (a block a test runs as the docs show
+# it); fails when there is no such block.
+doc_block() {
+	local out
+	out=$(sed -n "\\|^$2\$|,\\|^$3\$|p" "$1")
+	[ -n "$out" ] && [ "$(printf '%s\n' "$out" | tail -n 1)" = "$3" ] ||
+		fail "$1: no block from '$2' to '$3'"
+	printf '%s\n' "$out"
+}

@@ -243,6 +243,29 @@ step "s3: pack again: nothing new"
 grep -q ' 0 new objects' pack-s3b.err || fail "the second pack uploaded objects: $(cat pack-s3b.err)"
 [ "$(ref_of pack-s3b.out)" = "$ref" ] || fail "the second pack gave another reference"
 
+step "s3: what cfs-pack stored carries a Cache-Control (docs/FLEET.md): objects a year, the tag seconds"
+# s3_cache_control METHOD KEY: the Cache-Control s3rver returns for KEY (as
+# escaped in a URL) to a SigV4-signed HEAD or GET.
+s3_cache_control() {
+	local how=(-I)
+	[ "$1" = GET ] && how=(-D - -o /dev/null)
+	curl -sf -m 10 "${how[@]}" --aws-sigv4 "aws:amz:$AWS_REGION:s3" \
+		--user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
+		"$AWS_ENDPOINT_URL/cfs/images/prefix/$2" | tr -d '\r' | grep -i '^cache-control:' |
+		sed 's/^[^:]*: *//' || true
+}
+s3obj=$(cd "$S3_DIR/cfs/images/prefix" && find objects -name '*._S3rver_object' | head -n 1)
+s3obj=${s3obj%._S3rver_object}
+for m in HEAD GET; do
+	cc=$(s3_cache_control $m "$s3obj")
+	[ "$cc" = "public, max-age=31536000, immutable" ] || fail "$m $s3obj: Cache-Control '$cc'"
+	cc=$(s3_cache_control $m 'tags/rt%3Av1%40x%2By')
+	[ "$cc" = "public, max-age=5, stale-while-revalidate=5" ] || fail "$m tags/$tag: Cache-Control '$cc'"
+done
+cc=$(s3_cache_control HEAD cfs-store)
+[ "$cc" = "public, max-age=300" ] || fail "HEAD cfs-store: Cache-Control '$cc'"
+echo "   $s3obj: $(s3_cache_control GET "$s3obj"); tags/$tag: $(s3_cache_control GET 'tags/rt%3Av1%40x%2By')"
+
 step "s3: mount $s3 $tag"
 mount_image "$s3" "$tag" "$W/mnt-s3" --cache "$W/cache-s3"
 s3_mount_ms=$MOUNT_MS
