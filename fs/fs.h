@@ -45,7 +45,7 @@ struct cfs_fs {
 /* The root of the mount answers getxattr of this name with the counters
  * (not listed by listxattr: the image's own xattrs are unchanged). */
 #define CFS_FS_STATS_XATTR "user.cfs.stats"
-#define CFS_FS_STATS_MAX 4096
+#define CFS_FS_STATS_MAX 16384 /* the counters, and a list of up to 8 stores */
 
 /* The daemon's counters as a one-line JSON object (no newline) in buf.
  * Returns its length or -EOVERFLOW.  Thread-safe. */

@@ -71,6 +71,7 @@ struct mount_args {
 	uint64_t cache_size, mem_cache;
 	const char *stats_file, *log_file;
 	const char *store, *image, *mountpoint;
+	bool store_from_o;        /* store came from -o store= (a list: repeated) */
 	const char *stats_of;     /* --stats MOUNTPOINT: print its counters */
 	struct cfs_fetch_opts fetch;
 	const char *ca_file;      /* --ca-file, or NULL */
@@ -163,6 +164,10 @@ static void usage(FILE *out)
 		"       " PROG " --status MOUNTPOINT | --upgrade MOUNTPOINT\n"
 		"\n"
 		"Mounts IMAGE (a tag or sha256:<hex>) of STORE read-only at MOUNTPOINT.\n"
+		"STORE is a directory, an http(s):// or s3:// URL, or a list STORE1,STORE2,...\n"
+		"read in order, a zonal cache first and the origin last (a comma inside a\n"
+		"URL written %%2C; in -o: store=STORE1,store=STORE2): what one cannot serve\n"
+		"(missing, failing, too slow, corrupt) is asked of the next.\n"
 		"The second form is mount(8)'s (mount -t fuse.cfs IMAGE MNT -o store=STORE,\n"
 		"through mount.fuse3 and a `cfs` link to this program): -o also takes\n"
 		"cache=, cache_size=, mem_cache=, log=, stats_file=, readahead=, prefetch=,\n"
@@ -233,6 +238,33 @@ static char *abs_path(const char *path)
 	return out;
 }
 
+/* A store argument with each member of a list ("A,B,...") absolute: the
+ * daemon leaves the working directory. */
+static char *abs_store(const char *loc)
+{
+	char *out = NULL, *one, *joined;
+	const char *p = loc;
+
+	for (;;) {
+		size_t n = strcspn(p, ",");
+		char *member = strndup(p, n);
+
+		one = member ? abs_path(member) : NULL;
+		free(member);
+		if (!one || asprintf(&joined, "%s%s%s", out ? out : "", out ? "," : "", one) < 0) {
+			free(one);
+			free(out);
+			return NULL;
+		}
+		free(one);
+		free(out);
+		out = joined;
+		if (!p[n])
+			return out;
+		p += n + 1;
+	}
+}
+
 /* Appends opt to the comma list *list. */
 static int opt_append(char **list, const char *opt, size_t len)
 {
@@ -300,7 +332,21 @@ static int parse_o_value(struct mount_args *a, const char *s, size_t len)
 		return -1;
 	}
 	switch (k) {
-	case 0: a->store = v; return 1;
+	case 0:
+		/* store= again: the next store of a list (-o's commas part
+		 * options, so a list is written store=A,store=B). */
+		if (a->store && a->store_from_o) {
+			char *list;
+
+			if (asprintf(&list, "%s,%s", a->store, v) < 0)
+				return -1;
+			free(v);
+			a->o_vals[a->n_o_vals - 1] = list;
+			v = list;
+		}
+		a->store = v;
+		a->store_from_o = true;
+		return 1;
 	case 1: a->cache_dir = v; return 1;
 	case 2:
 	case 3:
@@ -1773,7 +1819,7 @@ int main(int argc, char **argv)
 	if (serve ? !(mountpoint = abs_path(a.mountpoint)) :
 		    check_mountpoint(a.mountpoint, &mountpoint) < 0)
 		goto out_log;
-	store_abs = abs_path(a.store);
+	store_abs = abs_store(a.store);
 	if (!store_abs) {
 		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
 		goto out_log;

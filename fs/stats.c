@@ -15,6 +15,33 @@
 #include "image.h"
 #include "store.h"
 
+/* s as a JSON string into buf: its length, or -EOVERFLOW. */
+static int json_string(char *buf, size_t cap, const char *s)
+{
+	size_t o = 0;
+
+	if (cap < 3)
+		return -EOVERFLOW;
+	buf[o++] = '"';
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (o + 7 >= cap)
+			return -EOVERFLOW;
+		if (c == '"' || c == '\\') {
+			buf[o++] = '\\';
+			buf[o++] = (char)c;
+		} else if (c < 0x20) {
+			o += (size_t)snprintf(buf + o, cap - o, "\\u%04x", c);
+		} else {
+			buf[o++] = (char)c;
+		}
+	}
+	buf[o++] = '"';
+	buf[o] = '\0';
+	return (int)o;
+}
+
 int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
 {
 	struct cfs_fetch_stats fst = { 0 };
@@ -47,7 +74,7 @@ int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
 		     ",\"prefetch_queued\":%" PRIu64 ",\"prefetch_done\":%" PRIu64
 		     ",\"cache_file_hits\":%" PRIu64 ",\"cache_verifies\":%" PRIu64
 		     ",\"cache_stale\":%" PRIu64 ",\"cache_files_open\":%" PRIu64
-		     ",\"read_splice\":%" PRIu64 ",\"read_copy\":%" PRIu64 ",\"splice\":%s}",
+		     ",\"read_splice\":%" PRIu64 ",\"read_copy\":%" PRIu64 ",\"splice\":%s",
 		     ss.gets, ss.get_bytes, ss.get_errors, is.chunk_fetches, is.chunk_bad,
 		     cs.mem_hits, cs.disk_hits, cs.misses, is.reads, is.read_bytes, is.read_errors,
 		     cs.load_errors, cs.disk_bad, cs.disk_write_errors, cs.disk_bytes, cs.mem_bytes,
@@ -60,5 +87,31 @@ int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
 		     fs->splice ? "true" : "false");
 	if (n < 0 || (size_t)n >= cap)
 		return -EOVERFLOW;
+	/* Where the bytes came from: each store of a list (one for a single
+	 * store), with the requests it failed and handed on to the next. */
+	for (size_t i = 0; i < cfs_store_count(fs->store); i++) {
+		struct cfs_store *m = cfs_store_member(fs->store, i);
+		int k;
+
+		cfs_store_stats_get(m, &ss);
+		k = snprintf(buf + n, cap - (size_t)n, "%s{\"location\":", i ? "," : ",\"stores\":[");
+		if (k < 0 || (size_t)k >= cap - (size_t)n)
+			return -EOVERFLOW;
+		n += k;
+		k = json_string(buf + n, cap - (size_t)n, cfs_store_location(m));
+		if (k < 0)
+			return k;
+		n += k;
+		k = snprintf(buf + n, cap - (size_t)n,
+			     ",\"gets\":%" PRIu64 ",\"get_bytes\":%" PRIu64 ",\"get_errors\":%" PRIu64
+			     ",\"passed_on\":%" PRIu64 "}",
+			     ss.gets, ss.get_bytes, ss.get_errors, cfs_store_passed_on(m));
+		if (k < 0 || (size_t)k >= cap - (size_t)n)
+			return -EOVERFLOW;
+		n += k;
+	}
+	if ((size_t)n + 3 > cap)
+		return -EOVERFLOW;
+	n += snprintf(buf + n, cap - (size_t)n, "]}");
 	return n;
 }

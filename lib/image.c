@@ -123,21 +123,38 @@ struct obj_fetch {
 	uint64_t max;   /* the largest decompressed size accepted */
 	void *obj;
 	size_t objlen;
+	size_t from;    /* the member of a store list that gave obj */
 };
+
+/* An object found corrupt (EBADMSG, EUCLEAN) on one member of a store
+ * list is asked of the next: true when there is one to ask. */
+static bool obj_next(struct obj_fetch *of, int err)
+{
+	if ((err != -EBADMSG && err != -EUCLEAN) || of->from + 1 >= cfs_store_count(of->st))
+		return false;
+	cfs_warn("object from %s: %s; asking %s",
+		 cfs_store_location(cfs_store_member(of->st, of->from)), cfs_strerror(err),
+		 cfs_store_location(cfs_store_member(of->st, of->from + 1)));
+	free(of->obj);
+	of->obj = NULL;
+	of->from++;
+	return true;
+}
 
 static int obj_fetch(struct obj_fetch *of, const cfs_digest *d, int64_t *raw_size)
 {
 	int ret;
 
-	ret = cfs_store_get(of->st, d, &of->obj, &of->objlen);
-	if (ret < 0)
-		return ret;
-	*raw_size = cfs_obj_raw_size(of->obj, of->objlen);
-	if (*raw_size < 0)
-		return (int)*raw_size;
-	if (*raw_size == 0 || (uint64_t)*raw_size > of->max)
-		return -EUCLEAN;
-	return 0;
+	do {
+		ret = cfs_store_get_from(of->st, d, &of->from, &of->obj, &of->objlen);
+		if (ret < 0)
+			return ret;
+		*raw_size = cfs_obj_raw_size(of->obj, of->objlen);
+		if (*raw_size >= 0 && (*raw_size == 0 || (uint64_t)*raw_size > of->max))
+			*raw_size = -EUCLEAN;
+		ret = *raw_size < 0 ? (int)*raw_size : 0;
+	} while (ret < 0 && obj_next(of, ret));
+	return ret;
 }
 
 /* Decodes the fetched object into dst (raw_size bytes), verified against d. */
@@ -148,17 +165,25 @@ static int obj_decode_into(struct obj_fetch *of, const cfs_digest *d, uint8_t *d
 	ssize_t n;
 	int ret;
 
-	if (!of->obj) {
-		ret = obj_fetch(of, d, &size);
-		if (ret < 0)
-			return ret;
-		if ((uint64_t)size != raw_size)
-			return -EUCLEAN;
+	for (;;) {
+		if (!of->obj) {
+			ret = obj_fetch(of, d, &size);
+			if (ret < 0)
+				return ret;
+			if ((uint64_t)size != raw_size) {
+				if (obj_next(of, -EUCLEAN))
+					continue;
+				return -EUCLEAN;
+			}
+		}
+		n = cfs_obj_decode(dst, (size_t)raw_size, of->obj, of->objlen, d);
+		if (n >= 0 && (uint64_t)n != raw_size)
+			n = -EUCLEAN;
+		if (n >= 0)
+			return 0;
+		if (!obj_next(of, (int)n))
+			return (int)n;
 	}
-	n = cfs_obj_decode(dst, (size_t)raw_size, of->obj, of->objlen, d);
-	if (n < 0)
-		return (int)n;
-	return (uint64_t)n == raw_size ? 0 : -EUCLEAN;
 }
 
 /* cfs_cache_load_fn for an object fetched whole. */
@@ -348,16 +373,19 @@ static int image_load_chunk(void *ctx, const cfs_digest *d, uint32_t raw_size, u
 {
 	struct cfs_image *img = ctx;
 	char ref[CFS_REF_STRLEN];
+	size_t from = 0, members = cfs_store_count(img->st);
 	int ret = -EIO;
 
 	if (timeout_recent(img, d))
 		return -ETIMEDOUT;
-	for (int attempt = 1; attempt <= CHUNK_FETCH_TRIES; attempt++) {
+	/* A corrupt copy is fetched again: from the next member of a store
+	 * list (a lying cache in front of the origin), else from the same. */
+	for (int attempt = 1; attempt <= CHUNK_FETCH_TRIES + (int)members - 1; attempt++) {
 		void *obj;
 		size_t objlen;
 		ssize_t n;
 
-		ret = cfs_store_get(img->st, d, &obj, &objlen);
+		ret = cfs_store_get_from(img->st, d, &from, &obj, &objlen);
 		if (ret < 0) {
 			if (ret == -ETIMEDOUT)
 				timeout_note(img, d);
@@ -381,8 +409,10 @@ static int image_load_chunk(void *ctx, const cfs_digest *d, uint32_t raw_size, u
 		stat_add(&img->chunk_bad, 1);
 		cfs_digest_ref(d, ref);
 		cfs_err("chunk %s: %s (store %s)%s", ref, cfs_strerror(ret),
-			cfs_store_location(img->st),
-			attempt < CHUNK_FETCH_TRIES ? "; fetching it again" : "");
+			cfs_store_location(cfs_store_member(img->st, from)),
+			attempt < CHUNK_FETCH_TRIES + (int)members - 1 ? "; fetching it again" : "");
+		if (from + 1 < members)
+			from++;
 	}
 	return ret;
 }
@@ -831,7 +861,7 @@ int cfs_image_prefetch_list(struct cfs_image *img, uint32_t **chunks, size_t *co
 	struct cfs_index_info info;
 	cfs_digest d;
 	void *obj = NULL, *raw = NULL;
-	size_t objlen;
+	size_t objlen, from = 0;
 	int64_t raw_size;
 	ssize_t n;
 	int ret;
@@ -841,7 +871,8 @@ int cfs_image_prefetch_list(struct cfs_image *img, uint32_t **chunks, size_t *co
 	if (cfs_index_prefetch(img->idx, &d) < 0)
 		return 0;
 	cfs_index_info(img->idx, &info);
-	ret = cfs_store_get(img->st, &d, &obj, &objlen);
+again:
+	ret = cfs_store_get_from(img->st, &d, &from, &obj, &objlen);
 	if (ret < 0)
 		return ret;
 	raw_size = cfs_obj_raw_size(obj, objlen);
@@ -860,6 +891,14 @@ int cfs_image_prefetch_list(struct cfs_image *img, uint32_t **chunks, size_t *co
 		goto out;
 	}
 	n = cfs_obj_decode(raw, (size_t)raw_size, obj, objlen, &d);
+	if ((n == -EBADMSG || n == -EUCLEAN) && from + 1 < cfs_store_count(img->st)) {
+		/* A corrupt copy: ask the next store of the list. */
+		free(raw);
+		free(obj);
+		raw = obj = NULL;
+		from++;
+		goto again;
+	}
 	if (n < 0) {
 		ret = (int)n;
 		goto out;

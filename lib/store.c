@@ -2,6 +2,14 @@
 /*
  * The backend-independent part of a store: location dispatch, object keys,
  * tags and statistics.  Backends only move bytes under keys.
+ *
+ * A store list, "STORE1,STORE2,..." (a comma inside a location written
+ * %2C), reads from its members in order: a zonal cache first, the origin
+ * last.  Whatever one member fails to give (missing, a server error, a
+ * timeout, an object the caller found corrupt: cfs_store_get_from()) the
+ * next one is asked for; all but the last answer within a third of the
+ * deadline and retry once, so that a dead cache costs little.  A list is
+ * read-only.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -111,16 +119,14 @@ static int store_backend(const char *location, const struct cfs_store_ops **ops,
 	return 0;
 }
 
-int cfs_store_open_opts(const char *location, unsigned flags, const struct cfs_store_opts *opts,
-			struct cfs_store **out)
+static int store_open_one(const char *location, unsigned flags, const struct cfs_store_opts *opts,
+			  struct cfs_store **out)
 {
 	const struct cfs_store_ops *ops;
 	const char *path;
 	struct cfs_store *st;
 	int ret;
 
-	if (!location || !*location || !out)
-		return -EINVAL;
 	ret = store_backend(location, &ops, &path);
 	if (ret < 0)
 		return ret;
@@ -160,28 +166,180 @@ out_free:
 	return ret;
 }
 
+/* One member's location: %2C decoded back to a comma. */
+static char *member_location(const char *s, size_t n)
+{
+	char *out = malloc(n + 1), *o = out;
+
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		if (i + 2 < n && s[i] == '%' && s[i + 1] == '2' && (s[i + 2] == 'C' || s[i + 2] == 'c')) {
+			*o++ = ',';
+			i += 2;
+		} else {
+			*o++ = s[i];
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
+static int store_open_list(const char *location, unsigned flags,
+			   const struct cfs_store_opts *opts, struct cfs_store **out)
+{
+	struct cfs_fetch_opts fo = { 0 };
+	struct cfs_store_opts mo = { .fetch = &fo };
+	struct cfs_store *st;
+	const char *p = location;
+	size_t n = 1;
+	int ret;
+
+	if (flags & CFS_STORE_CREATE) {
+		cfs_err("%s: a store list is read-only: write to one store", location);
+		return -EROFS;
+	}
+	for (const char *c = location; *c; c++)
+		n += *c == ',';
+	if (n > CFS_STORE_LIST_MAX) {
+		cfs_err("%s: more than %d stores", location, CFS_STORE_LIST_MAX);
+		return -E2BIG;
+	}
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	st->location = strdup(location);
+	st->members = calloc(n, sizeof(*st->members));
+	if (!st->location || !st->members) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	for (size_t i = 0; i < n; i++) {
+		size_t len = strcspn(p, ",");
+		char *loc;
+
+		if (!len) {
+			cfs_err("%s: an empty store in the list", location);
+			ret = -EINVAL;
+			goto fail;
+		}
+		loc = member_location(p, len);
+		if (!loc) {
+			ret = -ENOMEM;
+			goto fail;
+		}
+		if (opts && opts->fetch)
+			fo = *opts->fetch;
+		/* Not the origin: give up soon and hand on (store.c's top). */
+		if (i + 1 < n) {
+			unsigned deadline = fo.deadline_ms ? fo.deadline_ms : 30000;
+
+			fo.deadline_ms = CFS_MAX(deadline / 3, 1u);
+			fo.retries = 1;
+		}
+		ret = store_open_one(loc, flags, &mo, &st->members[i]);
+		if (ret < 0)
+			cfs_err("%s: %s", loc, cfs_strerror(ret));
+		free(loc);
+		if (ret < 0)
+			goto fail;
+		st->nmembers++;
+		p += len + 1;
+	}
+	*out = st;
+	return 0;
+fail:
+	cfs_store_free(st);
+	return ret;
+}
+
+int cfs_store_open_opts(const char *location, unsigned flags, const struct cfs_store_opts *opts,
+			struct cfs_store **out)
+{
+	if (!location || !*location || !out)
+		return -EINVAL;
+	if (strchr(location, ','))
+		return store_open_list(location, flags, opts, out);
+	return store_open_one(location, flags, opts, out);
+}
+
 int cfs_store_open(const char *location, unsigned flags, struct cfs_store **out)
 {
 	return cfs_store_open_opts(location, flags, NULL, out);
+}
+
+static bool is_list(const struct cfs_store *st)
+{
+	return st->members != NULL;
 }
 
 void cfs_store_free(struct cfs_store *st)
 {
 	if (!st)
 		return;
-	st->ops->close(st);
+	if (is_list(st)) {
+		for (size_t i = 0; i < st->nmembers; i++)
+			cfs_store_free(st->members[i]);
+		free(st->members);
+	} else {
+		st->ops->close(st);
+	}
 	free(st->ca_file);
 	free(st->location);
 	free(st);
 }
 
+size_t cfs_store_count(const struct cfs_store *st)
+{
+	return is_list(st) ? st->nmembers : 1;
+}
+
+struct cfs_store *cfs_store_member(struct cfs_store *st, size_t i)
+{
+	if (!is_list(st))
+		return i == 0 ? st : NULL;
+	return i < st->nmembers ? st->members[i] : NULL;
+}
+
+uint64_t cfs_store_passed_on(const struct cfs_store *st)
+{
+	return atomic_load_explicit(&st->passed_on, memory_order_relaxed);
+}
+
 bool cfs_store_is_remote(const struct cfs_store *st)
 {
+	if (is_list(st)) {
+		for (size_t i = 0; i < st->nmembers; i++)
+			if (cfs_store_is_remote(st->members[i]))
+				return true;
+		return false;
+	}
 	return st->ops->fetch_stats != NULL;
 }
 
 int cfs_store_fetch_stats(struct cfs_store *st, struct cfs_fetch_stats *out)
 {
+	if (is_list(st)) {
+		struct cfs_fetch_stats m;
+		int ret = -ENOTSUP;
+
+		memset(out, 0, sizeof(*out));
+		for (size_t i = 0; i < st->nmembers; i++) {
+			if (cfs_store_fetch_stats(st->members[i], &m) < 0)
+				continue;
+			out->requests += m.requests;
+			out->attempts += m.attempts;
+			out->retries += m.retries;
+			out->errors += m.errors;
+			out->timeouts += m.timeouts;
+			out->bytes += m.bytes;
+			out->bytes_sent += m.bytes_sent;
+			out->inflight += m.inflight;
+			out->queued += m.queued;
+			ret = 0;
+		}
+		return ret;
+	}
 	if (!st->ops->fetch_stats)
 		return -ENOTSUP;
 	st->ops->fetch_stats(st, out);
@@ -229,11 +387,45 @@ const char *cfs_store_location(const struct cfs_store *st)
 	return st->location;
 }
 
+/* A member failed: hand on to the next unless the failure is ours. */
+static bool pass_on(struct cfs_store *m, int err, bool last)
+{
+	if (err == -ENOMEM || err == -EINVAL)
+		return false;
+	if (!last)
+		stat_add(&m->passed_on, 1);
+	return true;
+}
+
+int cfs_store_get_from(struct cfs_store *st, const cfs_digest *d, size_t *from, void **buf,
+		       size_t *len)
+{
+	int ret = -ENOENT;
+
+	if (!is_list(st))
+		return *from == 0 ? cfs_store_get(st, d, buf, len) : -ENOENT;
+	for (size_t i = *from; i < st->nmembers; i++) {
+		ret = cfs_store_get(st->members[i], d, buf, len);
+		if (ret == 0) {
+			*from = i;
+			return 0;
+		}
+		if (!pass_on(st->members[i], ret, i + 1 == st->nmembers))
+			return ret;
+	}
+	return ret;
+}
+
 int cfs_store_get(struct cfs_store *st, const cfs_digest *d, void **buf, size_t *len)
 {
 	char key[OBJ_KEY_LEN];
 	int ret;
 
+	if (is_list(st)) {
+		size_t from = 0;
+
+		return cfs_store_get_from(st, d, &from, buf, len);
+	}
 	obj_key(d, key);
 	ret = st->ops->get(st, key, CFS_OBJECT_MAX_SIZE, buf, len);
 	if (ret == -ENOENT)
@@ -251,6 +443,17 @@ int cfs_store_has(struct cfs_store *st, const cfs_digest *d, uint64_t *size)
 {
 	char key[OBJ_KEY_LEN];
 
+	if (is_list(st)) {
+		int ret = 0;
+
+		for (size_t i = 0; i < st->nmembers; i++) {
+			ret = cfs_store_has(st->members[i], d, size);
+			if (ret == 1 || !pass_on(st->members[i], ret < 0 ? ret : -ENOENT,
+						 i + 1 == st->nmembers))
+				return ret;
+		}
+		return ret;
+	}
 	obj_key(d, key);
 	return st->ops->has(st, key, size);
 }
@@ -265,6 +468,8 @@ static int store_put(struct cfs_store *st, const cfs_digest *d, const void *buf,
 	 * it, and every reader verifies it anyway. */
 	if (len > CFS_OBJECT_MAX_SIZE)
 		return -EFBIG;
+	if (is_list(st))
+		return -EROFS;
 	obj_key(d, key);
 	/* A remote store's presence check is a round trip: when the caller
 	 * has just made it, a plain write of the same content is harmless.  A
@@ -293,7 +498,7 @@ int cfs_store_put_absent(struct cfs_store *st, const cfs_digest *d, const void *
 
 int cfs_store_sync(struct cfs_store *st)
 {
-	return st->ops->sync(st);
+	return is_list(st) ? -EROFS : st->ops->sync(st);
 }
 
 bool cfs_tag_name_valid(const char *name)
@@ -348,6 +553,14 @@ int cfs_store_sig_get(struct cfs_store *st, const char *name, size_t max, void *
 
 	if (ret < 0)
 		return ret;
+	if (is_list(st)) {
+		for (size_t i = 0; i < st->nmembers; i++) {
+			ret = cfs_store_sig_get(st->members[i], name, max, buf, len);
+			if (!ret || !pass_on(st->members[i], ret, i + 1 == st->nmembers))
+				return ret;
+		}
+		return ret;
+	}
 	ret = st->ops->get(st, key, max, buf, len);
 	return ret == -ENOENT ? store_missing(st) : ret;
 }
@@ -359,6 +572,8 @@ int cfs_store_sig_set(struct cfs_store *st, const char *name, const void *buf, s
 
 	if (ret < 0)
 		return ret;
+	if (is_list(st))
+		return -EROFS;
 	ret = st->ops->put(st, key, buf, len, true);
 	return ret < 0 ? ret : 0;
 }
@@ -373,6 +588,15 @@ int cfs_store_tag_get(struct cfs_store *st, const char *name, cfs_digest *out)
 	ret = tag_key(name, key);
 	if (ret < 0)
 		return ret;
+	if (is_list(st)) {
+		/* A member that lies (a malformed tag) is passed over too. */
+		for (size_t i = 0; i < st->nmembers; i++) {
+			ret = cfs_store_tag_get(st->members[i], name, out);
+			if (!ret || !pass_on(st->members[i], ret, i + 1 == st->nmembers))
+				return ret;
+		}
+		return ret;
+	}
 	ret = st->ops->get(st, key, TAG_FILE_MAX, &buf, &len);
 	if (ret == -ENOENT)
 		return store_missing(st);
@@ -409,6 +633,8 @@ int cfs_store_tag_set(struct cfs_store *st, const char *name, const cfs_digest *
 	ret = tag_key(name, key);
 	if (ret < 0)
 		return ret;
+	if (is_list(st))
+		return -EROFS;
 	cfs_digest_ref(d, text);
 	text[CFS_REF_STRLEN - 1] = '\n';
 	ret = st->ops->put(st, key, text, CFS_REF_STRLEN, true);
@@ -426,6 +652,21 @@ int cfs_store_resolve(struct cfs_store *st, const char *image, cfs_digest *out)
 
 void cfs_store_stats_get(struct cfs_store *st, struct cfs_store_stats *out)
 {
+	if (is_list(st)) {
+		struct cfs_store_stats m;
+
+		memset(out, 0, sizeof(*out));
+		for (size_t i = 0; i < st->nmembers; i++) {
+			cfs_store_stats_get(st->members[i], &m);
+			out->gets += m.gets;
+			out->get_bytes += m.get_bytes;
+			out->get_errors += m.get_errors;
+			out->puts += m.puts;
+			out->put_bytes += m.put_bytes;
+			out->put_skipped += m.put_skipped;
+		}
+		return;
+	}
 	out->gets = stat_load(&st->gets);
 	out->get_bytes = stat_load(&st->get_bytes);
 	out->get_errors = stat_load(&st->get_errors);

@@ -57,6 +57,9 @@ struct cfs_store_opts {
 	const struct cfs_fetch_opts *fetch;
 };
 
+/* Most stores in a list. */
+#define CFS_STORE_LIST_MAX 8
+
 /* Opens the store at location: a directory path or file:// URL, an
  * http:// or https:// URL of a store directory served by any web server
  * (read-only), or s3://BUCKET[/PREFIX], configured like the AWS tools
@@ -66,7 +69,11 @@ struct cfs_store_opts {
  * fork as long as nothing is fetched before it.
  * Same errors as cfs_store_open(), and -EACCES (credentials refused),
  * -EROFS (CFS_STORE_CREATE on an http(s) store, which is read-only), and
- * for s3:// with CFS_STORE_CREATE the errors of writing the marker. */
+ * for s3:// with CFS_STORE_CREATE the errors of writing the marker.
+ * "STORE1,STORE2,..." (a comma inside a location written %2C) opens a
+ * store list: read-only (-EROFS for CFS_STORE_CREATE and every write), it
+ * reads from its members in order and hands a request on to the next
+ * member when one fails (store.c). */
 int cfs_store_open_opts(const char *location, unsigned flags, const struct cfs_store_opts *opts,
 			struct cfs_store **out);
 
@@ -81,8 +88,20 @@ const char *cfs_store_location(const struct cfs_store *st);
 bool cfs_store_is_remote(const struct cfs_store *st);
 
 /* Reads object d into a malloc'd buffer the caller frees.
- * -ENOENT when absent; -ENXIO when a remote store turns out not to exist. */
+ * -ENOENT when absent; -ENXIO when a remote store turns out not to exist.
+ * From a list, the first member that gives it; else the last one's error. */
 int cfs_store_get(struct cfs_store *st, const cfs_digest *d, void **buf, size_t *len);
+/* cfs_store_get() from member *from on (0: all of them); *from is set to
+ * the member that gave the object.  A caller that finds it corrupt asks
+ * again from *from + 1; -ENOENT past the last member. */
+int cfs_store_get_from(struct cfs_store *st, const cfs_digest *d, size_t *from, void **buf,
+		       size_t *len);
+
+/* The members of a list (1 and st itself for any other store), and the
+ * requests a member failed and handed on to the next. */
+size_t cfs_store_count(const struct cfs_store *st);
+struct cfs_store *cfs_store_member(struct cfs_store *st, size_t i);
+uint64_t cfs_store_passed_on(const struct cfs_store *st);
 
 /* 1 when present, 0 when absent, or -errno.  When present and size is not
  * NULL, *size is the object's stored size (a stat or HEAD, not a read). */

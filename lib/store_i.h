@@ -41,6 +41,10 @@ struct cfs_store {
 	_Atomic int marker_state;
 	_Atomic uint64_t gets, get_bytes, get_errors;
 	_Atomic uint64_t puts, put_bytes, put_skipped;
+	_Atomic uint64_t passed_on; /* a list's member: requests it failed, handed on */
+	/* A store list (STORE1,STORE2,...): its members in order, ops NULL. */
+	struct cfs_store **members;
+	size_t nmembers;
 };
 
 extern const struct cfs_store_ops cfs_store_dir_ops;
