@@ -92,7 +92,18 @@ step "http: treecmp src against the mount"
 compare --approx-blocks src mnt-http
 
 step "http: cfs-mount --stats while mounted"
-live_stats mnt-http stats-http.json
+# Once the fetcher is idle (readahead and prefetch run in the background):
+# two snapshots in a row with nothing in flight or queued and the same
+# attempts, so that nginx's log holds every request started.
+prev=-1
+for ((i = 0; i < 50; i++)); do
+	live_stats mnt-http stats-http.json
+	attempts=$(stat_of stats-http.json fetch_attempts)
+	[ "$(stat_of stats-http.json fetch_inflight)" -eq 0 ] &&
+		[ "$(stat_of stats-http.json fetch_queued)" -eq 0 ] && [ "$attempts" -eq "$prev" ] && break
+	prev=$attempts
+	sleep 0.2
+done
 echo "   $(cat stats-http.json)"
 requests=$(stat_of stats-http.json fetch_requests)
 attempts=$(stat_of stats-http.json fetch_attempts)
