@@ -265,7 +265,7 @@ s3_cache_control() {
 		"$AWS_ENDPOINT_URL/cfs/images/prefix/$2" | tr -d '\r' | grep -i '^cache-control:' |
 		sed 's/^[^:]*: *//' || true
 }
-s3obj=$(cd "$S3_DIR/cfs/images/prefix" && find objects -name '*._S3rver_object' | head -n 1)
+s3obj=$(cd "$S3_DIR/cfs/images/prefix" && find objects -name '*._S3rver_object' -print -quit)
 s3obj=${s3obj%._S3rver_object}
 for m in HEAD GET; do
 	cc=$(s3_cache_control $m "$s3obj")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The zonal cache of docs/FLEET.md, its nginx blocks cut out of the doc and run as written: 8 cold cfs-mount clients at once through it fetch every object from the origin (nginx behind a 20 ms link) exactly once and read the right bytes; the origin's Cache-Control per path; a moved tag shows through after its short lifetime; the same block in front of s3rver.
+# The zonal cache of docs/FLEET.md, its nginx blocks cut out of the doc and run as written: 8 cold cfs-mount clients at once through it fetch every object from the origin (nginx behind a 20 ms link) exactly once and read the right bytes; the origin's Cache-Control per path; a moved tag shows through after its short lifetime; with a store list, the zonal cache down, the origin serves; the same block in front of s3rver.
 #
 # Env (set by tests/meson.build): CFS_PACK, CFS_MOUNT, CFS_LS, CFS_MKTREE,
 # CFS_TREECMP, CFS_FAULTPROXY, CFS_SRCDIR; CFS_S3RVER as in remote.sh (the
@@ -110,7 +110,7 @@ start_nginx_http origin "log_format origin '\$request_method \$uri \$status \$bo
 access_log $W/origin.log origin;
 $origin"
 origin_port=$NGINX_HTTP_PORT
-obj=$(cd store && find objects -type f | head -n 1)
+obj=$(cd store && find objects -type f -print -quit)
 cc_obj=$(header "http://127.0.0.1:$origin_port/$obj" Cache-Control)
 cc_tag=$(header "http://127.0.0.1:$origin_port/tags/v1" Cache-Control)
 cc_marker=$(header "http://127.0.0.1:$origin_port/cfs-store" Cache-Control)
@@ -142,8 +142,10 @@ access_log $4 zonal;
 $conf"
 }
 step "zonal: nginx running the zonal block of docs/FLEET.md in front of the link"
+zconf=
 zonal_conf zconf "127.0.0.1:$PROXY_PORT" "$W/zonal-cache" "$W/zonal.log"
 start_nginx_http zonal "$zconf"
+zonal_pid=$NGINX_HTTP_PID
 zurl=http://127.0.0.1:$NGINX_HTTP_PORT/
 echo "   $zurl -> 127.0.0.1:$PROXY_PORT (20 ms) -> 127.0.0.1:$origin_port"
 
@@ -157,11 +159,11 @@ echo "   all $clients mounted and compared in $(($(now_ms) - t0)) ms"
 per_uri origin.log >origin-per-uri.txt
 per_uri zonal.log >zonal-per-uri.txt
 uniq_origin=$(wc -l <origin-per-uri.txt)
-dups=$(awk '$1 != 1' origin-per-uri.txt | head -n 5)
+dups=$(awk '$1 != 1 && n++ < 5' origin-per-uri.txt)
 [ -z "$dups" ] || fail "the origin served an object more than once (count uri): $dups"
 [ "$uniq_origin" -eq "$nobj" ] ||
 	fail "the origin served $uniq_origin distinct objects; the store holds $nobj, all read"
-bad=$(awk '$2 ~ /\/objects\// && $3 != 200' origin.log | head -n 3)
+bad=$(awk '$2 ~ /\/objects\// && $3 != 200 && n++ < 3' origin.log)
 [ -z "$bad" ] || fail "the origin answered object requests other than 200: $bad"
 zonal_obj=$(awk '$1 == "GET" && $2 ~ /\/objects\//' zonal.log | wc -l)
 zonal_miss=$(awk '$1 == "GET" && $2 ~ /\/objects\// && $4 == "MISS"' zonal.log | wc -l)
@@ -208,6 +210,38 @@ echo "   right after the move: $first; the new one after $(($(now_ms) - t0)) ms"
 cmp -s ls-zonal.out ls-store.out || fail "cfs-ls v1 through the zonal cache differs from the store's"
 grep -q 'moved-tag.txt' ls-zonal.out || fail "v1 through the zonal cache has no moved-tag.txt"
 
+# --- a store list: the zonal cache first, the origin last ----------------------------
+# store_field STATS INDEX KEY: a counter of the INDEX-th store of --stats.
+store_field() {
+	local v
+	v=$(grep -o '"stores":\[.*\]' "$1" | sed 's/},{/}\n{/g' | sed -n "$(($2 + 1))p" |
+		grep -o "\"$3\":[0-9]*" | cut -d: -f2)
+	[ -n "$v" ] || fail "no stores[$2].$3 in $1: $(cat "$1")"
+	echo "$v"
+}
+list="$zurl,http://127.0.0.1:$origin_port/"
+step "list $list: everything from the zonal cache while it is up"
+mount_bg "$W/list-up" "$list" v1 --cache "$W/cache-list-up"
+"$CFS_TREECMP" --approx-blocks src2 list-up >list-up.cmp 2>&1 || fail "treecmp src2 list-up: $(head -n 20 list-up.cmp)"
+mount_stats "$W/list-up" list-up.stats
+[ "$(store_field list-up.stats 0 gets)" -gt 0 ] || fail "the zonal cache served nothing"
+[ "$(store_field list-up.stats 1 gets)" -eq 0 ] || fail "the origin was asked while the zonal cache was up"
+unmount_wait "$W/list-up" "$MOUNT_PID"
+step "list: the zonal cache down, a new node reads everything from the origin"
+kill "$zonal_pid"
+wait "$zonal_pid" 2>/dev/null || true
+: >origin.log
+mount_bg "$W/list-down" "$list" v1 --cache "$W/cache-list-down"
+"$CFS_TREECMP" --approx-blocks src2 list-down >list-down.cmp 2>&1 ||
+	fail "treecmp src2 list-down: $(head -n 20 list-down.cmp)"
+mount_stats "$W/list-down" list-down.stats
+[ "$(store_field list-down.stats 0 passed_on)" -gt 0 ] || fail "the dead zonal cache passed nothing on"
+[ "$(store_field list-down.stats 1 gets)" -gt 0 ] || fail "the origin served nothing"
+[ "$(per_uri origin.log | wc -l)" -gt 0 ] || fail "the origin's log has no object request"
+echo "   zonal cache down: $(store_field list-down.stats 0 passed_on) requests passed on," \
+	"$(store_field list-down.stats 1 gets) gets from the origin"
+unmount_wait "$W/list-down" "$MOUNT_PID"
+
 # --- an S3 origin ---------------------------------------------------------------
 if ! find_s3rver; then
 	[ "${CI:-}" = true ] && fail "node or s3rver missing (scripts/install-deps.sh installs them)"
@@ -220,6 +254,7 @@ start_s3rver cfs
 "$CFS_PACK" --tag v1 src s3://cfs/fleet >pack-s3.out 2>pack-s3.err ||
 	fail "cfs-pack into s3 exited $?: $(tail -n 3 pack-s3.err)"
 [ "$(ref_of pack-s3.out)" = "$ref1" ] || fail "packing into s3 gave another image"
+s3conf=
 zonal_conf s3conf "127.0.0.1:$S3_PORT" "$W/zonal-s3-cache" "$W/zonal-s3.log"
 start_nginx_http zonal-s3 "$s3conf"
 z3url=http://127.0.0.1:$NGINX_HTTP_PORT/cfs/fleet/
