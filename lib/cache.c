@@ -15,6 +15,20 @@
  * finds the lock taken appends a byte to the lock file first: the holder
  * checks its size once it lets go and goes round again, so an entry renamed
  * after the holder's listing is never left uncounted.
+ *
+ * A miss is single-flight across those processes too: before loading, it
+ * locks the chunk's byte of <dir>/.fetch.lock (an OFD lock, by digest),
+ * looks in the directory again once it has it (another process may just
+ * have written the entry) and keeps it until the entry is renamed into
+ * place or its write failed, on the ring's thread when the write goes
+ * through io_uring: a waiter that found nothing would load it again.  A
+ * lock, not a marker file, because the kernel lets go of it when its
+ * holder dies; a live holder that hangs is waited for fetch_wait_ms at
+ * most, by polling, since no lock call waits with a timeout.  Byte ranges
+ * of one file, not a lock file per chunk, because a miss then creates and
+ * unlinks nothing (a lock file per chunk cost a 4 KiB miss 50-60% more
+ * CPU), nothing is left behind by a dead holder, and no taker can lock a
+ * file its holder just unlinked.
  */
 #include <dirent.h>
 #include <endian.h>
@@ -56,6 +70,15 @@
 /* A disk hit moves the entry's mtime forward at most this often. */
 #define TOUCH_SEC 60
 #define LOCK_NAME ".lock"
+/* A miss waits this long for another process fetching the same chunk,
+ * then fetches too (cache.h): above a chunk's usual fetch, below the
+ * fetcher's 30 s deadline, which ends a live but stuck fetch anyway. */
+#define FETCH_WAIT_MS_DEFAULT 10000u
+/* A taken chunk lock is polled from 1 ms, doubling up to this: the
+ * delay a waiter adds to a fetch it waited for. */
+#define FETCH_POLL_MAX_MS 8u
+/* The chunk locks' file: a name no pass lists (only "hh" directories). */
+#define FETCH_LOCK_NAME ".fetch.lock"
 /* The lock file grows a byte per contended pass; its holder trims it. */
 #define LOCK_TRIM 4096
 #define NS_PER_SEC 1000000000ull
@@ -160,6 +183,9 @@ struct cfs_cache {
 	uint64_t disk_bytes, disk_max;
 	int dirfd;                      /* -1: memory only */
 	int lockfd;                     /* <dir>/.lock; -1: none */
+	int fetchfd;                    /* <dir>/.fetch.lock; -1: no chunk locks */
+	struct table held;              /* chunk locks this process holds (nodes) */
+	unsigned fetch_wait_ms;         /* for another process's load */
 	struct cfs_uring *ring;         /* NULL: synchronous disk writes */
 	uint64_t since_scan;            /* bytes written since the last pass */
 	uint32_t gen;                   /* passes begun */
@@ -169,6 +195,7 @@ struct cfs_cache {
 	_Atomic uint64_t mem_hits, file_hits, disk_hits, misses, load_errors;
 	_Atomic uint64_t disk_bad, disk_write_errors, evictions, rescans;
 	_Atomic uint64_t verifies, stale;
+	_Atomic uint64_t shared_waits, shared_hits, shared_timeouts;
 	_Atomic uint64_t warned[2];     /* errno values already logged */
 };
 
@@ -724,6 +751,99 @@ bad:
 	return -EUCLEAN;
 }
 
+/* ---- chunk locks: one load per chunk among the processes ---- */
+
+/* A chunk's lock is one byte of <dir>/.fetch.lock at an offset taken from
+ * its digest (62 bits: two chunks share a byte by chance only, and then
+ * load one after the other), held as an OFD lock through c->fetchfd.  The
+ * kernel lets go of them all when the process dies.  Threads of one
+ * process own the same locks, so c->held says which this process holds. */
+static off_t chunk_lock_off(const cfs_digest *d)
+{
+	uint64_t h;
+
+	memcpy(&h, d->b + 8, sizeof(h));
+	return (off_t)(le64toh(h) >> 2);
+}
+
+/* Takes d's chunk lock: 0 (then chunk_lock_drop() it), else -errno and
+ * the caller loads unlocked, as with a directory of its own: -ETIMEDOUT
+ * after waiting fetch_wait_ms for the holder, or the error of a directory
+ * without the lock file or OFD locks.  Sets *waited when the lock was
+ * taken: by another process, or by a thread of this one still writing
+ * the entry whose memory copy went already. */
+static int chunk_lock_take(struct cfs_cache *c, const cfs_digest *d, bool *waited)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_len = 1 };
+	uint64_t deadline = 0, now, ns;
+	unsigned poll_ms = 1;
+	struct timespec ts;
+	struct node *n;
+	bool ours;
+	int ret;
+
+	*waited = false;
+	if (c->fetchfd < 0)
+		return -ENOLCK;
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	n->d = *d;
+	fl.l_start = chunk_lock_off(d);
+	for (;;) {
+		pthread_mutex_lock(&c->lock);
+		ours = table_find(&c->held, d) != NULL;
+		if (!ours)
+			table_insert(&c->held, n);
+		pthread_mutex_unlock(&c->lock);
+		if (!ours) {
+			if (fcntl(c->fetchfd, F_OFD_SETLK, &fl) == 0)
+				return 0;
+			ret = -errno;
+			pthread_mutex_lock(&c->lock);
+			table_remove(&c->held, n);
+			pthread_mutex_unlock(&c->lock);
+			if (ret != -EAGAIN && ret != -EACCES)
+				break;
+		}
+		if (!*waited) {
+			*waited = true;
+			stat_add(&c->shared_waits, 1);
+			deadline = cfs_now_ns() + (uint64_t)c->fetch_wait_ms * 1000000ull;
+		}
+		now = cfs_now_ns();
+		if (now >= deadline) {
+			stat_add(&c->shared_timeouts, 1);
+			ret = -ETIMEDOUT;
+			break;
+		}
+		/* No lock call waits with a timeout: poll. */
+		ns = CFS_MIN((uint64_t)poll_ms * 1000000ull, deadline - now);
+		ts.tv_sec = (time_t)(ns / NS_PER_SEC);
+		ts.tv_nsec = (long)(ns % NS_PER_SEC);
+		nanosleep(&ts, NULL);
+		poll_ms = CFS_MIN(poll_ms * 2, FETCH_POLL_MAX_MS);
+	}
+	free(n);
+	return ret;
+}
+
+/* Lets go of d's chunk lock, taken by chunk_lock_take(). */
+static void chunk_lock_drop(struct cfs_cache *c, const cfs_digest *d)
+{
+	struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_len = 1 };
+	struct node *n;
+
+	fl.l_start = chunk_lock_off(d);
+	(void)fcntl(c->fetchfd, F_OFD_SETLK, &fl);
+	pthread_mutex_lock(&c->lock);
+	n = table_find(&c->held, d);
+	if (n)
+		table_remove(&c->held, n);
+	pthread_mutex_unlock(&c->lock);
+	free(n);
+}
+
 static void unlink_victims(struct cfs_cache *c, struct node *victims)
 {
 	char path[DISK_PATH_LEN];
@@ -909,6 +1029,7 @@ struct ring_write {
 	struct disk_ent *e;
 	struct cfs_buf *b;
 	struct disk_hdr h;
+	bool chunk_locked;      /* let go of once the entry is on disk, or failed */
 	char path[DISK_PATH_LEN];
 };
 
@@ -933,14 +1054,19 @@ static void ring_write_done(void *ctx, int res)
 			close(fd);
 		}
 	}
+	/* Sealed too: a waiting process trusts it without hashing. */
+	if (w->chunk_locked)
+		chunk_lock_drop(c, &w->b->n.d);
 	disk_write_end(c, w->e, res, true);
 	cfs_buf_unref(w->b);
 	free(w);
 }
 
-/* Queues the write of b (reserved as e) on the ring.  Returns 0, or
- * -errno when it could not be queued: the caller writes it itself. */
-static int disk_write_ring(struct cfs_cache *c, struct cfs_buf *b, struct disk_ent *e)
+/* Queues the write of b (reserved as e) on the ring, which lets go of the
+ * chunk lock (if locked) once it completes.  Returns 0, or -errno when it
+ * could not be queued: the caller writes it itself, and keeps the lock. */
+static int disk_write_ring(struct cfs_cache *c, struct cfs_buf *b, struct disk_ent *e,
+			   bool locked)
 {
 	char tmp[DISK_TMP_LEN];
 	struct ring_write *w = malloc(sizeof(*w));
@@ -952,6 +1078,7 @@ static int disk_write_ring(struct cfs_cache *c, struct cfs_buf *b, struct disk_e
 	w->c = c;
 	w->e = e;
 	w->b = b;
+	w->chunk_locked = locked;
 	disk_trailer_init(&w->h, b);
 	iov[0] = (struct iovec){ b->data, b->len };
 	iov[1] = (struct iovec){ &w->h, sizeof(w->h) };
@@ -973,20 +1100,22 @@ static int disk_write_ring(struct cfs_cache *c, struct cfs_buf *b, struct disk_e
 /* Stores a freshly loaded buffer on disk, making room first in this
  * process's view.  With a ring, queues it and returns at once; the entry
  * stays reserved (writing) until the file is renamed into place.
- * Failures are counted and logged, never returned. */
-static void disk_write(struct cfs_cache *c, struct cfs_buf *b)
+ * Failures are counted and logged, never returned.  With locked, lets go
+ * of b's chunk lock once the entry is on disk or will not be. */
+static void disk_write(struct cfs_cache *c, struct cfs_buf *b, bool locked)
 {
 	uint64_t size = sizeof(struct disk_hdr) + (uint64_t)b->len;
 	struct node *victims = NULL, *handles = NULL;
 	struct disk_ent *e;
+	int ret;
 
 	if (size > c->disk_max)
-		return;
+		goto out_unlock;
 	if (c->ring)
 		disk_rescan_if_due(c);
 	e = calloc(1, sizeof(*e));
 	if (!e)
-		return;
+		goto out_unlock;
 	e->n.d = b->n.d;
 	e->size = size;
 	e->used_ns = wall_ns(CLOCK_REALTIME);
@@ -998,7 +1127,7 @@ static void disk_write(struct cfs_cache *c, struct cfs_buf *b)
 		/* Present, or another thread is writing it. */
 		pthread_mutex_unlock(&c->lock);
 		free(e);
-		return;
+		goto out_unlock;
 	}
 	table_insert(&c->disk, &e->n);
 	list_add_head(&c->disk_lru, &e->n);
@@ -1011,13 +1140,22 @@ static void disk_write(struct cfs_cache *c, struct cfs_buf *b)
 	unlink_victims(c, victims);
 	release_victims(handles);
 	if (c->ring) {
-		if (disk_write_ring(c, b, e) == 0)
+		if (disk_write_ring(c, b, e, locked) == 0)
 			return;
 		pthread_mutex_lock(&c->lock);
 		e->pending = NULL;
 		pthread_mutex_unlock(&c->lock);
 	}
-	disk_write_end(c, e, disk_write_file(c, b, e->used_ns), false);
+	ret = disk_write_file(c, b, e->used_ns);
+	/* Before the end, which may run a pass: waiters need the file only. */
+	if (locked)
+		chunk_lock_drop(c, &b->n.d);
+	disk_write_end(c, e, ret, false);
+	return;
+
+out_unlock:
+	if (locked)
+		chunk_lock_drop(c, &b->n.d);
 }
 
 /* ---- passes over the directory ---- */
@@ -1421,9 +1559,11 @@ int cfs_cache_new(const struct cfs_cache_opts *opts, struct cfs_cache **out)
 		return -ENOMEM;
 	c->dirfd = -1;
 	c->lockfd = -1;
+	c->fetchfd = -1;
 	c->mem_max = opts && opts->mem_max ? opts->mem_max : MEM_MAX_DEFAULT;
 	c->max_files = opts && opts->max_files ? opts->max_files : max_files_default();
 	c->disk_max = opts && opts->disk_max ? opts->disk_max : DISK_MAX_DEFAULT;
+	c->fetch_wait_ms = opts && opts->fetch_wait_ms ? opts->fetch_wait_ms : FETCH_WAIT_MS_DEFAULT;
 	list_init(&c->mem_lru);
 	list_init(&c->disk_lru);
 	ret = -pthread_mutex_init(&c->lock, NULL);
@@ -1435,19 +1575,25 @@ int cfs_cache_new(const struct cfs_cache_opts *opts, struct cfs_cache **out)
 	ret = table_init(&c->disk);
 	if (ret < 0)
 		goto out_mem_table;
+	ret = table_init(&c->held);
+	if (ret < 0)
+		goto out_disk_table;
 
 	if (opts && opts->dir) {
 		ret = mkdir_p(opts->dir);
 		if (ret < 0)
-			goto out_disk_table;
+			goto out_held_table;
 		c->dirfd = open(opts->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (c->dirfd < 0) {
 			ret = -errno;
-			goto out_disk_table;
+			goto out_held_table;
 		}
 		/* Without it (a read-only directory) eviction is unserialised. */
 		c->lockfd = openat(c->dirfd, LOCK_NAME,
 				   O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, DISK_FILE_MODE);
+		/* Without it, every process that misses a chunk loads it. */
+		c->fetchfd = openat(c->dirfd, FETCH_LOCK_NAME,
+				    O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, DISK_FILE_MODE);
 		ret = disk_rescan(c, true);
 		if (ret < 0)
 			goto out_close;
@@ -1457,10 +1603,14 @@ int cfs_cache_new(const struct cfs_cache_opts *opts, struct cfs_cache **out)
 	return 0;
 
 out_close:
+	if (c->fetchfd >= 0)
+		close(c->fetchfd);
 	if (c->lockfd >= 0)
 		close(c->lockfd);
 	free_ents_table(&c->disk);
 	close(c->dirfd);
+out_held_table:
+	free(c->held.b);
 out_disk_table:
 	free(c->disk.b);
 out_mem_table:
@@ -1487,8 +1637,12 @@ void cfs_cache_free(struct cfs_cache *c)
 		}
 	}
 	free_ents_table(&c->disk);
+	/* Empty: the ring let go of its locks above, and no get runs. */
+	free(c->held.b);
 	free(c->mem.b);
 	free(c->disk.b);
+	if (c->fetchfd >= 0)
+		close(c->fetchfd);
 	if (c->lockfd >= 0)
 		close(c->lockfd);
 	if (c->dirfd >= 0)
@@ -1523,13 +1677,16 @@ static int disk_read_pending(struct cfs_cache *c, struct cfs_buf *b)
 }
 
 /* Fills a placeholder from disk (a file handle) or through load() (a
- * memory handle); no lock held. */
+ * memory handle); no lock held.  A load takes d's chunk lock first, which
+ * the caller hands on to disk_write() (*locked). */
 static int cache_fill(struct cfs_cache *c, struct cfs_buf *b, cfs_cache_load_fn load, void *ctx,
-		      bool *loaded)
+		      bool *loaded, bool *locked)
 {
 	int disk = -ENOENT, ret;
+	bool waited;
 
 	*loaded = false;
+	*locked = false;
 	if (c->dirfd >= 0 && disk_read_pending(c, b) == 0) {
 		stat_add(&c->disk_hits, 1);
 		return 0;
@@ -1540,32 +1697,57 @@ static int cache_fill(struct cfs_cache *c, struct cfs_buf *b, cfs_cache_load_fn 
 			stat_add(&c->disk_hits, 1);
 			return 0;
 		}
+		/* Another process may be loading it, or may have written it
+		 * since the open: look again once the lock is ours, or once
+		 * its holder was waited for long enough. */
+		ret = chunk_lock_take(c, &b->n.d, &waited);
+		*locked = ret == 0;
+		if (*locked || waited) {
+			disk = disk_open(c, b);
+			if (disk == 0) {
+				if (*locked)
+					chunk_lock_drop(c, &b->n.d);
+				*locked = false;
+				if (waited)
+					stat_add(&c->shared_hits, 1);
+				stat_add(&c->disk_hits, 1);
+				return 0;
+			}
+		}
 	}
 	stat_add(&c->misses, 1);
 	/* 16-byte aligned by malloc; never 0 bytes, which may be NULL. */
 	b->data = malloc(b->len ? b->len : 1);
-	if (!b->data)
-		return -ENOMEM;
+	if (!b->data) {
+		ret = -ENOMEM;
+		goto out_unlock;
+	}
 	ret = load(ctx, &b->n.d, b->len, b->data);
 	if (ret < 0) {
 		stat_add(&c->load_errors, 1);
-		return ret;
+		goto out_unlock;
 	}
 	/* The load verified this size, so the entry's trailer was wrong. */
 	if (disk == -ERANGE)
 		disk_drop(c, &b->n.d);
 	*loaded = true;
 	return 0;
+
+out_unlock:
+	if (*locked)
+		chunk_lock_drop(c, &b->n.d);
+	*locked = false;
+	return ret;
 }
 
 /* The caller that inserted b loads it and wakes the waiters. */
 static int cache_load(struct cfs_cache *c, struct cfs_buf *b, cfs_cache_load_fn load, void *ctx)
 {
 	struct node *victims = NULL;
-	bool loaded;
+	bool loaded, locked;
 	int ret;
 
-	ret = cache_fill(c, b, load, ctx, &loaded);
+	ret = cache_fill(c, b, load, ctx, &loaded, &locked);
 
 	pthread_mutex_lock(&c->lock);
 	b->loading = false;
@@ -1590,9 +1772,10 @@ static int cache_load(struct cfs_cache *c, struct cfs_buf *b, cfs_cache_load_fn 
 		cfs_buf_unref(b); /* ours */
 		return ret;
 	}
-	/* After publishing: waiters need not wait for the disk. */
+	/* After publishing: waiters in this process need not wait for the
+	 * disk; those of others wait for the chunk lock, until it lands. */
 	if (loaded && c->dirfd >= 0)
-		disk_write(c, b);
+		disk_write(c, b, locked);
 	return 0;
 }
 
@@ -1748,6 +1931,9 @@ void cfs_cache_stats_get(struct cfs_cache *c, struct cfs_cache_stats *out)
 	out->rescans = stat_load(&c->rescans);
 	out->verifies = stat_load(&c->verifies);
 	out->stale = stat_load(&c->stale);
+	out->shared_waits = stat_load(&c->shared_waits);
+	out->shared_hits = stat_load(&c->shared_hits);
+	out->shared_timeouts = stat_load(&c->shared_timeouts);
 	out->uring = c->ring != NULL;
 	pthread_mutex_lock(&c->lock);
 	out->disk_bytes = c->disk_bytes;

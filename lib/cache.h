@@ -46,6 +46,17 @@
  * disk_max (a process that finds the lock taken leaves a mark, and the
  * holder goes round again, up to a few rounds).
  *
+ * A chunk is loaded once per directory, not once per process: a miss
+ * locks the chunk's byte of <dir>/.fetch.lock (an OFD lock) before
+ * loading, and keeps it until the entry is on disk (or its write failed).
+ * Another process missing the same chunk meanwhile waits for that lock,
+ * then finds the entry and serves it as a disk hit (checked like any entry
+ * another process wrote).  The wait is bounded by fetch_wait_ms, after
+ * which it loads the chunk itself: a hung holder delays others by that
+ * much at most, and a dead one not at all (the kernel lets go of its
+ * locks).  A miss pays two fcntl() calls for it; hits never lock, and
+ * nothing is created or deleted per chunk (docs/CACHE.md).
+ *
  * Disk writes go through io_uring when the build has liburing and the
  * kernel allows it (lib/uring.h): the thread that loaded a chunk queues
  * the write and returns, a thread of the cache lands it, and until then
@@ -72,6 +83,9 @@ struct cfs_cache_opts {
 	uint64_t disk_max; /* bytes on disk; 0 = 10 GiB */
 	uint64_t mem_max;  /* bytes of memory handles; 0 = 256 MiB */
 	uint32_t max_files; /* cache files kept open for hits; 0 = from RLIMIT_NOFILE, <= 4096 */
+	/* How long a miss waits for another process sharing dir that is
+	 * loading the same chunk, before loading it too; 0 = 10000. */
+	uint32_t fetch_wait_ms;
 };
 
 struct cfs_cache_stats {
@@ -90,6 +104,9 @@ struct cfs_cache_stats {
 	uint64_t evictions;
 	uint64_t rescans;      /* passes over the directory, start-up included */
 	uint64_t uring;        /* 1: disk writes go through io_uring; 0: synchronous */
+	uint64_t shared_waits;    /* misses that waited for another process's load */
+	uint64_t shared_hits;     /* of those, entries found on disk after: no load */
+	uint64_t shared_timeouts; /* of those, waits given up after fetch_wait_ms */
 };
 
 /* Creates the directory if needed and takes stock of what it holds. */
@@ -104,8 +121,9 @@ typedef int (*cfs_cache_load_fn)(void *ctx, const cfs_digest *d, uint32_t raw_si
 /* Returns in *out a reference to the content of chunk d (raw_size bytes):
  * a handle already held, else the disk entry, else from load(), which runs
  * once however many threads ask for d at the same time (the others wait
- * for it).  A load error is returned to every waiter and not remembered:
- * the next call tries again.  Release the reference with cfs_buf_unref(). */
+ * for it), and once however many processes sharing the directory do,
+ * unless one waits past fetch_wait_ms.  A load error is returned to every
+ * waiter and not remembered: the next call tries again.  Release the reference with cfs_buf_unref(). */
 int cfs_cache_get(struct cfs_cache *c, const cfs_digest *d, uint32_t raw_size,
 		  cfs_cache_load_fn load, void *ctx, struct cfs_buf **out);
 

@@ -3,16 +3,19 @@
  * failures), single flight and error propagation of the chunk cache, and
  * one directory shared by several caches and processes; disk writes
  * through io_uring, or synchronous when run with CFS_NO_IO_URING=1 (meson
- * runs it both ways), and a burst of writes landing. */
+ * runs it both ways), a burst of writes landing, and one load per chunk
+ * among processes sharing a directory, whose holder may die or hang. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1014,6 +1017,451 @@ static void test_processes(void)
 	cfs_cache_free(cs[1]);
 }
 
+
+/* ---- one load per chunk among processes ---- */
+
+static double ms_since(uint64_t t0)
+{
+	return (double)(cfs_now_ns() - t0) / 1e6;
+}
+
+#define XP_FIRST 7000u
+#define XP_CHUNKS 24u
+
+/* Shared by the processes of a test (MAP_SHARED). */
+struct xp_shared {
+	atomic_uint loads[XP_CHUNKS]; /* by chunk, whoever loaded it */
+	atomic_uint waits, hits, timeouts; /* the child's cache stats */
+};
+
+enum xp_mode { XP_LOAD, XP_DIE, XP_HANG };
+
+/* A slow load counted in shared memory; XP_DIE and XP_HANG tell the
+ * parent on note_fd that the load (and so the chunk lock) is under way,
+ * then wait for a byte on hold_fd: die by SIGKILL, or carry on. */
+struct xp_loader {
+	struct xp_shared *sh;
+	enum xp_mode mode;
+	unsigned delay_ms;
+	int note_fd, hold_fd;
+};
+
+static int xp_load_fn(void *ctx, const cfs_digest *d, uint32_t raw_size, uint8_t *dst)
+{
+	struct xp_loader *l = ctx;
+	unsigned i;
+	char c;
+
+	memcpy(&i, d->b + 28, 4);
+	atomic_fetch_add(&l->sh->loads[(i - XP_FIRST) % XP_CHUNKS], 1);
+	if (l->mode != XP_LOAD) {
+		if (write(l->note_fd, "l", 1) != 1 || read(l->hold_fd, &c, 1) != 1)
+			_exit(102);
+		if (l->mode == XP_DIE)
+			kill(getpid(), SIGKILL);
+	}
+	sleep_ms(l->delay_ms);
+	for (size_t k = 0; k < raw_size; k++)
+		dst[k] = pattern(i, k);
+	return 0;
+}
+
+static struct xp_shared *xp_shared_new(void)
+{
+	struct xp_shared *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
+				    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	if (sh == MAP_FAILED) {
+		perror("mmap");
+		exit(1);
+	}
+	memset(sh, 0, sizeof(*sh));
+	return sh;
+}
+
+static struct cfs_cache *xp_cache(const char *dir, unsigned wait_ms)
+{
+	struct cfs_cache_opts o = { .dir = dir, .fetch_wait_ms = wait_ms };
+	struct cfs_cache *c = NULL;
+
+	return cfs_cache_new(&o, &c) < 0 ? NULL : c;
+}
+
+/* The chunk locks' file is empty and owner-only, like entries. */
+static bool xp_lock_file_ok(const char *dir)
+{
+	struct stat st;
+	char p[300];
+
+	snprintf(p, sizeof(p), "%s/.fetch.lock", dir);
+	if (stat(p, &st) < 0 || (st.st_mode & 07777) != 0600 || st.st_size != 0) {
+		fprintf(stderr, "%s: mode %o size %ld\n", p, (unsigned)st.st_mode,
+			(long)st.st_size);
+		return false;
+	}
+	return true;
+}
+
+struct xp_arg {
+	struct cfs_cache *c;
+	struct xp_loader *l;
+	unsigned start;   /* first chunk of the round */
+	unsigned bad;
+};
+
+/* Every chunk once, from a thread's own starting point. */
+static void *xp_thread(void *p)
+{
+	struct xp_arg *a = p;
+
+	for (unsigned k = 0; k < XP_CHUNKS; k++) {
+		unsigned i = XP_FIRST + (a->start + k) % XP_CHUNKS;
+		struct cfs_buf *b = NULL;
+		cfs_digest d;
+
+		chunk_digest(i, &d);
+		if (cfs_cache_get(a->c, &d, CH, xp_load_fn, a->l, &b) < 0 || !content_ok(b, i, CH))
+			a->bad++;
+		cfs_buf_unref(b);
+	}
+	return NULL;
+}
+
+/* 4 threads of one process over every chunk, in the same order in every
+ * process (the most contention); returns bad gets. */
+static unsigned xp_run(struct cfs_cache *c, struct xp_loader *l)
+{
+	struct xp_arg a[4];
+	pthread_t t[4];
+	unsigned bad = 0;
+
+	for (unsigned k = 0; k < 4; k++) {
+		a[k] = (struct xp_arg){ c, l, k * (XP_CHUNKS / 4), 0 };
+		pthread_create(&t[k], NULL, xp_thread, &a[k]);
+	}
+	for (unsigned k = 0; k < 4; k++) {
+		pthread_join(t[k], NULL);
+		bad += a[k].bad;
+	}
+	cfs_cache_flush(c);
+	return bad;
+}
+
+static pid_t xp_fork(void)
+{
+	pid_t pid;
+
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid < 0) {
+		perror("fork");
+		exit(1);
+	}
+	return pid;
+}
+
+/* Two processes, 4 threads each, every chunk at once through caches on one
+ * directory, each load 50 ms: one load per chunk in all. */
+static void test_xproc_once(void)
+{
+	struct xp_shared *sh = xp_shared_new();
+	struct xp_loader l = { sh, XP_LOAD, 50, -1, -1 };
+	struct cfs_cache_stats s;
+	struct cfs_cache *c;
+	unsigned total = 0, once = 0, bad, files;
+	int ready[2], go[2], rc;
+	char dir[128], x;
+	uint64_t t0;
+	pid_t pid;
+
+	printf("processes: 2 x 4 threads load %u chunks at once, 50 ms each, through one "
+	       "directory\n", XP_CHUNKS);
+	snprintf(dir, sizeof(dir), "%s/xproc", base);
+	if (pipe(ready) < 0 || pipe(go) < 0) {
+		perror("pipe");
+		exit(1);
+	}
+	pid = xp_fork();
+	if (pid == 0) {
+		struct cfs_cache *cc = xp_cache(dir, 20000);
+
+		if (!cc || write(ready[1], "r", 1) != 1 || read(go[0], &x, 1) != 1)
+			_exit(100);
+		bad = xp_run(cc, &l);
+		cfs_cache_stats_get(cc, &s);
+		sh->waits = (unsigned)s.shared_waits;
+		sh->hits = (unsigned)s.shared_hits;
+		sh->timeouts = (unsigned)s.shared_timeouts;
+		bad += (unsigned)(s.disk_bad + s.load_errors);
+		cfs_cache_free(cc);
+		_exit(bad > 99 ? 99 : (int)bad);
+	}
+	c = cache_new(dir, 0, 0);
+	CHECK(read(ready[0], &x, 1) == 1, "the child's cache");
+	CHECK(write(go[1], "g", 1) == 1, "start the child");
+	t0 = cfs_now_ns();
+	bad = xp_run(c, &l);
+	rc = child_wait(pid);
+	CHECK(bad == 0, "%u bad gets here", bad);
+	CHECK(rc == 0, "child exited %d (bad gets, or 100+: setup failed)", rc);
+	for (unsigned k = 0; k < XP_CHUNKS; k++) {
+		total += sh->loads[k];
+		once += sh->loads[k] == 1;
+	}
+	cfs_cache_stats_get(c, &s);
+	printf("   %u loads of %u chunks in %.0f ms; waited for the other process: here %lu "
+	       "(%lu found the entry, %lu timed out), there %u (%u, %u)\n", total, XP_CHUNKS,
+	       ms_since(t0), (unsigned long)s.shared_waits, (unsigned long)s.shared_hits,
+	       (unsigned long)s.shared_timeouts, sh->waits, sh->hits, sh->timeouts);
+	CHECK(total == XP_CHUNKS && once == XP_CHUNKS, "%u loads, %u chunks loaded once",
+	      total, once);
+	CHECK(s.shared_timeouts == 0 && sh->timeouts == 0, "timeouts %lu %u",
+	      (unsigned long)s.shared_timeouts, sh->timeouts);
+	CHECK(s.shared_hits + sh->hits > 0, "no process found the other's entry");
+	CHECK(s.disk_bad == 0, "bad entries %lu", (unsigned long)s.disk_bad);
+	/* Nothing but entries in the fan-out directories. */
+	CHECK(dir_bytes(dir, &files) == XP_CHUNKS * (uint64_t)(CH + HDR) && files == XP_CHUNKS,
+	      "%u files", files);
+	CHECK(xp_lock_file_ok(dir), "the lock file");
+
+	printf("processes: a second round reads every chunk from disk\n");
+	memset(sh->loads, 0, sizeof(sh->loads));
+	cfs_cache_free(c);
+	c = cache_new(dir, 0, 0);
+	CHECK(xp_run(c, &l) == 0, "bad gets");
+	for (unsigned k = 0; k < XP_CHUNKS; k++)
+		CHECK(sh->loads[k] == 0, "chunk %u loaded again", k);
+	cfs_cache_free(c);
+	munmap(sh, sizeof(*sh));
+	close(ready[0]);
+	close(ready[1]);
+	close(go[0]);
+	close(go[1]);
+	cfs_test_rmtree(dir);
+}
+
+/* The chunk lock's holder is a child whose load never finishes by itself:
+ * on a byte from this process it dies by SIGKILL (mode XP_DIE) or carries
+ * on (XP_HANG).  Returns its pid once its load has begun. */
+static pid_t xp_holder(const char *dir, struct xp_shared *sh, enum xp_mode mode, unsigned chunk,
+		       int *hold_w)
+{
+	int note[2], hold[2];
+	pid_t pid;
+	char x;
+
+	if (pipe(note) < 0 || pipe(hold) < 0) {
+		perror("pipe");
+		exit(1);
+	}
+	pid = xp_fork();
+	if (pid == 0) {
+		struct xp_loader l = { sh, mode, 0, note[1], hold[0] };
+		struct cfs_cache *cc = xp_cache(dir, 20000);
+		struct cfs_buf *b = NULL;
+		cfs_digest d;
+		int bad;
+
+		close(hold[1]);
+		if (!cc)
+			_exit(100);
+		chunk_digest(chunk, &d);
+		bad = cfs_cache_get(cc, &d, CH, xp_load_fn, &l, &b) < 0 || !content_ok(b, chunk, CH);
+		cfs_buf_unref(b);
+		cfs_cache_free(cc);
+		_exit(bad);
+	}
+	close(note[1]);
+	close(hold[0]);
+	CHECK(read(note[0], &x, 1) == 1, "the holder's load did not begin");
+	close(note[0]);
+	*hold_w = hold[1];
+	return pid;
+}
+
+struct xp_get {
+	struct cfs_cache *c;
+	struct xp_loader *l;
+	unsigned chunk;
+	int ret;
+	double ms;
+};
+
+static void *xp_get_thread(void *p)
+{
+	struct xp_get *g = p;
+	struct cfs_buf *b = NULL;
+	uint64_t t0 = cfs_now_ns();
+	cfs_digest d;
+
+	chunk_digest(g->chunk, &d);
+	g->ret = cfs_cache_get(g->c, &d, CH, xp_load_fn, g->l, &b);
+	g->ms = ms_since(t0);
+	if (!g->ret && !content_ok(b, g->chunk, CH))
+		g->ret = -EBADMSG;
+	cfs_buf_unref(b);
+	return NULL;
+}
+
+/* Until c counts n waits for another process, 20 s at most. */
+static bool xp_await_wait(struct cfs_cache *c, uint64_t n)
+{
+	for (unsigned k = 0; k < 2000; k++) {
+		struct cfs_cache_stats s;
+
+		cfs_cache_stats_get(c, &s);
+		if (s.shared_waits >= n)
+			return true;
+		sleep_ms(10);
+	}
+	return false;
+}
+
+/* The holder dies while this process waits for it: the kernel lets go of
+ * its lock and the wait ends then, not at fetch_wait_ms (10 s here). */
+static void test_xproc_dead(void)
+{
+	struct xp_shared *sh = xp_shared_new();
+	struct xp_loader l = { sh, XP_LOAD, 50, -1, -1 };
+	struct xp_get g;
+	struct cfs_cache_stats s;
+	struct cfs_cache *c;
+	pthread_t t;
+	char dir[128];
+	unsigned files;
+	uint64_t t0;
+	int hold, st = 0;
+	pid_t pid;
+
+	printf("processes: the holder of a chunk lock dies by SIGKILL while another waits\n");
+	snprintf(dir, sizeof(dir), "%s/xdead", base);
+	pid = xp_holder(dir, sh, XP_DIE, XP_FIRST, &hold);
+	c = xp_cache(dir, 10000);
+	CHECK(c != NULL, "cache on %s", dir);
+	if (!c)
+		return;
+	g = (struct xp_get){ c, &l, XP_FIRST, 0, 0 };
+	pthread_create(&t, NULL, xp_get_thread, &g);
+	CHECK(xp_await_wait(c, 1), "the get never waited for the holder");
+	t0 = cfs_now_ns();
+	CHECK(write(hold, "k", 1) == 1, "kill the holder");
+	close(hold);
+	CHECK(waitpid(pid, &st, 0) == pid && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+	      "holder status %#x", st);
+	pthread_join(t, NULL);
+	cfs_cache_stats_get(c, &s);
+	printf("   served %.0f ms after the kill (the load takes 50 ms; %.0f ms in all)\n",
+	       ms_since(t0), g.ms);
+	CHECK(g.ret == 0, "get: %d", g.ret);
+	CHECK(s.shared_waits == 1 && s.shared_timeouts == 0 && s.shared_hits == 0,
+	      "waits %lu timeouts %lu hits %lu", (unsigned long)s.shared_waits,
+	      (unsigned long)s.shared_timeouts, (unsigned long)s.shared_hits);
+	CHECK(sh->loads[0] == 2, "loads %u: the dead one's and ours", sh->loads[0]);
+	cfs_cache_flush(c);
+	CHECK(dir_bytes(dir, &files) == CH + HDR && files == 1, "%u files", files);
+	CHECK(xp_lock_file_ok(dir), "the lock file");
+	cfs_cache_free(c);
+	munmap(sh, sizeof(*sh));
+	cfs_test_rmtree(dir);
+}
+
+/* The holder hangs: this process waits fetch_wait_ms (1 s here), then
+ * loads the chunk itself. */
+static void test_xproc_hung(void)
+{
+	struct xp_shared *sh = xp_shared_new();
+	struct xp_loader l = { sh, XP_LOAD, 50, -1, -1 };
+	struct xp_get g;
+	struct cfs_cache_stats s;
+	struct cfs_cache *c;
+	char dir[128];
+	int hold, rc;
+	pid_t pid;
+
+	printf("processes: the holder of a chunk lock hangs; another loads after "
+	       "fetch_wait_ms (1 s)\n");
+	snprintf(dir, sizeof(dir), "%s/xhung", base);
+	pid = xp_holder(dir, sh, XP_HANG, XP_FIRST, &hold);
+	c = xp_cache(dir, 1000);
+	CHECK(c != NULL, "cache on %s", dir);
+	if (!c)
+		return;
+	g = (struct xp_get){ c, &l, XP_FIRST, 0, 0 };
+	xp_get_thread(&g);
+	cfs_cache_stats_get(c, &s);
+	printf("   served after %.0f ms\n", g.ms);
+	CHECK(g.ret == 0, "get: %d", g.ret);
+	/* 1 s at least by the clock the wait runs on; the upper bound is
+	 * generous for a loaded machine. */
+	CHECK(g.ms >= 1000 && g.ms < 10000, "served after %.0f ms", g.ms);
+	CHECK(s.shared_waits == 1 && s.shared_timeouts == 1, "waits %lu timeouts %lu",
+	      (unsigned long)s.shared_waits, (unsigned long)s.shared_timeouts);
+	CHECK(sh->loads[0] == 2, "loads %u", sh->loads[0]);
+
+	printf("processes: meanwhile other chunks load without waiting\n");
+	g = (struct xp_get){ c, &l, XP_FIRST + 1, 0, 0 };
+	xp_get_thread(&g);
+	cfs_cache_stats_get(c, &s);
+	CHECK(g.ret == 0 && s.shared_waits == 1, "get: %d, waits %lu", g.ret,
+	      (unsigned long)s.shared_waits);
+	CHECK(write(hold, "c", 1) == 1, "release the holder");
+	close(hold);
+	rc = child_wait(pid);
+	CHECK(rc == 0, "holder exited %d", rc);
+	CHECK(sh->loads[0] == 2 && sh->loads[1] == 1, "loads %u %u", sh->loads[0], sh->loads[1]);
+	cfs_cache_free(c);
+	munmap(sh, sizeof(*sh));
+	cfs_test_rmtree(dir);
+}
+
+/* Figures, not checks: what a chunk lock adds to a miss (its two fcntl()
+ * calls, timed alone), beside a whole 4 KiB miss. */
+static void bench_chunk_lock(void)
+{
+	const unsigned n = 2000;
+	struct loader l = { .fast = true };
+	struct cfs_cache *c;
+	double lock_us, miss_us, mem_us;
+	char dir[128], path[300];
+	uint64_t t0;
+	int fd;
+
+	snprintf(dir, sizeof(dir), "%s/bench-lock", base);
+	mkdir(dir, 0700);
+	snprintf(path, sizeof(path), "%s/.fetch.lock", dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	t0 = cfs_now_ns();
+	for (unsigned i = 0; i < n; i++) {
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
+				    .l_start = (off_t)i * 7919 * 104729, .l_len = 1 };
+
+		CHECK(fcntl(fd, F_OFD_SETLK, &fl) == 0, "lock %u", i);
+		fl.l_type = F_UNLCK;
+		fcntl(fd, F_OFD_SETLK, &fl);
+	}
+	lock_us = ms_since(t0) * 1e3 / n;
+	close(fd);
+
+	c = cache_new(NULL, 1ull << 30, 0);
+	t0 = cfs_now_ns();
+	for (unsigned i = 0; i < n; i++)
+		get_fast(c, &l, 300000 + i, 4096);
+	mem_us = ms_since(t0) * 1e3 / n;
+	cfs_cache_free(c);
+	c = cache_new(dir, 1ull << 30, 0);
+	t0 = cfs_now_ns();
+	for (unsigned i = 0; i < n; i++)
+		get_fast(c, &l, 300000 + i, 4096);
+	cfs_cache_flush(c);
+	miss_us = ms_since(t0) * 1e3 / n;
+	cfs_cache_free(c);
+	printf("bench: a chunk lock (lock and unlock a byte) %.2f us; a 4 KiB miss %.1f us "
+	       "with the directory (%s writes), %.1f us memory only\n", lock_us, miss_us,
+	       want_uring ? "io_uring" : "sync", mem_us);
+	cfs_test_rmtree(dir);
+}
+
 /* 200 chunks of assorted sizes loaded back to back through a cache whose
  * memory holds a few: read back at once (from memory, the queued writes
  * or disk), then every write has landed and a new cache finds each entry
@@ -1056,11 +1504,6 @@ static void test_burst(void)
 	      (unsigned long)s.disk_bad);
 	cfs_cache_free(c);
 	cfs_test_rmtree(dir);
-}
-
-static double ms_since(uint64_t t0)
-{
-	return (double)(cfs_now_ns() - t0) / 1e6;
 }
 
 struct hit_arg {
@@ -1272,9 +1715,13 @@ int main(void)
 	test_unwritable();
 	test_shared();
 	test_processes();
+	test_xproc_once();
+	test_xproc_dead();
+	test_xproc_hung();
 	test_burst();
 	bench_rescan();
 	bench_writes();
+	bench_chunk_lock();
 
 	cfs_test_rmtree(base);
 	return cfs_test_done("test-cache");
