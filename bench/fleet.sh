@@ -30,7 +30,10 @@
 #            cache and read all of it (a rollout that warms each zone
 #            before it moves the tag; that node's origin requests count,
 #            its times do not); "direct": the nodes mount the link to the
-#            origin, no zonal cache.
+#            origin, no zonal cache; "shared": N mounts on ONE node (one
+#            disk cache directory for all of them, lib/cache.c's
+#            cross-process single flight), straight at the origin link
+#            (goal: 1.00 requests per object, as through a zonal cache).
 # Per N and mode: origin requests per unique object (object GETs in the
 # origin's access log / objects in the store; goal 1.00 through the zonal
 # cache), origin bytes / unique object bytes (every body byte the origin
@@ -48,7 +51,7 @@
 #
 # Env: CFS_PACK, CFS_MOUNT, CFS_FAULTPROXY (binaries; default build/...),
 #      LATENCY_MS (20), RATE (100M), BIG_MB (64), SMALL_FILES (300),
-#      MODES ("zonal zonal-warm direct"), CFS_MOUNT_OPTS (extra cfs-mount options),
+#      MODES ("zonal zonal-warm direct shared"), CFS_MOUNT_OPTS (extra cfs-mount options),
 #      RUN_TIMEOUT (seconds a node may take, 600), OUT_JSON (fleet.jsonl),
 #      BENCH_DIR (server data, tmpfs: /dev/shm), CACHE_DIR (client caches,
 #      /var/tmp: the local disk).
@@ -61,7 +64,7 @@ latency=${LATENCY_MS:-20}
 rate=${RATE:-100M}
 big_mb=${BIG_MB:-64}
 small_files=${SMALL_FILES:-300}
-modes=${MODES:-zonal zonal-warm direct}
+modes=${MODES:-zonal zonal-warm direct shared}
 run_timeout=${RUN_TIMEOUT:-600}
 out_json=${OUT_JSON:-fleet.jsonl}
 doc=$top/docs/FLEET.md
@@ -169,13 +172,13 @@ $conf"
 # daemon's CPU ticks and VmRSS at the end)
 node() {
 	local run=$1 i=$2 url=$3 mp=$C/$1-$2 t1 t2 sum pid cpu served rss
-	local res=$W/res/$run.$i
+	local res=$W/res/$run.$i cache=${SHARED_CACHE:-$C/cache-$1-$2}
 	exec 4< "$W/go-$run"
 	: > "$W/ready-$run.$i"
 	read -r _ <&4 || true
 	exec 4<&-
 	# shellcheck disable=SC2086 # CFS_MOUNT_OPTS is a list of words
-	if ! "$mnt_bin" ${CFS_MOUNT_OPTS:-} --cache "$C/cache-$run-$i" --log "$W/$run-$i.log" \
+	if ! "$mnt_bin" ${CFS_MOUNT_OPTS:-} --cache "$cache" --log "$W/$run-$i.log" \
 		"$url" fleet "$mp" > "$W/$run-$i.out" 2>&1; then
 		echo "0 0 0 0 0 FAIL mount: $(tail -n 1 "$W/$run-$i.out")" > "$res"
 		return
@@ -219,11 +222,12 @@ pct() { sort -g "$2" | awk -v p="$1" '{ a[NR] = $1 } END { r = int((p * NR + 99)
 
 # one_run MODE N: N nodes at once; appends a result line to $W/res/table
 one_run() {
-	local mode=$1 n=$2 run=$1-$2 url i t0 reqs uniq bytes tags fails=0 mps=()
+	local mode=$1 n=$2 run=$1-$2 url i t0 reqs uniq bytes tags fails=0 mps=() shared=
 	local -a nodes=()
 	case $mode in
 	zonal | zonal-warm) start_zonal "$run"; url=http://127.0.0.1:$ngx_port/;;
 	direct) url=http://127.0.0.1:$link_port/;;
+	shared) url=http://127.0.0.1:$link_port/ shared=$C/cache-$run-shared;;
 	*) die "unknown mode $mode";;
 	esac
 	: > "$W/origin.log"
@@ -236,7 +240,8 @@ one_run() {
 		MOUNTS+=("$C/$run-$i")
 		mps+=("$C/$run-$i")
 		# 3>&-: the nodes must not hold the FIFO's writer
-		CFS_MOUNT_OPTS=${CFS_MOUNT_OPTS:-} timeout "$run_timeout" bash -c 'node "$@"' _ "$run" "$i" "$url" 3>&- &
+		CFS_MOUNT_OPTS=${CFS_MOUNT_OPTS:-} SHARED_CACHE=$shared timeout "$run_timeout" \
+			bash -c 'node "$@"' _ "$run" "$i" "$url" 3>&- &
 		nodes+=($!)
 	done
 	wait_for bash -c "[ \$(ls $W | grep -c '^ready-$run\.') -eq $n ]" || die "the nodes did not get ready"

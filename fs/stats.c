@@ -74,6 +74,8 @@ int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
 		     ",\"prefetch_queued\":%" PRIu64 ",\"prefetch_done\":%" PRIu64
 		     ",\"cache_file_hits\":%" PRIu64 ",\"cache_verifies\":%" PRIu64
 		     ",\"cache_stale\":%" PRIu64 ",\"cache_files_open\":%" PRIu64
+		     ",\"cache_shared_waits\":%" PRIu64 ",\"cache_shared_hits\":%" PRIu64
+		     ",\"cache_shared_timeouts\":%" PRIu64
 		     ",\"read_splice\":%" PRIu64 ",\"read_copy\":%" PRIu64 ",\"splice\":%s",
 		     ss.gets, ss.get_bytes, ss.get_errors, is.chunk_fetches, is.chunk_bad,
 		     cs.mem_hits, cs.disk_hits, cs.misses, is.reads, is.read_bytes, is.read_errors,
@@ -81,7 +83,8 @@ int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
 		     cs.evictions, fst.requests, fst.attempts, fst.retries, fst.errors, fst.timeouts,
 		     fst.bytes, fst.bytes_sent, fst.inflight, fst.queued, is.ra_chunks,
 		     is.ra_dropped, cs.rescans, is.prefetch_queued, is.prefetch_done, cs.file_hits,
-		     cs.verifies, cs.stale, cs.files_open,
+		     cs.verifies, cs.stale, cs.files_open, cs.shared_waits, cs.shared_hits,
+		     cs.shared_timeouts,
 		     atomic_load_explicit(&fs->read_splice, memory_order_relaxed),
 		     atomic_load_explicit(&fs->read_copy, memory_order_relaxed),
 		     fs->splice ? "true" : "false");
