@@ -191,6 +191,25 @@ now_ms() {
 	echo $(($(date +%s%N) / 1000000))
 }
 
+# py_cfs_load PYTHON ARGS...: PYTHON with the cfs_load binding on its path
+# (CFS_SRCDIR, CFS_LOAD_LIB).  A sanitized libcfsload.so (the ASan+UBSan
+# build) needs its runtimes loaded before anything else in an interpreter
+# that was not built with them; the interpreter's own allocations at exit
+# are not ours to report.
+py_cfs_load() {
+	local py=$1 pre=() so
+	shift
+	for so in $(ldd "$CFS_LOAD_LIB" | awk '/lib(a|ub)san\.so/ {print $3}'); do
+		pre+=("$so")
+	done
+	if [ ${#pre[@]} -gt 0 ]; then
+		LD_PRELOAD="${pre[*]}" ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+			PYTHONPATH=$CFS_SRCDIR/loader/python CFS_LOAD_LIB=$CFS_LOAD_LIB timeout 300 "$py" "$@"
+	else
+		PYTHONPATH=$CFS_SRCDIR/loader/python CFS_LOAD_LIB=$CFS_LOAD_LIB timeout 300 "$py" "$@"
+	fi
+}
+
 # mount_bg MOUNTPOINT STORE IMAGE [OPTS...]: cfs-mount -f in the background
 # (log in MOUNTPOINT.log), waits until mounted; sets MOUNT_PID and adds the
 # mount and the daemon to MOUNTS and PIDS.

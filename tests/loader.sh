@@ -208,21 +208,9 @@ for d in single sharded odd; do
 done
 
 # --- the Python binding: bytes against the file, DLPack without a copy --------------
-# py_binding ARGS...: the interpreter with the binding on its path.  A
-# sanitized libcfsload.so (the ASan+UBSan build) needs its runtimes loaded
-# before anything else in an interpreter that was not built with them; the
-# interpreter's own allocations at exit are not ours to report.
+# py_binding ARGS...: the interpreter with the binding on its path (lib.sh).
 py_binding() {
-	local pre=() so
-	for so in $(ldd "$CFS_LOAD_LIB" | awk '/lib(a|ub)san\.so/ {print $3}'); do
-		pre+=("$so")
-	done
-	if [ ${#pre[@]} -gt 0 ]; then
-		LD_PRELOAD="${pre[*]}" ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
-			PYTHONPATH=$srcdir/loader/python CFS_LOAD_LIB=$CFS_LOAD_LIB timeout 300 "$PY" "$@"
-	else
-		PYTHONPATH=$srcdir/loader/python CFS_LOAD_LIB=$CFS_LOAD_LIB timeout 300 "$PY" "$@"
-	fi
+	CFS_SRCDIR=$srcdir py_cfs_load "$PY" "$@"
 }
 if "$PY" -c 'import numpy' 2>/dev/null; then
 	step "python binding: bytes against the file, zero copy, lifetimes"

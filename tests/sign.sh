@@ -236,8 +236,7 @@ except cfs_load.Error as e:
 else:
     raise SystemExit("an untrusted signature loaded")
 PYEOF
-	PYTHONPATH=$CFS_SRCDIR/loader/python CFS_LOAD_LIB=$CFS_LOAD_LIB timeout 120 \
-		python3 "$W/trust.py" "$S" "$W/k1.pub" "$W/k2.pub" || fail "python from_image(trust=)"
+	py_cfs_load python3 "$W/trust.py" "$S" "$W/k1.pub" "$W/k2.pub" || fail "python from_image(trust=)"
 	echo "  python: Model.from_image(trust=) loads signed, refuses unsigned and untrusted"
 fi
 
