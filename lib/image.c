@@ -859,11 +859,10 @@ void cfs_image_stats_get(struct cfs_image *img, struct cfs_image_stats *out)
 int cfs_image_prefetch_list(struct cfs_image *img, uint32_t **chunks, size_t *count)
 {
 	struct cfs_index_info info;
+	struct obj_fetch of = { .st = img->st };
 	cfs_digest d;
-	void *obj = NULL, *raw = NULL;
-	size_t objlen, from = 0;
+	uint8_t *raw = NULL;
 	int64_t raw_size;
-	ssize_t n;
 	int ret;
 
 	*chunks = NULL;
@@ -871,42 +870,22 @@ int cfs_image_prefetch_list(struct cfs_image *img, uint32_t **chunks, size_t *co
 	if (cfs_index_prefetch(img->idx, &d) < 0)
 		return 0;
 	cfs_index_info(img->idx, &info);
-again:
-	ret = cfs_store_get_from(img->st, &d, &from, &obj, &objlen);
-	if (ret < 0)
-		return ret;
-	raw_size = cfs_obj_raw_size(obj, objlen);
-	if (raw_size < 0) {
-		ret = (int)raw_size;
-		goto out;
-	}
 	/* The list has at most one entry per chunk. */
-	if ((uint64_t)raw_size > sizeof(struct cfs_disk_prefetch) + info.chunk_count * 4) {
-		ret = -EUCLEAN;
+	of.max = sizeof(struct cfs_disk_prefetch) + info.chunk_count * 4;
+	ret = obj_fetch(&of, &d, &raw_size);
+	if (ret < 0)
 		goto out;
-	}
 	raw = malloc((size_t)raw_size + 1);
 	if (!raw) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	n = cfs_obj_decode(raw, (size_t)raw_size, obj, objlen, &d);
-	if ((n == -EBADMSG || n == -EUCLEAN) && from + 1 < cfs_store_count(img->st)) {
-		/* A corrupt copy: ask the next store of the list. */
-		free(raw);
-		free(obj);
-		raw = obj = NULL;
-		from++;
-		goto again;
-	}
-	if (n < 0) {
-		ret = (int)n;
-		goto out;
-	}
-	ret = cfs_prefetch_parse(img->idx, raw, (size_t)n, chunks, count);
+	ret = obj_decode_into(&of, &d, raw, (uint64_t)raw_size);
+	if (ret == 0)
+		ret = cfs_prefetch_parse(img->idx, raw, (size_t)raw_size, chunks, count);
 out:
 	free(raw);
-	free(obj);
+	free(of.obj);
 	return ret;
 }
 
