@@ -142,23 +142,6 @@ int cfs_holder_state_path(const char *mountpoint, char **out)
 	return asprintf(out, "%s/%.32s.json", CFS_HOLDER_STATE_DIR, hex) < 0 ? -ENOMEM : 0;
 }
 
-/* Escapes s for a JSON string (the paths are the user's). */
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
-	}
-	fputc('"', f);
-}
-
 static void state_write(struct cfs_holder *h)
 {
 	char *tmp = NULL;
@@ -182,22 +165,22 @@ static void state_write(struct cfs_holder *h)
 		return;
 	}
 	fprintf(f, "{\"mountpoint\":");
-	json_str(f, h->mountpoint);
+	cfs_json_str(f, h->mountpoint);
 	fprintf(f, ",\"image\":");
-	json_str(f, h->image);
+	cfs_json_str(f, h->image);
 	fprintf(f, ",\"ref\":");
-	json_str(f, h->ref);
+	cfs_json_str(f, h->ref);
 	fprintf(f, ",\"store\":");
-	json_str(f, h->store);
+	cfs_json_str(f, h->store);
 	fprintf(f, ",\"binary\":");
-	json_str(f, h->exe);
+	cfs_json_str(f, h->exe);
 	fprintf(f, ",\"holder_pid\":%ld,\"daemon_pid\":%ld,\"started_unix\":%lld,"
 		"\"daemon_started_unix\":%lld,\"restarts\":%u,\"upgrades\":%u,"
 		"\"holder_execs\":%u,\"resend\":%s,\"last_restart_reason\":",
 		(long)getpid(), (long)h->daemon, (long long)h->started_unix,
 		(long long)h->daemon_started_unix, h->restarts, h->upgrades, h->holder_execs,
 		h->resend_ok ? "true" : "false");
-	json_str(f, h->last_reason);
+	cfs_json_str(f, h->last_reason);
 	fprintf(f, ",\"last_restart_unix\":%lld}\n", (long long)h->last_restart_unix);
 	if (fflush(f) != 0 || fsync(fileno(f)) < 0) {
 		fclose(f);

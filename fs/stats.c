@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cache.h"
@@ -15,31 +16,20 @@
 #include "image.h"
 #include "store.h"
 
-/* s as a JSON string into buf: its length, or -EOVERFLOW. */
-static int json_string(char *buf, size_t cap, const char *s)
+void cfs_json_str(FILE *f, const char *s)
 {
-	size_t o = 0;
-
-	if (cap < 3)
-		return -EOVERFLOW;
-	buf[o++] = '"';
+	fputc('"', f);
 	for (; *s; s++) {
 		unsigned char c = (unsigned char)*s;
 
-		if (o + 7 >= cap)
-			return -EOVERFLOW;
-		if (c == '"' || c == '\\') {
-			buf[o++] = '\\';
-			buf[o++] = (char)c;
-		} else if (c < 0x20) {
-			o += (size_t)snprintf(buf + o, cap - o, "\\u%04x", c);
-		} else {
-			buf[o++] = (char)c;
-		}
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
 	}
-	buf[o++] = '"';
-	buf[o] = '\0';
-	return (int)o;
+	fputc('"', f);
 }
 
 int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
@@ -48,6 +38,9 @@ int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
 	struct cfs_store_stats ss;
 	struct cfs_cache_stats cs;
 	struct cfs_image_stats is;
+	char *stores = NULL;
+	size_t len = 0;
+	FILE *f;
 	int n;
 
 	cfs_store_stats_get(fs->store, &ss);
@@ -92,29 +85,29 @@ int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
 		return -EOVERFLOW;
 	/* Where the bytes came from: each store of a list (one for a single
 	 * store), with the requests it failed and handed on to the next. */
+	f = open_memstream(&stores, &len);
+	if (!f)
+		return -ENOMEM;
 	for (size_t i = 0; i < cfs_store_count(fs->store); i++) {
 		struct cfs_store *m = cfs_store_member(fs->store, i);
-		int k;
 
 		cfs_store_stats_get(m, &ss);
-		k = snprintf(buf + n, cap - (size_t)n, "%s{\"location\":", i ? "," : ",\"stores\":[");
-		if (k < 0 || (size_t)k >= cap - (size_t)n)
-			return -EOVERFLOW;
-		n += k;
-		k = json_string(buf + n, cap - (size_t)n, cfs_store_location(m));
-		if (k < 0)
-			return k;
-		n += k;
-		k = snprintf(buf + n, cap - (size_t)n,
-			     ",\"gets\":%" PRIu64 ",\"get_bytes\":%" PRIu64 ",\"get_errors\":%" PRIu64
-			     ",\"passed_on\":%" PRIu64 "}",
-			     ss.gets, ss.get_bytes, ss.get_errors, cfs_store_passed_on(m));
-		if (k < 0 || (size_t)k >= cap - (size_t)n)
-			return -EOVERFLOW;
-		n += k;
+		fprintf(f, "%s{\"location\":", i ? "," : ",\"stores\":[");
+		cfs_json_str(f, cfs_store_location(m));
+		fprintf(f, ",\"gets\":%" PRIu64 ",\"get_bytes\":%" PRIu64 ",\"get_errors\":%" PRIu64
+			",\"passed_on\":%" PRIu64 "}",
+			ss.gets, ss.get_bytes, ss.get_errors, cfs_store_passed_on(m));
 	}
-	if ((size_t)n + 3 > cap)
+	fputs("]}", f);
+	if (fclose(f) != 0) {
+		free(stores);
+		return -ENOMEM;
+	}
+	if ((size_t)n + len >= cap) {
+		free(stores);
 		return -EOVERFLOW;
-	n += snprintf(buf + n, cap - (size_t)n, "]}");
-	return n;
+	}
+	memcpy(buf + n, stores, len + 1);
+	free(stores);
+	return n + (int)len;
 }
