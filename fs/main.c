@@ -704,12 +704,11 @@ static int record_write(struct daemon *d, bool quiet)
 	return ret;
 }
 
-/* SIGUSR1 is blocked in every thread; this one takes it with sigwait(),
- * so writing the stats needs no signal handler and no global.  While
- * recording it also wakes every RECORD_SAVE_SEC to save the profile. */
-/* The daemon's housekeeping thread: stats and profile saves on SIGUSR1,
- * profile saves every RECORD_SAVE_SEC, and once a second the cache pass
- * that ring writes asked for (readers that went quiet run none). */
+/* The daemon's housekeeping thread.  SIGUSR1 is blocked in every thread;
+ * this one takes it with sigtimedwait(), so writing the stats and the
+ * profile needs no signal handler and no global.  It also wakes once a
+ * second to run the cache pass that ring writes asked for (readers that
+ * went quiet run none), and saves the profile every RECORD_SAVE_SEC. */
 static void *stats_thread_main(void *arg)
 {
 	const struct timespec period = { .tv_sec = 1 };
@@ -914,7 +913,8 @@ static int open_image(const struct mount_args *a, struct daemon *d, const char *
 				ret == -EINVAL ? "no Ed25519 public keys (PEM) there" : cfs_strerror(ret));
 			goto out;
 		}
-		ret = cfs_store_resolve_trusted(d->fs.store, trust, a->image, &dg, why, sizeof(why));
+		ret = cfs_store_resolve_trusted(d->fs.store, trust, a->image, &dg, NULL, why,
+						sizeof(why));
 		cfs_trust_free(trust);
 	} else {
 		ret = cfs_store_resolve(d->fs.store, a->image, &dg);

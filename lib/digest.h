@@ -30,6 +30,11 @@ int cfs_digest_parse(const char *s, bool bare_ok, cfs_digest *out);
 
 /* The value 0-15 of one hex digit (either case), or -1. */
 int cfs_hex_value(char c);
+/* n bytes as 2n lower-case hex digits into out (no NUL). */
+void cfs_hex_encode(const void *bytes, size_t n, char *out);
+/* 2n hex digits at s into n bytes: 0, or -EINVAL for anything else (an
+ * upper-case digit too when lower_only). */
+int cfs_hex_decode(const char *s, size_t n, void *out, bool lower_only);
 
 bool cfs_digest_eq(const cfs_digest *a, const cfs_digest *b);
 

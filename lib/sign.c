@@ -55,33 +55,9 @@ static void why_set(char *why, size_t whylen, const char *fmt, ...)
 	va_end(ap);
 }
 
-static void hex_put(const uint8_t *b, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[b[i] >> 4];
-		out[2 * i + 1] = digits[b[i] & 15];
-	}
-}
-
-/* Exactly 2n lower-case hex digits: the canonical form only. */
-static int hex_get(const char *s, size_t n, uint8_t *out)
-{
-	for (size_t i = 0; i < n; i++) {
-		int hi = cfs_hex_value(s[2 * i]), lo = cfs_hex_value(s[2 * i + 1]);
-
-		if (hi < 0 || lo < 0 || (s[2 * i] >= 'A' && s[2 * i] <= 'F') ||
-		    (s[2 * i + 1] >= 'A' && s[2 * i + 1] <= 'F'))
-			return -EUCLEAN;
-		out[i] = (uint8_t)(hi << 4 | lo);
-	}
-	return 0;
-}
-
 void cfs_key_id_short(const uint8_t id[CFS_KEY_ID_LEN], char out[17])
 {
-	hex_put(id, 8, out);
+	cfs_hex_encode(id, 8, out);
 	out[16] = '\0';
 }
 
@@ -111,10 +87,10 @@ int cfs_sig_format(const struct cfs_sig *s, char *buf, size_t size)
 			return -ENOSPC;
 		memcpy(buf + len, "ed25519 ", 8);
 		len += 8;
-		hex_put(s->sigs[i].key_id, CFS_KEY_ID_LEN, buf + len);
+		cfs_hex_encode(s->sigs[i].key_id, CFS_KEY_ID_LEN, buf + len);
 		len += 64;
 		buf[len++] = ' ';
-		hex_put(s->sigs[i].sig, CFS_SIG_LEN, buf + len);
+		cfs_hex_encode(s->sigs[i].sig, CFS_SIG_LEN, buf + len);
 		len += 128;
 		buf[len++] = '\n';
 	}
@@ -142,7 +118,6 @@ static const char *line_value(const char **p, const char *end, const char *prefi
 int cfs_sig_parse(const void *buf, size_t len, struct cfs_sig *out)
 {
 	const char *p = buf, *end = p + len, *v;
-	char ref[CFS_REF_STRLEN];
 	size_t vlen;
 
 	memset(out, 0, sizeof(*out));
@@ -162,10 +137,8 @@ int cfs_sig_parse(const void *buf, size_t len, struct cfs_sig *out)
 	v = line_value(&p, end, "ref ", &vlen);
 	if (!v || vlen != CFS_REF_STRLEN - 1)
 		return -EUCLEAN;
-	memcpy(ref, v, vlen);
-	ref[vlen] = '\0';
-	if (cfs_digest_parse(ref, false, &out->ref) < 0 || hex_get(ref + 7, CFS_DIGEST_LEN,
-								    out->ref.b) < 0)
+	/* Lower-case hex only: the canonical form. */
+	if (memcmp(v, "sha256:", 7) || cfs_hex_decode(v + 7, CFS_DIGEST_LEN, out->ref.b, true) < 0)
 		return -EUCLEAN;
 
 	/* Decimal, no sign, no leading zero: one spelling per value. */
@@ -185,8 +158,8 @@ int cfs_sig_parse(const void *buf, size_t len, struct cfs_sig *out)
 		if (!v || vlen != 64 + 1 + 128 || v[64] != ' ' || out->nsigs == CFS_SIG_MAX)
 			return -EUCLEAN;
 		l = &out->sigs[out->nsigs];
-		if (hex_get(v, CFS_KEY_ID_LEN, l->key_id) < 0 ||
-		    hex_get(v + 65, CFS_SIG_LEN, l->sig) < 0)
+		if (cfs_hex_decode(v, CFS_KEY_ID_LEN, l->key_id, true) < 0 ||
+		    cfs_hex_decode(v + 65, CFS_SIG_LEN, l->sig, true) < 0)
 			return -EUCLEAN;
 		for (unsigned i = 0; i < out->nsigs; i++)
 			if (!memcmp(out->sigs[i].key_id, l->key_id, CFS_KEY_ID_LEN))
@@ -513,7 +486,7 @@ int cfs_sig_verify(const struct cfs_sig *s, const struct cfs_trust *t, char *why
 }
 
 int cfs_store_resolve_trusted(struct cfs_store *st, const struct cfs_trust *t, const char *image,
-			      cfs_digest *out, char *why, size_t whylen)
+			      cfs_digest *out, uint64_t *signed_at, char *why, size_t whylen)
 {
 	struct cfs_sig *s;
 	void *buf;
@@ -522,6 +495,8 @@ int cfs_store_resolve_trusted(struct cfs_store *st, const struct cfs_trust *t, c
 
 	if (!image)
 		return -EINVAL;
+	if (signed_at)
+		*signed_at = 0;
 	/* A reference names its bytes: verifying them is enough. */
 	if (!strncmp(image, "sha256:", 7) || !t)
 		return cfs_store_resolve(st, image, out);
@@ -554,8 +529,11 @@ int cfs_store_resolve_trusted(struct cfs_store *st, const struct cfs_trust *t, c
 		goto out;
 	}
 	ret = cfs_sig_verify(s, t, why, whylen);
-	if (!ret)
+	if (!ret) {
 		*out = s->ref;
+		if (signed_at)
+			*signed_at = s->time;
+	}
 out:
 	free(s);
 	return ret;

@@ -92,12 +92,13 @@ void cfs_trust_key_id(const struct cfs_trust *t, size_t i, uint8_t id[CFS_KEY_ID
 int cfs_sig_verify(const struct cfs_sig *s, const struct cfs_trust *t, char *why, size_t whylen);
 
 /* Resolves image like cfs_store_resolve(), but a tag must carry a
- * signature by a key of t, and the reference comes from that signature.
+ * signature by a key of t, and the reference comes from that signature
+ * (and its time into *signed_at unless NULL; 0 for a reference).
  * A sha256: reference is returned as it is.  Errors: those of
  * cfs_store_resolve(), -ENOKEY (no signature file), -EUCLEAN (a malformed
  * one), -EPERM (the signature does not hold: why says which way). */
 int cfs_store_resolve_trusted(struct cfs_store *st, const struct cfs_trust *t, const char *image,
-			      cfs_digest *out, char *why, size_t whylen);
+			      cfs_digest *out, uint64_t *signed_at, char *why, size_t whylen);
 
 /* Signs tag -> ref with k into the store's sigs/<tag>: a file for the same
  * tag and reference gains (or renews) k's line, anything else is replaced.

@@ -262,7 +262,7 @@ int cfs_src_image_new(const char *store, const char *image, const char *cache_di
 			goto fail;
 		}
 	}
-	ret = cfs_store_resolve_trusted(is->st, trust, image, &dg, why, sizeof(why));
+	ret = cfs_store_resolve_trusted(is->st, trust, image, &dg, NULL, why, sizeof(why));
 	cfs_trust_free(trust);
 	if (ret == -ENOKEY || ((ret == -EPERM || ret == -EUCLEAN) && why[0])) {
 		cfs_load_err(err, errlen, ret, "image '%s' refused: %s", image, why);

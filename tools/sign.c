@@ -70,10 +70,9 @@ static void time_string(uint64_t t, char *out, size_t size)
 static int key_id_cmd(const char *path)
 {
 	uint8_t id[CFS_KEY_ID_LEN];
-	char hex[CFS_DIGEST_HEX_LEN + 1];
+	char hex[2 * CFS_KEY_ID_LEN + 1] = "";
 	struct cfs_key *k;
 	struct cfs_trust *t;
-	cfs_digest d;
 	int ret;
 
 	ret = cfs_key_load(path, &k);
@@ -97,8 +96,7 @@ static int key_id_cmd(const char *path)
 		cfs_trust_key_id(t, 0, id);
 		cfs_trust_free(t);
 	}
-	memcpy(d.b, id, sizeof(d.b));
-	cfs_digest_hex(&d, hex);
+	cfs_hex_encode(id, sizeof(id), hex);
 	printf("%s\n", hex);
 	return 0;
 }
@@ -216,25 +214,17 @@ int main(int argc, char **argv)
 		cfs_digest_ref(&dg, ref);
 		printf("%s %s signed\n", tag, ref);
 	} else if (!strcmp(cmd, "verify")) {
-		struct cfs_sig s;
-		void *buf;
-		size_t len;
+		uint64_t signed_at;
 
-		ret = cfs_store_resolve_trusted(st, trust, tag, &dg, why, sizeof(why));
+		ret = cfs_store_resolve_trusted(st, trust, tag, &dg, &signed_at, why, sizeof(why));
 		if (ret < 0) {
 			fprintf(stderr, PROG ": %s: %s\n", tag,
 				why[0] ? why : ret == -ENOENT ? "no such tag" : cfs_strerror(ret));
 			goto out;
 		}
-		/* The statement verified; read it again for its time. */
 		cfs_digest_ref(&dg, ref);
-		if (!cfs_store_sig_get(st, tag, CFS_SIG_FILE_MAX, &buf, &len)) {
-			if (!cfs_sig_parse(buf, len, &s)) {
-				time_string(s.time, when, sizeof(when));
-				printf("%s %s signed at %s\n", tag, ref, when);
-			}
-			free(buf);
-		}
+		time_string(signed_at, when, sizeof(when));
+		printf("%s %s signed at %s\n", tag, ref, when);
 		ret = cfs_store_tag_get(st, tag, &dg);
 		if (ret == 0) {
 			char tref[CFS_REF_STRLEN];
@@ -246,7 +236,7 @@ int main(int argc, char **argv)
 		}
 	} else {
 		struct cfs_sig s;
-		char idh[CFS_DIGEST_HEX_LEN + 1];
+		char idh[2 * CFS_KEY_ID_LEN + 1] = "";
 		void *buf;
 		size_t len;
 
@@ -266,8 +256,7 @@ int main(int argc, char **argv)
 		time_string(s.time, when, sizeof(when));
 		printf("tag %s\nref %s\ntime %s\n", s.tag, ref, when);
 		for (unsigned i = 0; i < s.nsigs; i++) {
-			memcpy(dg.b, s.sigs[i].key_id, sizeof(dg.b));
-			cfs_digest_hex(&dg, idh);
+			cfs_hex_encode(s.sigs[i].key_id, CFS_KEY_ID_LEN, idh);
 			printf("signer %s\n", idh);
 		}
 	}
