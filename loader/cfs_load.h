@@ -83,6 +83,13 @@ int cfs_model_open_image(const char *store, const char *image, const char *path,
 int cfs_model_open_image_trusted(const char *store, const char *image, const char *path,
 				 const char *cache_dir, const char *trust, struct cfs_model **out,
 				 char *err, size_t errlen);
+/* cfs_model_open_image() with options as cfs-mount's -o takes them, comma
+ * separated: cache=DIR, cache_size=SIZE, mem_cache=SIZE, trust=PUBKEY|DIR,
+ * deadline=MS, retries=N, max_inflight=N, ca_file=FILE, insecure (NULL or
+ * "": none).  An unknown option or a bad value is -EINVAL. */
+int cfs_model_open_image_opts(const char *store, const char *image, const char *path,
+			      const char *options, struct cfs_model **out, char *err,
+			      size_t errlen);
 
 void cfs_model_free(struct cfs_model *m); /* NULL is fine; frees loads not freed */
 

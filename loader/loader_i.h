@@ -52,10 +52,17 @@ struct cfs_src {
 	const struct cfs_src_ops *ops;
 };
 
+struct cfs_open_opts;
+
 int cfs_src_file_new(struct cfs_src **out);
-int cfs_src_image_new(const char *store, const char *image, const char *cache_dir,
-		      const char *trust,
+/* Direct mode: store, cache and image opened from oo as every command opens them
+ * (lib/open.h). */
+int cfs_src_image_new(const char *store, const char *image, const struct cfs_open_opts *oo,
 		      struct cfs_src **out, char *err, size_t errlen);
+/* cfs_model_open_image() with all of oo. */
+int cfs_model_open_image_with(const char *store, const char *image, const char *path,
+			      const struct cfs_open_opts *oo, struct cfs_model **out, char *err,
+			      size_t errlen);
 
 /* ---- the parsed model ---- */
 

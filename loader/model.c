@@ -18,6 +18,7 @@
 #include <xxhash.h>
 
 #include "loader_i.h"
+#include "open.h"
 #include "util.h"
 
 #define INDEX_NAME "model.safetensors.index.json"
@@ -443,10 +444,9 @@ CFS_EXPORT int cfs_model_open_image(const char *store, const char *image, const 
 	return cfs_model_open_image_trusted(store, image, path, cache_dir, NULL, out, err, errlen);
 }
 
-CFS_EXPORT int cfs_model_open_image_trusted(const char *store, const char *image,
-					    const char *path, const char *cache_dir,
-					    const char *trust, struct cfs_model **out, char *err,
-					    size_t errlen)
+int cfs_model_open_image_with(const char *store, const char *image, const char *path,
+			      const struct cfs_open_opts *oo, struct cfs_model **out, char *err,
+			      size_t errlen)
 {
 	struct cfs_src *src;
 	int ret;
@@ -456,10 +456,61 @@ CFS_EXPORT int cfs_model_open_image_trusted(const char *store, const char *image
 	if (!store || !image || !path || !*path || !out)
 		return cfs_load_err(err, errlen, -EINVAL,
 				    "cfs_model_open_image: store, image and path are required");
-	ret = cfs_src_image_new(store, image, cache_dir, trust, &src, err, errlen);
+	ret = cfs_src_image_new(store, image, oo, &src, err, errlen);
 	if (ret < 0)
 		return ret;
 	return model_open_src(src, path, out, err, errlen);
+}
+
+/* Sets a string option of oo from a public entry point's argument. */
+static int opts_from_args(struct cfs_open_opts *oo, const char *cache_dir, const char *trust,
+			  char *err, size_t errlen)
+{
+	cfs_open_opts_init(oo);
+	if ((cache_dir && !(oo->cache_dir = strdup(cache_dir))) ||
+	    (trust && !(oo->trust = strdup(trust)))) {
+		cfs_open_opts_release(oo);
+		return cfs_load_err(err, errlen, -ENOMEM, "%s", strerror(ENOMEM));
+	}
+	return 0;
+}
+
+CFS_EXPORT int cfs_model_open_image_trusted(const char *store, const char *image,
+					    const char *path, const char *cache_dir,
+					    const char *trust, struct cfs_model **out, char *err,
+					    size_t errlen)
+{
+	struct cfs_open_opts oo;
+	int ret;
+
+	if (out)
+		*out = NULL;
+	ret = opts_from_args(&oo, cache_dir, trust, err, errlen);
+	if (ret < 0)
+		return ret;
+	ret = cfs_model_open_image_with(store, image, path, &oo, out, err, errlen);
+	cfs_open_opts_release(&oo);
+	return ret;
+}
+
+CFS_EXPORT int cfs_model_open_image_opts(const char *store, const char *image, const char *path,
+					 const char *options, struct cfs_model **out, char *err,
+					 size_t errlen)
+{
+	struct cfs_open_opts oo;
+	char msg[512];
+	int ret;
+
+	if (out)
+		*out = NULL;
+	cfs_open_opts_init(&oo);
+	ret = cfs_open_kv_list(&oo, options, msg, sizeof(msg));
+	if (ret < 0)
+		cfs_load_err(err, errlen, ret, "options: %s", msg);
+	else
+		ret = cfs_model_open_image_with(store, image, path, &oo, out, err, errlen);
+	cfs_open_opts_release(&oo);
+	return ret;
 }
 
 CFS_EXPORT void cfs_model_free(struct cfs_model *m)

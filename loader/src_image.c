@@ -19,14 +19,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cache.h"
-#include "fetch.h"
 #include "format.h"
 #include "image.h"
 #include "index.h"
 #include "loader_i.h"
-#include "sign.h"
-#include "store.h"
+#include "open.h"
 #include "util.h"
 
 #define SYMLINK_MAX 40 /* as the kernel's MAXSYMLINKS */
@@ -47,9 +44,8 @@ struct ahead {
 
 struct image_src {
 	struct cfs_src s;
-	struct cfs_store *st;
-	struct cfs_cache *cache;
-	struct cfs_image *img;
+	struct cfs_opened op;            /* store, cache and image */
+	struct cfs_image *img;           /* op.img */
 	const struct cfs_index *idx;
 	pthread_mutex_t lock;            /* ahead[] */
 	struct ahead ahead[AHEAD_FILES]; /* by ino % AHEAD_FILES */
@@ -198,9 +194,7 @@ static void image_free(struct cfs_src *s)
 	if (!s)
 		return;
 	is = image_of(s);
-	cfs_image_free(is->img);
-	cfs_cache_free(is->cache);
-	cfs_store_free(is->st);
+	cfs_open_close(&is->op);
 	pthread_mutex_destroy(&is->lock);
 	free(is);
 }
@@ -214,17 +208,11 @@ static const struct cfs_src_ops image_ops = {
 	.free = image_free,
 };
 
-int cfs_src_image_new(const char *store, const char *image, const char *cache_dir,
-		      const char *trust_path, struct cfs_src **out, char *err, size_t errlen)
+int cfs_src_image_new(const char *store, const char *image, const struct cfs_open_opts *oo,
+		      struct cfs_src **out, char *err, size_t errlen)
 {
-	struct cfs_trust *trust = NULL;
-	char why[256] = "";
-	struct cfs_cache_opts co = { .dir = cache_dir };
-	struct cfs_fetch_opts fo = { 0 };
-	struct cfs_store_opts so = { .fetch = &fo };
-	char ref[CFS_REF_STRLEN], *ca_file = NULL;
 	struct image_src *is;
-	cfs_digest dg;
+	char msg[512];
 	int ret;
 
 	is = calloc(1, sizeof(*is));
@@ -233,76 +221,16 @@ int cfs_src_image_new(const char *store, const char *image, const char *cache_di
 	is->s.ops = &image_ops;
 	pthread_mutex_init(&is->lock, NULL);
 
-	/* The CA bundle of the environment, as cfs-mount and cfs-ls use it. */
-	ret = cfs_fetch_ca_resolve(NULL, &ca_file);
+	ret = cfs_open_image(oo, store, image, NULL, &is->op, msg, sizeof(msg));
 	if (ret < 0) {
-		cfs_load_err(err, errlen, ret, "CA bundle: %s", cfs_strerror(ret));
+		cfs_load_err(err, errlen, ret, "%s", msg);
 		goto fail;
 	}
-	fo.ca_file = ca_file;
-	ret = cfs_store_open_opts(store, 0, &so, &is->st);
-	free(ca_file);
-	if (ret < 0) {
-		cfs_load_err(err, errlen, ret, "store %s: %s", store,
-			     ret == -EUCLEAN ? "not a cfs store" : cfs_strerror(ret));
-		goto fail;
-	}
-	ret = cfs_cache_new(&co, &is->cache);
-	if (ret < 0) {
-		cfs_load_err(err, errlen, ret, "cache %s: %s", cache_dir ? cache_dir : "(memory)",
-			     cfs_strerror(ret));
-		goto fail;
-	}
-	if (trust_path) {
-		ret = cfs_trust_load(trust_path, &trust);
-		if (ret < 0) {
-			cfs_load_err(err, errlen, ret, "trust %s: %s", trust_path,
-				     ret == -EINVAL ? "no Ed25519 public keys (PEM) there"
-						    : cfs_strerror(ret));
-			goto fail;
-		}
-	}
-	ret = cfs_store_resolve_trusted(is->st, trust, image, &dg, NULL, why, sizeof(why));
-	cfs_trust_free(trust);
-	if (ret == -ENOKEY || ((ret == -EPERM || ret == -EUCLEAN) && why[0])) {
-		cfs_load_err(err, errlen, ret, "image '%s' refused: %s", image, why);
-		goto fail;
-	} else if (ret == -ENXIO) {
-		cfs_load_err(err, errlen, ret, "store %s: not a cfs store (no cfs-store marker there)",
-			     store);
-		goto fail;
-	} else if (ret == -ENOENT) {
-		cfs_load_err(err, errlen, ret, "image '%s' not found in store %s", image, store);
-		goto fail;
-	} else if (ret == -EINVAL) {
-		cfs_load_err(err, errlen, ret, "invalid image name '%s' (a tag or sha256:<64 hex>)",
-			     image);
-		goto fail;
-	} else if (ret < 0) {
-		cfs_load_err(err, errlen, ret, "image '%s': %s", image, cfs_strerror(ret));
-		goto fail;
-	}
-	/* Open what the tag named just now, even if it moves meanwhile. */
-	cfs_digest_ref(&dg, ref);
-	ret = cfs_image_open(is->st, is->cache, ref, &is->img);
-	if (ret == -ENXIO) {
-		cfs_load_err(err, errlen, ret, "store %s: not a cfs store (no cfs-store marker there)",
-			     store);
-		goto fail;
-	} else if (ret == -ENOENT && strcmp(image, ref)) {
-		cfs_load_err(err, errlen, ret, "image '%s': the tag names %s, which is not in store %s",
-			     image, ref, store);
-		goto fail;
-	} else if (ret == -ENOENT) {
-		cfs_load_err(err, errlen, ret, "image '%s' not found in store %s", image, store);
-		goto fail;
-	} else if (ret < 0) {
-		cfs_load_err(err, errlen, ret, "image %s: %s", ref, cfs_strerror(ret));
-		goto fail;
-	}
+	is->img = is->op.img;
 	ret = cfs_image_set_readahead(is->img, READAHEAD_THREADS, CFS_READAHEAD_CHUNKS_DEFAULT);
 	if (ret < 0) {
-		cfs_load_err(err, errlen, ret, "image %s: readahead: %s", ref, cfs_strerror(ret));
+		cfs_load_err(err, errlen, ret, "image %s: readahead: %s", is->op.ref,
+			     cfs_strerror(ret));
 		goto fail;
 	}
 	is->idx = cfs_image_index(is->img);

@@ -12,21 +12,21 @@
  * "key value" line each, the prefetch list's length and the image config
  * on one line included (which read those objects too).  cfs-ls --config STORE IMAGE prints the image
  * config the image was packed with (an OCI image's config JSON), as it was.
- * Over https:// it verifies with $CURL_CA_BUNDLE or $SSL_CERT_FILE when set.
+ * The store and trust options are cfs-mount's (lib/open.h).
  */
 #include <dirent.h>
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
-#include "cache.h"
 #include "digest.h"
-#include "fetch.h"
 #include "format.h"
 #include "image.h"
+#include "open.h"
 #include "index.h"
 #include "store.h"
 #include "util.h"
@@ -260,86 +260,78 @@ static int print_info(struct cfs_image *img, const char *ref)
 	return 0;
 }
 
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: " PROG " [options] STORE IMAGE [PATH]\n"
+		"       " PROG " --info [options] STORE IMAGE\n"
+		"       " PROG " --config [options] STORE IMAGE\n"
+		"\n"
+		CFS_OPEN_TRUST_USAGE
+		"\n"
+		CFS_OPEN_STORE_USAGE);
+}
+
 int main(int argc, char **argv)
 {
-	struct cfs_cache_opts co = { 0 }; /* memory only: ls reads no file data */
-	struct cfs_fetch_opts fopts = { 0 };
-	struct cfs_store_opts sopts = { .fetch = &fopts };
-	struct cfs_store *st = NULL;
-	struct cfs_cache *cache = NULL;
-	struct cfs_image *img = NULL;
+	static const struct option longopts[] = {
+		{ "info", no_argument, NULL, 'i' },
+		{ "config", no_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' },
+		CFS_OPEN_STORE_OPTIONS,
+		CFS_OPEN_TRUST_OPTION,
+		{ NULL, 0, NULL, 0 },
+	};
+	struct cfs_open_opts oo;
+	struct cfs_opened op = { 0 };
 	const struct cfs_index *idx;
 	const char *store_loc, *image, *path;
-	char *start = NULL, *ca_file = NULL, ref[CFS_REF_STRLEN];
-	cfs_digest dg;
+	char *start = NULL, msg[512];
 	uint64_t ino;
 	bool info = false, config = false;
-	int ret, rc = 1;
+	int c, ret, rc = 1;
 
-	if (argc > 1 && !strcmp(argv[1], "--info")) {
-		info = true;
-		argv++;
-		argc--;
-	} else if (argc > 1 && !strcmp(argv[1], "--config")) {
-		config = true;
-		argv++;
-		argc--;
+	/* ls reads no file data: a memory cache, whatever the options. */
+	cfs_open_opts_init(&oo);
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		if (c == 'i') {
+			info = true;
+		} else if (c == 'c') {
+			config = true;
+		} else if (c == 'h') {
+			usage(stdout);
+			rc = 0;
+			goto out;
+		} else if ((ret = cfs_open_opt(&oo, c, optarg, msg, sizeof(msg))) < 0) {
+			fprintf(stderr, PROG ": %s\n", msg);
+			rc = 2;
+			goto out;
+		} else if (ret == 0) {
+			usage(stderr);
+			rc = 2;
+			goto out;
+		}
 	}
-	if (argc < 3 || argc > 4 - (info || config) || argv[1][0] == '-') {
-		fprintf(stderr, "usage: " PROG " STORE IMAGE [PATH]\n"
-			"       " PROG " --info STORE IMAGE\n"
-			"       " PROG " --config STORE IMAGE\n");
-		return 2;
+	if (argc - optind < 2 || argc - optind > 3 - (info || config) || (info && config)) {
+		usage(stderr);
+		rc = 2;
+		goto out;
 	}
-	store_loc = argv[1];
-	image = argv[2];
-	path = argc == 4 ? argv[3] : "/";
+	store_loc = argv[optind];
+	image = argv[optind + 1];
+	path = argc - optind == 3 ? argv[optind + 2] : "/";
 	cfs_log_setup(PROG, CFS_LOG_WARN, stderr);
 
-	/* The CA bundle of the environment, as cfs-mount and cfs-pack use it. */
-	ret = cfs_fetch_ca_resolve(NULL, &ca_file);
+	ret = cfs_open_image(&oo, store_loc, image, NULL, &op, msg, sizeof(msg));
 	if (ret < 0) {
-		fprintf(stderr, PROG ": CA bundle: %s\n", cfs_strerror(ret));
-		goto out;
-	}
-	fopts.ca_file = ca_file;
-	ret = cfs_store_open_opts(store_loc, 0, &sopts, &st);
-	if (ret < 0) {
-		fprintf(stderr, PROG ": %s: %s\n", store_loc, cfs_strerror(ret));
-		goto out;
-	}
-	ret = cfs_cache_new(&co, &cache);
-	if (ret < 0) {
-		fprintf(stderr, PROG ": cache: %s\n", cfs_strerror(ret));
-		goto out;
-	}
-	/* Resolve first, as cfs-mount does, so that -ENOENT from the open
-	 * below can only mean the index object is missing. */
-	ret = cfs_store_resolve(st, image, &dg);
-	if (ret == -ENXIO) {
-		fprintf(stderr, PROG ": %s: not a cfs store (no cfs-store marker there)\n", store_loc);
-		goto out;
-	} else if (ret < 0) {
-		fprintf(stderr, PROG ": %s: %s\n", image,
-			ret == -ENOENT ? "no such tag in the store" : cfs_strerror(ret));
-		goto out;
-	}
-	cfs_digest_ref(&dg, ref);
-	ret = cfs_image_open(st, cache, ref, &img);
-	if (ret == -ENXIO) {
-		fprintf(stderr, PROG ": %s: not a cfs store (no cfs-store marker there)\n", store_loc);
-		goto out;
-	} else if (ret < 0) {
-		fprintf(stderr, PROG ": %s: index: %s\n", image,
-			ret == -ENOENT ? "index object missing from the store" : cfs_strerror(ret));
+		fprintf(stderr, PROG ": %s\n", msg);
 		goto out;
 	}
 	if (info || config) {
-		if ((info ? print_info(img, ref) : print_config(img, image)) < 0)
+		if ((info ? print_info(op.img, op.ref) : print_config(op.img, image)) < 0)
 			goto out;
 		goto flush;
 	}
-	idx = cfs_image_index(img);
+	idx = cfs_image_index(op.img);
 	ret = cfs_index_lookup_path(idx, path, &ino);
 	if (ret < 0) {
 		fprintf(stderr, PROG ": %s: %s\n", path, cfs_strerror(ret));
@@ -352,24 +344,14 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	{
-		size_t o = 0;
-		const char *s = path;
+		const char *p = path, *name;
+		size_t o = 0, n;
 
 		start[o++] = '/';
-		while (*s) {
-			const char *c = s;
-			size_t n;
-
-			while (*s && *s != '/')
-				s++;
-			n = (size_t)(s - c);
-			while (*s == '/')
-				s++;
-			if (!n || (n == 1 && *c == '.'))
-				continue;
+		while ((n = cfs_path_next(&p, &name))) {
 			if (o > 1)
 				start[o++] = '/';
-			memcpy(start + o, c, n);
+			memcpy(start + o, name, n);
 			o += n;
 		}
 		start[o] = '\0';
@@ -387,9 +369,7 @@ flush:
 	rc = 0;
 out:
 	free(start);
-	cfs_image_free(img);
-	cfs_cache_free(cache);
-	cfs_store_free(st);
-	free(ca_file);
+	cfs_open_close(&op);
+	cfs_open_opts_release(&oo);
 	return rc;
 }

@@ -21,6 +21,7 @@
 
 #include "digest.h"
 #include "fetch.h"
+#include "open.h"
 #include "sign.h"
 #include "store.h"
 #include "util.h"
@@ -34,27 +35,10 @@ static void usage(FILE *f)
 		   "       " PROG " show STORE TAG\n"
 		   "       " PROG " key-id KEY.pem\n"
 		   "\n"
+		   CFS_OPEN_STORE_USAGE
+		   "\n"
 		   "Keys are Ed25519 PEM files: openssl genpkey -algorithm ed25519 -out KEY.pem;\n"
 		   "openssl pkey -in KEY.pem -pubout -out PUBKEY.pem.\n");
-}
-
-static int open_store(const char *loc, struct cfs_store **st, char **ca_file)
-{
-	struct cfs_fetch_opts fopts = { 0 };
-	struct cfs_store_opts sopts = { .fetch = &fopts };
-	int ret;
-
-	ret = cfs_fetch_ca_resolve(NULL, ca_file);
-	if (ret < 0) {
-		fprintf(stderr, PROG ": CA bundle: %s\n", cfs_strerror(ret));
-		return ret;
-	}
-	fopts.ca_file = *ca_file;
-	ret = cfs_store_open_opts(loc, 0, &sopts, st);
-	if (ret < 0)
-		fprintf(stderr, PROG ": %s: %s\n", loc,
-			ret == -EUCLEAN ? "not a cfs store" : cfs_strerror(ret));
-	return ret;
 }
 
 static void time_string(uint64_t t, char *out, size_t size)
@@ -105,21 +89,23 @@ int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "key", required_argument, NULL, 'k' },
-		{ "trust", required_argument, NULL, 't' },
 		{ "time", required_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
+		CFS_OPEN_STORE_OPTIONS,
+		CFS_OPEN_TRUST_OPTION,
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *cmd, *key_path = NULL, *trust_path = NULL, *store_loc, *tag;
-	char why[256] = "", ref[CFS_REF_STRLEN], when[64], *ca_file = NULL;
+	const char *cmd, *key_path = NULL, *store_loc, *tag;
+	char msg[512], ref[CFS_REF_STRLEN], when[64];
+	struct cfs_open_opts oo;
 	struct cfs_store *st = NULL;
-	struct cfs_trust *trust = NULL;
 	struct cfs_key *key = NULL;
 	unsigned long time_s = 0;
 	cfs_digest dg;
 	int c, ret, rc = 1;
 
 	cfs_log_setup(PROG, CFS_LOG_WARN, stderr);
+	cfs_open_opts_init(&oo);
 	if (argc < 2) {
 		usage(stderr);
 		return 2;
@@ -136,46 +122,49 @@ int main(int argc, char **argv)
 		case 'k':
 			key_path = optarg;
 			break;
-		case 't':
-			trust_path = optarg;
-			break;
 		case 'T':
 			if (cfs_parse_uint(optarg, 1, (unsigned long)INT64_MAX, &time_s) < 0) {
 				fprintf(stderr, PROG ": --time: seconds since 1970 expected\n");
-				return 2;
+				goto usage_out;
 			}
 			break;
 		case 'h':
 			usage(stdout);
-			return 0;
+			goto help_out;
 		default:
-			usage(stderr);
-			return 2;
+			ret = cfs_open_opt(&oo, c, optarg, msg, sizeof(msg));
+			if (ret < 0)
+				fprintf(stderr, PROG ": %s\n", msg);
+			else if (ret == 0)
+				usage(stderr);
+			if (ret <= 0)
+				goto usage_out;
 		}
 	}
 	if (!strcmp(cmd, "key-id")) {
 		if (optind != argc - 1) {
 			usage(stderr);
-			return 2;
+			goto usage_out;
 		}
-		return key_id_cmd(argv[optind]);
+		rc = key_id_cmd(argv[optind]);
+		goto out;
 	}
 	if (optind != argc - 2 || (strcmp(cmd, "sign") && strcmp(cmd, "verify") &&
 				   strcmp(cmd, "show"))) {
 		usage(stderr);
-		return 2;
+		goto usage_out;
 	}
 	store_loc = argv[optind];
 	tag = argv[optind + 1];
 	if (!cfs_tag_name_valid(tag)) {
 		fprintf(stderr, PROG ": invalid tag name '%s'\n", tag);
-		return 2;
+		goto usage_out;
 	}
 
 	if (!strcmp(cmd, "sign")) {
 		if (!key_path) {
 			fprintf(stderr, PROG ": sign needs --key KEY.pem\n");
-			return 2;
+			goto usage_out;
 		}
 		ret = cfs_key_load(key_path, &key);
 		if (ret < 0) {
@@ -184,19 +173,16 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	} else if (!strcmp(cmd, "verify")) {
-		if (!trust_path) {
+		if (!oo.trust) {
 			fprintf(stderr, PROG ": verify needs --trust PUBKEY.pem|DIR\n");
-			return 2;
-		}
-		ret = cfs_trust_load(trust_path, &trust);
-		if (ret < 0) {
-			fprintf(stderr, PROG ": %s: %s\n", trust_path,
-				ret == -EINVAL ? "no Ed25519 public keys (PEM) there" : cfs_strerror(ret));
-			goto out;
+			goto usage_out;
 		}
 	}
-	if (open_store(store_loc, &st, &ca_file) < 0)
+	ret = cfs_open_store(&oo, store_loc, 0, &st, msg, sizeof(msg));
+	if (ret < 0) {
+		fprintf(stderr, PROG ": %s\n", msg);
 		goto out;
+	}
 
 	if (!strcmp(cmd, "sign")) {
 		ret = cfs_store_tag_get(st, tag, &dg);
@@ -216,10 +202,9 @@ int main(int argc, char **argv)
 	} else if (!strcmp(cmd, "verify")) {
 		uint64_t signed_at;
 
-		ret = cfs_store_resolve_trusted(st, trust, tag, &dg, &signed_at, why, sizeof(why));
+		ret = cfs_open_resolve(&oo, st, tag, &dg, &signed_at, msg, sizeof(msg));
 		if (ret < 0) {
-			fprintf(stderr, PROG ": %s: %s\n", tag,
-				why[0] ? why : ret == -ENOENT ? "no such tag" : cfs_strerror(ret));
+			fprintf(stderr, PROG ": %s\n", msg);
 			goto out;
 		}
 		cfs_digest_ref(&dg, ref);
@@ -263,8 +248,13 @@ int main(int argc, char **argv)
 	rc = 0;
 out:
 	cfs_key_free(key);
-	cfs_trust_free(trust);
 	cfs_store_free(st);
-	free(ca_file);
+	cfs_open_opts_release(&oo);
 	return rc;
+usage_out:
+	cfs_open_opts_release(&oo);
+	return 2;
+help_out:
+	cfs_open_opts_release(&oo);
+	return 0;
 }

@@ -152,6 +152,8 @@ def _load_library():
             "cfs_model_open_image": (ctypes.c_int, [cp, cp, cp, cp, ctypes.POINTER(vp), cp, sz]),
             "cfs_model_open_image_trusted": (ctypes.c_int,
                                              [cp, cp, cp, cp, cp, ctypes.POINTER(vp), cp, sz]),
+            "cfs_model_open_image_opts": (ctypes.c_int,
+                                          [cp, cp, cp, cp, ctypes.POINTER(vp), cp, sz]),
             "cfs_model_free": (None, [vp]),
             "cfs_model_tensor_count": (sz, [vp]),
             "cfs_model_tensor": (ctypes.POINTER(_CTensor), [vp, sz]),
@@ -405,7 +407,9 @@ TensorInfo = namedtuple("TensorInfo", "name dtype shape nbytes file offset")
 class Model:
     """A parsed model: Model(path) for a .safetensors file, an index.json or
     a directory; Model.from_image(store, image, path, cache_dir, trust) reads the
-    file straight from a cfs image (direct mode, no FUSE)."""
+    file straight from a cfs image (direct mode, no FUSE), with the store
+    options of cfs-mount as keywords too (deadline=MS, retries=N,
+    max_inflight=N, ca_file=FILE, cache_size=SIZE, mem_cache=SIZE)."""
 
     def __init__(self, path, *, _handle=None):
         self._lib = _load_library()
@@ -423,14 +427,23 @@ class Model:
         self._h = h
 
     @classmethod
-    def from_image(cls, store, image, path, cache_dir=None, trust=None):
+    def from_image(cls, store, image, path, cache_dir=None, trust=None, **options):
         lib = _load_library()
         h = ctypes.c_void_p()
         err = ctypes.create_string_buffer(_ERR_LEN)
-        _check(lib.cfs_model_open_image_trusted(
-                   _enc(os.fspath(store)), _enc(image), _enc(path),
-                   _enc(os.fspath(cache_dir)) if cache_dir else None,
-                   _enc(os.fspath(trust)) if trust else None,
+        opts = []
+        for key, value in (("cache", cache_dir), ("trust", trust), *options.items()):
+            if value is None or value is False:
+                continue
+            if value is True:
+                opts.append(key)
+                continue
+            value = str(os.fspath(value) if isinstance(value, os.PathLike) else value)
+            if "," in value:
+                raise Error(f"from_image: {key}={value!r}: a value may not hold a comma", 22)
+            opts.append(f"{key}={value}")
+        _check(lib.cfs_model_open_image_opts(
+                   _enc(os.fspath(store)), _enc(image), _enc(path), _enc(",".join(opts)),
                    ctypes.byref(h), err, _ERR_LEN),
                err, f"cfs_model_open_image {store} {image} {path}")
         return cls(None, _handle=h)
