@@ -70,7 +70,7 @@ static size_t layer_len(const uint8_t *d, size_t n)
 	return n;
 }
 
-/* The magics of the filters cfs_pack_tar() enables. */
+/* The magics of the filters the tar source enables. */
 static bool compressed(const uint8_t *d, size_t n)
 {
 	static const struct {

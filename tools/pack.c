@@ -18,11 +18,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "chunker.h"
 #include "codec.h"
 #include "digest.h"
 #include "fetch.h"
 #include "format.h"
-#include "index.h"
 #include "profile.h"
 #include "sign.h"
 #include "store.h"
@@ -116,13 +116,17 @@ static int arg_uint(const char *opt, const char *arg, long min, long max, long *
 	return 0;
 }
 
-/* A size (cfs_parse_size) in min..max, which fit 32 bits. */
-static int parse_size_range(const char *s, uint64_t min, uint64_t max, uint32_t *out)
+/* A size option (cfs_parse_size) in min..max, which fit 32 bits, or the
+ * message "<opt>: <want>: <arg>" and -EINVAL. */
+static int arg_size(const char *opt, const char *arg, uint64_t min, uint64_t max,
+		    const char *want, uint32_t *out)
 {
 	uint64_t v;
 
-	if (cfs_parse_size(s, &v) < 0 || v < min || v > max)
+	if (cfs_parse_size(arg, &v) < 0 || v < min || v > max) {
+		fprintf(stderr, PROG ": %s: %s: %s\n", opt, want, arg);
 		return -EINVAL;
+	}
 	*out = (uint32_t)v;
 	return 0;
 }
@@ -328,21 +332,18 @@ int main(int argc, char **argv)
 			jobs_set = true;
 			break;
 		case 'c':
-			if (parse_size_range(optarg, 64u << 10, CFS_CHUNK_MAX_SIZE,
-					     &copts->chunk_size) < 0) {
-				fprintf(stderr, PROG ": --chunk-size: expected 64K..64M: %s\n", optarg);
+			if (arg_size("--chunk-size", optarg, 64u << 10, CFS_CHUNK_MAX_SIZE,
+				     "expected 64K..64M", &copts->chunk_size) < 0)
 				return 2;
-			}
 			break;
 		case 'l':
 			if (arg_uint("--level", optarg, 1, 22, &level) < 0)
 				return 2;
 			break;
 		case 'S':
-			if (parse_size_range(optarg, 1, CFS_CHUNK_MAX_SIZE, &copts->small_max) < 0) {
-				fprintf(stderr, PROG ": --small-max: bad size: %s\n", optarg);
+			if (arg_size("--small-max", optarg, 1, CFS_CHUNK_MAX_SIZE, "bad size",
+				     &copts->small_max) < 0)
 				return 2;
-			}
 			break;
 		case 'G':
 			if (arg_uint("--group-bits", optarg, 1, 32, &v) < 0)

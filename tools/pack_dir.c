@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Directory source for cfs-pack.
+ * Directory source for cfs-pack (cfs_pack_source_dir), a plug-in of the
+ * pipeline in pack_pipeline.c.
  *
  * Symlinks are never followed: every component is opened with openat()
  * from its parent's fd and O_NOFOLLOW, so a tree that changes under us or

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Tar source for cfs-pack, through libarchive's read side only: nothing is
- * ever extracted, so a hostile archive can at most make a strange image,
- * never touch the filesystem.  Names are checked here ("..") as well as
- * by the builder, to give a clear message.
+ * Tar source for cfs-pack (cfs_pack_source_tar), and the tar streams that
+ * the image sources apply as layers (cfs_pack_tar_begin/layer/end),
+ * through libarchive's read side only: nothing is ever extracted, so a
+ * hostile archive can at most make a strange image, never touch the
+ * filesystem.  Names are checked here ("..") as well as by the builder,
+ * to give a clear message.
  *
  * Small files share group chunks in the order the chunker sees them, so to
  * give the image of the same tree whatever the member order, their data is
