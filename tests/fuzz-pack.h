@@ -1,28 +1,32 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * What the fuzz targets of cfs-pack's sources (fuzz-oci, fuzz-oci-layout,
- * fuzz-tar) share: a stand-in for pack.c, and the check that an accepted
- * input serialises to an index that opens.  The stand-in hashes and records
- * chunks but neither compresses nor stores them: the sources are under
- * test, not the codecs or the store.
+ * fuzz-tar) share: a run of the real pipeline (libcfspack, tools/pack.h)
+ * into a temporary store, and the check of its outcome: a failure must be
+ * a negative errno with a message, and an accepted input must give an
+ * image whose index opens.  One worker and zstd level 1: the sources are
+ * under test, not the codecs.  The store is under /dev/shm when there is
+ * one (its sync costs nothing there) and is emptied every few hundred
+ * runs, so that a long campaign does not fill it.
  *
  * Definitions, not only declarations: include it from the one .c of a
- * target (which links with the sources in tools/, not with pack.c).
+ * target.
  */
 #ifndef CFS_FUZZ_PACK_H
 #define CFS_FUZZ_PACK_H
 
+#include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-#include "builder.h"
-#include "chunker.h"
-#include "digest.h"
 #include "index.h"
+#include "store.h"
 #include "util.h"
 
-#include "../tools/pack.h"
+#include "pack.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -36,39 +40,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define FUZZ_CHUNK_SIZE (64u << 10)
 #define FUZZ_SMALL_MAX 4096u
+#define FUZZ_STORE_RUNS 256
 
-/* The first error a source recorded, 0 if none. */
-static int fuzz_pack_err;
+static char fuzz_store_dir[80];
+static struct cfs_store *fuzz_store;
+static unsigned fuzz_store_runs;
 
-int cfs_pack_fail(struct cfs_pack *p, int err, const char *fmt, ...)
+/* nftw: removes everything below the root it was given. */
+static int fuzz_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
-	(void)p;
-	(void)fmt;
-	if (!fuzz_pack_err)
-		fuzz_pack_err = err;
-	return err;
-}
-
-int cfs_pack_data(struct cfs_pack *p, const char *path, uint64_t off, const void *buf, size_t len)
-{
-	int ret = cfs_chunker_file_data(p->ch, off, buf, len);
-
-	if (ret < 0)
-		return cfs_pack_fail(p, ret, "%s", path);
-	p->bytes_in += len;
+	(void)sb;
+	(void)flag;
+	if (ftw->level > 0)
+		remove(path);
 	return 0;
 }
 
-static int fuzz_pack_emit(void *ctx, uint32_t chunk, void *data, size_t len)
+static void fuzz_store_empty(void)
 {
-	struct cfs_pack *p = ctx;
-	cfs_digest d;
-	int ret;
+	cfs_store_free(fuzz_store);
+	fuzz_store = NULL;
+	nftw(fuzz_store_dir, fuzz_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
 
-	cfs_sha256(data, len, &d);
-	ret = cfs_builder_chunk_set(p->b, chunk, &d, (uint32_t)len, (uint32_t)len);
-	free(data);
-	return ret;
+static void fuzz_store_remove(void)
+{
+	fuzz_store_empty();
+	rmdir(fuzz_store_dir);
 }
 
 /* Logs go nowhere: a hostile input makes a lot of them. */
@@ -82,45 +80,77 @@ static void fuzz_pack_quiet(const char *prog)
 	}
 }
 
-/* A fresh builder and chunker in *p, as pack.c sets them up. */
-static void fuzz_pack_begin(struct cfs_pack *p)
+/* The temporary store, made on the first call, emptied now and then. */
+static struct cfs_store *fuzz_pack_store(void)
 {
-	struct cfs_chunker_opts co = { .chunk_size = FUZZ_CHUNK_SIZE,
-				       .small_max = FUZZ_SMALL_MAX };
+	const char *tmp = getenv("TMPDIR");
 
-	*p = (struct cfs_pack){ .small_max = FUZZ_SMALL_MAX };
-	fuzz_pack_err = 0;
-	FUZZ_ASSERT(cfs_builder_new(co.chunk_size, &p->b) == 0);
-	FUZZ_ASSERT(cfs_chunker_new(&co, p->b, fuzz_pack_emit, p, &p->ch) == 0);
+	if (fuzz_store && ++fuzz_store_runs % FUZZ_STORE_RUNS == 0)
+		fuzz_store_empty();
+	if (fuzz_store)
+		return fuzz_store;
+	if (!fuzz_store_dir[0]) {
+		if (access("/dev/shm", W_OK) == 0)
+			tmp = "/dev/shm";
+		snprintf(fuzz_store_dir, sizeof(fuzz_store_dir), "%.40s/fuzz-pack.XXXXXX",
+			 tmp && *tmp ? tmp : "/tmp");
+		FUZZ_ASSERT(mkdtemp(fuzz_store_dir));
+		atexit(fuzz_store_remove);
+	}
+	FUZZ_ASSERT(cfs_store_open(fuzz_store_dir, CFS_STORE_CREATE, &fuzz_store) == 0);
+	return fuzz_store;
 }
 
-/* After the source returned ret: a failure must be a negative errno that
- * the source recorded; a success must flush, finish and give an index
- * that opens.  Frees what fuzz_pack_begin() made; returns the outcome. */
-static int fuzz_pack_end(struct cfs_pack *p, int ret)
+/* Runs src over arg (and fd, see struct cfs_pack_source) through the
+ * pipeline, platform as --platform gives it.  Returns the outcome, 0 or
+ * -errno.  On success, *index is the image's index (to be freed with
+ * cfs_index_free()) when index is not NULL. */
+static int fuzz_pack_run(const struct cfs_pack_source *src, const char *arg, int fd,
+			 const char *platform, struct cfs_index **index)
 {
+	struct cfs_pack_opts o = {
+		.chunker = { .chunk_size = FUZZ_CHUNK_SIZE, .small_max = FUZZ_SMALL_MAX },
+		.level = 1,
+		.jobs = 1,
+		.platform = platform,
+	};
+	struct cfs_store *st = fuzz_pack_store();
 	struct cfs_index *idx = NULL;
-	void *index = NULL;
-	size_t index_len = 0;
+	struct cfs_pack_ctx *p;
+	cfs_digest ref;
+	void *raw;
+	size_t len;
+	int ret;
 
+	FUZZ_ASSERT(cfs_pack_new(st, &o, &p) == 0);
+	ret = cfs_pack_run(p, src, arg, fd);
+	if (ret == 0)
+		ret = cfs_pack_finish(p, &ref, NULL);
 	FUZZ_ASSERT(ret <= 0);
 	if (ret < 0)
-		FUZZ_ASSERT(fuzz_pack_err < 0);
-	if (ret == 0)
-		ret = cfs_chunker_flush(p->ch);
-	if (ret == 0) {
-		ret = cfs_builder_finish(p->b, &index, &index_len, NULL);
-		if (ret == 0) {
-			FUZZ_ASSERT(cfs_index_open(index, index_len, &idx) == 0);
-			cfs_index_free(idx); /* frees index */
-		}
-	}
-	FUZZ_ASSERT(ret <= 0);
-	cfs_chunker_free(p->ch);
-	cfs_builder_free(p->b);
-	p->ch = NULL;
-	p->b = NULL;
-	return ret;
+		FUZZ_ASSERT(cfs_pack_error(p)[0]);
+	cfs_pack_free(p);
+	if (ret < 0)
+		return ret;
+	FUZZ_ASSERT(cfs_pack_index_get(st, &ref, &raw, &len) == 0);
+	FUZZ_ASSERT(cfs_index_open(raw, len, &idx) == 0); /* idx owns raw */
+	if (index)
+		*index = idx;
+	else
+		cfs_index_free(idx);
+	return 0;
+}
+
+/* An accepted image source: the index names a config, stored with the
+ * image.  Frees idx. */
+static inline void fuzz_pack_config_check(struct cfs_index *idx)
+{
+	cfs_digest d;
+	uint64_t size = 0, stored;
+
+	FUZZ_ASSERT(cfs_index_config(idx, &d, &size) == 0 && size > 0);
+	FUZZ_ASSERT(cfs_store_has(fuzz_store, &d, &stored) == 1);
+	cfs_index_free(idx);
 }
 
 #endif /* CFS_FUZZ_PACK_H */

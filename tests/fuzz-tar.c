@@ -6,20 +6,21 @@
  * over a directory, devices, pax xattrs, sizes that lie, truncation, and
  * the small-file spool that feeds files in the builder's order.
  *
- * An input runs into a fresh builder and chunker:
+ * An input runs through the real pipeline into a temporary store
+ * (fuzz-pack.h):
  *   1. as image layers through cfs_pack_tar_begin/layer/end, with the OCI
  *      whiteout rules: the input is cut after each end-of-archive marker
  *      (two zero blocks on a block boundary), so a concatenation of tars is
  *      a stack of layers.  That cut may fall inside a file of zeros, which
  *      only makes another odd input.
- *   2. when it is compressed, also as `cfs-pack tar:FILE` reads it:
- *      cfs_pack_tar() on a memfd, through libarchive's decompression
+ *   2. when it is compressed, also as `cfs-pack FILE` reads it: the tar
+ *      source on a memfd, through libarchive's decompression
  *      filters, whiteouts plain names.  A bare tar would meet the same
  *      entry code as in 1, at a quarter of the speed (the source's 1 MiB
  *      read block costs an mmap a run under ASan), so it is not run twice.
  * Nothing may crash, hang or leak; a failure must come with an error code
- * recorded by the source, and an accepted tar must serialise to an index
- * that opens.
+ * recorded by the source, and an accepted tar must give an index that
+ * opens.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -69,7 +70,7 @@ static size_t layer_len(const uint8_t *d, size_t n)
 	return n;
 }
 
-/* The magics of the filters cfs_pack_tar() enables. */
+/* The magics of the filters the tar source enables. */
 static bool compressed(const uint8_t *d, size_t n)
 {
 	static const struct {
@@ -92,28 +93,31 @@ static bool compressed(const uint8_t *d, size_t n)
 
 static void run_plain(const uint8_t *data, size_t size)
 {
-	struct cfs_pack p;
-	int fd, ret;
+	int fd;
 
 	fd = memfd_create("fuzz-tar", MFD_CLOEXEC);
 	FUZZ_ASSERT(fd >= 0);
 	FUZZ_ASSERT(size == 0 || cfs_write_full(fd, data, size) == 0);
 	FUZZ_ASSERT(lseek(fd, 0, SEEK_SET) == 0);
-	fuzz_pack_begin(&p);
-	ret = cfs_pack_tar(&p, fd, "fuzz.tar");
-	fuzz_pack_end(&p, ret);
+	fuzz_pack_run(&cfs_pack_source_tar, "fuzz.tar", fd, NULL, NULL);
 	close(fd);
 }
 
-static void run_layers(const uint8_t *data, size_t size)
+/* The input of run_layers(), for the source below. */
+static struct slice layers_input;
+
+/* A source that applies layers_input as a stack of layers, as the image
+ * sources do. */
+static int pack_layers(struct cfs_pack_ctx *p, const char *arg, int fd)
 {
+	const uint8_t *data = layers_input.p;
+	size_t size = layers_input.len, off = 0;
 	struct cfs_pack_tar *t = NULL;
-	struct cfs_pack p;
-	size_t off = 0;
 	int ret;
 
-	fuzz_pack_begin(&p);
-	ret = cfs_pack_tar_begin(&p, true, &t);
+	(void)arg;
+	(void)fd;
+	ret = cfs_pack_tar_begin(p, true, &t);
 	for (unsigned i = 0; ret == 0 && off < size && i < LAYERS_MAX; i++) {
 		struct slice s = { data + off, layer_len(data + off, size - off), false };
 		char name[32];
@@ -125,8 +129,18 @@ static void run_layers(const uint8_t *data, size_t size)
 		while (size - off >= BLOCK && zero_block(data + off))
 			off += BLOCK;
 	}
-	ret = cfs_pack_tar_end(t, ret == 0) ?: ret;
-	fuzz_pack_end(&p, ret);
+	return cfs_pack_tar_end(t, ret == 0) ?: ret;
+}
+
+static const struct cfs_pack_source layers_source = {
+	.name = "image layers",
+	.pack = pack_layers,
+};
+
+static void run_layers(const uint8_t *data, size_t size)
+{
+	layers_input = (struct slice){ data, size, false };
+	fuzz_pack_run(&layers_source, "layers", -1, NULL, NULL);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

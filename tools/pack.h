@@ -1,23 +1,35 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cfs-pack internals shared by the pipeline (pack.c) and the two sources
- * (pack_dir.c, pack_tar.c).  A source runs on the main thread and feeds
- * the builder and the chunker; sealed chunks go to the workers through the
- * chunker's emit callback.
+ * libcfspack: the cfs-pack pipeline (pack_pipeline.c) and its sources.
+ *
+ * A pack runs in one context: a source, on the calling thread, feeds the
+ * builder and the chunker; sealed chunks go to the workers through the
+ * chunker's emit callback, which hash, compress and store them.  Sources
+ * are plug-ins, one const struct cfs_pack_source a file (pack_dir.c,
+ * pack_tar.c, pack_oci.c), that call down into the pipeline only: the
+ * builder, the chunker, cfs_pack_data(), cfs_pack_fail().  cfs-pack's
+ * main (pack.c) and the fuzzers in tests/ drive the same entry points.
+ *
+ * Not thread-safe unless said: one thread runs a context's source.
  */
 #ifndef CFS_PACK_H
 #define CFS_PACK_H
 
+#include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 #include "builder.h"
 #include "chunker.h"
+#include "digest.h"
 #include "util.h"
 
 struct cfs_index;
 struct cfs_profile;
+struct cfs_store;
+struct cfs_pack_pipe;
 
 /* The files a profile names, in first-read order (pack_profile.c). */
 struct cfs_pack_prof {
@@ -27,7 +39,25 @@ struct cfs_pack_prof {
 	bool *fed;        /* set by a source that fed paths[i] ahead of the rest */
 };
 
-struct cfs_pack {
+struct cfs_pack_opts {
+	/* chunk_size and small_max must be set (small_max below chunk_size):
+	 * the sources need small_max resolved. */
+	struct cfs_chunker_opts chunker;
+	int level;              /* zstd level of every object */
+	unsigned jobs;          /* worker threads, at least 1 */
+	bool progress;          /* a progress line on stderr */
+	/* Image sources: the image to take from a multi-platform index,
+	 * "os/arch[/variant]", or NULL for the host's. */
+	const char *platform;
+	/* --profile: the sources feed its files first, and the image gets
+	 * their chunks as its prefetch list.  Borrowed for the context's life;
+	 * NULL for none. */
+	const struct cfs_profile *profile;
+};
+
+/* A pack in progress.  The fields above pipe are the sources' to use; the
+ * rest is the pipeline's. */
+struct cfs_pack_ctx {
 	struct cfs_builder *b;
 	struct cfs_chunker *ch;
 
@@ -40,40 +70,111 @@ struct cfs_pack {
 	 * source must feed them in the builder's order (pack_tar.c). */
 	uint32_t small_max;
 
-	/* --profile: the sources feed these files first, in this order.
-	 * NULL without a profile. */
+	/* The sources feed these files first, in this order.  NULL without a
+	 * profile. */
 	struct cfs_pack_prof *prof;
+	const char *platform;   /* cfs_pack_opts.platform */
 
 	/* Counted by the sources. */
 	uint64_t files, dirs, other;
 	uint64_t bytes_in;    /* data bytes read (holes not counted) */
 
 	struct cfs_pack_pipe *pipe;
+	struct cfs_store *st;       /* borrowed */
+	const struct cfs_profile *profile;
+	int level;
+	/* The image config a source handed over (cfs_pack_set_config). */
+	void *config;
+	size_t config_len;
+	/* The first failure: see cfs_pack_fail(). */
+	pthread_mutex_t fail_mu;
+	int fail_err;
+	char fail_msg[PATH_MAX + 256];
 };
 
-/* Records the first error of the pack as "<what>: <why>" for main() to
- * print, and returns err.  Thread-safe.  Later errors are dropped: the
- * first one is the cause, the rest are usually its consequences. */
-int cfs_pack_fail(struct cfs_pack *p, int err, const char *fmt, ...) CFS_PRINTF(3, 4);
+/* A source: packs what arg names into p and returns 0, or -errno after
+ * cfs_pack_fail().  fd is arg opened for reading by the caller, for the
+ * sources that take a path (cfs-pack opens it before it touches the
+ * store), else -1; the source does not close it. */
+struct cfs_pack_source {
+	const char *name;
+	/* The prefix that selects it ("oci:"); NULL for a path source,
+	 * chosen by what the path names. */
+	const char *prefix;
+	int (*pack)(struct cfs_pack_ctx *p, const char *arg, int fd);
+};
+
+extern const struct cfs_pack_source cfs_pack_source_dir;     /* pack_dir.c */
+extern const struct cfs_pack_source cfs_pack_source_tar;     /* pack_tar.c */
+extern const struct cfs_pack_source cfs_pack_source_oci;     /* pack_oci.c */
+extern const struct cfs_pack_source cfs_pack_source_docker_archive;
+
+/* What a finished pack did, for the summary line. */
+struct cfs_pack_stats {
+	uint64_t files, dirs;       /* in the image (the builder's count) */
+	uint64_t bytes_in;
+	uint64_t chunks, new_objects, present;
+	uint64_t written;           /* bytes of the objects new in the store */
+	size_t index_len;
+	size_t prefetch_count;      /* chunks in the prefetch list */
+	uint64_t t0_ns;             /* when the pack started (cfs_now_ns) */
+};
+
+/* ---- the pipeline (pack_pipeline.c) ---- */
+
+/* A context packing into st (borrowed, must outlive it), its workers
+ * started.  0, or -errno with a message on stderr's log (cfs_err). */
+int cfs_pack_new(struct cfs_store *st, const struct cfs_pack_opts *o, struct cfs_pack_ctx **out);
+/* Stops the workers and frees p (NULL is fine). */
+void cfs_pack_free(struct cfs_pack_ctx *p);
+
+/* Runs src over arg (see struct cfs_pack_source), flushes the chunker and
+ * waits for the workers to store every chunk.  0, or -errno with
+ * cfs_pack_error() set.  Once per context. */
+int cfs_pack_run(struct cfs_pack_ctx *p, const struct cfs_pack_source *src, const char *arg,
+		 int fd);
+/* After cfs_pack_run(): builds the index, stores the image config and
+ * the prefetch list, writes the index object and syncs the store; *ref
+ * names the image.  0, or -errno with cfs_pack_error() set. */
+int cfs_pack_finish(struct cfs_pack_ctx *p, cfs_digest *ref, struct cfs_pack_stats *stats);
+/* The first failure as "<what>: <why>", "" if none.  Lives as long as p. */
+const char *cfs_pack_error(const struct cfs_pack_ctx *p);
+
+/* Records the first error of the pack as "<what>: <why>" for
+ * cfs_pack_error(), and returns err.  Thread-safe.  Later errors are
+ * dropped: the first one is the cause, the rest are usually its
+ * consequences. */
+int cfs_pack_fail(struct cfs_pack_ctx *p, int err, const char *fmt, ...) CFS_PRINTF(3, 4);
 
 /* Feeds one regular file's data range to the chunker; counts bytes_in.
  * Errors are recorded with the path. */
-int cfs_pack_data(struct cfs_pack *p, const char *path, uint64_t off, const void *buf,
+int cfs_pack_data(struct cfs_pack_ctx *p, const char *path, uint64_t off, const void *buf,
 		  size_t len);
 
-/* Sources.  Both return 0 or -errno after cfs_pack_fail(). */
-int cfs_pack_dir(struct cfs_pack *p, const char *root);
-/* Reads a tar stream (plain or compressed) from fd; name is for messages. */
-int cfs_pack_tar(struct cfs_pack *p, int fd, const char *name);
+/* Hands the image config (malloc'd, stored with the image) to the
+ * pipeline, which frees it. */
+void cfs_pack_set_config(struct cfs_pack_ctx *p, void *config, size_t len);
 
-/* Image layers (pack_oci.c): tar streams applied in order by the OCI
- * rules (whiteouts, opaque directories) when layers is set.  Small files
- * of every layer wait in one spool, fed by cfs_pack_tar_end(t, true). */
+/* Writes one whole object (an index, a prefetch list, an image config),
+ * named by its content: *d its digest, *stored its size when it was new
+ * to the store, else 0.  0 or -errno. */
+int cfs_pack_obj_put(struct cfs_store *st, const void *buf, size_t len, int level, cfs_digest *d,
+		     size_t *stored);
+/* The serialised index of image ref from st, verified against ref:
+ * *raw malloc'd.  0, -ENOENT (missing), -EUCLEAN (corrupt), -EBADMSG,
+ * -ENOMEM or the store's errors. */
+int cfs_pack_index_get(struct cfs_store *st, const cfs_digest *ref, void **raw, size_t *len);
+
+/* ---- tar streams (pack_tar.c), for the tar source and image layers ---- */
+
+/* Tar streams applied in order by the OCI rules (whiteouts, opaque
+ * directories) when layers is set.  Small files of every layer wait in
+ * one spool, fed by cfs_pack_tar_end(t, true). */
 struct cfs_pack_tar;
 /* The next bytes of an uncompressed layer: *buf and their count, 0 at the
  * end, or -errno after cfs_pack_fail(). */
 typedef ssize_t (*cfs_pack_read_fn)(void *ctx, const void **buf);
-int cfs_pack_tar_begin(struct cfs_pack *p, bool layers, struct cfs_pack_tar **out);
+int cfs_pack_tar_begin(struct cfs_pack_ctx *p, bool layers, struct cfs_pack_tar **out);
 /* Applies one layer on top of the ones before.  Reads the tar up to its
  * end marker; the caller reads what follows (padding) itself. */
 int cfs_pack_tar_layer(struct cfs_pack_tar *t, cfs_pack_read_fn rd, void *ctx, const char *name);
@@ -81,14 +182,8 @@ int cfs_pack_tar_layer(struct cfs_pack_tar *t, cfs_pack_read_fn rd, void *ctx, c
  * frees t (NULL is fine).  0 or -errno. */
 int cfs_pack_tar_end(struct cfs_pack_tar *t, bool feed);
 
-/* OCI image layout (oci:DIR[:REF]) and docker-archive:FILE[:REF] sources:
- * spec is the part after the prefix.  Fills *config (malloc'd) with the
- * image config blob, stored with the image.  platform: "os/arch[/variant]"
- * or NULL for the host's. */
-int cfs_pack_oci(struct cfs_pack *p, const char *spec, bool docker_archive,
-		 const char *platform, void **config, size_t *config_len);
+/* ---- profile-guided layout (pack_profile.c) ---- */
 
-/* Profile-guided layout (pack_profile.c). */
 int cfs_pack_prof_new(const struct cfs_profile *prof, struct cfs_pack_prof **out);
 void cfs_pack_prof_free(struct cfs_pack_prof *pf);
 /* Position of a normalised path in the profile's file order, or
@@ -99,5 +194,11 @@ uint32_t cfs_pack_prof_rank(const struct cfs_pack_prof *pf, const char *path);
  * *chunks is malloc'd.  0 or -ENOMEM. */
 int cfs_pack_prefetch_map(const struct cfs_index *idx, const struct cfs_profile *prof,
 			  uint32_t **chunks, size_t *count);
+/* Maps prof onto the serialised index idx, writes the prefetch list
+ * object to st and sets idx's header to name it.  *count 0: the profile
+ * names nothing in this image, and idx is left as it was.  *stored: the
+ * list's bytes new to the store.  0 or -errno. */
+int cfs_pack_prefetch_attach(struct cfs_store *st, const struct cfs_profile *prof, void *idx,
+			     size_t len, int level, size_t *count, size_t *stored);
 
 #endif /* CFS_PACK_H */

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Directory source for cfs-pack.
+ * Directory source for cfs-pack (cfs_pack_source_dir), a plug-in of the
+ * pipeline in pack_pipeline.c.
  *
  * Symlinks are never followed: every component is opened with openat()
  * from its parent's fd and O_NOFOLLOW, so a tree that changes under us or
@@ -37,7 +38,7 @@ struct link_slot {
 };
 
 struct walk {
-	struct cfs_pack *p;
+	struct cfs_pack_ctx *p;
 	char *path;            /* for messages and the no-/proc fallback */
 	size_t path_len, path_cap;
 	size_t root_len;       /* of the root's part of path */
@@ -616,7 +617,8 @@ out:
 	return ret;
 }
 
-int cfs_pack_dir(struct cfs_pack *p, const char *root)
+/* The caller's fd goes unused: the walk opens root with O_DIRECTORY. */
+static int pack_dir(struct cfs_pack_ctx *p, const char *root, int srcfd)
 {
 	struct walk w = { .p = p };
 	struct cfs_attr a;
@@ -625,6 +627,7 @@ int cfs_pack_dir(struct cfs_pack *p, const char *root)
 	size_t old;
 	int fd = -1, ret;
 
+	(void)srcfd;
 	/* One fd per directory level is held open during the walk. */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
@@ -679,3 +682,8 @@ out:
 	free(w.buf);
 	return ret;
 }
+
+const struct cfs_pack_source cfs_pack_source_dir = {
+	.name = "directory",
+	.pack = pack_dir,
+};

@@ -7,11 +7,9 @@
  * The image is picked (a REF, the host's platform or --platform through
  * nested indexes), every blob read is checked against its descriptor's
  * digest and size, and the layers are applied in order through pack_tar.c
- * with the OCI whiteout rules.  Layers are decompressed here, not by
- * libarchive, because both sides are hashed: the compressed bytes against
- * the manifest, the uncompressed stream against the config's diff_ids.
- * The compression is sniffed from the bytes (gzip, multi-member too, zstd
- * or none), as container engines do.
+ * with the OCI whiteout rules, each decompressed and hashed on both sides
+ * by pack_oci_layer.c.  The image config goes to the pipeline, which
+ * stores it with the image.
  *
  * A layer is verified as it streams, so a layer that fails its digest has
  * already fed chunks to the store; they are content-addressed and
@@ -33,20 +31,17 @@
 #include <unistd.h>
 
 #include <jansson.h>
-#include <openssl/evp.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include "digest.h"
 #include "format.h"
 #include "util.h"
 
 #include "pack.h"
+#include "pack_oci_i.h"
 
 #define OCI_JSON_MAX (4u << 20)       /* an index or a manifest */
 #define OCI_DEPTH_MAX 4               /* nested indexes */
 #define OCI_LAYERS_MAX 1000u
-#define OCI_IO_SIZE (1u << 20)
 #define DAR_MEMBERS_MAX 100000u
 #define DAR_NAME_MAX 4096u
 #define DAR_LINK_HOPS 8
@@ -69,7 +64,7 @@ struct dar_member {
 };
 
 struct oci {
-	struct cfs_pack *p;
+	struct cfs_pack_ctx *p;
 	char *loc;      /* "oci:DIR" or "docker-archive:FILE", for messages */
 	int dirfd;      /* the layout */
 	int fd;         /* the archive */
@@ -712,231 +707,6 @@ static int pick_index(struct oci *o, json_t *idx, const char *ref, int depth, st
 	return 0;
 }
 
-/* ---- layers ---- */
-
-enum comp { COMP_NONE, COMP_GZIP, COMP_ZSTD };
-
-struct layer {
-	struct oci *o;
-	const char *what;
-	int fd;
-	uint64_t pos, end;
-	EVP_MD_CTX *cmd, *umd;
-	enum comp comp;
-	z_stream z;
-	bool z_init, z_ended;
-	ZSTD_DCtx *zd;
-	size_t zret;          /* last ZSTD_decompressStream(): 0 at a frame's end */
-	uint8_t *in, *out;
-	size_t in_len, in_pos;
-	bool in_eof;
-	uint64_t raw;
-};
-
-static int layer_fill(struct layer *l)
-{
-	size_t n;
-	int ret;
-
-	if (l->in_pos < l->in_len || l->in_eof)
-		return 0;
-	n = (size_t)CFS_MIN((uint64_t)OCI_IO_SIZE, l->end - l->pos);
-	if (!n) {
-		l->in_eof = true;
-		l->in_len = l->in_pos = 0;
-		return 0;
-	}
-	ret = cfs_pread_full(l->fd, l->in, n, (off_t)l->pos);
-	if (ret < 0)
-		return fail(l->o, ret == -ENODATA ? -EUCLEAN : ret, "%s: %s", l->what,
-			    ret == -ENODATA ? "truncated" : cfs_strerror(ret));
-	EVP_DigestUpdate(l->cmd, l->in, n);
-	l->pos += n;
-	l->in_len = n;
-	l->in_pos = 0;
-	return 0;
-}
-
-static ssize_t layer_out(struct layer *l, const void **buf, size_t n, const uint8_t *p)
-{
-	EVP_DigestUpdate(l->umd, p, n);
-	l->raw += n;
-	*buf = p;
-	return (ssize_t)n;
-}
-
-/* cfs_pack_read_fn: the layer's uncompressed bytes. */
-static ssize_t layer_read(void *ctx, const void **buf)
-{
-	struct layer *l = ctx;
-	int ret;
-
-	for (;;) {
-		ret = layer_fill(l);
-		if (ret < 0)
-			return ret;
-		switch (l->comp) {
-		case COMP_NONE: {
-			size_t n = l->in_len - l->in_pos;
-
-			if (l->in_eof)
-				return 0;
-			l->in_pos = l->in_len;
-			return layer_out(l, buf, n, l->in);
-		}
-		case COMP_GZIP: {
-			size_t avail = l->in_len - l->in_pos;
-			int r;
-
-			if (l->in_eof) {
-				if (!l->z_ended)
-					return fail(l->o, -EUCLEAN, "%s: truncated gzip stream",
-						    l->what);
-				return 0;
-			}
-			if (l->z_ended) {
-				/* Another member follows, or padding of zeros. */
-				if (l->in[l->in_pos] == 0) {
-					for (size_t i = l->in_pos; i < l->in_len; i++)
-						if (l->in[i])
-							return fail(l->o, -EUCLEAN,
-								    "%s: garbage after the gzip stream",
-								    l->what);
-					l->in_pos = l->in_len;
-					continue;
-				}
-				if (inflateReset(&l->z) != Z_OK)
-					return fail(l->o, -EIO, "%s: zlib reset", l->what);
-				l->z_ended = false;
-			}
-			l->z.next_in = l->in + l->in_pos;
-			l->z.avail_in = (uInt)avail;
-			l->z.next_out = l->out;
-			l->z.avail_out = OCI_IO_SIZE;
-			r = inflate(&l->z, Z_NO_FLUSH);
-			l->in_pos += avail - l->z.avail_in;
-			if (r == Z_STREAM_END)
-				l->z_ended = true;
-			else if (r != Z_OK && r != Z_BUF_ERROR)
-				return fail(l->o, -EUCLEAN, "%s: bad gzip data: %s", l->what,
-					    l->z.msg ? l->z.msg : "inflate error");
-			if (OCI_IO_SIZE - l->z.avail_out)
-				return layer_out(l, buf, OCI_IO_SIZE - l->z.avail_out, l->out);
-			continue;
-		}
-		case COMP_ZSTD: {
-			ZSTD_inBuffer zin = { l->in, l->in_len, l->in_pos };
-			ZSTD_outBuffer zout = { l->out, OCI_IO_SIZE, 0 };
-
-			if (l->in_eof) {
-				if (l->zret)
-					return fail(l->o, -EUCLEAN, "%s: truncated zstd stream",
-						    l->what);
-				return 0;
-			}
-			l->zret = ZSTD_decompressStream(l->zd, &zout, &zin);
-			if (ZSTD_isError(l->zret))
-				return fail(l->o, -EUCLEAN, "%s: bad zstd data: %s", l->what,
-					    ZSTD_getErrorName(l->zret));
-			l->in_pos = zin.pos;
-			if (zout.pos)
-				return layer_out(l, buf, zout.pos, l->out);
-			continue;
-		}
-		}
-	}
-}
-
-static void layer_free(struct layer *l)
-{
-	if (l->z_init)
-		inflateEnd(&l->z);
-	ZSTD_freeDCtx(l->zd);
-	EVP_MD_CTX_free(l->cmd);
-	EVP_MD_CTX_free(l->umd);
-	free(l->in);
-	free(l->out);
-}
-
-/* Applies layer i: blob b (its compressed digest cd when known), whose
- * uncompressed stream must hash to diff_id. */
-static int apply_layer(struct oci *o, struct cfs_pack_tar *t, size_t i, const struct blob *b,
-		       const cfs_digest *cd, const cfs_digest *diff_id)
-{
-	struct layer l = { .o = o, .fd = b->fd, .pos = b->off, .end = b->off + b->len };
-	char what[64], ref[CFS_REF_STRLEN];
-	unsigned char md[EVP_MAX_MD_SIZE];
-	const void *buf;
-	cfs_digest got;
-	ssize_t n;
-	int ret;
-
-	cfs_digest_ref(cd ? cd : diff_id, ref);
-	snprintf(what, sizeof(what), "layer %zu (%.19s)", i + 1, ref);
-	l.what = what;
-	l.in = malloc(OCI_IO_SIZE);
-	l.out = malloc(OCI_IO_SIZE);
-	l.cmd = EVP_MD_CTX_new();
-	l.umd = EVP_MD_CTX_new();
-	if (!l.in || !l.out || !l.cmd || !l.umd ||
-	    !EVP_DigestInit_ex(l.cmd, EVP_sha256(), NULL) ||
-	    !EVP_DigestInit_ex(l.umd, EVP_sha256(), NULL)) {
-		ret = fail(o, -ENOMEM, "%s: %s", what, cfs_strerror(-ENOMEM));
-		goto out;
-	}
-	ret = layer_fill(&l);
-	if (ret < 0)
-		goto out;
-	if (l.in_len >= 2 && l.in[0] == 0x1f && l.in[1] == 0x8b) {
-		l.comp = COMP_GZIP;
-		/* 16 + MAX_WBITS: gzip framing only. */
-		if (inflateInit2(&l.z, 16 + MAX_WBITS) != Z_OK) {
-			ret = fail(o, -ENOMEM, "%s: zlib init", what);
-			goto out;
-		}
-		l.z_init = true;
-	} else if (l.in_len >= 4 && !memcmp(l.in, "\x28\xb5\x2f\xfd", 4)) {
-		l.comp = COMP_ZSTD;
-		l.zd = ZSTD_createDCtx();
-		if (!l.zd) {
-			ret = fail(o, -ENOMEM, "%s: zstd init", what);
-			goto out;
-		}
-		l.zret = 1;
-	}
-
-	ret = cfs_pack_tar_layer(t, layer_read, &l, what);
-	if (ret < 0)
-		goto out;
-	/* What follows the tar's end marker counts towards both digests. */
-	while ((n = layer_read(&l, &buf)) > 0)
-		;
-	if (n < 0) {
-		ret = (int)n;
-		goto out;
-	}
-	if (cd) {
-		EVP_DigestFinal_ex(l.cmd, md, NULL);
-		memcpy(got.b, md, sizeof(got.b));
-		if (!cfs_digest_eq(&got, cd)) {
-			ret = fail(o, -EBADMSG, "%s: blob digest mismatch", what);
-			goto out;
-		}
-	}
-	EVP_DigestFinal_ex(l.umd, md, NULL);
-	memcpy(got.b, md, sizeof(got.b));
-	if (!cfs_digest_eq(&got, diff_id)) {
-		cfs_digest_ref(diff_id, ref);
-		ret = fail(o, -EBADMSG, "%s: uncompressed content does not match the config's "
-			   "diff_id %s", what, ref);
-		goto out;
-	}
-	ret = 0;
-out:
-	layer_free(&l);
-	return ret;
-}
-
 /* The config's rootfs.diff_ids, n of them. */
 static int diff_ids(struct oci *o, json_t *cfg, size_t n, cfs_digest **out)
 {
@@ -967,13 +737,14 @@ static int diff_ids(struct oci *o, json_t *cfg, size_t n, cfs_digest **out)
 
 /* ---- the two sources ---- */
 
-static int layout_open(struct oci *o, const char *dir, const char *ref, json_t **cfg_out,
-		       char **cfg_buf, size_t *cfg_len, json_t **man_out)
+/* The manifest of the image in layout dir, and its config's blob (*cb,
+ * the caller's to close) and descriptor. */
+static int layout_open(struct oci *o, const char *dir, const char *ref, json_t **man_out,
+		       struct blob *cb, struct desc *cd)
 {
 	struct pick pk = { 0 };
 	struct blob b = { .fd = -1 };
-	json_t *idx = NULL, *man = NULL, *cfg = NULL, *v;
-	struct desc cd;
+	json_t *idx = NULL, *man = NULL, *v;
 	char *buf = NULL;
 	size_t len;
 	int ret, fd;
@@ -1034,27 +805,18 @@ static int layout_open(struct oci *o, const char *dir, const char *ref, json_t *
 		ret = fail(o, -EUCLEAN, "%s: not an image manifest", pk.best.digest);
 		goto out;
 	}
-	ret = desc_parse(o, json_object_get(man, "config"), "manifest config", &cd);
+	ret = desc_parse(o, json_object_get(man, "config"), "manifest config", cd);
 	if (ret < 0)
 		goto out;
-	ret = blob_by_digest(o, &cd, &b);
+	ret = blob_by_digest(o, cd, cb);
 	if (ret < 0)
 		goto out;
-	ret = blob_slurp(o, &b, &cd, CFS_CONFIG_MAX_SIZE, "image config", cfg_buf, cfg_len);
-	blob_close(&b);
-	if (ret < 0)
-		goto out;
-	ret = json_parse(o, *cfg_buf, *cfg_len, "image config", &cfg);
-	if (ret < 0)
-		goto out;
-	*cfg_out = cfg;
 	*man_out = man;
-	cfg = man = NULL;
+	man = NULL;
 out:
 	json_decref(pk.keep);
 	json_decref(idx);
 	json_decref(man);
-	json_decref(cfg);
 	return ret;
 }
 
@@ -1076,13 +838,15 @@ static bool name_digest(const char *name, cfs_digest *d)
 	return false;
 }
 
+/* The manifest.json entry of the image in docker-archive file, and its
+ * config's member (*cb) and descriptor (cd->digest "" when the member's
+ * name gives no digest). */
 static int archive_open(struct oci *o, const char *file, const char *ref, json_t **entry_out,
-			json_t **cfg_out, char **cfg_buf, size_t *cfg_len)
+			struct blob *cb, struct desc *cd)
 {
 	const struct dar_member *m;
-	json_t *man = NULL, *e, *pick = NULL, *cfg = NULL;
+	json_t *man = NULL, *e, *pick = NULL;
 	struct blob b;
-	struct desc cd = { 0 };
 	struct stat sb;
 	uint8_t magic[4];
 	char *buf = NULL;
@@ -1152,23 +916,13 @@ static int archive_open(struct oci *o, const char *file, const char *ref, json_t
 		ret = fail(o, -ENOENT, "config %.200s missing from the archive", cpath);
 		goto out;
 	}
-	b = (struct blob){ .fd = o->fd, .off = m->off, .len = m->size };
-	if (name_digest(cpath, &cd.d)) {
-		cfs_digest_ref(&cd.d, cd.digest);
-		cd.size = m->size;
+	*cb = (struct blob){ .fd = o->fd, .off = m->off, .len = m->size };
+	if (name_digest(cpath, &cd->d)) {
+		cfs_digest_ref(&cd->d, cd->digest);
+		cd->size = m->size;
 	}
-	ret = blob_slurp(o, &b, cd.digest[0] ? &cd : NULL, CFS_CONFIG_MAX_SIZE, "image config",
-			 cfg_buf, cfg_len);
-	if (ret < 0)
-		goto out;
-	ret = json_parse(o, *cfg_buf, *cfg_len, "image config", &cfg);
-	if (ret < 0)
-		goto out;
 	*entry_out = json_incref(pick);
-	*cfg_out = cfg;
-	cfg = NULL;
 out:
-	json_decref(cfg);
 	json_decref(man);
 	return ret;
 }
@@ -1238,7 +992,8 @@ static int apply_layers(struct oci *o, json_t *layers, json_t *cfg, struct cfs_p
 		ret = layer_blob(o, l, i, &b, &cd, &have_cd);
 		if (ret < 0)
 			break;
-		ret = apply_layer(o, t, i, &b, have_cd ? &cd : NULL, &ids[i]);
+		ret = cfs_pack_oci_layer(o->p, o->loc, t, i, b.fd, b.off, b.len,
+					 have_cd ? &cd : NULL, &ids[i]);
 		blob_close(&b);
 		if (ret < 0)
 			break;
@@ -1247,19 +1002,32 @@ static int apply_layers(struct oci *o, json_t *layers, json_t *cfg, struct cfs_p
 	return ret;
 }
 
-int cfs_pack_oci(struct cfs_pack *p, const char *spec, bool docker_archive, const char *platform,
-		 void **config, size_t *config_len)
+/* The image config: read whole (checked against cd when it has a
+ * digest), then parsed.  Closes cb. */
+static int config_load(struct oci *o, struct blob *cb, const struct desc *cd, char **buf,
+		       size_t *len, json_t **cfg)
+{
+	int ret = blob_slurp(o, cb, cd->digest[0] ? cd : NULL, CFS_CONFIG_MAX_SIZE,
+			     "image config", buf, len);
+
+	blob_close(cb);
+	return ret < 0 ? ret : json_parse(o, *buf, *len, "image config", cfg);
+}
+
+/* Both sources: spec is the part after the prefix, the image config goes
+ * to the pipeline. */
+static int pack_image(struct cfs_pack_ctx *p, const char *spec, bool docker_archive)
 {
 	struct oci o = { .p = p, .dirfd = -1, .fd = -1 };
 	struct cfs_pack_tar *t = NULL;
+	struct blob cb = { .fd = -1 };
+	struct desc cd = { 0 };
 	json_t *cfg = NULL, *man = NULL;
 	char *path = NULL, *ref, *cfg_buf = NULL;
 	size_t cfg_len = 0;
 	struct stat sb;
 	int ret;
 
-	*config = NULL;
-	*config_len = 0;
 	path = strdup(spec);
 	if (!path || asprintf(&o.loc, "%s:%s", docker_archive ? "docker-archive" : "oci",
 			      spec) < 0) {
@@ -1278,9 +1046,10 @@ int cfs_pack_oci(struct cfs_pack *p, const char *spec, bool docker_archive, cons
 		ret = fail(&o, -EINVAL, "no path given");
 		goto out;
 	}
-	if (platform) {
-		if (plat_parse(platform, &o.want) < 0) {
-			ret = fail(&o, -EINVAL, "--platform %s: want OS/ARCH[/VARIANT]", platform);
+	if (p->platform) {
+		if (plat_parse(p->platform, &o.want) < 0) {
+			ret = fail(&o, -EINVAL, "--platform %s: want OS/ARCH[/VARIANT]",
+				   p->platform);
 			goto out;
 		}
 	} else {
@@ -1288,9 +1057,12 @@ int cfs_pack_oci(struct cfs_pack *p, const char *spec, bool docker_archive, cons
 	}
 
 	if (docker_archive)
-		ret = archive_open(&o, path, ref, &man, &cfg, &cfg_buf, &cfg_len);
+		ret = archive_open(&o, path, ref, &man, &cb, &cd);
 	else
-		ret = layout_open(&o, path, ref, &cfg, &cfg_buf, &cfg_len, &man);
+		ret = layout_open(&o, path, ref, &man, &cb, &cd);
+	if (ret < 0)
+		goto out;
+	ret = config_load(&o, &cb, &cd, &cfg_buf, &cfg_len, &cfg);
 	if (ret < 0)
 		goto out;
 	ret = cfs_pack_tar_begin(p, true, &t);
@@ -1300,10 +1072,10 @@ int cfs_pack_oci(struct cfs_pack *p, const char *spec, bool docker_archive, cons
 	ret = cfs_pack_tar_end(t, ret == 0) ?: ret;
 	if (ret < 0)
 		goto out;
-	*config = cfg_buf;
-	*config_len = cfg_len;
+	cfs_pack_set_config(p, cfg_buf, cfg_len);
 	cfg_buf = NULL;
 out:
+	blob_close(&cb);
 	json_decref(cfg);
 	json_decref(man);
 	free(cfg_buf);
@@ -1320,3 +1092,28 @@ out:
 	free(path);
 	return ret;
 }
+
+/* The fd of a path source goes unused: these open what they need. */
+static int pack_oci(struct cfs_pack_ctx *p, const char *spec, int fd)
+{
+	(void)fd;
+	return pack_image(p, spec, false);
+}
+
+static int pack_docker_archive(struct cfs_pack_ctx *p, const char *spec, int fd)
+{
+	(void)fd;
+	return pack_image(p, spec, true);
+}
+
+const struct cfs_pack_source cfs_pack_source_oci = {
+	.name = "OCI image layout",
+	.prefix = "oci:",
+	.pack = pack_oci,
+};
+
+const struct cfs_pack_source cfs_pack_source_docker_archive = {
+	.name = "docker-archive",
+	.prefix = "docker-archive:",
+	.pack = pack_docker_archive,
+};

@@ -3,7 +3,8 @@
  * Profile-guided packing for cfs-pack (docs/FORMAT.md, "Prefetch list"):
  * the files a profile names, in first-read order, for the sources to feed
  * first, and the mapping of the profile onto a finished index, which gives
- * the image its prefetch list.
+ * the image its prefetch list (written by cfs_pack_finish(), and by
+ * cfs-pack --add-profile onto an image already in a store).
  *
  * A profile describes reads of an earlier image, whose chunks may differ
  * from this one's: its chunk records are mapped by path and offset, never
@@ -41,24 +42,28 @@ static char *norm_dup(const char *path)
 	return out;
 }
 
+struct rank_key {
+	const struct cfs_pack_prof *pf;
+	const char *path;
+};
+
+static int rank_cmp(const void *key, const void *elem)
+{
+	const struct rank_key *k = key;
+
+	return strcmp(k->path, k->pf->paths[*(const size_t *)elem]);
+}
+
 static int find_sorted(const struct cfs_pack_prof *pf, const char *path, size_t *rank)
 {
-	size_t lo = 0, hi = pf->n;
+	struct rank_key k = { pf, path };
+	const size_t *r = pf->n ? bsearch(&k, pf->sorted, pf->n, sizeof(*pf->sorted), rank_cmp)
+				: NULL;
 
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		int c = strcmp(path, pf->paths[pf->sorted[mid]]);
-
-		if (c == 0) {
-			*rank = pf->sorted[mid];
-			return 0;
-		}
-		if (c < 0)
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
-	return -ENOENT;
+	if (!r)
+		return -ENOENT;
+	*rank = *r;
+	return 0;
 }
 
 int cfs_pack_prof_new(const struct cfs_profile *prof, struct cfs_pack_prof **out)
@@ -204,4 +209,43 @@ int cfs_pack_prefetch_map(const struct cfs_index *idx, const struct cfs_profile 
 	*chunks = out;
 	*count = k;
 	return 0;
+}
+
+int cfs_pack_prefetch_attach(struct cfs_store *st, const struct cfs_profile *prof, void *idx,
+			     size_t len, int level, size_t *count, size_t *stored)
+{
+	struct cfs_index *ix = NULL;
+	uint32_t *chunks = NULL;
+	void *copy = malloc(len), *list = NULL;
+	size_t n = 0, list_len;
+	cfs_digest d;
+	int ret;
+
+	*count = 0;
+	*stored = 0;
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, idx, len);
+	ret = cfs_index_open(copy, len, &ix);
+	if (ret < 0) {
+		free(copy);
+		return ret;
+	}
+	ret = cfs_pack_prefetch_map(ix, prof, &chunks, &n);
+	if (ret < 0 || n == 0)
+		goto out;
+	ret = cfs_prefetch_encode(chunks, n, &list, &list_len);
+	if (ret < 0)
+		goto out;
+	ret = cfs_pack_obj_put(st, list, list_len, level, &d, stored);
+	if (ret < 0)
+		goto out;
+	ret = cfs_index_set_prefetch(idx, len, &d);
+	if (ret == 0)
+		*count = n;
+out:
+	free(list);
+	free(chunks);
+	cfs_index_free(ix);
+	return ret;
 }

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Tar source for cfs-pack, through libarchive's read side only: nothing is
- * ever extracted, so a hostile archive can at most make a strange image,
- * never touch the filesystem.  Names are checked here ("..") as well as
- * by the builder, to give a clear message.
+ * Tar source for cfs-pack (cfs_pack_source_tar), and the tar streams that
+ * the image sources apply as layers (cfs_pack_tar_begin/layer/end),
+ * through libarchive's read side only: nothing is ever extracted, so a
+ * hostile archive can at most make a strange image, never touch the
+ * filesystem.  Names are checked here ("..") as well as by the builder,
+ * to give a clear message.
  *
  * Small files share group chunks in the order the chunker sees them, so to
  * give the image of the same tree whatever the member order, their data is
@@ -110,14 +112,14 @@ static int norm_path(const char *in, char *out)
 	return 0;
 }
 
-static int path_error(struct cfs_pack *p, const char *name, int err)
+static int path_error(struct cfs_pack_ctx *p, const char *name, int err)
 {
 	if (err == -EXDEV)
 		return cfs_pack_fail(p, -EINVAL, "path escapes the image: %s", name);
 	return cfs_pack_fail(p, err, "%s: %s", name, cfs_strerror(err));
 }
 
-static int entry_attr(struct cfs_pack *p, struct archive_entry *e, const char *path,
+static int entry_attr(struct cfs_pack_ctx *p, struct archive_entry *e, const char *path,
 		      struct cfs_attr *a)
 {
 	la_int64_t uid = archive_entry_uid(e), gid = archive_entry_gid(e);
@@ -144,7 +146,7 @@ static int entry_attr(struct cfs_pack *p, struct archive_entry *e, const char *p
 	return 0;
 }
 
-static int entry_xattrs(struct cfs_pack *p, struct archive_entry *e, const char *path,
+static int entry_xattrs(struct cfs_pack_ctx *p, struct archive_entry *e, const char *path,
 			uint32_t node)
 {
 	const char *name;
@@ -196,7 +198,7 @@ static int vec_grow(void **v, size_t *cap, size_t n, size_t sz)
 /* An unnamed file in $TMPDIR or /tmp: O_TMPFILE where the filesystem has
  * it, else a name that is unlinked at once.  Either way it disappears with
  * the process, whatever path it exits by. */
-static int spool_open(struct cfs_pack *p, struct spool *s)
+static int spool_open(struct cfs_pack_ctx *p, struct spool *s)
 {
 	const char *dir = getenv("TMPDIR");
 	char tmpl[PATH_MAX];
@@ -219,7 +221,7 @@ static int spool_open(struct cfs_pack *p, struct spool *s)
 	return 0;
 }
 
-static int spool_flush(struct cfs_pack *p, struct spool *s)
+static int spool_flush(struct cfs_pack_ctx *p, struct spool *s)
 {
 	size_t done = 0;
 
@@ -237,7 +239,7 @@ static int spool_flush(struct cfs_pack *p, struct spool *s)
 	return 0;
 }
 
-static int spool_write(struct cfs_pack *p, struct spool *s, const void *data, size_t len)
+static int spool_write(struct cfs_pack_ctx *p, struct spool *s, const void *data, size_t len)
 {
 	const uint8_t *d = data;
 	int ret;
@@ -270,7 +272,7 @@ static int spool_write(struct cfs_pack *p, struct spool *s, const void *data, si
 }
 
 /* Records that node has the name path (normalised). */
-static int spool_name(struct cfs_pack *p, struct spool *s, const char *path, uint32_t node)
+static int spool_name(struct cfs_pack_ctx *p, struct spool *s, const char *path, uint32_t node)
 {
 	size_t len = strlen(path) + 1;
 
@@ -334,7 +336,7 @@ static int file_name_cmp(const void *x, const void *y, void *ctx)
 }
 
 /* Feeds one spooled file, reading the spool in windows of SPOOL_IO_SIZE. */
-static int spool_feed_file(struct cfs_pack *p, struct spool *s, const struct spool_file *f)
+static int spool_feed_file(struct cfs_pack_ctx *p, struct spool *s, const struct spool_file *f)
 {
 	const char *path = s->paths + f->name;
 	uint64_t win_at = 0, win_len = 0;
@@ -383,7 +385,7 @@ static int spool_feed_file(struct cfs_pack *p, struct spool *s, const struct spo
 /* At the end of the archive: feeds the spooled files that are still in the
  * tree, each at the first of its names in the builder's order, which is
  * where the directory source meets it. */
-static int spool_feed(struct cfs_pack *p, struct spool *s)
+static int spool_feed(struct cfs_pack_ctx *p, struct spool *s)
 {
 	size_t n = 0;
 	int ret;
@@ -429,7 +431,7 @@ static int spool_feed(struct cfs_pack *p, struct spool *s)
 }
 
 /* Streams a large file's data to the chunker. */
-static int entry_stream(struct cfs_pack *p, struct archive *ar, const char *src, const char *path,
+static int entry_stream(struct cfs_pack_ctx *p, struct archive *ar, const char *src, const char *path,
 			uint32_t node, uint64_t size)
 {
 	const void *buf;
@@ -464,7 +466,7 @@ static int entry_stream(struct cfs_pack *p, struct archive *ar, const char *src,
 }
 
 /* Spools a small file's data, its holes kept, for spool_feed(). */
-static int entry_spool(struct cfs_pack *p, struct spool *sp, struct archive *ar, const char *src,
+static int entry_spool(struct cfs_pack_ctx *p, struct spool *sp, struct archive *ar, const char *src,
 		       const char *raw, const char *path, uint32_t node, uint64_t size)
 {
 	struct spool_file f = { .node = node, .size = size, .seg = sp->nsegs, .name = SIZE_MAX,
@@ -520,7 +522,7 @@ static int entry_spool(struct cfs_pack *p, struct spool *sp, struct archive *ar,
 	return 0;
 }
 
-static int entry_data(struct cfs_pack *p, struct spool *sp, struct archive *ar, const char *src,
+static int entry_data(struct cfs_pack_ctx *p, struct spool *sp, struct archive *ar, const char *src,
 		      const char *raw, const char *path, uint32_t node, uint64_t size)
 {
 	int ret;
@@ -535,7 +537,7 @@ static int entry_data(struct cfs_pack *p, struct spool *sp, struct archive *ar, 
 	return 0;
 }
 
-static int do_entry(struct cfs_pack *p, struct spool *sp, struct archive *ar,
+static int do_entry(struct cfs_pack_ctx *p, struct spool *sp, struct archive *ar,
 		    struct archive_entry *e, const char *src, const char *raw, const char *path)
 {
 	const char *hl = archive_entry_hardlink(e), *target;
@@ -631,7 +633,7 @@ static bool conversion_notice(struct archive *ar, struct archive_entry *e)
 
 /* OCI layer rules for an entry whose name is a whiteout (".wh." first):
  * 1 when it was one (applied, or ignored as the rules say), 0 when not. */
-static int layer_whiteout(struct cfs_pack *p, const char *src, const char *raw, char *path)
+static int layer_whiteout(struct cfs_pack_ctx *p, const char *src, const char *raw, char *path)
 {
 	char *slash = strrchr(path, '/');
 	const char *dir = slash ? path : "", *base = slash ? slash + 1 : path;
@@ -657,12 +659,12 @@ static int layer_whiteout(struct cfs_pack *p, const char *src, const char *raw, 
 }
 
 struct cfs_pack_tar {
-	struct cfs_pack *p;
+	struct cfs_pack_ctx *p;
 	struct spool sp;
 	bool layers;
 };
 
-int cfs_pack_tar_begin(struct cfs_pack *p, bool layers, struct cfs_pack_tar **out)
+int cfs_pack_tar_begin(struct cfs_pack_ctx *p, bool layers, struct cfs_pack_tar **out)
 {
 	struct cfs_pack_tar *t = calloc(1, sizeof(*t));
 
@@ -691,7 +693,7 @@ int cfs_pack_tar_end(struct cfs_pack_tar *t, bool feed)
 /* Reads the entries of an opened archive into the tree. */
 static int tar_entries(struct cfs_pack_tar *t, struct archive *ar, const char *src)
 {
-	struct cfs_pack *p = t->p;
+	struct cfs_pack_ctx *p = t->p;
 	struct archive_entry *e;
 	char path[PATH_MAX];
 	uint64_t n = 0;
@@ -783,15 +785,22 @@ int cfs_pack_tar_layer(struct cfs_pack_tar *t, cfs_pack_read_fn rd, void *ctx, c
 	return ret;
 }
 
-int cfs_pack_tar(struct cfs_pack *p, int fd, const char *src)
+/* A tar archive, plain or compressed: read from fd, or from src opened
+ * here when fd is -1. */
+static int pack_tar(struct cfs_pack_ctx *p, const char *src, int fd)
 {
 	struct cfs_pack_tar *t = NULL;
-	struct archive *ar;
-	int ret;
+	struct archive *ar = NULL;
+	int own = -1, ret;
 
+	if (fd < 0) {
+		own = fd = open(src, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+		if (fd < 0)
+			return cfs_pack_fail(p, -errno, "%s: %s", src, strerror(errno));
+	}
 	ret = cfs_pack_tar_begin(p, false, &t);
 	if (ret < 0)
-		return ret;
+		goto out;
 	ar = archive_read_new();
 	if (!ar) {
 		ret = cfs_pack_fail(p, -ENOMEM, "%s: %s", src, cfs_strerror(-ENOMEM));
@@ -814,5 +823,13 @@ int cfs_pack_tar(struct cfs_pack *p, int fd, const char *src)
 	ret = tar_entries(t, ar, src);
 out:
 	archive_read_free(ar);
-	return cfs_pack_tar_end(t, ret == 0) ?: ret;
+	ret = cfs_pack_tar_end(t, ret == 0) ?: ret;
+	if (own >= 0)
+		close(own);
+	return ret;
 }
+
+const struct cfs_pack_source cfs_pack_source_tar = {
+	.name = "tar archive",
+	.pack = pack_tar,
+};
