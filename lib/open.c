@@ -198,9 +198,15 @@ int cfs_open_store(const struct cfs_open_opts *o, const char *location, unsigned
 	fo.ca_file = ca_file;
 	ret = cfs_store_open_opts(location, flags, &so, out);
 	free(ca_file);
+	if (ret == -EROFS && (flags & CFS_STORE_CREATE) && strstr(location, "://"))
+		return say(msg, msglen, ret, "store %s: a read-only store (a web server serves a "
+			   "store, it does not take one): pack into a directory or s3:// store",
+			   location);
 	if (ret < 0)
 		return say(msg, msglen, ret, "store %s: %s", location,
-			   ret == -EUCLEAN ? "not a cfs store" : cfs_strerror(ret));
+			   ret != -EUCLEAN ? cfs_strerror(ret)
+			   : (flags & CFS_STORE_CREATE) ? "exists but is not a cfs store"
+							: "not a cfs store");
 	return 0;
 }
 

@@ -28,6 +28,7 @@
 #include "store.h"
 #include "util.h"
 
+#include "open.h"
 #include "pack.h"
 
 #define PROG "cfs-pack"
@@ -67,10 +68,10 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: " PROG " [-q] [--tag NAME [--sign KEY]] [-j N] [--chunk-size SIZE] [--level N]\n"
-		"                [--small-max SIZE] [--group-bits N] [--ca-file FILE]\n"
+		"                [--small-max SIZE] [--group-bits N] [store options]\n"
 		"                [--profile FILE] [--platform OS/ARCH[/VARIANT]] SOURCE STORE\n"
-		"       " PROG " --add-profile FILE [-q] [--tag NAME [--sign KEY]] [--ca-file FILE]\n"
-		"                STORE IMAGE\n"
+		"       " PROG " --add-profile FILE [-q] [--tag NAME [--sign KEY]]\n"
+		"                [store options] STORE IMAGE\n"
 		"\n"
 		"Packs SOURCE into STORE (a directory, created if absent, or\n"
 		"s3://BUCKET[/PREFIX]) and prints the image reference, sha256:<hex>, on\n"
@@ -97,9 +98,8 @@ static void usage(FILE *f)
 		"      --add-profile FILE  give IMAGE a prefetch list from FILE without\n"
 		"                        repacking: writes a new index (no chunk) and prints\n"
 		"                        its reference\n"
-		"      --ca-file FILE    verify TLS servers with the CA certificates in FILE\n"
-		"                        (PEM) instead of the system's; without it,\n"
-		"                        $CURL_CA_BUNDLE, then $SSL_CERT_FILE, if set\n",
+		"\n"
+		CFS_OPEN_STORE_USAGE,
 		REMOTE_JOBS_MIN, CFS_ZSTD_LEVEL_DEFAULT, CFS_GROUP_BITS_DEFAULT);
 }
 
@@ -131,30 +131,16 @@ static int arg_size(const char *opt, const char *arg, uint64_t min, uint64_t max
 	return 0;
 }
 
-/* Opens the store at location (flags: CFS_STORE_CREATE to pack into it),
- * its TLS CA bundle from --ca-file or the environment; *ca_file is the
- * caller's to free.  Says what went wrong on stderr. */
-static int store_open(const char *location, unsigned flags, const char *ca_arg, char **ca_file,
+/* Opens the store at location (flags: CFS_STORE_CREATE to pack into it)
+ * with the store options; says what went wrong on stderr. */
+static int store_open(const struct cfs_open_opts *oo, const char *location, unsigned flags,
 		      struct cfs_store **st)
 {
-	struct cfs_fetch_opts fopts = { 0 };
-	struct cfs_store_opts sopts = { .fetch = &fopts };
-	int ret = cfs_fetch_ca_resolve(ca_arg, ca_file);
+	char msg[512];
+	int ret = cfs_open_store(oo, location, flags, st, msg, sizeof(msg));
 
-	if (ret < 0) {
-		fprintf(stderr, PROG ": %s%s: %s\n", ca_arg ? "--ca-file " : "CA bundle",
-			ca_arg ? ca_arg : "", cfs_strerror(ret));
-		return ret;
-	}
-	fopts.ca_file = *ca_file;
-	ret = cfs_store_open_opts(location, flags, &sopts, st);
-	if (ret == -EROFS && (flags & CFS_STORE_CREATE) && strstr(location, "://"))
-		fprintf(stderr, PROG ": %s: a read-only store (a web server serves a store, it "
-			"does not take one): pack into a directory or s3:// store\n", location);
-	else if (ret < 0)
-		fprintf(stderr, PROG ": %s: %s\n", location,
-			ret == -EUCLEAN && (flags & CFS_STORE_CREATE) ?
-				"exists but is not a cfs store" : cfs_strerror(ret));
+	if (ret < 0)
+		fprintf(stderr, PROG ": %s\n", msg);
 	return ret;
 }
 
@@ -284,33 +270,35 @@ int main(int argc, char **argv)
 		{ "level", required_argument, NULL, 'l' },
 		{ "small-max", required_argument, NULL, 'S' },
 		{ "group-bits", required_argument, NULL, 'G' },
-		{ "ca-file", required_argument, NULL, 'A' },
 		{ "profile", required_argument, NULL, 'P' },
 		{ "add-profile", required_argument, NULL, 'a' },
 		{ "platform", required_argument, NULL, 'p' },
 		{ "sign", required_argument, NULL, 'K' },
 		{ "help", no_argument, NULL, 'h' },
+		CFS_OPEN_STORE_OPTIONS,
 		{ NULL, 0, NULL, 0 },
 	};
+	struct cfs_open_opts oo;
 	struct cfs_pack_opts po = { 0 };
 	struct cfs_chunker_opts *copts = &po.chunker;
 	struct cfs_pack_stats ps = { 0 };
 	struct cfs_pack_ctx *p = NULL;
 	const struct cfs_pack_source *src = NULL;
 	struct cfs_store *st = NULL;
-	const char *tag = NULL, *source, *store_loc, *ca_arg = NULL, *arg = NULL;
+	const char *tag = NULL, *source, *store_loc, *arg = NULL;
 	const char *profile_path = NULL, *add_profile_path = NULL;
 	const char *sign_path = NULL;
 	struct cfs_key *sign_key = NULL;
 	struct cfs_profile *prof = NULL;
 	size_t prefetch_count = 0;
-	char *ca_file = NULL;
+	char msg[512];
 	bool quiet = false, jobs_set = false;
 	long jobs, level = CFS_ZSTD_LEVEL_DEFAULT, v = 0;
 	cfs_digest ref;
 	char refstr[CFS_REF_STRLEN];
 	int opt, src_fd = -1, ret, rc = 1;
 
+	cfs_open_opts_init(&oo);
 	jobs = sysconf(_SC_NPROCESSORS_ONLN);
 	if (jobs < 1)
 		jobs = 1;
@@ -323,35 +311,32 @@ int main(int argc, char **argv)
 			tag = optarg;
 			if (!cfs_tag_name_valid(tag)) {
 				fprintf(stderr, PROG ": invalid tag name: %s\n", tag);
-				return 2;
+				goto usage;
 			}
 			break;
 		case 'j':
 			if (arg_uint("-j", optarg, 1, 1024, &jobs) < 0)
-				return 2;
+				goto usage;
 			jobs_set = true;
 			break;
 		case 'c':
 			if (arg_size("--chunk-size", optarg, 64u << 10, CFS_CHUNK_MAX_SIZE,
 				     "expected 64K..64M", &copts->chunk_size) < 0)
-				return 2;
+				goto usage;
 			break;
 		case 'l':
 			if (arg_uint("--level", optarg, 1, 22, &level) < 0)
-				return 2;
+				goto usage;
 			break;
 		case 'S':
 			if (arg_size("--small-max", optarg, 1, CFS_CHUNK_MAX_SIZE, "bad size",
 				     &copts->small_max) < 0)
-				return 2;
+				goto usage;
 			break;
 		case 'G':
 			if (arg_uint("--group-bits", optarg, 1, 32, &v) < 0)
-				return 2;
+				goto usage;
 			copts->group_bits = (uint32_t)v;
-			break;
-		case 'A':
-			ca_arg = optarg;
 			break;
 		case 'P':
 			profile_path = optarg;
@@ -367,23 +352,29 @@ int main(int argc, char **argv)
 			break;
 		case 'h':
 			usage(stdout);
-			return 0;
+			rc = 0;
+			goto out;
 		default:
-			usage(stderr);
-			return 2;
+			ret = cfs_open_opt(&oo, opt, optarg, msg, sizeof(msg));
+			if (ret < 0)
+				fprintf(stderr, PROG ": %s\n", msg);
+			else if (ret == 0)
+				usage(stderr);
+			if (ret <= 0)
+				goto usage;
 		}
 	}
 	if (argc - optind != 2) {
 		usage(stderr);
-		return 2;
+		goto usage;
 	}
 	if (sign_path && !tag) {
 		fprintf(stderr, PROG ": --sign signs a tag: give --tag NAME\n");
-		return 2;
+		goto usage;
 	}
 	if (profile_path && add_profile_path) {
 		fprintf(stderr, PROG ": --profile and --add-profile exclude each other\n");
-		return 2;
+		goto usage;
 	}
 	source = argv[optind];
 	store_loc = argv[optind + 1];
@@ -393,7 +384,7 @@ int main(int argc, char **argv)
 		copts->chunk_size = CFS_CHUNK_SIZE_DEFAULT;
 	if (copts->small_max >= copts->chunk_size) {
 		fprintf(stderr, PROG ": --small-max must be below the chunk size\n");
-		return 2;
+		goto usage;
 	}
 	/* The chunker's default, resolved here so that the sources know it. */
 	if (!copts->small_max)
@@ -422,7 +413,7 @@ int main(int argc, char **argv)
 		}
 	}
 	if (add_profile_path) {
-		if (store_open(store_loc, 0, ca_arg, &ca_file, &st) < 0)
+		if (store_open(&oo, store_loc, 0, &st) < 0)
 			goto out;
 		ret = add_profile(st, argv[optind + 1], prof, (int)level, &ref, &prefetch_count);
 		if (ret < 0)
@@ -432,7 +423,7 @@ int main(int argc, char **argv)
 
 	if (source_pick(source, &src, &arg, &src_fd))
 		goto out;
-	if (store_open(store_loc, CFS_STORE_CREATE, ca_arg, &ca_file, &st) < 0)
+	if (store_open(&oo, store_loc, CFS_STORE_CREATE, &st) < 0)
 		goto out;
 	if (cfs_store_is_remote(st) && !jobs_set && jobs < REMOTE_JOBS_MIN)
 		jobs = REMOTE_JOBS_MIN;
@@ -486,12 +477,15 @@ done:
 		goto out;
 	}
 	rc = 0;
+	goto out;
+usage:
+	rc = 2;
 out:
 	cfs_pack_free(p);
 	cfs_profile_free(prof);
 	cfs_key_free(sign_key);
 	cfs_store_free(st);
-	free(ca_file);
+	cfs_open_opts_release(&oo);
 	if (src_fd >= 0)
 		close(src_fd);
 	return rc;
