@@ -67,8 +67,7 @@ static void ring_write_done(void *ctx, int res)
 /* Queues the write of b (reserved as e) on the ring, which lets go of the
  * chunk lock (if locked) once it completes.  Returns 0, or -errno when it
  * could not be queued: the caller writes it itself, and keeps the lock. */
-int cache_ring_write(struct cfs_cache *c, struct cfs_buf *b, struct disk_ent *e,
-			   bool locked)
+int cache_ring_write(struct cfs_cache *c, struct cfs_buf *b, struct disk_ent *e, bool locked)
 {
 	char tmp[CFS_CACHE_TMP_LEN];
 	struct ring_write *w = malloc(sizeof(*w));
