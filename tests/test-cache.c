@@ -551,12 +551,13 @@ static void test_tick(void)
 	c = cache_new(dir, CH, max);
 	for (unsigned i = 0; i < 10; i++)
 		get_put(c, &l, i, CH);
-	/* Until the ring's writes have landed (no flush: it runs the pass). */
-	for (int i = 0; i < 200; i++) {
+	/* Until the ring's writes have landed (no flush: it runs the pass):
+	 * some bytes there, unchanged for 50 ms; a loaded machine may start
+	 * the first write late. */
+	for (int i = 0, still = 0; i < 500 && still < 5; i++) {
 		prev = bytes;
 		bytes = dir_bytes(dir, &files);
-		if (i > 2 && bytes == prev)
-			break;
+		still = bytes && bytes == prev ? still + 1 : 0;
 		usleep(10000);
 	}
 	/* Over the bound here unless a write's own pass came last (timing):
