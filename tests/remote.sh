@@ -14,14 +14,9 @@ source "$(dirname "$0")/lib.sh"
 
 need_root
 need_fuse
-command -v mountpoint >/dev/null 2>&1 || skip "mountpoint(1) not installed"
-command -v curl >/dev/null 2>&1 || skip "curl not installed"
-command -v openssl >/dev/null 2>&1 || skip "openssl not installed"
+need_cmds mountpoint curl openssl
 : "${CFS_PACK:?}" "${CFS_MOUNT:?}" "${CFS_LS:?}" "${CFS_MKTREE:?}" "${CFS_TREECMP:?}"
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
-	[ "${CI:-}" = true ] && fail "nginx is not installed (scripts/install-deps.sh installs it)"
-	skip "nginx not installed (scripts/install-deps.sh installs it)"
-fi
+need_nginx
 
 make_workdir remote
 # Never a developer's own credentials or endpoint.
