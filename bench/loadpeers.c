@@ -270,10 +270,9 @@ static int peer_run(const struct cfs_model *m, int with_map, peer_copy_fn copy,
 		    unsigned char **dst, double *secs)
 {
 	struct files f;
+	int ret = files_open(m, with_map, &f);
 	double t0;
-	int ret;
 
-	ret = files_open(m, with_map, &f);
 	if (ret < 0)
 		return ret;
 	t0 = now_s();
