@@ -44,14 +44,6 @@ objects() {
 	find "$1/objects" -type f -printf '%f\n' | sort
 }
 
-pack() { # pack SRC STORE [TAG]: prints the reference
-	local out
-	out=$(timeout 120 "$CFS_PACK" ${3:+--tag "$3"} "$1" "$2") || fail "cfs-pack $1 exited $?"
-	out=$(printf '%s\n' "$out" | tail -n 1)
-	[[ $out =~ ^sha256:[0-9a-f]{64}$ ]] || fail "cfs-pack $1: not a reference: '$out'"
-	printf '%s\n' "$out"
-}
-
 # A tree with three 3 MiB files of distinct random data (so each has chunks
 # of its own) and some small files.
 src=$W/src
@@ -63,7 +55,8 @@ for i in $(seq 1 50); do
 	printf 'small file %d\n' "$i" > "$src/etc/small-$i"
 done
 store=$W/store
-ref=$(pack "$src" "$store" good)
+timeout 120 "$CFS_PACK" --tag good "$src" "$store" > "$W/pack.out" || fail "cfs-pack $src exited $?"
+ref=$(ref_of "$W/pack.out")
 hex=${ref#sha256:}
 index_rel=objects/${hex:0:2}/$hex
 [ -f "$store/$index_rel" ] || fail "index object $index_rel missing"
@@ -124,14 +117,9 @@ expect_fail "(e) cfs-ls corrupt index" "$CFS_LS" "$W/store-e" good
 
 echo
 echo "# (f) a corrupt chunk of data/A, a missing chunk of data/B"
-# Find the chunks of A and of B: pack each alone (same path, same bytes:
-# large files are chunked from their own start) and keep the objects that
-# are not that image's index.
+# The chunks of A and of B (chunks_of).
 for f in A B; do
-	mkdir -p "$W/only$f/data"
-	cp "$src/data/$f" "$W/only$f/data/$f"
-	r=$(pack "$W/only$f" "$W/store$f")
-	objects "$W/store$f" | grep -vx "${r#sha256:}" > "$W/chunks$f" || true
+	chunks_of "$src" "data/$f" > "$W/chunks$f"
 	[ -s "$W/chunks$f" ] || fail "no chunk objects found for data/$f"
 	missing=$(comm -23 "$W/chunks$f" <(objects "$store"))
 	[ -z "$missing" ] || fail "chunks of data/$f packed alone are not in the full image (chunking depends on neighbours?)"

@@ -196,20 +196,8 @@ step "permanent 500 on every object: EIO within the deadline"
 always_eio "500 always" data/f08 status status=500 path=/objects/
 after_fault "500 always" data/f08
 
-# chunks_of FILE: the chunk objects of FILE, one hex name a line: FILE
-# packed alone (large files are chunked from their own start), less that
-# image's index.
-chunks_of() {
-	local d=$W/solo-${1//\//_} r
-	mkdir -p "$d/src/$(dirname "$1")"
-	cp "$src/$1" "$d/src/$1"
-	timeout 120 "$CFS_PACK" -q "$d/src" "$d/store" > "$d/pack.out" || fail "cfs-pack $1 alone exited $?"
-	r=$(ref_of "$d/pack.out")
-	find "$d/store/objects" -type f -printf '%f\n' | grep -vx "${r#sha256:}" | sort
-}
-
 step "hung server on one chunk: EIO within the deadline, other files still read meanwhile"
-hung=$(chunks_of data/f09 | head -n 1)
+hung=$(chunks_of "$src" data/f09 | head -n 1)
 [ -n "$hung" ] || fail "no chunk found for data/f09"
 [ -f "$W/store/objects/${hung:0:2}/$hung" ] || fail "chunk $hung of data/f09 alone is not in the image"
 before=$(proxy_faults hang)

@@ -272,17 +272,30 @@ json_sum() {
 }
 
 # mount_stats MOUNTPOINT FILE: the live counters of the mount, from
-# `cfs-mount --stats MOUNTPOINT`.
+# `cfs-mount --stats MOUNTPOINT`: one line, a JSON object.
 mount_stats() {
 	timeout 30 "$CFS_MOUNT" --stats "$1" > "$2" 2> "$2.err" ||
-		fail "cfs-mount --stats $1 failed: $(head -n 3 "$2.err")"
-	grep -q '{' "$2" || fail "cfs-mount --stats $1 printed no JSON: $(head -c 300 "$2")"
+		fail "cfs-mount --stats $1 exited $?: $(head -n 3 "$2.err")"
+	[ "$(wc -l < "$2")" -eq 1 ] || fail "cfs-mount --stats $1 printed $(wc -l < "$2") lines, not one"
+	grep -q '^{.*}$' "$2" || fail "cfs-mount --stats $1 printed no JSON object: $(head -c 300 "$2")"
 }
 
 # drop_file_cache FILE: drops FILE's clean pages from the page cache, so the
 # next read goes to the daemon again.
 drop_file_cache() {
 	dd if="$1" iflag=nocache count=0 status=none 2>/dev/null || true
+}
+
+# chunks_of SRC FILE: the chunk objects of SRC/FILE, one hex name a line,
+# sorted: FILE packed alone at the same path (large files are chunked from
+# their own start), less that image's index.
+chunks_of() {
+	local d=$W/solo-${2//\//_} r
+	mkdir -p "$d/src/$(dirname "$2")"
+	cp "$1/$2" "$d/src/$2"
+	timeout 120 "$CFS_PACK" -q "$d/src" "$d/store" > "$d/pack.out" || fail "cfs-pack $2 alone exited $?"
+	r=$(ref_of "$d/pack.out")
+	find "$d/store/objects" -type f -printf '%f\n' | { grep -vx "${r#sha256:}" || true; } | sort
 }
 
 # now_ms: a monotonic-enough clock in milliseconds.

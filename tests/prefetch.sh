@@ -85,7 +85,7 @@ mount_stop() {
 # prefetched: the live stats of $m (in $W/live.json) count the whole list
 # of $n2 chunks prefetched.
 prefetched() {
-	"$CFS_MOUNT" --stats "$m" > "$W/live.json" || fail "cfs-mount --stats failed"
+	mount_stats "$m" "$W/live.json"
 	[ "$(stat_of "$W/live.json" prefetch_done)" -ge "$n2" ]
 }
 
@@ -108,7 +108,7 @@ wait_until 10 prefetched || true
 # What start-up reads is now in the cache: reading it fetches nothing more.
 before=$(stat_of "$W/live.json" chunk_fetches)
 for f in "${picked[@]}"; do cat "$m/$f" > /dev/null; done
-"$CFS_MOUNT" --stats "$m" > "$W/live.json"
+mount_stats "$m" "$W/live.json"
 after=$(stat_of "$W/live.json" chunk_fetches)
 [ "$after" -eq "$before" ] || fail "reading the profiled files after prefetch fetched $((after - before)) chunks"
 mount_stop
@@ -119,7 +119,7 @@ fetches_for() {
 	for f in "${picked[@]}"; do
 		cmp "$m/$f" "$src/$f" || fail "$f differs"
 	done
-	"$CFS_MOUNT" --stats "$m" > "$W/live.json"
+	mount_stats "$m" "$W/live.json"
 	mount_stop
 	stat_of "$W/live.json" chunk_fetches
 }
