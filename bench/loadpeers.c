@@ -172,47 +172,38 @@ static int files_open(const struct cfs_model *m, int with_map, struct files *f)
 	return 0;
 }
 
-static int peer_memcpy(const struct cfs_model *m, unsigned char *dst, double *secs)
+/*
+ * A peer's copy of every tensor into *dst, on the clock: memcpy and read
+ * fill the destination they are given, naive allocates its own (its
+ * allocation is on the clock too, as cfs-load's) and frees it on failure.
+ */
+typedef int (*peer_copy_fn)(const struct cfs_model *m, const struct files *f,
+			    unsigned char **dst);
+
+static int copy_memcpy(const struct cfs_model *m, const struct files *f, unsigned char **dst)
 {
 	size_t i, n = cfs_model_tensor_count(m);
 	uint64_t off = 0;
-	struct files f;
-	double t0;
-	int ret;
 
-	ret = files_open(m, 1, &f);
-	if (ret < 0)
-		return ret;
-	t0 = now_s();
 	for (i = 0; i < n; i++) {
 		const struct cfs_tensor *t = cfs_model_tensor(m, i);
 
-		memcpy(dst + off, f.map[t->shard] + t->file_off, t->nbytes);
+		memcpy(*dst + off, f->map[t->shard] + t->file_off, t->nbytes);
 		off += t->nbytes;
 	}
-	*secs = now_s() - t0;
-	files_close(&f);
 	return 0;
 }
 
-static int peer_naive(const struct cfs_model *m, unsigned char **dstp, double *secs)
+static int copy_naive(const struct cfs_model *m, const struct files *f, unsigned char **dstp)
 {
 	size_t i, n = cfs_model_tensor_count(m);
 	uint64_t off = 0;
 	unsigned char *dst;
-	struct files f;
-	double t0;
 	int ret;
 
-	ret = files_open(m, 0, &f);
-	if (ret < 0)
-		return ret;
-	t0 = now_s();
 	dst = malloc(cfs_model_bytes(m) ? cfs_model_bytes(m) : 1);
-	if (!dst) {
-		ret = -ENOMEM;
-		goto out_files;
-	}
+	if (!dst)
+		return -ENOMEM;
 	for (i = 0; i < n; i++) {
 		const struct cfs_tensor *t = cfs_model_tensor(m, i);
 		void *buf = malloc(t->nbytes ? t->nbytes : 1);
@@ -221,7 +212,7 @@ static int peer_naive(const struct cfs_model *m, unsigned char **dstp, double *s
 			ret = -ENOMEM;
 			goto out_dst;
 		}
-		ret = pread_full(f.fd[t->shard], buf, t->nbytes, t->file_off);
+		ret = pread_full(f->fd[t->shard], buf, t->nbytes, t->file_off);
 		if (ret < 0) {
 			fprintf(stderr, "cfs-loadpeers: reading %s: %s\n", t->name, strerror(-ret));
 			free(buf);
@@ -231,31 +222,21 @@ static int peer_naive(const struct cfs_model *m, unsigned char **dstp, double *s
 		free(buf);
 		off += t->nbytes;
 	}
-	*secs = now_s() - t0;
 	*dstp = dst;
-	files_close(&f);
 	return 0;
 
 out_dst:
 	free(dst);
-out_files:
-	files_close(&f);
 	return ret;
 }
 
 /* Tensors are contiguous in each file: read each file's span of them. */
-static int peer_read(const struct cfs_model *m, unsigned char *dst, double *secs)
+static int copy_read(const struct cfs_model *m, const struct files *f, unsigned char **dst)
 {
 	size_t i, n = cfs_model_tensor_count(m);
 	uint64_t off = 0;
-	struct files f;
-	double t0;
 	int ret;
 
-	ret = files_open(m, 0, &f);
-	if (ret < 0)
-		return ret;
-	t0 = now_s();
 	for (i = 0; i < n;) {
 		const struct cfs_tensor *t = cfs_model_tensor(m, i);
 		uint64_t lo = t->file_off, hi = t->file_off + t->nbytes, pos;
@@ -271,17 +252,32 @@ static int peer_read(const struct cfs_model *m, unsigned char *dst, double *secs
 		for (pos = lo; pos < hi; pos += BLOCK) {
 			size_t len = hi - pos < BLOCK ? (size_t)(hi - pos) : BLOCK;
 
-			ret = pread_full(f.fd[shard], dst + off, len, pos);
+			ret = pread_full(f->fd[shard], *dst + off, len, pos);
 			if (ret < 0) {
 				fprintf(stderr, "cfs-loadpeers: reading %s: %s\n",
 					cfs_model_file_path(m, shard), strerror(-ret));
-				goto out;
+				return ret;
 			}
 			off += len;
 		}
 	}
+	return 0;
+}
+
+/* Opens the model's files (mapped with with_map), then times COPY; the
+ * opening is off the clock. */
+static int peer_run(const struct cfs_model *m, int with_map, peer_copy_fn copy,
+		    unsigned char **dst, double *secs)
+{
+	struct files f;
+	int ret = files_open(m, with_map, &f);
+	double t0;
+
+	if (ret < 0)
+		return ret;
+	t0 = now_s();
+	ret = copy(m, &f, dst);
 	*secs = now_s() - t0;
-out:
 	files_close(&f);
 	return ret;
 }
@@ -310,21 +306,21 @@ int main(int argc, char **argv)
 	bytes = cfs_model_bytes(m);
 	if (!strcmp(argv[1], "naive")) {
 		naive = 1;
-		ret = peer_naive(m, &dst, &secs);
+		ret = peer_run(m, 0, copy_naive, &dst, &secs);
 	} else if (!strcmp(argv[1], "memcpy-fresh")) {
 		/* malloc of this size is a lazy mmap: the page faults (and the
-		 * kernel zeroing the pages) land inside peer_memcpy's clock. */
+		 * kernel zeroing the pages) land inside copy_memcpy's clock. */
 		naive = 1; /* freed with free() */
 		dst = malloc(bytes ? bytes : 1);
-		ret = dst ? peer_memcpy(m, dst, &secs) : -ENOMEM;
+		ret = dst ? peer_run(m, 1, copy_memcpy, &dst, &secs) : -ENOMEM;
 	} else {
 		dst = alloc_prefaulted(bytes, &map, &map_len);
 		if (!dst) {
 			ret = -ENOMEM;
 		} else if (!strcmp(argv[1], "memcpy")) {
-			ret = peer_memcpy(m, dst, &secs);
+			ret = peer_run(m, 1, copy_memcpy, &dst, &secs);
 		} else {
-			ret = peer_read(m, dst, &secs);
+			ret = peer_run(m, 0, copy_read, &dst, &secs);
 		}
 	}
 	if (ret < 0) {

@@ -18,19 +18,14 @@ MOUNTS+=("$m")
 
 MiB=$((1024 * 1024))
 
-# expect_fail CASE CMD...: CMD must fail by itself (status 1..123 or 125..127)
-# within 30 s and say why on stderr; the message is left in $W/err.
+# expect_fail CASE CMD...: CMD must fail by itself within 30 s and say why
+# on stderr; the message is left in $W/err.
 expect_fail() {
-	local name=$1 rc=0
+	local name=$1
 	shift
-	timeout 30 "$@" > "$W/out" 2> "$W/err" < /dev/null || rc=$?
-	case $rc in
-	0) fail "$name: succeeded: $*" ;;
-	124) fail "$name: hung (killed after 30 s): $*" ;;
-	esac
-	[ "$rc" -lt 128 ] || fail "$name: killed by signal $((rc - 128)) (crash): $*"
-	[ -s "$W/err" ] || fail "$name: failed with status $rc but printed no error"
-	printf '%-32s exit %d: %s\n' "$name" "$rc" "$(head -n 1 "$W/err")"
+	fails_alone "$name" timeout 30 "$@"
+	[ -s "$W/err" ] || fail "$name: failed with status $FAILED_RC but printed no error"
+	printf '%-32s exit %d: %s\n' "$name" "$FAILED_RC" "$(head -n 1 "$W/err")"
 	if [ "$(wc -l < "$W/err")" -gt 1 ]; then
 		echo "  (more lines on stderr:)"
 		sed -n '2,6s/^/  | /p' "$W/err"
@@ -49,14 +44,6 @@ objects() {
 	find "$1/objects" -type f -printf '%f\n' | sort
 }
 
-pack() { # pack SRC STORE [TAG]: prints the reference
-	local out
-	out=$(timeout 120 "$CFS_PACK" ${3:+--tag "$3"} "$1" "$2") || fail "cfs-pack $1 exited $?"
-	out=$(printf '%s\n' "$out" | tail -n 1)
-	[[ $out =~ ^sha256:[0-9a-f]{64}$ ]] || fail "cfs-pack $1: not a reference: '$out'"
-	printf '%s\n' "$out"
-}
-
 # A tree with three 3 MiB files of distinct random data (so each has chunks
 # of its own) and some small files.
 src=$W/src
@@ -68,7 +55,8 @@ for i in $(seq 1 50); do
 	printf 'small file %d\n' "$i" > "$src/etc/small-$i"
 done
 store=$W/store
-ref=$(pack "$src" "$store" good)
+timeout 120 "$CFS_PACK" --tag good "$src" "$store" > "$W/pack.out" || fail "cfs-pack $src exited $?"
+ref=$(ref_of "$W/pack.out")
 hex=${ref#sha256:}
 index_rel=objects/${hex:0:2}/$hex
 [ -f "$store/$index_rel" ] || fail "index object $index_rel missing"
@@ -129,14 +117,9 @@ expect_fail "(e) cfs-ls corrupt index" "$CFS_LS" "$W/store-e" good
 
 echo
 echo "# (f) a corrupt chunk of data/A, a missing chunk of data/B"
-# Find the chunks of A and of B: pack each alone (same path, same bytes:
-# large files are chunked from their own start) and keep the objects that
-# are not that image's index.
+# The chunks of A and of B (chunks_of).
 for f in A B; do
-	mkdir -p "$W/only$f/data"
-	cp "$src/data/$f" "$W/only$f/data/$f"
-	r=$(pack "$W/only$f" "$W/store$f")
-	objects "$W/store$f" | grep -vx "${r#sha256:}" > "$W/chunks$f" || true
+	chunks_of "$src" "data/$f" > "$W/chunks$f"
 	[ -s "$W/chunks$f" ] || fail "no chunk objects found for data/$f"
 	missing=$(comm -23 "$W/chunks$f" <(objects "$store"))
 	[ -z "$missing" ] || fail "chunks of data/$f packed alone are not in the full image (chunking depends on neighbours?)"
@@ -159,16 +142,9 @@ mountpoint -q "$m" || fail "(f): not mounted"
 # read_eio CASE FILE: reading FILE fails with EIO, and whatever came out
 # before the error is the true content.
 read_eio() {
-	local rc=0 n
-	timeout 30 cat "$m/$2" > "$W/out" 2> "$W/err" || rc=$?
-	[ "$rc" -ne 124 ] || fail "$1: read of $2 hung"
-	[ "$rc" -lt 128 ] || fail "$1: cat killed by signal $((rc - 128))"
-	[ "$rc" -ne 0 ] || fail "$1: reading $2 succeeded (cmp with source: $(cmp "$W/out" "$src/$2" 2>&1 || true))"
-	printf '%-32s exit %d: %s\n' "$1" "$rc" "$(head -n 1 "$W/err")"
-	grep -q 'Input/output error' "$W/err" || fail "$1: expected EIO (Input/output error)"
-	n=$(stat -c %s "$W/out")
-	cmp -n "$n" "$W/out" "$src/$2" || fail "$1: the $n bytes read before the error are wrong"
-	echo "  ($n good bytes before the error)"
+	expect_eio "$1" "$m/$2" "$src/$2"
+	printf '%-32s exit %d: %s\n' "$1" "$FAILED_RC" "$(head -n 1 "$W/err")"
+	echo "  ($READ_BYTES good bytes before the error)"
 }
 for pass in 1 2; do
 	read_eio "(f) corrupt chunk, read $pass" data/A
@@ -180,11 +156,7 @@ timeout 30 cmp "$m/etc/small-7" "$src/etc/small-7" || fail "(f): etc/small-7 dif
 echo "(f) data/C and a small file still read back intact"
 mountpoint -q "$m" || fail "(f): the daemon died (mount gone)"
 timeout 30 fusermount3 -u "$m" || fail "(f): unmount failed"
-for i in $(seq 100); do
-	[ -s "$W/stats-f.json" ] && grep -q '}' "$W/stats-f.json" && break
-	sleep 0.1
-done
-if [ -s "$W/stats-f.json" ]; then
+if wait_until 10 grep -q '}' "$W/stats-f.json" 2>/dev/null; then
 	echo "(f) daemon stats: $(cat "$W/stats-f.json")"
 	errs=$(stat_of "$W/stats-f.json" read_errors)
 	[ "$errs" -ge 2 ] || fail "(f): read_errors=$errs, expected at least 2"

@@ -18,7 +18,7 @@ source "$(dirname "$0")/lib.sh"
 need_root "cache-crash needs root (mounts, tmpfs, nginx)"
 need_fuse
 need_nginx
-command -v curl >/dev/null 2>&1 || skip "curl not installed"
+need_cmds curl
 : "${CFS_PACK:?}" "${CFS_MOUNT:?}" "${CFS_MKTREE:?}" "${CFS_TREECMP:?}" "${CFS_FAULTPROXY:?}"
 
 make_workdir cache-crash
@@ -68,12 +68,12 @@ b0=$(proxy_stat bytes_down)
 t0=$(now_ms)
 cat "$m/huge/h64" > /dev/null 2>&1 &
 reader=$!
+# through_proxy BYTES: at least BYTES more came through the proxy than b0.
+through_proxy() {
+	[ $(($(proxy_stat bytes_down) - b0)) -ge "$1" ]
+}
 # Kill once 8 MiB have come through, with more in flight.
-for ((i = 0; i < 600; i++)); do
-	[ $(($(proxy_stat bytes_down) - b0)) -ge $((8 * MiB)) ] && break
-	alive "$reader" || break
-	sleep 0.1
-done
+wait_until 60 --while "$reader" through_proxy $((8 * MiB)) || true
 got=$(($(proxy_stat bytes_down) - b0))
 alive "$reader" || fail "the read of huge/h64 ended before the kill ($got bytes through the proxy): too fast to test"
 [ "$got" -ge $((8 * MiB)) ] || fail "only $got bytes came through in 60 s"
@@ -81,22 +81,24 @@ kill -9 "$pid"
 entries=$(find "$cache" -type f | wc -l)
 temps=$(find "$cache" -type f -name '*.tmp*' | wc -l)
 echo "   killed the daemon $(($(now_ms) - t0)) ms into the read, $((got / MiB)) MiB through the proxy; $entries files in the cache, $temps of them temporaries"
-for ((i = 0; i < 100; i++)); do
-	alive "$pid" || break
-	sleep 0.1
-done
-alive "$pid" && fail "the daemon survived kill -9"
+wait_until 10 not alive "$pid" || fail "the daemon survived kill -9"
 umount -l "$m" 2>/dev/null || fusermount3 -uz "$m" || fail "cannot detach the dead mount $m"
-for ((i = 0; i < 300; i++)); do
-	alive "$reader" || break
-	sleep 0.1
-done
-alive "$reader" && fail "the reader of the dead mount is still blocked 30 s after umount -l"
+wait_until 30 not alive "$reader" || fail "the reader of the dead mount is still blocked 30 s after umount -l"
 rc=0
 wait "$reader" 2>/dev/null || rc=$?
 echo "   the reader ended with status $rc"
 mountpoint -q "$m" && fail "$m still mounted after umount -l"
 proxy_set clear
+
+# remount_compare STATS: image crash at $m on $cache again (pid in $pid),
+# every file compared with the tree; its counters in STATS.
+remount_compare() {
+	mount_bg "$m" "$url" crash --cache "$cache"
+	pid=$MOUNT_PID
+	compare --approx-blocks "$src" "$m"
+	mount_stats "$m" "$1"
+	echo "   stats: $(cat "$1")"
+}
 
 step "1. remount on the same cache: every file of the tree"
 # A temporary the kill left (a write between its open and its rename) is
@@ -106,11 +108,7 @@ step "1. remount on the same cache: every file of the tree"
 find "$cache" -type f -name '*.tmp*' -exec touch -d '2 minutes ago' {} +
 find "$cache" -type f -printf '%s %P\n' | sort -k2 > "$W/cache-after-kill.txt"
 echo "   cache: $(wc -l < "$W/cache-after-kill.txt") files, $(awk '{ s += $1 } END { print s + 0 }' "$W/cache-after-kill.txt") bytes"
-mount_bg "$m" "$url" crash --cache "$cache"
-pid=$MOUNT_PID
-compare --approx-blocks "$src" "$m"
-mount_stats "$m" "$W/stats1.json"
-echo "   stats: $(cat "$W/stats1.json")"
+remount_compare "$W/stats1.json"
 hits=$(json_sum "$W/stats1.json" disk_hits)
 [ "$hits" -gt 0 ] || fail "no cache_disk_hits after the remount: the entries written before the kill were not used"
 bad=$(json_sum "$W/stats1.json" disk_bad)
@@ -153,17 +151,11 @@ mapfile -t ent < <(find "$cache" -type f -size +64k -regextype egrep -regex '.*/
 flipped=${ent[0]##*/} truncated=${ent[1]##*/}
 size=$(stat -c %s "${ent[0]}")
 off=$((size / 2))
-v=$(od -An -tu1 -j "$off" -N 1 "${ent[0]}" | tr -d ' ')
-# shellcheck disable=SC2059 # the format is the octal escape we build
-printf "\\$(printf %03o $((v ^ 255)))" | dd of="${ent[0]}" bs=1 seek="$off" count=1 conv=notrunc status=none
+flip_byte "${ent[0]}" "$off"
 truncate -s $(($(stat -c %s "${ent[1]}") / 2)) "${ent[1]}"
 echo "   flipped byte $off of $flipped, truncated $truncated"
 mark=$(wc -l < "$PROXY_LOG")
-mount_bg "$m" "$url" crash --cache "$cache"
-pid=$MOUNT_PID
-compare --approx-blocks "$src" "$m"
-mount_stats "$m" "$W/stats3.json"
-echo "   stats: $(cat "$W/stats3.json")"
+remount_compare "$W/stats3.json"
 bad=$(json_sum "$W/stats3.json" disk_bad)
 [ "$bad" -ge 2 ] || fail "disk_bad=$bad after corrupting two entries"
 for d in "$flipped" "$truncated"; do
@@ -175,14 +167,11 @@ unmount_wait "$m" "$pid" 30
 
 step "3. once more on the repaired cache: served from disk, nothing bad"
 mark=$(wc -l < "$PROXY_LOG")
-mount_bg "$m" "$url" crash --cache "$cache"
-pid=$MOUNT_PID
-compare --approx-blocks "$src" "$m"
-mount_stats "$m" "$W/stats4.json"
+remount_compare "$W/stats4.json"
 bad=$(json_sum "$W/stats4.json" disk_bad)
 [ "$bad" -eq 0 ] || fail "disk_bad=$bad on the repaired cache"
 n=$(tail -n +$((mark + 1)) "$PROXY_LOG" | grep -c 'GET /objects/' || true)
-echo "   stats: $(cat "$W/stats4.json"); $n object requests"
+echo "   $n object requests"
 unmount_wait "$m" "$pid" 30
 
 PASSED=1

@@ -16,8 +16,7 @@ source "$(dirname "$0")/lib.sh"
 
 need_fuse
 need_nginx
-command -v mountpoint >/dev/null 2>&1 || skip "mountpoint(1) not installed"
-command -v curl >/dev/null 2>&1 || skip "curl not installed"
+need_cmds mountpoint curl
 : "${CFS_PACK:?}" "${CFS_MOUNT:?}"
 
 make_workdir cache-share

@@ -8,7 +8,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 need_root "needs root (runc and allow_other)"
-command -v runc >/dev/null 2>&1 || skip "runc not installed"
+need_cmds runc
 need_fuse
 : "${CFS_PACK:?}" "${CFS_MOUNT:?}" "${CFS_LS:?}"
 srcdir=${CFS_SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}

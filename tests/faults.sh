@@ -18,7 +18,7 @@ source "$(dirname "$0")/lib.sh"
 need_root "faults needs root (mounts, nginx)"
 need_fuse
 need_nginx
-command -v curl >/dev/null 2>&1 || skip "curl not installed"
+need_cmds curl
 : "${CFS_PACK:?}" "${CFS_MOUNT:?}" "${CFS_TREECMP:?}" "${CFS_FAULTPROXY:?}"
 
 make_workdir faults
@@ -108,20 +108,10 @@ read_ok() {
 # read_eio CASE FILE [MOUNT]: reading FILE fails with EIO within
 # EIO_BOUND ms, and whatever came out before is the true content.
 read_eio() {
-	local mp=${3:-$m} rc=0 t0 t1 out err n
-	out=$W/out-${2//\//_} err=$W/err-${2//\//_}
-	t0=$(now_ms)
-	timeout 60 cat "$mp/$2" > "$out" 2> "$err" || rc=$?
-	t1=$(now_ms)
-	[ "$rc" -ne 124 ] || fail "$1: reading $2 hung (killed after 60 s)"
-	[ "$rc" -lt 128 ] || fail "$1: cat killed by signal $((rc - 128))"
-	n=$(stat -c %s "$out")
-	cmp -s -n "$n" "$out" "$src/$2" || fail "$1: the $n bytes read from $2 are WRONG BYTES"
-	[ "$rc" -ne 0 ] || fail "$1: reading $2 succeeded, expected EIO"
-	grep -q 'Input/output error' "$err" || fail "$1: expected EIO, got: $(head -n 1 "$err")"
-	[ $((t1 - t0)) -lt "$EIO_BOUND" ] ||
-		fail "$1: EIO after $((t1 - t0)) ms, deadline $DEADLINE ms (bound $EIO_BOUND ms)"
-	echo "   $1: $2 EIO after $((t1 - t0)) ms ($n good bytes before it)"
+	expect_eio "$1" "${3:-$m}/$2" "$src/$2" 60
+	[ "$READ_MS" -lt "$EIO_BOUND" ] ||
+		fail "$1: EIO after $READ_MS ms, deadline $DEADLINE ms (bound $EIO_BOUND ms)"
+	echo "   $1: $2 EIO after $READ_MS ms ($READ_BYTES good bytes before it)"
 }
 
 # after_fault CASE FILE: the mount is up; with the faults cleared the same
@@ -159,6 +149,17 @@ retried() {
 	after_fault "$name" "$file"
 }
 
+# always_eio CASE FILE KIND CONTROL...: with CONTROL set, reading FILE gives
+# EIO within the deadline and the proxy logs KIND faults.
+always_eio() {
+	local name=$1 file=$2 kind=$3 before
+	shift 3
+	before=$(proxy_faults "$kind")
+	proxy_set "$@"
+	read_eio "$name" "$file"
+	expect_faults "$name" "$kind" "$before"
+}
+
 step "baseline: one file through the proxy, no faults"
 read_ok baseline data/f14
 still_up baseline
@@ -188,33 +189,15 @@ expect_faults "flip once" flip "$before"
 after_fault "flip once" data/f06
 
 step "flipped byte on every object: EIO, never wrong bytes"
-before=$(proxy_faults flip)
-proxy_set flip=1 path=/objects/
-read_eio "flip always" data/f07
-expect_faults "flip always" flip "$before"
+always_eio "flip always" data/f07 flip flip=1 path=/objects/
 after_fault "flip always" data/f07
 
 step "permanent 500 on every object: EIO within the deadline"
-before=$(proxy_faults status)
-proxy_set status=500 path=/objects/
-read_eio "500 always" data/f08
-expect_faults "500 always" status "$before"
+always_eio "500 always" data/f08 status status=500 path=/objects/
 after_fault "500 always" data/f08
 
-# chunks_of FILE: the chunk objects of FILE, one hex name a line: FILE
-# packed alone (large files are chunked from their own start), less that
-# image's index.
-chunks_of() {
-	local d=$W/solo-${1//\//_} r
-	mkdir -p "$d/src/$(dirname "$1")"
-	cp "$src/$1" "$d/src/$1"
-	timeout 120 "$CFS_PACK" -q "$d/src" "$d/store" > "$d/pack.out" || fail "cfs-pack $1 alone exited $?"
-	r=$(ref_of "$d/pack.out")
-	find "$d/store/objects" -type f -printf '%f\n' | grep -vx "${r#sha256:}" | sort
-}
-
 step "hung server on one chunk: EIO within the deadline, other files still read meanwhile"
-hung=$(chunks_of data/f09 | head -n 1)
+hung=$(chunks_of "$src" data/f09 | head -n 1)
 [ -n "$hung" ] || fail "no chunk found for data/f09"
 [ -f "$W/store/objects/${hung:0:2}/$hung" ] || fail "chunk $hung of data/f09 alone is not in the image"
 before=$(proxy_faults hang)
@@ -235,18 +218,12 @@ sleep 2.1
 after_fault "hang" data/f09
 
 step "hung server on every object: EIO within the deadline"
-before=$(proxy_faults hang)
-proxy_set hang=1 path=/objects/
-read_eio "hang always" data/f15
-expect_faults "hang always" hang "$before"
+always_eio "hang always" data/f15 hang hang=1 path=/objects/
 sleep 2.1
 after_fault "hang always" data/f15
 
 step "reset on every object: EIO within the deadline"
-before=$(proxy_faults reset)
-proxy_set reset_after=4096 path=/objects/
-read_eio "reset always" data/f10
-expect_faults "reset always" reset "$before"
+always_eio "reset always" data/f10 reset reset_after=4096 path=/objects/
 after_fault "reset always" data/f10
 
 # refused CASE FILE CODE WORDS: every object answers CODE: the read fails
@@ -291,8 +268,7 @@ read_ok "store back (direct, new file)" data/f13 "$W/direct"
 
 step "every file, both mounts"
 for mp in "$m" "$W/direct"; do
-	"$CFS_TREECMP" --approx-blocks "$src" "$mp" > "$W/treecmp.out" 2>&1 ||
-		fail "cfs-treecmp $src $mp: $(head -n 20 "$W/treecmp.out")"
+	compare --approx-blocks "$src" "$mp"
 done
 mount_stats "$m" "$W/stats.json"
 echo "   proxy mount stats: $(cat "$W/stats.json")"
@@ -303,8 +279,7 @@ unmount_wait "$m" "$mnt_pid" 30
 unmount_wait "$W/direct" "" 30
 mount_fg mnt "http://127.0.0.1:$PROXY_PORT/"
 mnt_pid=$MOUNT_PID
-"$CFS_TREECMP" --approx-blocks "$src" "$m" > "$W/treecmp.out" 2>&1 ||
-	fail "cfs-treecmp after remount: $(head -n 20 "$W/treecmp.out")"
+compare --approx-blocks "$src" "$m"
 mount_stats "$m" "$W/stats.json"
 echo "   stats: $(cat "$W/stats.json")"
 unmount_wait "$m" "$mnt_pid" 30

@@ -49,24 +49,11 @@ echo "store: $nobj objects, $stored bytes; index object $(stat -c %s "$index_obj
 # this shell) with a fresh cache (CACHE=NAME: that earlier mount's cache), run CMD, unmount, and wait for the daemon
 # to exit with status 0. The stats land in $W/stats-NAME.json.
 mount_run() {
-	local name=$1 rc=0 i pid
+	local name=$1
 	shift
-	mkdir -p "$m"
-	"$CFS_MOUNT" -f --cache "$W/cache-${CACHE:-$name}" --stats-file "$W/stats-$name.json" \
-		"$W/store" lazy "$m" &
-	pid=$!
-	PIDS+=("$pid")
-	for i in $(seq 300); do
-		mountpoint -q "$m" && break
-		kill -0 "$pid" 2>/dev/null || { wait "$pid" || rc=$?; fail "cfs-mount -f exited $rc before mounting"; }
-		sleep 0.1
-	done
-	mountpoint -q "$m" || fail "not mounted after 30 s"
+	mount_bg "$m" "$W/store" lazy --cache "$W/cache-${CACHE:-$name}" --stats-file "$W/stats-$name.json"
 	"$@"
-	unmount_wait "$m" "$pid" 30
-	wait "$pid" || rc=$?
-	PIDS=()
-	[ "$rc" -eq 0 ] || fail "cfs-mount exited $rc after unmount"
+	unmount_clean "$m" "$MOUNT_PID"
 	[ -s "$W/stats-$name.json" ] || fail "no stats file after exit"
 	echo "stats ($name): $(cat "$W/stats-$name.json")"
 }

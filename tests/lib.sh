@@ -21,6 +21,25 @@ need_fuse() {
 	[ "$(id -u)" -eq 0 ] || [ -w /dev/fuse ] || skip "no access to /dev/fuse"
 }
 
+# need_cmds CMD...: skips unless every CMD is installed.
+need_cmds() {
+	local c
+	for c; do
+		command -v "$c" >/dev/null 2>&1 || skip "$c not installed"
+	done
+}
+
+# need_ci_tools TOOL...: skips unless every TOOL is installed; under CI
+# (CI=true), where scripts/install-deps.sh installs them, a missing one fails.
+need_ci_tools() {
+	local t
+	for t; do
+		command -v "$t" >/dev/null 2>&1 && continue
+		[ "${CI:-}" = true ] && fail "$t is not installed (required in CI)"
+		skip "$t not installed (scripts/install-deps.sh installs it)"
+	done
+}
+
 MOUNTS=() # mountpoints to unmount at exit
 PIDS=()   # daemons to end at exit
 
@@ -61,25 +80,110 @@ alive() {
 	[ "${stat%% *}" != Z ]
 }
 
-# unmount_wait MOUNTPOINT [PID [SECONDS]]: unmounts, then waits until the
-# mount is gone and the daemon PID (if given) has exited, SECONDS (default
-# 10) for each; fails the test if either is still there.
-unmount_wait() {
-	local mp=$1 pid=${2:-} secs=${3:-10} i
-	timeout 30 fusermount3 -u "$mp" || fail "fusermount3 -u $mp failed"
-	for ((i = 0; i < secs * 10; i++)); do
-		mountpoint -q "$mp" || break
+# not CMD...: succeeds when CMD fails (for wait_until).
+not() {
+	! "$@"
+}
+
+# wait_until SECONDS [--while PID] CMD...: runs CMD every 0.1 s until it
+# succeeds (returns 0) or SECONDS have passed (returns 1); with --while,
+# gives up as soon as the process PID is gone (returns 2).
+wait_until() {
+	local tries=$(($1 * 10)) pid='' i
+	shift
+	if [ "$1" = --while ]; then
+		pid=$2
+		shift 2
+	fi
+	for ((i = 0; ; i++)); do
+		"$@" && return 0
+		[ -z "$pid" ] || alive "$pid" || return 2
+		[ "$i" -lt "$tries" ] || return 1
 		sleep 0.1
 	done
-	mountpoint -q "$mp" && fail "$mp still mounted $secs s after fusermount3 -u"
-	if [ -n "$pid" ]; then
-		for ((i = 0; i < secs * 10; i++)); do
-			alive "$pid" || break
-			sleep 0.1
-		done
-		alive "$pid" && fail "cfs-mount daemon $pid still running $secs s after unmount"
+}
+
+# serving PID SECONDS CMD...: waits until CMD succeeds (a server answers)
+# while the server PID runs; then PID goes into PIDS for the exit trap and
+# it returns 0.  It returns 1, with that server ended, when it dies first
+# or never answers.
+serving() {
+	local pid=$1 secs=$2
+	shift 2
+	if wait_until "$secs" --while "$pid" "$@"; then
+		PIDS+=("$pid")
+		return 0
 	fi
-	return 0
+	kill "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	return 1
+}
+
+# fails_alone WHAT CMD...: CMD (stdin /dev/null, stdout in $W/out, stderr
+# in $W/err) must fail by itself, with a status from 1 to 123: not 0, not
+# timeout's 124 (a hang), 125 to 127 (not run) or 128 and up (a signal: a
+# crash).  FAILED_RC is its status.
+fails_alone() {
+	local what=$1
+	shift
+	FAILED_RC=0
+	"$@" >"$W/out" 2>"$W/err" </dev/null || FAILED_RC=$?
+	case $FAILED_RC in
+	0) fail "$what: succeeded: $*" ;;
+	124) fail "$what: hung (killed by timeout): $*" ;;
+	125 | 126 | 127) fail "$what: could not run (status $FAILED_RC): $*" ;;
+	esac
+	[ "$FAILED_RC" -lt 128 ] || fail "$what: killed by signal $((FAILED_RC - 128)) (crash): $*"
+}
+
+# expect_eio WHAT FILE SOURCE [SECONDS]: reading FILE (cat, killed after
+# SECONDS, default 30) fails by itself with EIO, and the bytes it gave
+# before the error ($W/out) are SOURCE's first ones.  Sets READ_MS and
+# READ_BYTES.
+expect_eio() {
+	local what=$1 file=$2 source=$3 t0
+	t0=$(now_ms)
+	fails_alone "$what: reading $file" timeout "${4:-30}" cat "$file"
+	# shellcheck disable=SC2034 # for the caller
+	READ_MS=$(($(now_ms) - t0))
+	grep -q 'Input/output error' "$W/err" || fail "$what: reading $file: not EIO: $(head -n 1 "$W/err")"
+	READ_BYTES=$(stat -c %s "$W/out")
+	cmp -s -n "$READ_BYTES" "$W/out" "$source" ||
+		fail "$what: the $READ_BYTES bytes $file gave before its error are WRONG BYTES"
+}
+
+# fails_one_line WHAT CMD...: fails_alone, and exactly one line on stderr.
+fails_one_line() {
+	local n
+	fails_alone "$@"
+	n=$(grep -c '' "$W/err" || true)
+	[ "$n" -eq 1 ] || fail "$1: $n lines on stderr, want exactly one: $(head -n 5 "$W/err")"
+}
+
+# unmount_wait MOUNTPOINT [PID [SECONDS]]: unmounts, then waits until the
+# mount is gone and the daemon PID (if given) has exited, SECONDS (default
+# 10) for each; fails the test if either is still there, else drops PID
+# from PIDS.
+unmount_wait() {
+	local mp=$1 pid=${2:-} secs=${3:-10} p keep=()
+	timeout 30 fusermount3 -u "$mp" || fail "fusermount3 -u $mp failed"
+	wait_until "$secs" not mountpoint -q "$mp" || fail "$mp still mounted $secs s after fusermount3 -u"
+	[ -z "$pid" ] && return 0
+	wait_until "$secs" not alive "$pid" || fail "cfs-mount daemon $pid still running $secs s after unmount"
+	# Gone: the exit trap must not end whatever gets its pid next.
+	for p in "${PIDS[@]}"; do
+		[ "$p" = "$pid" ] || keep+=("$p")
+	done
+	PIDS=("${keep[@]}")
+}
+
+# unmount_clean MOUNTPOINT PID: unmount_wait (30 s), and the daemon PID, a
+# child of this shell (mount_bg's MOUNT_PID), must have exited 0.
+unmount_clean() {
+	local rc=0
+	unmount_wait "$1" "$2" 30
+	wait "$2" || rc=$?
+	[ "$rc" -eq 0 ] || fail "cfs-mount exited $rc after the unmount of $1"
 }
 
 # ref_of FILE: the last line of cfs-pack's stdout, checked for the
@@ -116,16 +220,14 @@ flip_byte() {
 
 # need_nginx: nginx installed, or skip; under CI (CI=true) its absence fails.
 need_nginx() {
-	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] && return 0
-	[ "${CI:-}" = true ] && fail "nginx is not installed (required in CI)"
-	skip "nginx not installed"
+	PATH=$PATH:/usr/sbin need_ci_tools nginx
 }
 
 # proxy_start UPSTREAM_PORT: starts cfs-faultproxy in front of
 # 127.0.0.1:UPSTREAM_PORT; sets PROXY_PORT, PROXY_PID, PROXY_CTL (its
 # control file) and PROXY_LOG.
 proxy_start() {
-	local i
+	local rc=0
 	: "${CFS_FAULTPROXY:?}"
 	PROXY_CTL=$W/proxy.ctl PROXY_LOG=$W/proxy.log
 	: > "$PROXY_CTL"
@@ -134,11 +236,8 @@ proxy_start() {
 		--control "$PROXY_CTL" --log "$PROXY_LOG" -v > /dev/null &
 	PROXY_PID=$!
 	PIDS+=("$PROXY_PID")
-	for ((i = 0; i < 100; i++)); do
-		[ -s "$W/proxy.port" ] && break
-		alive "$PROXY_PID" || fail "cfs-faultproxy exited: $(tail -n 3 "$PROXY_LOG")"
-		sleep 0.05
-	done
+	wait_until 5 --while "$PROXY_PID" test -s "$W/proxy.port" || rc=$?
+	[ "$rc" -ne 2 ] || fail "cfs-faultproxy exited: $(tail -n 3 "$PROXY_LOG")"
 	PROXY_PORT=$(cat "$W/proxy.port") || fail "cfs-faultproxy wrote no port file"
 }
 
@@ -173,17 +272,30 @@ json_sum() {
 }
 
 # mount_stats MOUNTPOINT FILE: the live counters of the mount, from
-# `cfs-mount --stats MOUNTPOINT`.
+# `cfs-mount --stats MOUNTPOINT`: one line, a JSON object.
 mount_stats() {
 	timeout 30 "$CFS_MOUNT" --stats "$1" > "$2" 2> "$2.err" ||
-		fail "cfs-mount --stats $1 failed: $(head -n 3 "$2.err")"
-	grep -q '{' "$2" || fail "cfs-mount --stats $1 printed no JSON: $(head -c 300 "$2")"
+		fail "cfs-mount --stats $1 exited $?: $(head -n 3 "$2.err")"
+	[ "$(wc -l < "$2")" -eq 1 ] || fail "cfs-mount --stats $1 printed $(wc -l < "$2") lines, not one"
+	grep -q '^{.*}$' "$2" || fail "cfs-mount --stats $1 printed no JSON object: $(head -c 300 "$2")"
 }
 
 # drop_file_cache FILE: drops FILE's clean pages from the page cache, so the
 # next read goes to the daemon again.
 drop_file_cache() {
 	dd if="$1" iflag=nocache count=0 status=none 2>/dev/null || true
+}
+
+# chunks_of SRC FILE: the chunk objects of SRC/FILE, one hex name a line,
+# sorted: FILE packed alone at the same path (large files are chunked from
+# their own start), less that image's index.
+chunks_of() {
+	local d=$W/solo-${2//\//_} r
+	mkdir -p "$d/src/$(dirname "$2")"
+	cp "$1/$2" "$d/src/$2"
+	timeout 120 "$CFS_PACK" -q "$d/src" "$d/store" > "$d/pack.out" || fail "cfs-pack $2 alone exited $?"
+	r=$(ref_of "$d/pack.out")
+	find "$d/store/objects" -type f -printf '%f\n' | { grep -vx "${r#sha256:}" || true; } | sort
 }
 
 # now_ms: a monotonic-enough clock in milliseconds.
@@ -211,25 +323,29 @@ py_cfs_load() {
 }
 
 # mount_bg MOUNTPOINT STORE IMAGE [OPTS...]: cfs-mount -f in the background
-# (log in MOUNTPOINT.log), waits until mounted; sets MOUNT_PID and adds the
-# mount and the daemon to MOUNTS and PIDS.
+# (log in MOUNTPOINT.log, unless OPTS give another --log), waits until
+# mounted; sets MOUNT_PID and adds the mount and the daemon to MOUNTS and
+# PIDS.
 mount_bg() {
-	local mp=$1 store=$2 image=$3 i rc=0
+	local mp=$1 store=$2 image=$3 log=$1.log a prev='' rc=0
 	shift 3
+	for a; do
+		[ "$prev" = --log ] && log=$a
+		prev=$a
+	done
 	mkdir -p "$mp"
 	"$CFS_MOUNT" -f --log "$mp.log" "$@" "$store" "$image" "$mp" &
 	MOUNT_PID=$!
 	PIDS+=("$MOUNT_PID")
 	MOUNTS+=("$mp")
-	for ((i = 0; i < 300; i++)); do
-		mountpoint -q "$mp" && return 0
-		if ! alive "$MOUNT_PID"; then
-			wait "$MOUNT_PID" || rc=$?
-			fail "cfs-mount $store $image exited $rc before mounting: $(tail -n 3 "$mp.log" 2>/dev/null)"
-		fi
-		sleep 0.1
-	done
-	fail "cfs-mount $store $image: not mounted after 30 s"
+	wait_until 30 --while "$MOUNT_PID" mountpoint -q "$mp" || rc=$?
+	case $rc in
+	0) return 0 ;;
+	1) fail "cfs-mount $store $image: not mounted after 30 s" ;;
+	esac
+	rc=0
+	wait "$MOUNT_PID" || rc=$?
+	fail "cfs-mount $store $image exited $rc before mounting: $(tail -n 3 "$log" 2>/dev/null)"
 }
 
 # --- servers for the remote stores (remote.sh) ------------------------------
@@ -279,29 +395,19 @@ _nginx_conf() {
 	NGINX
 }
 
-# _nginx_launch D TRIES CURL_ARG...: runs nginx on D/nginx.conf and waits
-# up to TRIES tenths of a second until curl CURL_ARG... gets an answer.
+# _nginx_launch D SECONDS CURL_ARG...: runs nginx on D/nginx.conf and waits
+# up to SECONDS until curl CURL_ARG... gets an answer.
 # Then NGINX_LAUNCHED_PID is its pid, in PIDS for the exit trap, and it
 # returns 0; it returns 1, with that nginx ended, when it dies first or
 # never answers.
 _nginx_launch() {
-	local d=$1 tries=$2 pid i nginx_bin
+	local d=$1 secs=$2 pid nginx_bin
 	shift 2
 	nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 	"$nginx_bin" -c "$d/nginx.conf" -e "$d/error.log" &
 	pid=$!
-	for ((i = 0; i < tries; i++)); do
-		if curl -s -o /dev/null "$@"; then
-			PIDS+=("$pid")
-			NGINX_LAUNCHED_PID=$pid
-			return 0
-		fi
-		alive "$pid" || break
-		sleep 0.1
-	done
-	kill "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-	return 1
+	serving "$pid" "$secs" curl -s -o /dev/null "$@" || return 1
+	NGINX_LAUNCHED_PID=$pid
 }
 
 # _nginx_require: fails the test when there is no nginx to run.
@@ -325,7 +431,7 @@ start_nginx() {
 		_nginx_conf "$d" '$request_method $uri $status $body_bytes_sent' \
 			"$NGINX_ACCESS_LOG" "127.0.0.1:$NGINX_PORT" "$dir" \
 			'location /objects/ { if (-f $document_root/.deny-objects) { return 403; } }'
-		if _nginx_launch "$d" 50 "http://127.0.0.1:$NGINX_PORT/"; then
+		if _nginx_launch "$d" 5 "http://127.0.0.1:$NGINX_PORT/"; then
 			NGINX_PID=$NGINX_LAUNCHED_PID
 			return 0
 		fi
@@ -368,7 +474,7 @@ start_nginx_tls() {
 			'$server_protocol $connection $request_method $uri $status $body_bytes_sent' \
 			"$NGINX_TLS_ACCESS_LOG" "127.0.0.1:$NGINX_TLS_PORT ssl http2" "$dir" \
 			"ssl_certificate $d/server.pem; ssl_certificate_key $d/server.key;"
-		if _nginx_launch "$d" 50 --cacert "$NGINX_TLS_CA" "https://127.0.0.1:$NGINX_TLS_PORT/"; then
+		if _nginx_launch "$d" 5 --cacert "$NGINX_TLS_CA" "https://127.0.0.1:$NGINX_TLS_PORT/"; then
 			NGINX_TLS_PID=$NGINX_LAUNCHED_PID
 			return 0
 		fi
@@ -394,7 +500,7 @@ find_s3rver() {
 # its data in $S3_DIR and BUCKET created, and exports the AWS_* variables
 # that point cfs at it.  Ended by the exit trap.
 start_s3rver() {
-	local bucket=$1 pid i try code
+	local bucket=$1 pid try
 	find_s3rver || fail "s3rver not found"
 	S3_DIR=$W/s3rver
 	mkdir -p "$S3_DIR"
@@ -403,21 +509,14 @@ start_s3rver() {
 		"$NODE" "$S3RVER" --directory "$S3_DIR" --address 127.0.0.1 --port "$S3_PORT" \
 			--silent --configure-bucket "$bucket" >"$W/s3rver.log" 2>&1 &
 		pid=$!
-		for ((i = 0; i < 100; i++)); do
-			code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$S3_PORT/$bucket" || true)
-			if [ "$code" != 000 ]; then
-				PIDS+=("$pid")
-				S3RVER_PID=$pid
-				export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER
-				export AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT AWS_REGION=us-east-1
-				unset AWS_SESSION_TOKEN
-				return 0
-			fi
-			alive "$pid" || break
-			sleep 0.1
-		done
-		kill "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
+		# Any answer will do (curl without -f): s3rver is up.
+		if serving "$pid" 10 curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/$bucket"; then
+			S3RVER_PID=$pid
+			export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER
+			export AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT AWS_REGION=us-east-1
+			unset AWS_SESSION_TOKEN
+			return 0
+		fi
 	done
 	fail "s3rver did not start: $(tail -n 5 "$W/s3rver.log")"
 }
@@ -436,7 +535,7 @@ stop_nginx() {
 restart_nginx() {
 	local d=$W/nginx-http
 	[ -f "$d/nginx.conf" ] || fail "restart_nginx: no $d/nginx.conf (start_nginx first)"
-	_nginx_launch "$d" 100 "http://127.0.0.1:$NGINX_PORT/" ||
+	_nginx_launch "$d" 10 "http://127.0.0.1:$NGINX_PORT/" ||
 		fail "nginx did not restart on port $NGINX_PORT: $(tail -n 3 "$d/error.log" 2>/dev/null)"
 	NGINX_PID=$NGINX_LAUNCHED_PID
 }
@@ -444,7 +543,7 @@ restart_nginx() {
 # mount_image STORE IMAGE MOUNTPOINT [cfs-mount options...]: cfs-mount as a
 # daemon, registered for cleanup; sets MOUNT_MS to how long it took to return.
 mount_image() {
-	local store=$1 image=$2 mp=$3 pid t0
+	local store=$1 image=$2 mp=$3 t0
 	shift 3
 	mkdir -p "$mp"
 	MOUNTS+=("$mp")
@@ -453,11 +552,18 @@ mount_image() {
 		fail "cfs-mount $* $store $image $mp exited $?: $(tail -n 3 "$mp.log")"
 	MOUNT_MS=$(($(now_ms) - t0))
 	mountpoint -q "$mp" || fail "cfs-mount returned but $mp is not a mountpoint"
-	# The daemon forked off; remember its pid so it can be waited for and,
-	# on failure, ended by pid.  The mountpoint is unique to this run.
-	pid=$(pgrep -f -- "cfs-mount.* $mp\$" | head -n 1 || true)
+	remember_daemon "$mp"
+}
+
+# remember_daemon MOUNTPOINT: the pid of the cfs-mount daemon that forked
+# off to serve MOUNTPOINT, in PIDS and in MOUNTPOINT.pid (for
+# unmount_image), so that it can be waited for and, on failure, ended by
+# pid.  The mountpoint is unique to this run.
+remember_daemon() {
+	local pid
+	pid=$(pgrep -f -- "cfs-mount.* $1\$" | head -n 1 || true)
 	[ -n "$pid" ] && PIDS+=("$pid")
-	echo "$pid" >"$mp.pid"
+	echo "$pid" >"$1.pid"
 }
 
 # unmount_image MOUNTPOINT: unmount and wait until its daemon is gone.
@@ -502,7 +608,7 @@ start_nginx_http() {
 			printf '%s\n' "${text//@PORT@/$NGINX_HTTP_PORT}"
 			echo '}'
 		} >"$d/nginx.conf"
-		if _nginx_launch "$d" 50 "http://127.0.0.1:$NGINX_HTTP_PORT/"; then
+		if _nginx_launch "$d" 5 "http://127.0.0.1:$NGINX_HTTP_PORT/"; then
 			NGINX_HTTP_PID=$NGINX_LAUNCHED_PID
 			return 0
 		fi

@@ -24,16 +24,7 @@ source "$(dirname "$0")/lib.sh"
 
 need_root "needs root (umoci unpack makes device nodes, owners, security.capability)"
 need_fuse
-for tool in umoci skopeo jq zstd gzip python3 sha256sum getfattr curl; do
-	command -v "$tool" >/dev/null 2>&1 && continue
-	[ "${CI:-}" = true ] && fail "$tool is not installed (required in CI)"
-	skip "$tool not installed (scripts/install-deps.sh installs it)"
-done
-REGISTRY=$(command -v docker-registry || echo /usr/bin/docker-registry)
-if [ ! -x "$REGISTRY" ]; then
-	[ "${CI:-}" = true ] && fail "docker-registry is not installed (required in CI)"
-	skip "docker-registry not installed (scripts/install-deps.sh installs it)"
-fi
+need_ci_tools umoci skopeo jq zstd gzip python3 sha256sum getfattr curl docker-registry
 : "${CFS_PACK:?}" "${CFS_MOUNT:?}" "${CFS_LS:?}" "${CFS_TREECMP:?}"
 srcdir=${CFS_SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
 
@@ -233,7 +224,7 @@ check_config() {
 # check_mount STORE IMAGE NAME: mounts IMAGE, compares it with umoci's
 # tree, checks each rule, unmounts; the daemon must exit 0.
 check_mount() {
-	local store=$1 image=$2 mp=$W/mnt-$3 rc=0
+	local store=$1 image=$2 mp=$W/mnt-$3
 	mount_bg "$mp" "$store" "$image" --cache "$W/cache-$3"
 	# Everything is compared, directory mtimes too: umoci restores a
 	# directory's mtime after each entry it adds or removes in it, so the
@@ -241,9 +232,7 @@ check_mount() {
 	# st_blocks has 64 KiB of slack, as in roundtrip.sh.
 	compare --approx-blocks "$ref_tree" "$mp"
 	check_rules "$mp"
-	unmount_wait "$mp" "$MOUNT_PID" 30
-	wait "$MOUNT_PID" || rc=$?
-	[ "$rc" -eq 0 ] || fail "cfs-mount $image exited $rc after unmount"
+	unmount_clean "$mp" "$MOUNT_PID"
 }
 
 # --- variant a: umoci's layout as it is -------------------------------------
@@ -284,7 +273,7 @@ check_config "$W/store-mixed" mixed "$config_blob"
 # --- variants c and d: through a registry, back as zstd OCI and docker-archive ---
 # start_registry: docker-registry on 127.0.0.1:$REG_PORT, storage under $W.
 start_registry() {
-	local d=$W/registry try i pid
+	local d=$W/registry try
 	mkdir -p "$d/data"
 	for ((try = 0; try < 10; try++)); do
 		REG_PORT=$(free_port)
@@ -301,18 +290,8 @@ start_registry() {
 			  addr: 127.0.0.1:$REG_PORT
 			  secret: cfs-oci-test
 		EOF
-		"$REGISTRY" serve "$d/config.yml" >"$d/log" 2>&1 &
-		pid=$!
-		for ((i = 0; i < 100; i++)); do
-			if curl -sf -o /dev/null "http://127.0.0.1:$REG_PORT/v2/"; then
-				PIDS+=("$pid")
-				return 0
-			fi
-			alive "$pid" || break
-			sleep 0.1
-		done
-		kill "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
+		docker-registry serve "$d/config.yml" >"$d/log" 2>&1 &
+		serving $! 10 curl -sf -o /dev/null "http://127.0.0.1:$REG_PORT/v2/" && return 0
 	done
 	fail "docker-registry did not start: $(tail -n 3 "$d/log")"
 }
@@ -477,22 +456,15 @@ hstore=$W/store-hostile
 cwd=$W/cwd/a/b
 mkdir -p "$cwd"
 refuse() {
-	local name=$1 hint=$2 src=$3 rc=0 n
+	local name=$1 hint=$2 src=$3
 	shift 3
-	(cd "$cwd" && timeout 60 "$CFS_PACK" -q --tag "bad-$name" "$@" "$src" "$hstore") \
-		>"$W/refuse.out" 2>"$W/refuse.err" </dev/null || rc=$?
-	case $rc in
-	0) fail "$name: cfs-pack accepted $src" ;;
-	124) fail "$name: cfs-pack hung (killed after 60 s) on $src" ;;
-	esac
-	[ "$rc" -lt 128 ] || fail "$name: cfs-pack killed by signal $((rc - 128)) (crash) on $src"
-	n=$(grep -c '' "$W/refuse.err" || true)
-	[ "$n" -eq 1 ] || fail "$name: $n lines on stderr, want exactly one: $(head -n 5 "$W/refuse.err")"
+	fails_one_line "$name: cfs-pack of $src" \
+		env -C "$cwd" timeout 60 "$CFS_PACK" -q --tag "bad-$name" "$@" "$src" "$hstore"
 	# The hint must be in the message, not in the path of the work directory.
-	sed "s|$W|W|g" "$W/refuse.err" | grep -Eiq -- "$hint" ||
-		fail "$name: the message does not match /$hint/: $(cat "$W/refuse.err")"
+	sed "s|$W|W|g" "$W/err" | grep -Eiq -- "$hint" ||
+		fail "$name: the message does not match /$hint/: $(cat "$W/err")"
 	[ ! -e "$hstore/tags/bad-$name" ] || fail "$name: a failed cfs-pack pointed tag bad-$name"
-	printf '   %-16s exit %d: %s\n' "$name" "$rc" "$(cat "$W/refuse.err")"
+	printf '   %-16s exit %d: %s\n' "$name" "$FAILED_RC" "$(cat "$W/err")"
 }
 
 step "refusals: which image is meant"

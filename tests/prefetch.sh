@@ -70,40 +70,30 @@ n2=$(awk '$1 == "prefetch_chunks" { print $2 }' "$W/info2")
 
 # mount_start NAME STORE IMAGE ARGS...: foreground mount with a fresh cache.
 mount_start() {
-	local name=$1 store=$2 image=$3 i
+	local name=$1 store=$2 image=$3
 	shift 3
-	mkdir -p "$m"
 	rm -rf "$W/cache-$name"
-	"$CFS_MOUNT" -f --cache "$W/cache-$name" --log "$W/log-$name" \
-		--stats-file "$W/stats-$name.json" "$@" "$store" "$image" "$m" &
-	MPID=$!
-	PIDS+=("$MPID")
-	for ((i = 0; i < 300; i++)); do
-		mountpoint -q "$m" && return 0
-		alive "$MPID" || fail "cfs-mount ($name) exited before mounting: $(tail -n 5 "$W/log-$name")"
-		sleep 0.1
-	done
-	fail "not mounted after 30 s"
+	mount_bg "$m" "$store" "$image" --cache "$W/cache-$name" --log "$W/log-$name" \
+		--stats-file "$W/stats-$name.json" "$@"
+	MPID=$MOUNT_PID
 }
 
 mount_stop() {
-	local rc=0
-	unmount_wait "$m" "$MPID" 30
-	wait "$MPID" || rc=$?
-	PIDS=()
-	[ "$rc" -eq 0 ] || fail "cfs-mount exited $rc"
+	unmount_clean "$m" "$MPID"
+}
+
+# prefetched: the live stats of $m (in $W/live.json) count the whole list
+# of $n2 chunks prefetched.
+prefetched() {
+	mount_stats "$m" "$W/live.json"
+	[ "$(stat_of "$W/live.json" prefetch_done)" -ge "$n2" ]
 }
 
 step "mount with the prefetch list, read everything at once (demand reads race prefetch)"
 mount_start pf "$W/prof" "$ref2" --prefetch list
 compare --approx-blocks "$src" "$m"
-done_n=0
-for ((i = 0; i < 100; i++)); do
-	"$CFS_MOUNT" --stats "$m" > "$W/live.json" || fail "cfs-mount --stats failed"
-	done_n=$(stat_of "$W/live.json" prefetch_done)
-	[ "$done_n" -ge "$n2" ] && break
-	sleep 0.1
-done
+wait_until 10 prefetched || true
+done_n=$(stat_of "$W/live.json" prefetch_done)
 queued=$(stat_of "$W/live.json" prefetch_queued)
 echo "prefetch: queued $queued, done $done_n of a list of $n2"
 [ "$queued" -eq "$n2" ] || fail "prefetch_queued=$queued, list of $n2"
@@ -113,16 +103,12 @@ mount_stop
 
 step "mount with the list and no reads: prefetch alone fetches it"
 mount_start pf2 "$W/prof" "$ref2"
-for ((i = 0; i < 100; i++)); do
-	"$CFS_MOUNT" --stats "$m" > "$W/live.json"
-	[ "$(stat_of "$W/live.json" prefetch_done)" -ge "$n2" ] && break
-	sleep 0.1
-done
+wait_until 10 prefetched || true
 [ "$(stat_of "$W/live.json" prefetch_done)" -eq "$n2" ] || fail "prefetch_done: $(cat "$W/live.json")"
 # What start-up reads is now in the cache: reading it fetches nothing more.
 before=$(stat_of "$W/live.json" chunk_fetches)
 for f in "${picked[@]}"; do cat "$m/$f" > /dev/null; done
-"$CFS_MOUNT" --stats "$m" > "$W/live.json"
+mount_stats "$m" "$W/live.json"
 after=$(stat_of "$W/live.json" chunk_fetches)
 [ "$after" -eq "$before" ] || fail "reading the profiled files after prefetch fetched $((after - before)) chunks"
 mount_stop
@@ -133,7 +119,7 @@ fetches_for() {
 	for f in "${picked[@]}"; do
 		cmp "$m/$f" "$src/$f" || fail "$f differs"
 	done
-	"$CFS_MOUNT" --stats "$m" > "$W/live.json"
+	mount_stats "$m" "$W/live.json"
 	mount_stop
 	stat_of "$W/live.json" chunk_fetches
 }

@@ -33,25 +33,13 @@ timeout 120 "$CFS_PACK" -q --chunk-size 64K --tag rec "$src" "$W/store" > "$W/pa
 # record_run NAME CMD...: mounts with --record $W/NAME.prof, runs CMD,
 # unmounts and waits for the daemon's clean exit.
 record_run() {
-	local name=$1 rc=0 i pid
+	local name=$1
 	shift
-	mkdir -p "$m"
-	"$CFS_MOUNT" -f --cache "$W/cache-$name" --record "$W/$name.prof" "$W/store" rec "$m" &
-	pid=$!
-	PIDS+=("$pid")
-	for i in $(seq 300); do
-		mountpoint -q "$m" && break
-		alive "$pid" || { wait "$pid" || rc=$?; fail "cfs-mount -f exited $rc before mounting"; }
-		sleep 0.1
-	done
-	mountpoint -q "$m" || fail "not mounted after 30 s"
+	mount_bg "$m" "$W/store" rec --cache "$W/cache-$name" --record "$W/$name.prof"
 	[ -s "$W/$name.prof" ] || fail "no profile written at mount"
-	DAEMON=$pid
+	DAEMON=$MOUNT_PID
 	"$@"
-	unmount_wait "$m" "$pid" 30
-	wait "$pid" || rc=$?
-	PIDS=()
-	[ "$rc" -eq 0 ] || fail "cfs-mount exited $rc after unmount"
+	unmount_clean "$m" "$DAEMON"
 	echo "--- $name.prof"
 	cat "$W/$name.prof"
 }
@@ -71,11 +59,7 @@ run1() {
 	read_files c.txt "sub/b file.txt" big.bin
 	# SIGUSR1 saves the profile while mounted.
 	kill -USR1 "$DAEMON"
-	for i in $(seq 50); do
-		grep -q '^f [0-9]* /big.bin$' "$W/run1.prof" && break
-		sleep 0.1
-	done
-	grep -q '^f [0-9]* /big.bin$' "$W/run1.prof" || fail "SIGUSR1 did not save the profile"
+	wait_until 5 grep -q '^f [0-9]* /big.bin$' "$W/run1.prof" || fail "SIGUSR1 did not save the profile"
 	read_files a.txt
 }
 record_run run1 run1

@@ -14,28 +14,15 @@ source "$(dirname "$0")/lib.sh"
 
 need_root
 need_fuse
-command -v mountpoint >/dev/null 2>&1 || skip "mountpoint(1) not installed"
-command -v curl >/dev/null 2>&1 || skip "curl not installed"
-command -v openssl >/dev/null 2>&1 || skip "openssl not installed"
+need_cmds mountpoint curl openssl
 : "${CFS_PACK:?}" "${CFS_MOUNT:?}" "${CFS_LS:?}" "${CFS_MKTREE:?}" "${CFS_TREECMP:?}"
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
-	[ "${CI:-}" = true ] && fail "nginx is not installed (scripts/install-deps.sh installs it)"
-	skip "nginx not installed (scripts/install-deps.sh installs it)"
-fi
+need_nginx
 
 make_workdir remote
 # Never a developer's own credentials or endpoint.
 unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_PROFILE
 # Nor the CA bundle of the environment: https starts with the system's.
 unset CURL_CA_BUNDLE SSL_CERT_FILE
-
-# live_stats MOUNTPOINT FILE: `cfs-mount --stats` of a running mount.
-live_stats() {
-	timeout 30 "$CFS_MOUNT" --stats "$1" >"$2" 2>"$2.err" ||
-		fail "cfs-mount --stats $1 exited $?: $(head -n 3 "$2.err")"
-	[ "$(wc -l <"$2")" -eq 1 ] || fail "cfs-mount --stats printed $(wc -l <"$2") lines, not one"
-	grep -q '^{.*}$' "$2" || fail "cfs-mount --stats printed no JSON object: $(head -c 300 "$2")"
-}
 
 # one_line_error WHAT FILE PATTERN: FILE (a failed command's output) is one
 # line that matches PATTERN.
@@ -97,7 +84,7 @@ step "http: cfs-mount --stats while mounted"
 # attempts, so that nginx's log holds every request started.
 prev=-1
 for ((i = 0; i < 50; i++)); do
-	live_stats mnt-http stats-http.json
+	mount_stats mnt-http stats-http.json
 	attempts=$(stat_of stats-http.json fetch_attempts)
 	[ "$(stat_of stats-http.json fetch_inflight)" -eq 0 ] &&
 		[ "$(stat_of stats-http.json fetch_queued)" -eq 0 ] && [ "$attempts" -eq "$prev" ] && break
@@ -142,7 +129,7 @@ grep -q ' 403 ' deny.log || fail "no log line with the 403: $(head -n 5 deny.log
 echo "   EIO after $(($(now_ms) - t0)) ms; log: $(grep -m 1 ' 403 ' deny.log)"
 rm store/.deny-objects
 cmp "mnt-deny/$big" "src/$big" || fail "$big differs once the store serves it again"
-live_stats mnt-deny stats-deny.json
+mount_stats mnt-deny stats-deny.json
 [ "$(stat_of stats-deny.json read_errors)" -ge 1 ] || fail "read_errors=0 after a refused read"
 [ "$(stat_of stats-deny.json fetch_errors)" -ge 1 ] || fail "fetch_errors=0 after a 403"
 unmount_image "$W/mnt-deny"
@@ -185,7 +172,7 @@ step "https: --ca-file ca.pem: mount, treecmp, every object over HTTP/2"
 : >"$NGINX_TLS_ACCESS_LOG"
 mount_image "$surl" rt "$W/mnt-https" --cache "$W/cache-https" --ca-file ca.pem
 compare --approx-blocks src mnt-https
-live_stats mnt-https stats-https.json
+mount_stats mnt-https stats-https.json
 [ "$(stat_of stats-https.json fetch_errors)" -eq 0 ] || fail "fetch errors over https"
 [ "$(stat_of stats-https.json read_errors)" -eq 0 ] || fail "read errors over https"
 attempts=$(stat_of stats-https.json fetch_attempts)
@@ -282,7 +269,7 @@ mount_image "$s3" "$tag" "$W/mnt-s3" --cache "$W/cache-s3"
 s3_mount_ms=$MOUNT_MS
 echo "   mounted in $s3_mount_ms ms"
 compare --approx-blocks src mnt-s3
-live_stats mnt-s3 stats-s3.json
+mount_stats mnt-s3 stats-s3.json
 echo "   $(cat stats-s3.json)"
 [ "$(stat_of stats-s3.json fetch_requests)" -gt 0 ] || fail "fetch_requests=0 over s3"
 [ "$(stat_of stats-s3.json read_errors)" -eq 0 ] || fail "read errors over s3"

@@ -16,7 +16,7 @@ soft_fail() { echo "FAIL: $*" >&2; FAILED=$((FAILED + 1)); }
 
 need_root
 need_fuse
-command -v mountpoint >/dev/null 2>&1 || skip "mountpoint(1) not installed"
+need_cmds mountpoint
 : "${CFS_PACK:?}" "${CFS_MOUNT:?}" "${CFS_LS:?}" "${CFS_MKTREE:?}" "${CFS_TREECMP:?}"
 
 make_workdir roundtrip

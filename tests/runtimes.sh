@@ -21,12 +21,7 @@ source "$(dirname "$0")/lib.sh"
 
 need_root "needs root (podman, containerd, overlay)"
 need_fuse
-for t in podman containerd ctr runc umoci skopeo; do
-	command -v "$t" >/dev/null 2>&1 || {
-		[ "${CI:-}" = true ] && fail "$t is not installed (required in CI)"
-		skip "$t not installed"
-	}
-done
+need_ci_tools podman containerd ctr runc umoci skopeo
 : "${CFS_PACK:?}" "${CFS_MOUNT:?}"
 srcdir=${CFS_SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
 
@@ -113,12 +108,10 @@ state = "$W/ctd/state"
 EOF
 containerd --config "$W/ctd/config.toml" > "$W/ctd/log" 2>&1 &
 CTD_PID=$!
-for ((i = 0; i < 100; i++)); do
-	[ -S "$W/ctd/ctd.sock" ] && break
-	alive "$CTD_PID" || fail "containerd exited: $(tail -n 5 "$W/ctd/log")"
-	sleep 0.1
-done
-[ -S "$W/ctd/ctd.sock" ] || fail "containerd did not open its socket"
+rc=0
+wait_until 10 --while "$CTD_PID" test -S "$W/ctd/ctd.sock" || rc=$?
+[ "$rc" -ne 2 ] || fail "containerd exited: $(tail -n 5 "$W/ctd/log")"
+[ "$rc" -eq 0 ] || fail "containerd did not open its socket"
 timeout 60 "$CFS_MOUNT" --cache "$W/cache" --bundle "$W/bundle" "$W/store" app > "$W/bundle.log" 2>&1 ||
 	fail "cfs-mount --bundle exited $?: $(cat "$W/bundle.log")"
 timeout 120 ctr --address "$W/ctd/ctd.sock" run --rm --rootfs "$W/bundle/rootfs" "cfs-$$" \

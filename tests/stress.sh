@@ -258,17 +258,9 @@ compare --approx-blocks "$src" "$m1"
 compare --approx-blocks "$src" "$m2"
 
 step "unmount: holders and daemons exit, no sanitizer report"
-gone_within() { # PID SECONDS
-	local i
-	for ((i = 0; i < $2 * 10; i++)); do
-		alive "$1" || return 0
-		sleep 0.1
-	done
-	return 1
-}
 for mp in "$m1" "$m2"; do
 	unmount_wait "$mp" "${holder[$mp]}" 30
-	gone_within "${daemon[$mp]}" 10 || fail "the daemon of $mp still runs 10 s after the unmount"
+	wait_until 10 not alive "${daemon[$mp]}" || fail "the daemon of $mp still runs 10 s after the unmount"
 done
 if [ -n "$(ls -A "$W/san")" ]; then
 	fail "sanitizer reports from the daemons: $(ls "$W/san")"

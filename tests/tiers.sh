@@ -13,7 +13,7 @@ source "$(dirname "$0")/lib.sh"
 need_root
 need_fuse
 need_nginx
-command -v python3 >/dev/null 2>&1 || skip "python3 not installed"
+need_cmds python3
 make_workdir tiers
 
 S=$W/origin

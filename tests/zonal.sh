@@ -15,8 +15,7 @@ source "$(dirname "$0")/lib.sh"
 need_root
 need_fuse
 need_nginx
-command -v mountpoint >/dev/null 2>&1 || skip "mountpoint(1) not installed"
-command -v curl >/dev/null 2>&1 || skip "curl not installed"
+need_cmds mountpoint curl
 : "${CFS_PACK:?}" "${CFS_MOUNT:?}" "${CFS_LS:?}" "${CFS_MKTREE:?}" "${CFS_TREECMP:?}"
 : "${CFS_FAULTPROXY:?}" "${CFS_SRCDIR:?}"
 doc=$CFS_SRCDIR/docs/FLEET.md
@@ -48,7 +47,7 @@ per_uri() {
 # start_clients STORE IMAGE PREFIX: $clients cfs-mount daemons started at
 # once, each with its own cache (a node of its own), at $W/PREFIX-$i.
 start_clients() {
-	local store=$1 image=$2 prefix=$3 i rc pid
+	local store=$1 image=$2 prefix=$3 i rc
 	local -a starters=()
 	for ((i = 1; i <= clients; i++)); do
 		mkdir -p "$W/$prefix-$i"
@@ -62,9 +61,7 @@ start_clients() {
 		wait "${starters[$((i - 1))]}" || rc=$?
 		[ "$rc" -eq 0 ] || fail "client $i: cfs-mount $store $image exited $rc: $(tail -n 3 "$W/$prefix-$i.out" "$W/$prefix-$i.log" 2>/dev/null)"
 		mountpoint -q "$W/$prefix-$i" || fail "client $i: $W/$prefix-$i is not mounted"
-		pid=$(pgrep -f -- "cfs-mount.* $W/$prefix-$i\$" | head -n 1 || true)
-		[ -n "$pid" ] && PIDS+=("$pid")
-		echo "$pid" >"$W/$prefix-$i.pid"
+		remember_daemon "$W/$prefix-$i"
 	done
 }
 
@@ -87,7 +84,7 @@ read_all() {
 stop_clients() {
 	local prefix=$1 i
 	for ((i = 1; i <= clients; i++)); do
-		unmount_wait "$W/$prefix-$i" "$(cat "$W/$prefix-$i.pid")"
+		unmount_image "$W/$prefix-$i"
 	done
 }
 
@@ -222,7 +219,7 @@ store_field() {
 list="$zurl,http://127.0.0.1:$origin_port/"
 step "list $list: everything from the zonal cache while it is up"
 mount_bg "$W/list-up" "$list" v1 --cache "$W/cache-list-up"
-"$CFS_TREECMP" --approx-blocks src2 list-up >list-up.cmp 2>&1 || fail "treecmp src2 list-up: $(head -n 20 list-up.cmp)"
+compare --approx-blocks src2 list-up
 mount_stats "$W/list-up" list-up.stats
 [ "$(store_field list-up.stats 0 gets)" -gt 0 ] || fail "the zonal cache served nothing"
 [ "$(store_field list-up.stats 1 gets)" -eq 0 ] || fail "the origin was asked while the zonal cache was up"
@@ -232,8 +229,7 @@ kill "$zonal_pid"
 wait "$zonal_pid" 2>/dev/null || true
 : >origin.log
 mount_bg "$W/list-down" "$list" v1 --cache "$W/cache-list-down"
-"$CFS_TREECMP" --approx-blocks src2 list-down >list-down.cmp 2>&1 ||
-	fail "treecmp src2 list-down: $(head -n 20 list-down.cmp)"
+compare --approx-blocks src2 list-down
 mount_stats "$W/list-down" list-down.stats
 [ "$(store_field list-down.stats 0 passed_on)" -gt 0 ] || fail "the dead zonal cache passed nothing on"
 [ "$(store_field list-down.stats 1 gets)" -gt 0 ] || fail "the origin served nothing"
