@@ -425,9 +425,11 @@ int main(int argc, char **argv)
 			printf("verified %zu tensors, %" PRIu64 " bytes\n", cfs_model_tensor_count(m),
 			       cfs_model_bytes(m));
 	}
+	errno = 0;
 	if (fflush(stdout) != 0 || ferror(stdout)) {
-		snprintf(err, sizeof(err), "stdout: %s", strerror(errno));
-		ret = -EIO;
+		/* An earlier write may have failed, leaving nothing to flush. */
+		ret = errno ? -errno : -EIO;
+		snprintf(err, sizeof(err), "stdout: %s", strerror(-ret));
 		goto fail;
 	}
 	status = 0;

@@ -62,8 +62,19 @@ static int cuda_fail(struct cuda_target *c, const char *what, cudaError_t e)
 		return -EINVAL;
 	case cudaErrorNoDevice:
 	case cudaErrorInsufficientDriver:
+	case cudaErrorInitializationError:
 	case cudaErrorInvalidDevice:
 		return -ENODEV;
+	case cudaErrorDevicesUnavailable: /* exclusive mode, another process has it */
+		return -EBUSY;
+	case cudaErrorNotPermitted:
+		return -EPERM;
+	case cudaErrorNotSupported:
+		return -ENOTSUP;
+	case cudaErrorLaunchTimeout:
+		return -ETIMEDOUT;
+	case cudaErrorIllegalAddress:
+		return -EFAULT;
 	default:
 		return -EIO;
 	}
@@ -108,8 +119,8 @@ static int cuda_open(const struct cfs_load_opts *o, struct cfs_target **out, cha
 				    o->device, n, n == 1 ? "" : "s");
 	e = cudaSetDevice(o->device);
 	if (e != cudaSuccess)
-		return cfs_load_err(err, errlen, -ENODEV, "CUDA device %d: %s", o->device,
-				    cudaGetErrorString(e));
+		return cfs_load_err(err, errlen, cuda_fail(NULL, "cudaSetDevice", e),
+				    "CUDA device %d: %s", o->device, cudaGetErrorString(e));
 
 	c = calloc(1, sizeof(*c));
 	if (!c)
