@@ -51,8 +51,6 @@ struct cfs_fs {
 /* The daemon's counters as a one-line JSON object (no newline) in buf.
  * Returns its length or -EOVERFLOW.  Thread-safe. */
 int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap);
-/* s as a JSON string (quoted, '"', '\\' and control bytes escaped). */
-void cfs_json_str(FILE *f, const char *s);
 
 /* Replies to a READ with the bytes of segs (total bytes in all) through a
  * pipe, without copying them in user space (fs/splice.c); pieces that are

@@ -15,22 +15,7 @@
 #include "fs.h"
 #include "image.h"
 #include "store.h"
-
-void cfs_json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
-	}
-	fputc('"', f);
-}
+#include "util.h"
 
 int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
 {

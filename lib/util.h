@@ -63,6 +63,10 @@ int cfs_read_file_at(int dirfd, const char *path, size_t max, void **buf, size_t
  * from library code. */
 void cfs_malloc_tune(void);
 
+/* Writes s to f as a JSON string: quoted, with '"' and '\\' escaped and
+ * control bytes as \u00XX; other bytes (UTF-8 included) as they are. */
+void cfs_json_str(FILE *f, const char *s);
+
 /* Monotonic clock in nanoseconds. */
 uint64_t cfs_now_ns(void);
 

@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <malloc.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,15 +16,11 @@
 
 #include "cfs_config.h"
 #include "cfs_load.h"
-#include "format.h"
 #include "util.h"
 
 #define PROG "cfs-load"
 #define PROBE_SIZE ((size_t)256 << 20)
 #define PROBE_REPS 8u
-/* As cfs-mount: direct mode allocates about a chunk per chunk read. */
-#define MALLOC_MMAP_THRESHOLD (CFS_CHUNK_MAX_SIZE + (1 << 20))
-#define MALLOC_TRIM_THRESHOLD (256 << 20)
 
 struct args {
 	struct cfs_load_opts o;
@@ -257,22 +252,6 @@ static double gbps(uint64_t bytes, double s)
 	return s > 0 ? (double)bytes / s / 1e9 : 0;
 }
 
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-
-		if (ch == '"' || ch == '\\')
-			fprintf(f, "\\%c", ch);
-		else if (ch < 0x20)
-			fprintf(f, "\\u%04x", ch);
-		else
-			fputc(ch, f);
-	}
-	fputc('"', f);
-}
-
 static void shape_print(FILE *f, const struct cfs_tensor *t)
 {
 	unsigned d;
@@ -297,7 +276,7 @@ static void list_print(const struct cfs_model *m, const struct cfs_loaded *l, bo
 
 		if (json) {
 			printf("%s{\"name\":", i ? "," : "");
-			json_str(stdout, t->name);
+			cfs_json_str(stdout, t->name);
 			printf(",\"dtype\":\"%s\",\"shape\":", dt ? dt : "?");
 			shape_print(stdout, t);
 			printf(",\"offset\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"file\":%u"
@@ -357,12 +336,12 @@ static void report_json(const struct args *a, const struct cfs_model *m,
 			const struct cfs_load_stats *s)
 {
 	printf("{\"model\":");
-	json_str(stdout, a->model ? a->model : a->path);
+	cfs_json_str(stdout, a->model ? a->model : a->path);
 	if (a->store) {
 		printf(",\"store\":");
-		json_str(stdout, a->store);
+		cfs_json_str(stdout, a->store);
 		printf(",\"image\":");
-		json_str(stdout, a->image);
+		cfs_json_str(stdout, a->image);
 	}
 	printf(",\"target\":\"%s\",\"device\":%d,\"files\":%zu,\"tensors\":%zu", target_name(a->o.target),
 	       a->o.device, cfs_model_file_count(m), cfs_model_tensor_count(m));
@@ -395,12 +374,6 @@ int main(int argc, char **argv)
 		return ret > 0 ? 0 : 2;
 	cfs_log_setup(PROG, CFS_LOG_WARN, stderr);
 	cfs_malloc_tune();
-	/* Direct mode: keep chunk-sized buffers in the heap for reuse instead
-	 * of paying page faults on a fresh mmap for each. */
-	if (a.store) {
-		mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD);
-		mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD);
-	}
 
 	if (a.probe) {
 		ret = cfs_target_probe(&a.o, PROBE_SIZE, PROBE_REPS, &probe, err, sizeof(err));
@@ -452,9 +425,11 @@ int main(int argc, char **argv)
 			printf("verified %zu tensors, %" PRIu64 " bytes\n", cfs_model_tensor_count(m),
 			       cfs_model_bytes(m));
 	}
+	errno = 0;
 	if (fflush(stdout) != 0 || ferror(stdout)) {
-		snprintf(err, sizeof(err), "stdout: %s", strerror(errno));
-		ret = -EIO;
+		/* An earlier write may have failed, leaving nothing to flush. */
+		ret = errno ? -errno : -EIO;
+		snprintf(err, sizeof(err), "stdout: %s", strerror(-ret));
 		goto fail;
 	}
 	status = 0;

@@ -170,13 +170,19 @@ static size_t read_need(const struct cfs_shard *sh, uint64_t off, size_t len)
 	return (size_t)CFS_MIN((uint64_t)len, sh->size - off);
 }
 
+/* The reads that are done, at least one; 0 when none is in flight. */
 static int reap(struct load *L, struct cfs_read_done *done)
 {
 	int n;
 
+	if (!L->inflight)
+		return 0;
 	if (!cfs_reader_ready(L->r))
 		L->st->read_stalls++;
-	n = cfs_reader_reap(L->r, done, REAP_MAX);
+	/* 0 from the reader: a short read went out again for the rest. */
+	do {
+		n = cfs_reader_reap(L->r, done, REAP_MAX);
+	} while (n == 0);
 	if (n < 0)
 		return cfs_load_err(L->err, L->errlen, n, "reading the model: %s", cfs_strerror(n));
 	return n;
@@ -254,12 +260,10 @@ static int load_in_place(struct load *L)
 			run_dst += len;
 			run_left -= len;
 		}
-		if (!L->inflight)
-			break;
 		n = reap(L, done);
-		if (n < 0) {
+		if (n <= 0) {
 			ret = n;
-			goto out;
+			break;
 		}
 		for (int k = 0; k < n; k++) {
 			struct piece_req *q = &reqs[done[k].tag];
@@ -493,12 +497,10 @@ static int load_staged(struct load *L, char *staging)
 				goto out;
 			next = (next + 1) % nslots;
 		}
-		if (!L->inflight)
-			break;
 		n = reap(L, done);
-		if (n < 0) {
+		if (n <= 0) {
 			ret = n;
-			goto out;
+			break;
 		}
 		for (i = 0; i < n; i++) {
 			unsigned kk = done[i].tag / L->o.reads, j = done[i].tag % L->o.reads;
@@ -524,11 +526,8 @@ static int load_staged(struct load *L, char *staging)
 		}
 	}
 	/* The last copies. */
-	for (k = 0; k < nslots; k++) {
+	for (k = 0; ret == 0 && k < nslots; k++)
 		ret = slot_wait(L, k, &slots[k]);
-		if (ret < 0)
-			goto out;
-	}
 out:
 	if (ret < 0) {
 		/* No copy may read a slot after this returns: the caller frees

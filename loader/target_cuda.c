@@ -11,7 +11,9 @@
  * synchronises on done and keeps the elapsed time for slot_time.
  *
  * Linked with cudart_static, so the binary needs only the NVIDIA driver;
- * without one, open() says so (-ENODEV) instead of failing later.
+ * without one, open() says so (-ENODEV) instead of failing later.  Built
+ * without CUDA (meson found no toolkit, or -Dcuda=disabled), the table has
+ * only an open() that says so (-ENOTSUP).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -60,8 +62,19 @@ static int cuda_fail(struct cuda_target *c, const char *what, cudaError_t e)
 		return -EINVAL;
 	case cudaErrorNoDevice:
 	case cudaErrorInsufficientDriver:
+	case cudaErrorInitializationError:
 	case cudaErrorInvalidDevice:
 		return -ENODEV;
+	case cudaErrorDevicesUnavailable: /* exclusive mode, another process has it */
+		return -EBUSY;
+	case cudaErrorNotPermitted:
+		return -EPERM;
+	case cudaErrorNotSupported:
+		return -ENOTSUP;
+	case cudaErrorLaunchTimeout:
+		return -ETIMEDOUT;
+	case cudaErrorIllegalAddress:
+		return -EFAULT;
 	default:
 		return -EIO;
 	}
@@ -106,8 +119,8 @@ static int cuda_open(const struct cfs_load_opts *o, struct cfs_target **out, cha
 				    o->device, n, n == 1 ? "" : "s");
 	e = cudaSetDevice(o->device);
 	if (e != cudaSuccess)
-		return cfs_load_err(err, errlen, -ENODEV, "CUDA device %d: %s", o->device,
-				    cudaGetErrorString(e));
+		return cfs_load_err(err, errlen, cuda_fail(NULL, "cudaSetDevice", e),
+				    "CUDA device %d: %s", o->device, cudaGetErrorString(e));
 
 	c = calloc(1, sizeof(*c));
 	if (!c)
@@ -337,85 +350,6 @@ out:
 	return ret;
 }
 
-const char *cfs_target_cuda_error(const struct cfs_target *t)
-{
-	const struct cuda_target *c = (const struct cuda_target *)t;
-
-	if (!t || t->ops != &cfs_target_cuda || !c->last_err[0])
-		return NULL;
-	return c->last_err;
-}
-
-#else /* !CFS_HAVE_CUDA */
-
-#define NO_CUDA "cfs-load was built without CUDA"
-
-static int cuda_open(const struct cfs_load_opts *o, struct cfs_target **out, char *err,
-		     size_t errlen)
-{
-	return cfs_load_err(err, errlen, -ENOTSUP, NO_CUDA);
-}
-
-static void cuda_close(struct cfs_target *t)
-{
-}
-
-static int cuda_alloc(struct cfs_target *t, size_t size, void **dev)
-{
-	return -ENOTSUP;
-}
-
-static void cuda_free(struct cfs_target *t, void *dev)
-{
-}
-
-static int cuda_alloc_staging(struct cfs_target *t, size_t size, void **host)
-{
-	return -ENOTSUP;
-}
-
-static void cuda_free_staging(struct cfs_target *t, void *host, size_t size)
-{
-}
-
-static int cuda_copy(struct cfs_target *t, unsigned slot, void *dev, const void *host, size_t len)
-{
-	return -ENOTSUP;
-}
-
-static int cuda_slot_done(struct cfs_target *t, unsigned slot)
-{
-	return -ENOTSUP;
-}
-
-static int cuda_slot_wait(struct cfs_target *t, unsigned slot)
-{
-	return -ENOTSUP;
-}
-
-static double cuda_slot_time(struct cfs_target *t, unsigned slot)
-{
-	return 0;
-}
-
-static int cuda_download(struct cfs_target *t, void *host, const void *dev, size_t len)
-{
-	return -ENOTSUP;
-}
-
-static int cuda_probe(struct cfs_target *t, size_t size, unsigned reps, double *bytes_per_s,
-		      char *err, size_t errlen)
-{
-	return cfs_load_err(err, errlen, -ENOTSUP, NO_CUDA);
-}
-
-const char *cfs_target_cuda_error(const struct cfs_target *t)
-{
-	return NULL;
-}
-
-#endif /* CFS_HAVE_CUDA */
-
 const struct cfs_target_ops cfs_target_cuda = {
 	.name = "cuda",
 	.open = cuda_open,
@@ -432,3 +366,34 @@ const struct cfs_target_ops cfs_target_cuda = {
 	.probe = cuda_probe,
 	.host_visible = false,
 };
+
+const char *cfs_target_cuda_error(const struct cfs_target *t)
+{
+	const struct cuda_target *c = (const struct cuda_target *)t;
+
+	if (!t || t->ops != &cfs_target_cuda || !c->last_err[0])
+		return NULL;
+	return c->last_err;
+}
+
+#else /* !CFS_HAVE_CUDA */
+
+/* open() always fails, so nothing calls the other ops. */
+static int cuda_open(const struct cfs_load_opts *o, struct cfs_target **out, char *err,
+		     size_t errlen)
+{
+	return cfs_load_err(err, errlen, -ENOTSUP, "cfs-load was built without CUDA");
+}
+
+const struct cfs_target_ops cfs_target_cuda = {
+	.name = "cuda",
+	.open = cuda_open,
+	.host_visible = false,
+};
+
+const char *cfs_target_cuda_error(const struct cfs_target *t)
+{
+	return NULL;
+}
+
+#endif /* CFS_HAVE_CUDA */
