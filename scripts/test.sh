@@ -54,6 +54,8 @@ sanitizer_reports() {
 # 1. Plain build and tests.
 log "build (build/)"
 if setup_build build; then
+	log "layers (scripts/check-layers.sh, docs/ARCHITECTURE.md)"
+	bash scripts/check-layers.sh build || fail "layer check"
 	log "tests (build/)"
 	meson test -C build --print-errorlogs || fail "tests in build/"
 else
