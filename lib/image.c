@@ -375,33 +375,30 @@ static int image_copy_chunk(struct cfs_image *img, uint32_t ci, uint64_t coff, v
 typedef int (*image_piece_fn)(struct cfs_image *img, void *ctx, uint32_t ci, uint64_t coff,
 			      size_t n, uint64_t rel);
 
-/* Walks the extents that hold [off, off + len) of file ino.  Returns the
- * bytes covered (short only at end of file) or the first error. */
-static ssize_t image_walk(struct cfs_image *img, uint64_t ino, uint64_t off, size_t len,
-			  image_piece_fn fn, void *ctx)
+/* Walks the extents that hold [off, off + len) of the file whose inode is
+ * in.  Returns the bytes covered (short only at end of file) or the first
+ * error. */
+static ssize_t image_walk(struct cfs_image *img, const struct cfs_inode *in, uint64_t off,
+			  size_t len, image_piece_fn fn, void *ctx)
 {
-	struct cfs_inode inode;
 	uint64_t pos, end;
 	uint32_t i;
 	int ret;
 
-	ret = cfs_index_inode(img->idx, ino, &inode);
-	if (ret < 0)
-		return ret;
-	ret = cfs_index_extent_find(img->idx, ino, off, &i);
+	ret = cfs_index_file_extent_find(img->idx, in, off, &i);
 	if (ret < 0)
 		return ret;
 	if (ret == 1 || len == 0)
 		return 0; /* at or past the end */
 
-	end = off + CFS_MIN((uint64_t)len, inode.size - off);
+	end = off + CFS_MIN((uint64_t)len, in->size - off);
 	pos = off;
 	while (pos < end) {
 		struct cfs_extent e;
 		uint64_t eoff;
 		size_t n;
 
-		ret = cfs_index_extent(img->idx, ino, i++, &e);
+		ret = cfs_index_file_extent(img->idx, in, i++, &e);
 		if (ret < 0)
 			return ret;
 		if (ret == 0 || pos < e.file_off || pos - e.file_off >= e.len)
@@ -426,12 +423,6 @@ static int read_piece(struct cfs_image *img, void *ctx, uint32_t ci, uint64_t co
 		return 0;
 	}
 	return image_copy_chunk(img, ci, coff, dst, n);
-}
-
-static ssize_t image_read(struct cfs_image *img, uint64_t ino, uint8_t *buf, size_t len,
-			  uint64_t off)
-{
-	return image_walk(img, ino, off, len, read_piece, buf);
 }
 
 struct map_ctx {
@@ -466,11 +457,11 @@ static int map_piece(struct cfs_image *img, void *ctx, uint32_t ci, uint64_t cof
 	return 0;
 }
 
-static ssize_t image_map(struct cfs_image *img, uint64_t ino, uint64_t off, size_t len,
-			 struct cfs_image_seg *segs, unsigned max, unsigned *nseg)
+static ssize_t image_map(struct cfs_image *img, const struct cfs_inode *in, uint64_t off,
+			 size_t len, struct cfs_image_seg *segs, unsigned max, unsigned *nseg)
 {
 	struct map_ctx m = { segs, max, 0 };
-	ssize_t n = image_walk(img, ino, off, len, map_piece, &m);
+	ssize_t n = image_walk(img, in, off, len, map_piece, &m);
 
 	if (n < 0) {
 		cfs_image_unmap(segs, m.k);
@@ -480,8 +471,10 @@ static ssize_t image_map(struct cfs_image *img, uint64_t ino, uint64_t off, size
 	return n;
 }
 
-/* Counts a read that returned n, and feeds the readahead's detector. */
-static void read_account(struct cfs_image *img, uint64_t ino, uint64_t off, ssize_t n)
+/* Counts a read of in (NULL when it could not be had) that returned n, and
+ * feeds the readahead's detector. */
+static void read_account(struct cfs_image *img, const struct cfs_inode *in, uint64_t off,
+			 ssize_t n)
 {
 	stat_add(&img->reads, 1);
 	if (n < 0) {
@@ -489,21 +482,21 @@ static void read_account(struct cfs_image *img, uint64_t ino, uint64_t off, ssiz
 	} else {
 		stat_add(&img->read_bytes, (uint64_t)n);
 		if (img->ra && n > 0)
-			cfs_image_ra_note(img, ino, off, (uint64_t)n);
+			cfs_image_ra_note(img, in, off, (uint64_t)n);
 	}
 }
 
-ssize_t cfs_image_map(struct cfs_image *img, uint64_t ino, uint64_t off, size_t len,
+ssize_t cfs_image_map(struct cfs_image *img, const struct cfs_inode *in, uint64_t off, size_t len,
 		      struct cfs_image_seg *segs, unsigned max, unsigned *nseg)
 {
 	ssize_t n;
 
 	if (len > SSIZE_MAX)
 		len = SSIZE_MAX;
-	n = image_map(img, ino, off, len, segs, max, nseg);
+	n = image_map(img, in, off, len, segs, max, nseg);
 	/* Too many pieces is not an error: the caller reads instead. */
 	if (n != -E2BIG)
-		read_account(img, ino, off, n);
+		read_account(img, in, off, n);
 	return n;
 }
 
@@ -514,15 +507,29 @@ void cfs_image_unmap(struct cfs_image_seg *segs, unsigned n)
 		segs[k].buf = NULL;
 	}
 }
-ssize_t cfs_image_read(struct cfs_image *img, uint64_t ino, void *buf, size_t len, uint64_t off)
+
+ssize_t cfs_image_read_inode(struct cfs_image *img, const struct cfs_inode *in, void *buf,
+			     size_t len, uint64_t off)
 {
 	ssize_t n;
 
 	if (len > SSIZE_MAX)
 		len = SSIZE_MAX;
-	n = image_read(img, ino, buf, len, off);
-	read_account(img, ino, off, n);
+	n = image_walk(img, in, off, len, read_piece, buf);
+	read_account(img, in, off, n);
 	return n;
+}
+
+ssize_t cfs_image_read(struct cfs_image *img, uint64_t ino, void *buf, size_t len, uint64_t off)
+{
+	struct cfs_inode in;
+	int ret = cfs_index_inode(img->idx, ino, &in);
+
+	if (ret < 0) {
+		read_account(img, NULL, off, ret);
+		return ret;
+	}
+	return cfs_image_read_inode(img, &in, buf, len, off);
 }
 
 void cfs_image_stats_get(struct cfs_image *img, struct cfs_image_stats *out)

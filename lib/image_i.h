@@ -13,6 +13,7 @@
 
 #include "digest.h"
 #include "image.h"
+#include "index.h"
 
 /* Chunks remembered as timed out (image.c), direct-mapped by digest. */
 #define TIMEOUT_SLOTS 64
@@ -115,8 +116,10 @@ int cfs_image_load_chunk(void *ctx, const cfs_digest *d, uint32_t raw_size, uint
 
 /* ---- readahead.c ---- */
 
-/* Feeds a read of n > 0 bytes at off of ino to the sequential detector. */
-void cfs_image_ra_note(struct cfs_image *img, uint64_t ino, uint64_t off, uint64_t n);
+/* Feeds a read of n > 0 bytes at off of the file whose inode is in to the
+ * sequential detector. */
+void cfs_image_ra_note(struct cfs_image *img, const struct cfs_inode *in, uint64_t off,
+		       uint64_t n);
 
 /* Stops the pool, the prefetch thread with it, and frees it (none: no-op). */
 void cfs_image_ra_stop(struct cfs_image *img);

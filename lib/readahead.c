@@ -92,16 +92,17 @@ void cfs_image_ra_push(struct ra_pool *ra, uint32_t chunk, bool prefetch)
 	ra->qcount++;
 }
 
-static uint64_t ra_queue(struct cfs_image *img, uint64_t ino, uint64_t from, uint64_t to)
+static uint64_t ra_queue(struct cfs_image *img, const struct cfs_inode *in, uint64_t from,
+			 uint64_t to)
 {
 	struct ra_pool *ra = img->ra;
 	struct cfs_extent e;
 	uint32_t i, last = CFS_CHUNK_NONE;
 	uint64_t pos = from;
 
-	if (cfs_index_extent_find(img->idx, ino, from, &i) != 0)
+	if (cfs_index_file_extent_find(img->idx, in, from, &i) != 0)
 		return to;
-	while (pos < to && cfs_index_extent(img->idx, ino, i++, &e) == 1) {
+	while (pos < to && cfs_index_file_extent(img->idx, in, i++, &e) == 1) {
 		if (e.chunk != CFS_CHUNK_NONE && e.chunk != last) {
 			if (ra->qcount == RA_QUEUE) {
 				stat_add(&img->ra_dropped, 1);
@@ -116,17 +117,15 @@ static uint64_t ra_queue(struct cfs_image *img, uint64_t ino, uint64_t from, uin
 	return CFS_MAX(pos, to);
 }
 
-void cfs_image_ra_note(struct cfs_image *img, uint64_t ino, uint64_t off, uint64_t n)
+void cfs_image_ra_note(struct cfs_image *img, const struct cfs_inode *in, uint64_t off,
+		       uint64_t n)
 {
 	struct ra_pool *ra = img->ra;
+	uint64_t ino = in->ino, end = off + n, want;
 	struct ra_file *f = &ra->files[ino % RA_SLOTS];
 	struct cfs_index_info info;
-	struct cfs_inode in;
-	uint64_t end = off + n, want;
 	bool queued = false;
 
-	if (cfs_index_inode(img->idx, ino, &in) < 0)
-		return;
 	cfs_index_info(img->idx, &info);
 
 	pthread_mutex_lock(&ra->lock);
@@ -145,11 +144,11 @@ void cfs_image_ra_note(struct cfs_image *img, uint64_t ino, uint64_t off, uint64
 		f->next = f->ahead = end;
 	}
 	if (f->window) {
-		want = CFS_MIN(in.size, f->next + (uint64_t)f->window * info.chunk_size);
+		want = CFS_MIN(in->size, f->next + (uint64_t)f->window * info.chunk_size);
 		if (f->ahead < f->next)
 			f->ahead = f->next;
 		if (f->ahead < want) {
-			f->ahead = ra_queue(img, ino, f->ahead, want);
+			f->ahead = ra_queue(img, in, f->ahead, want);
 			queued = true;
 		}
 	}
@@ -237,7 +236,7 @@ int64_t cfs_image_willneed(struct cfs_image *img, uint64_t ino, uint64_t off, ui
 		return 0;
 	end = len > in.size - off ? in.size : off + len;
 	pthread_mutex_lock(&ra->lock);
-	got = ra_queue(img, ino, off, end);
+	got = ra_queue(img, &in, off, end);
 	pthread_cond_broadcast(&ra->wake);
 	pthread_mutex_unlock(&ra->lock);
 	return (int64_t)(CFS_MIN(got, end) - off);
