@@ -350,7 +350,7 @@ static int image_get_chunk(struct cfs_image *img, uint32_t ci, uint64_t coff, si
 
 /* Copies n bytes at offset coff of chunk ci into dst.  A cache file that
  * came up short (truncated under us) is dropped and the chunk had again,
- * once. */
+ * once; a second short one is -ESTALE, for the caller's log to say so. */
 static int image_copy_chunk(struct cfs_image *img, uint32_t ci, uint64_t coff, void *dst, size_t n)
 {
 	struct cfs_buf *b;
@@ -366,7 +366,7 @@ static int image_copy_chunk(struct cfs_image *img, uint32_t ci, uint64_t coff, v
 			cfs_cache_invalidate(img->cache, b);
 		cfs_buf_unref(b);
 		if (ret != -ESTALE || attempt)
-			return ret == -ESTALE ? -EIO : ret;
+			return ret;
 	}
 }
 

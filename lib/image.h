@@ -55,7 +55,8 @@ int cfs_image_config(struct cfs_image *img, void **out, size_t *len);
  * count (short only at end of file), -EINVAL (not a regular file), or the
  * error of the first chunk that could not be had: -ENOENT (object missing
  * from the store), -EBADMSG (digest mismatch), -EUCLEAN (corrupt object),
- * -EIO.  Never returns unverified bytes. */
+ * -ESTALE (its cache file came up short twice), -EIO.  Never returns
+ * unverified bytes. */
 ssize_t cfs_image_read(struct cfs_image *img, uint64_t ino, void *buf, size_t len, uint64_t off);
 /* The same for a caller that has decoded the file's inode already
  * (cfs_index_inode() of cfs_image_index(img)), as the FUSE daemon has to
