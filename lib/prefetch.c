@@ -146,9 +146,8 @@ static void *prefetch_thread(void *arg)
 		if (stop)
 			break;
 		stat_add(&img->prefetch_queued, 1);
-		ret = cfs_index_chunk(img->idx, ci, &c);
-		if (ret == 0)
-			ret = cfs_cache_get(img->cache, &c.digest, c.raw_size, cfs_image_load_chunk, img, &b);
+		(void)cfs_index_chunk(img->idx, ci, &c); /* ci < chunk_count: cannot fail */
+		ret = cfs_cache_get(img->cache, &c.digest, c.raw_size, cfs_image_load_chunk, img, &b);
 		if (ret == 0) {
 			cfs_buf_unref(b);
 			stat_add(&img->prefetch_done, 1);
