@@ -423,6 +423,22 @@ static void fin_section(struct cfs_disk_header *h, enum cfs_section s, size_t *p
 	*pos += size;
 }
 
+/* The header, then each section where h places it. */
+static void fin_copy(const struct cfs_bfinish *f, const struct cfs_disk_header *h, uint8_t *buf)
+{
+	const void *sec[CFS_SEC_COUNT] = {
+		[CFS_SEC_INODES] = f->inodes,   [CFS_SEC_DIRENTS] = f->dirents,
+		[CFS_SEC_EXTENTS] = f->extents, [CFS_SEC_CHUNKS] = f->chunks,
+		[CFS_SEC_XATTRS] = f->xattrs,   [CFS_SEC_STRINGS] = f->str,
+	};
+
+	memcpy(buf, h, sizeof(*h));
+	for (unsigned s = 0; s < CFS_SEC_COUNT; s++) {
+		if (h->sec[s].size)
+			memcpy(buf + le64toh(h->sec[s].offset), sec[s], le64toh(h->sec[s].size));
+	}
+}
+
 static void fin_free(struct cfs_bfinish *f)
 {
 	free(f->order);
@@ -513,23 +529,7 @@ int cfs_builder_finish(struct cfs_builder *b, void **index, size_t *len,
 		ret = -ENOMEM;
 		goto out;
 	}
-	memcpy(buf, &h, sizeof(h));
-	memcpy(buf + le64toh(h.sec[CFS_SEC_INODES].offset), f.inodes,
-	       f.ninodes * sizeof(*f.inodes));
-	if (f.ndirents)
-		memcpy(buf + le64toh(h.sec[CFS_SEC_DIRENTS].offset), f.dirents,
-		       f.ndirents * sizeof(*f.dirents));
-	if (f.nextents)
-		memcpy(buf + le64toh(h.sec[CFS_SEC_EXTENTS].offset), f.extents,
-		       f.nextents * sizeof(*f.extents));
-	if (f.nchunks)
-		memcpy(buf + le64toh(h.sec[CFS_SEC_CHUNKS].offset), f.chunks,
-		       f.nchunks * sizeof(*f.chunks));
-	if (f.nxattrs)
-		memcpy(buf + le64toh(h.sec[CFS_SEC_XATTRS].offset), f.xattrs,
-		       f.nxattrs * sizeof(*f.xattrs));
-	if (f.str_len)
-		memcpy(buf + le64toh(h.sec[CFS_SEC_STRINGS].offset), f.str, f.str_len);
+	fin_copy(&f, &h, buf);
 
 	if (stats) {
 		stats->inodes = f.ninodes;
