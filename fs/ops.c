@@ -414,17 +414,17 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		reply_open(req, do_open(fs, ino, fi), fi);
 }
 
-static int read_check(struct cfs_fs *fs, fuse_ino_t ino, off_t off)
+/* The inode of a file to read, decoded here once for the whole read. */
+static int read_check(struct cfs_fs *fs, fuse_ino_t ino, off_t off, struct cfs_inode *in)
 {
-	struct cfs_inode in;
 	int ret;
 
-	ret = fs_inode(fs, ino, &in);
+	ret = fs_inode(fs, ino, in);
 	if (ret < 0)
 		return ret;
-	if (S_ISDIR(in.mode))
+	if (S_ISDIR(in->mode))
 		return -EISDIR;
-	if (!S_ISREG(in.mode))
+	if (!S_ISREG(in->mode))
 		return -EINVAL;
 	if (off < 0)
 		return -EINVAL;
@@ -451,12 +451,13 @@ static ssize_t read_done(struct cfs_fs *fs, fuse_ino_t ino, size_t size, off_t o
 
 static ssize_t do_read(struct cfs_fs *fs, fuse_ino_t ino, void *buf, size_t size, off_t off)
 {
-	int ret = read_check(fs, ino, off);
+	struct cfs_inode in;
+	int ret = read_check(fs, ino, off, &in);
 
 	if (ret < 0)
 		return ret;
 	return read_done(fs, ino, size, off,
-			 cfs_image_read(fs->img, ino, buf, size, (uint64_t)off));
+			 cfs_image_read_inode(fs->img, &in, buf, size, (uint64_t)off));
 }
 
 /* Through a buffer: read() of the cache file or the chunk in memory,
@@ -487,16 +488,17 @@ static int read_splice(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
 {
 	struct cfs_fs *fs = fs_of(req);
 	struct cfs_image_seg segs[FS_REPLY_SEGS_MAX];
+	struct cfs_inode in;
 	unsigned nseg = 0;
 	ssize_t n;
 	int ret;
 
-	ret = read_check(fs, ino, off);
+	ret = read_check(fs, ino, off, &in);
 	if (ret < 0) {
 		reply_err(req, ret);
 		return 0;
 	}
-	n = cfs_image_map(fs->img, ino, (uint64_t)off, size, segs, FS_REPLY_SEGS_MAX, &nseg);
+	n = cfs_image_map(fs->img, &in, (uint64_t)off, size, segs, FS_REPLY_SEGS_MAX, &nseg);
 	if (n == -E2BIG)
 		return (int)n;
 	if (n < 0) {

@@ -17,6 +17,7 @@
 struct cfs_store;
 struct cfs_cache;
 struct cfs_index;
+struct cfs_inode;
 struct cfs_image;
 struct cfs_buf;
 
@@ -54,8 +55,14 @@ int cfs_image_config(struct cfs_image *img, void **out, size_t *len);
  * count (short only at end of file), -EINVAL (not a regular file), or the
  * error of the first chunk that could not be had: -ENOENT (object missing
  * from the store), -EBADMSG (digest mismatch), -EUCLEAN (corrupt object),
- * -EIO.  Never returns unverified bytes. */
+ * -ESTALE (its cache file came up short twice), -EIO.  Never returns
+ * unverified bytes. */
 ssize_t cfs_image_read(struct cfs_image *img, uint64_t ino, void *buf, size_t len, uint64_t off);
+/* The same for a caller that has decoded the file's inode already
+ * (cfs_index_inode() of cfs_image_index(img)), as the FUSE daemon has to
+ * check it: one read then decodes it once. */
+ssize_t cfs_image_read_inode(struct cfs_image *img, const struct cfs_inode *in, void *buf,
+			     size_t len, uint64_t off);
 
 /* One piece of a mapped read: len bytes at off of a chunk's content, which
  * buf references (a memory or file handle, lib/cache.h), or zeros when buf
@@ -67,13 +74,14 @@ struct cfs_image_seg {
 	size_t len;
 };
 
-/* Like cfs_image_read(), but instead of copying, returns in segs[0..*nseg)
- * references to where the bytes are, in order (adjacent pieces of one
- * chunk merged), for a caller that moves them itself (a splice).  Returns
+/* Like cfs_image_read_inode(), but instead of copying, returns in
+ * segs[0..*nseg) references to where the bytes are, in order (adjacent
+ * pieces of one chunk merged), for a caller that moves them itself (a
+ * splice).  Returns
  * the count covered (short only at end of file), the errors of
  * cfs_image_read(), or -E2BIG when more than max segments would be needed
  * (nothing is held then: read instead).  Release with cfs_image_unmap(). */
-ssize_t cfs_image_map(struct cfs_image *img, uint64_t ino, uint64_t off, size_t len,
+ssize_t cfs_image_map(struct cfs_image *img, const struct cfs_inode *in, uint64_t off, size_t len,
 		      struct cfs_image_seg *segs, unsigned max, unsigned *nseg);
 void cfs_image_unmap(struct cfs_image_seg *segs, unsigned n);
 

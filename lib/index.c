@@ -723,6 +723,8 @@ CFS_EXPORT int cfs_index_inode(const struct cfs_index *idx, uint64_t ino, struct
 		out->rdev = d.a;
 	if (S_ISDIR(d.mode) || S_ISREG(d.mode))
 		out->nentries = d.b;
+	if (S_ISREG(d.mode))
+		out->extent_first = d.a;
 	out->nxattrs = d.xattr_count;
 	return 0;
 }
@@ -878,34 +880,36 @@ CFS_EXPORT int cfs_index_getxattr(const struct cfs_index *idx, uint64_t ino, con
 	return -ENODATA;
 }
 
-static int get_regular(const struct cfs_index *idx, uint64_t ino, struct cfs_disk_inode *d)
+/* The extents of regular file in: 0 and where they start in the table, or
+ * -EINVAL for another type or an inode that is not this index's. */
+static int file_extents(const struct cfs_index *idx, const struct cfs_inode *in, uint64_t *first)
 {
-	int r = get_inode(idx, ino, d);
-
-	if (r)
-		return r;
-	return S_ISREG(d->mode) ? 0 : -EINVAL;
+	if (!S_ISREG(in->mode) || in->extent_first > idx->nextents ||
+	    in->nentries > idx->nextents - in->extent_first)
+		return -EINVAL;
+	*first = in->extent_first;
+	return 0;
 }
 
-CFS_EXPORT int cfs_index_extent_find(const struct cfs_index *idx, uint64_t ino, uint64_t off,
-				     uint32_t *i)
+CFS_EXPORT int cfs_index_file_extent_find(const struct cfs_index *idx, const struct cfs_inode *in,
+					  uint64_t off, uint32_t *i)
 {
-	struct cfs_disk_inode d;
 	uint32_t lo = 0, hi;
-	int r = get_regular(idx, ino, &d);
+	uint64_t first;
+	int r = file_extents(idx, in, &first);
 
 	if (r)
 		return r;
-	if (off >= d.size)
+	if (off >= in->size)
 		return 1;
 	/* The last extent starting at or before off; extents are contiguous
 	 * from 0, so it holds off. */
-	hi = d.b;
+	hi = in->nentries;
 	while (hi - lo > 1) {
 		uint32_t mid = lo + (hi - lo) / 2;
 		struct cfs_disk_extent x;
 
-		load_extent(idx, d.a + mid, &x);
+		load_extent(idx, first + mid, &x);
 		if (x.file_off <= off)
 			lo = mid;
 		else
@@ -915,23 +919,41 @@ CFS_EXPORT int cfs_index_extent_find(const struct cfs_index *idx, uint64_t ino, 
 	return 0;
 }
 
-CFS_EXPORT int cfs_index_extent(const struct cfs_index *idx, uint64_t ino, uint32_t i,
-				struct cfs_extent *out)
+CFS_EXPORT int cfs_index_file_extent(const struct cfs_index *idx, const struct cfs_inode *in,
+				     uint32_t i, struct cfs_extent *out)
 {
-	struct cfs_disk_inode d;
 	struct cfs_disk_extent x;
-	int r = get_regular(idx, ino, &d);
+	uint64_t first;
+	int r = file_extents(idx, in, &first);
 
 	if (r)
 		return r;
-	if (i >= d.b)
+	if (i >= in->nentries)
 		return 0;
-	load_extent(idx, d.a + i, &x);
+	load_extent(idx, first + i, &x);
 	out->file_off = x.file_off;
 	out->len = x.len;
 	out->chunk = x.chunk;
 	out->chunk_off = x.chunk_off;
 	return 1;
+}
+
+CFS_EXPORT int cfs_index_extent_find(const struct cfs_index *idx, uint64_t ino, uint64_t off,
+				     uint32_t *i)
+{
+	struct cfs_inode in;
+	int r = cfs_index_inode(idx, ino, &in);
+
+	return r ? r : cfs_index_file_extent_find(idx, &in, off, i);
+}
+
+CFS_EXPORT int cfs_index_extent(const struct cfs_index *idx, uint64_t ino, uint32_t i,
+				struct cfs_extent *out)
+{
+	struct cfs_inode in;
+	int r = cfs_index_inode(idx, ino, &in);
+
+	return r ? r : cfs_index_file_extent(idx, &in, i, out);
 }
 
 CFS_EXPORT int cfs_index_chunk(const struct cfs_index *idx, uint32_t chunk, struct cfs_chunk *out)

@@ -42,6 +42,7 @@ struct cfs_inode {
 	uint64_t rdev;        /* devices */
 	uint32_t nentries;    /* directories: entries; regular: extents */
 	uint32_t nxattrs;
+	uint64_t extent_first; /* regular: its first extent's place in the index */
 };
 
 struct cfs_dirent {
@@ -114,6 +115,13 @@ int cfs_index_getxattr(const struct cfs_index *idx, uint64_t ino, const char *na
 int cfs_index_extent_find(const struct cfs_index *idx, uint64_t ino, uint64_t off, uint32_t *i);
 /* Extent i of a regular file: 1 filled, 0 past the end, -EINVAL, -ENOENT. */
 int cfs_index_extent(const struct cfs_index *idx, uint64_t ino, uint32_t i, struct cfs_extent *out);
+/* The same two for a file whose inode the caller has decoded already
+ * (cfs_index_inode() of this index), so that a read that walks many
+ * extents decodes it once: as above, without -ENOENT. */
+int cfs_index_file_extent_find(const struct cfs_index *idx, const struct cfs_inode *in,
+			       uint64_t off, uint32_t *i);
+int cfs_index_file_extent(const struct cfs_index *idx, const struct cfs_inode *in, uint32_t i,
+			  struct cfs_extent *out);
 
 /* 0 or -ENOENT. */
 int cfs_index_chunk(const struct cfs_index *idx, uint32_t chunk, struct cfs_chunk *out);

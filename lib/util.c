@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -103,13 +104,14 @@ int cfs_parse_size(const char *s, uint64_t *out)
 	char *end;
 	unsigned long long v;
 	unsigned shift = 0;
+	bool over;
 
-	if (!s || !*s || *s == '-')
+	/* A digit first: strtoull() would take " -1" for 2^64 - 1. */
+	if (!s || *s < '0' || *s > '9')
 		return -EINVAL;
 	errno = 0;
 	v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -EINVAL;
+	over = errno == ERANGE;
 	switch (*end) {
 	case '\0': break;
 	case 'k': case 'K': shift = 10; end++; break;
@@ -124,7 +126,7 @@ int cfs_parse_size(const char *s, uint64_t *out)
 		end++;
 	if (*end)
 		return -EINVAL;
-	if (shift && v > (UINT64_MAX >> shift))
+	if (over || v > (UINT64_MAX >> shift))
 		return -ERANGE;
 	*out = (uint64_t)v << shift;
 	return 0;

@@ -33,7 +33,9 @@ void cfs_log(enum cfs_log_level level, const char *fmt, ...) CFS_PRINTF(2, 3);
  * verification, EXDEV a store path that a symlink leads out of the store. */
 const char *cfs_strerror(int neg_errno);
 
-/* "4096", "64K", "512M", "10G", "1T" (powers of 1024).  0 or -EINVAL. */
+/* "4096", "64K", "512M", "10G", "1T" (powers of 1024; "KiB", "KB" and
+ * the like too).  0, -EINVAL (not a size: empty, no leading digit, an
+ * unknown suffix), or -ERANGE (a valid size of 2^64 bytes or more). */
 int cfs_parse_size(const char *s, uint64_t *out);
 
 /* A decimal count in [min, max] (no sign, nothing after it): 0 or -EINVAL. */

@@ -637,6 +637,14 @@ static void test_accessors(void)
 	CHECK(cfs_index_extent(idx, 6, 0, &e) == -EINVAL);
 	CHECK(cfs_index_extent(idx, 2, 0, &e) == -EINVAL);
 	CHECK(cfs_index_extent(idx, 11, 0, &e) == -ENOENT);
+	/* By a decoded inode: the same answers; one that is not this index's
+	 * (extents past its table) is refused, not read. */
+	CHECK(cfs_index_inode(idx, 3, &in) == 0);
+	CHECK(cfs_index_file_extent(idx, &in, 1, &e) == 1 && e.file_off == 4096 && e.chunk == 1);
+	CHECK(cfs_index_file_extent_find(idx, &in, 4096, &i) == 0 && i == 1);
+	in.extent_first = UINT32_MAX;
+	CHECK(cfs_index_file_extent(idx, &in, 0, &e) == -EINVAL);
+	CHECK(cfs_index_file_extent_find(idx, &in, 0, &i) == -EINVAL);
 
 	CHECK(cfs_index_chunk(idx, 0, &c) == 0);
 	CHECK(c.raw_size == 4096 && c.stored_size == 100 && c.digest.b[0] == 0x11 &&

@@ -29,7 +29,8 @@ static void test_parse_uint(void)
 
 static void test_parse_size(void)
 {
-	static const char *const bad[] = { "", "-1", "1X", "1KX", "K", "1 K", NULL };
+	static const char *const bad[] = { "", "-1", " -1", "+1", " 1", "1X", "1KX", "K", "1 K",
+					   "99999999999999999999X", NULL };
 	uint64_t v = 0;
 
 	printf("cfs_parse_size: powers of 1024, suffixes, overflow\n");
@@ -38,7 +39,12 @@ static void test_parse_size(void)
 	CHECK(cfs_parse_size("512MiB", &v) == 0 && v == 512ull << 20);
 	CHECK(cfs_parse_size("10g", &v) == 0 && v == 10ull << 30);
 	CHECK(cfs_parse_size("1TB", &v) == 0 && v == 1ull << 40);
+	CHECK(cfs_parse_size("18446744073709551615", &v) == 0 && v == UINT64_MAX);
+	CHECK(cfs_parse_size("16777215T", &v) == 0 && v == 16777215ull << 40);
 	CHECK_EQ(cfs_parse_size("16777216T", &v), -ERANGE);
+	/* Too large for 64 bits before any suffix: the same answer. */
+	CHECK_EQ(cfs_parse_size("18446744073709551616", &v), -ERANGE);
+	CHECK_EQ(cfs_parse_size("99999999999999999999K", &v), -ERANGE);
 	for (unsigned i = 0; bad[i]; i++)
 		CHECK(cfs_parse_size(bad[i], &v) == -EINVAL, "'%s'", bad[i]);
 }
