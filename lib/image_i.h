@@ -97,7 +97,7 @@ struct obj_fetch {
 	size_t from;    /* the member of a store list that gave obj */
 };
 
-/* ---- image.c ---- */
+/* ---- image_load.c ---- */
 
 /* Fetches the object d names for of (from of->from on, when of->st is a
  * store list) and checks its decompressed size, into *raw_size, against
@@ -114,6 +114,13 @@ int cfs_image_obj_decode_into(struct obj_fetch *of, const cfs_digest *d, uint8_t
  * dst, verified. */
 int cfs_image_load_chunk(void *ctx, const cfs_digest *d, uint32_t raw_size, uint8_t *dst);
 
+/* A whole object (an index, an image config), verified against d, into a
+ * malloc'd *out of *out_len bytes, through the chunk cache when it fits a
+ * cache entry.  size: its decompressed size when the caller knows it, else
+ * 0; max: the largest accepted.  0 or -errno. */
+int cfs_image_load_obj(struct cfs_store *st, struct cfs_cache *cache, const cfs_digest *d,
+		       uint64_t max, uint64_t size, uint8_t **out, size_t *out_len);
+
 /* ---- readahead.c ---- */
 
 /* Feeds a read of n > 0 bytes at off of the file whose inode is in to the
@@ -126,8 +133,6 @@ void cfs_image_ra_stop(struct cfs_image *img);
 
 /* Queues chunk on the pool, which must have room; with ra->lock held. */
 void cfs_image_ra_push(struct ra_pool *ra, uint32_t chunk, bool prefetch);
-
-/* ---- prefetch.c ---- */
 
 /* Logs a prefetch failure (what: "list", "chunk" or "all"; chunk
  * CFS_CHUNK_NONE when none) the first time only: prefetch never fails a

@@ -21,20 +21,6 @@
 #include "index.h"
 #include "util.h"
 
-/* Prefetch is only ever an optimisation: its errors never fail a read and
- * are logged once per image, since one cause (a store down) makes many. */
-void cfs_image_prefetch_error(struct cfs_image *img, const char *what, uint32_t chunk, int err)
-{
-	if (atomic_exchange(&img->prefetch_warned, true))
-		return;
-	if (chunk == CFS_CHUNK_NONE)
-		cfs_warn("prefetch: %s: %s; reads are not affected, further prefetch errors "
-			 "not logged", what, cfs_strerror(err));
-	else
-		cfs_warn("prefetch: %s %u: %s; reads are not affected, further prefetch errors "
-			 "not logged", what, chunk, cfs_strerror(err));
-}
-
 /* Fetches, verifies and parses the image's prefetch list.  0 with *count 0
  * when the image has none. */
 int cfs_image_prefetch_list(struct cfs_image *img, uint32_t **chunks, size_t *count)

@@ -33,6 +33,20 @@
  * held up for long. */
 #define PREFETCH_PER_THREAD 2
 
+/* Prefetch is only ever an optimisation: its errors never fail a read and
+ * are logged once per image, since one cause (a store down) makes many. */
+void cfs_image_prefetch_error(struct cfs_image *img, const char *what, uint32_t chunk, int err)
+{
+	if (atomic_exchange(&img->prefetch_warned, true))
+		return;
+	if (chunk == CFS_CHUNK_NONE)
+		cfs_warn("prefetch: %s: %s; reads are not affected, further prefetch errors "
+			 "not logged", what, cfs_strerror(err));
+	else
+		cfs_warn("prefetch: %s %u: %s; reads are not affected, further prefetch errors "
+			 "not logged", what, chunk, cfs_strerror(err));
+}
+
 static void *ra_worker(void *arg)
 {
 	struct cfs_image *img = arg;
