@@ -31,7 +31,7 @@
 #            before it moves the tag; that node's origin requests count,
 #            its times do not); "direct": the nodes mount the link to the
 #            origin, no zonal cache; "shared": N mounts on ONE node (one
-#            disk cache directory for all of them, lib/cache_lock.c's
+#            disk cache directory for all of them, lib/cache/cache_lock.c's
 #            cross-process single flight), straight at the origin link
 #            (goal: 1.00 requests per object, as through a zonal cache).
 # Per N and mode: origin requests per unique object (object GETs in the

@@ -56,7 +56,7 @@ struct cfs_open_opts;
 
 int cfs_src_file_new(struct cfs_src **out);
 /* Direct mode: store, cache and image opened from oo as every command opens them
- * (lib/open.h). */
+ * (lib/image/open.h). */
 int cfs_src_image_new(const char *store, const char *image, const struct cfs_open_opts *oo,
 		      struct cfs_src **out, char *err, size_t errlen);
 /* cfs_model_open_image() with all of oo. */

@@ -14,9 +14,16 @@
 # on lib/ alone, never on one another; bench/ and tests/ sit on top of
 # everything.  A capability that two of them need goes down into lib/.
 #
+# lib/ shows the first four as folders, under the base (lib/util.c):
+#
+#     lib/ (util) -> lib/format/ -> lib/store/ -> lib/cache/ -> lib/image/
+#
 # What is checked:
 #   (a) no file in lib/ includes a header of fs/, tools/, loader/, bench/
 #       or tests/, nor fuse*.h or cuda*.h;
+#   (d) a file of lib/ includes headers of its own layer and of those to
+#       its left only (lib/cache/ may include lib/store/'s, never
+#       lib/image/'s);
 #   (b) fs/, tools/ and loader/ include headers of their own folder and of
 #       lib/ only (and system ones);
 #   (c) no call circle between the .c files of one folder: from the
@@ -50,18 +57,29 @@ find lib fs tools loader -name '*.[ch]' | sort >"$tmp/sources"
 
 echo "check-layers: (a) lib/ includes no header of fs/ tools/ loader/ bench/ tests/, no fuse*.h, no cuda*.h"
 echo "check-layers: (b) fs/ tools/ loader/ include their own and lib/'s headers only"
+echo "check-layers: (d) lib/: util <- format/ <- store/ <- cache/ <- image/, each includes only leftwards"
 # shellcheck disable=SC2046
 awk '
+BEGIN {
+	rank[""] = 0; rank["format"] = 1; rank["store"] = 2; rank["cache"] = 3; rank["image"] = 4
+}
 FNR == NR {
 	hdr[$1 SUBSEP $2] = 1
 	n = split($2, p, "/")
-	if (!(p[n] in owner))
+	if (!(p[n] in owner)) {
 		owner[p[n]] = $1
+		layer[p[n]] = n > 1 ? p[1] : ""
+	}
 	next
 }
 FNR == 1 {
-	split(FILENAME, p, "/")
+	n = split(FILENAME, p, "/")
 	dir = p[1]
+	mylayer = (dir == "lib" && n > 2) ? p[2] : ""
+	if (dir == "lib" && !(mylayer in rank)) {
+		print "  (d) " FILENAME ": lib/" mylayer "/ is not a layer of docs/ARCHITECTURE.md"
+		bad++
+	}
 	nfiles++
 }
 /^[ \t]*#[ \t]*include[ \t]*[<"]/ {
@@ -75,6 +93,13 @@ FNR == 1 {
 	if (dir == "lib" && base ~ /^(fuse|cuda).*\.h$/) {
 		print "  (a) " FILENAME ":" FNR ": includes " (q == "<" ? "<" name ">" : "\"" name "\"") \
 		      ": lib/ is built without FUSE and CUDA"
+		bad++
+		next
+	}
+	if (dir == "lib" && q == "\"" && n == 1 && (base in layer) && owner[base] == "lib" &&
+	    rank[layer[base]] > rank[mylayer]) {
+		print "  (d) " FILENAME ":" FNR ": includes " name " of lib/" layer[base] "/: lib/" \
+		      mylayer (mylayer == "" ? "" : "/") " is below it"
 		bad++
 		next
 	}
@@ -128,6 +153,9 @@ nm -A -P $(cat "$tmp/objs") 2>/dev/null | awk -v build="$build" '
 	sub(/\.o$/, "", src)
 	if (src ~ /^\.\._/ || src ~ /^meson-generated/)
 		next                    # a source of another folder, or generated
+	# meson names lib/cache/cache.c lib/libcfs.a.p/cache_cache.c.o
+	if (p[1] == "lib" && match(src, /^(format|store|cache|image)_/))
+		src = substr(src, 1, RLENGTH - 1) "/" substr(src, RLENGTH + 1)
 	node = p[1] "/" src
 	tgt = p[1] "/" p[2]
 	if ($3 == "U")

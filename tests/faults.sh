@@ -27,7 +27,7 @@ DEADLINE=3000 # ms, per read
 RETRIES=3
 # EIO must come within the deadline: the kernel may ask twice (readahead,
 # then the read itself), but a chunk that just timed out fails again at
-# once (lib/image.c), so one deadline and scheduling slack.
+# once (lib/image/image_load.c), so one deadline and scheduling slack.
 EIO_BOUND=$((DEADLINE + 3000))
 
 PASSED=0
@@ -212,7 +212,7 @@ wait "$hang_reader" || rc=$?
 cat "$W/hang.out"
 [ "$rc" -eq 0 ] || fail "hang: the read of data/f09 did not end in EIO within the deadline"
 expect_faults "hang" hang "$before"
-# A chunk that timed out fails at once for 2 s (lib/image.c): that is what
+# A chunk that timed out fails at once for 2 s (lib/image/image_load.c): that is what
 # keeps the kernel's retries from waiting a deadline each.
 sleep 2.1
 after_fault "hang" data/f09

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * fuzz-sig: libFuzzer target for what a store hands over as a tag or a
- * signature file (lib/store.c cfs_tag_parse, lib/sign.c cfs_sig_parse).
+ * signature file (lib/store/store.c cfs_tag_parse, lib/store/sign.c cfs_sig_parse).
  * Whatever the input, nothing may crash.  An accepted tag must print back
  * to the same reference; an accepted signature file must be canonical (it
  * formats back to the input byte for byte, so the signed bytes are known),

@@ -27,7 +27,7 @@
 static const char *corpus_dir;
 
 /*
- * A small index writer, independent of lib/builder.c so that the reader is
+ * A small index writer, independent of lib/format/builder.c so that the reader is
  * tested against the format as documented, and so that tests can write
  * what the builder never would.  Records are kept in host order and
  * converted at serialisation.

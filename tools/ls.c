@@ -12,7 +12,7 @@
  * "key value" line each, the prefetch list's length and the image config
  * on one line included (which read those objects too).  cfs-ls --config STORE IMAGE prints the image
  * config the image was packed with (an OCI image's config JSON), as it was.
- * The store and trust options are cfs-mount's (lib/open.h).
+ * The store and trust options are cfs-mount's (lib/image/open.h).
  */
 #include <dirent.h>
 #include <errno.h>

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cfs-sign: signs a store's tags and checks them offline (lib/sign.h).
+ * cfs-sign: signs a store's tags and checks them offline (lib/store/sign.h).
  *
  *   cfs-sign sign --key KEY.pem [--time SECONDS] STORE TAG
  *   cfs-sign verify --trust PUB.pem|DIR STORE TAG

@@ -65,7 +65,7 @@ ssize_t cfs_image_read_inode(struct cfs_image *img, const struct cfs_inode *in, 
 			     size_t len, uint64_t off);
 
 /* One piece of a mapped read: len bytes at off of a chunk's content, which
- * buf references (a memory or file handle, lib/cache.h), or zeros when buf
+ * buf references (a memory or file handle, lib/cache/cache.h), or zeros when buf
  * is NULL (a hole). */
 struct cfs_image_seg {
 	struct cfs_buf *buf;

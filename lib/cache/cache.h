@@ -58,7 +58,7 @@
  * nothing is created or deleted per chunk (docs/CACHE.md).
  *
  * Disk writes go through io_uring when the build has liburing and the
- * kernel allows it (lib/uring.h): the thread that loaded a chunk queues
+ * kernel allows it (lib/cache/uring.h): the thread that loaded a chunk queues
  * the write and returns, a thread of the cache lands it, and until then
  * the entry counts in disk_bytes but is not on disk yet (a concurrent
  * reader of the directory sees a miss, never a torn entry).  Otherwise,
