@@ -16,6 +16,8 @@
 
 #include "cfs_config.h"
 #include "cfs_load.h"
+#include "loader_i.h"
+#include "open.h"
 #include "util.h"
 
 #define PROG "cfs-load"
@@ -25,8 +27,8 @@
 struct args {
 	struct cfs_load_opts o;
 	bool verify, json, probe, list;
-	const char *cache_dir;
-	const char *trust;                 /* --trust, direct mode */
+	struct cfs_open_opts oo;           /* direct mode: store, cache, trust */
+	const char *oo_given;              /* the name of the first of those given */
 	const char *model;                 /* MODEL */
 	const char *store, *image, *path;  /* direct mode */
 };
@@ -55,9 +57,6 @@ static void usage(FILE *out)
 		"                          (default: O_DIRECT where the filesystem takes it,\n"
 		"                          unless the files are mostly in the page cache)\n"
 		"      --staged            host target: go through the staging ring too\n"
-		"      --cache DIR         direct mode: chunk cache directory (default: memory)\n"
-		"      --trust PUBKEY|DIR  direct mode: load a tag only if a key there signed it\n"
-		"                          (as cfs-mount --trust)\n"
 		"      --verify            read every tensor again and compare it with the target\n"
 		"      --list              after the load, print the tensor table: name, dtype,\n"
 		"                          shape, offset in the allocation, file, offset in the file\n"
@@ -65,7 +64,14 @@ static void usage(FILE *out)
 		"                          copies; memcpy for host)\n"
 		"      --json              one JSON object instead of text\n"
 		"  -h, --help              this text\n"
-		"  -V, --version           the version\n");
+		"  -V, --version           the version\n"
+		"\n"
+		"Direct mode (STORE IMAGE PATH), as cfs-mount takes them:\n"
+		"      --cache DIR        chunk cache directory (default: memory only)\n"
+		CFS_OPEN_CACHE_SIZE_USAGE
+		CFS_OPEN_TRUST_USAGE
+		"\n"
+		CFS_OPEN_STORE_USAGE);
 }
 
 enum {
@@ -76,8 +82,6 @@ enum {
 	OPT_DIRECT,
 	OPT_NO_DIRECT,
 	OPT_STAGED,
-	OPT_CACHE,
-	OPT_TRUST,
 	OPT_VERIFY,
 	OPT_LIST,
 	OPT_PROBE,
@@ -121,8 +125,9 @@ static int parse_args(int argc, char **argv, struct args *a)
 		{ "direct", no_argument, NULL, OPT_DIRECT },
 		{ "no-direct", no_argument, NULL, OPT_NO_DIRECT },
 		{ "staged", no_argument, NULL, OPT_STAGED },
-		{ "cache", required_argument, NULL, OPT_CACHE },
-		{ "trust", required_argument, NULL, OPT_TRUST },
+		CFS_OPEN_CACHE_OPTIONS,
+		CFS_OPEN_STORE_OPTIONS,
+		CFS_OPEN_TRUST_OPTION,
 		{ "verify", no_argument, NULL, OPT_VERIFY },
 		{ "list", no_argument, NULL, OPT_LIST },
 		{ "probe", no_argument, NULL, OPT_PROBE },
@@ -131,11 +136,12 @@ static int parse_args(int argc, char **argv, struct args *a)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
+	char msg[256];
 	unsigned dev;
-	int c, npos;
+	int c, li, npos, ret;
 
 	cfs_load_opts_init(&a->o);
-	while ((c = getopt_long(argc, argv, "t:d:hV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "t:d:hV", longopts, &li)) != -1) {
 		switch (c) {
 		case 't':
 			if (!strcmp(optarg, "cuda")) {
@@ -195,12 +201,6 @@ static int parse_args(int argc, char **argv, struct args *a)
 		case OPT_STAGED:
 			a->o.staged = 1;
 			break;
-		case OPT_CACHE:
-			a->cache_dir = optarg;
-			break;
-		case OPT_TRUST:
-			a->trust = optarg;
-			break;
 		case OPT_VERIFY:
 			a->verify = true;
 			break;
@@ -220,8 +220,15 @@ static int parse_args(int argc, char **argv, struct args *a)
 			printf(PROG " " CFS_VERSION "\n");
 			return 1;
 		default:
-			usage(stderr);
-			return -1;
+			ret = cfs_open_opt(&a->oo, c, optarg, msg, sizeof(msg));
+			if (ret < 0)
+				fprintf(stderr, PROG ": %s\n", msg);
+			else if (ret == 0)
+				usage(stderr);
+			if (ret <= 0)
+				return -1;
+			if (!a->oo_given)
+				a->oo_given = longopts[li].name;
 		}
 	}
 	npos = argc - optind;
@@ -236,12 +243,8 @@ static int parse_args(int argc, char **argv, struct args *a)
 		usage(stderr);
 		return -1;
 	}
-	if (a->trust && !a->store) {
-		fprintf(stderr, PROG ": --trust is for direct mode (STORE IMAGE PATH)\n");
-		return -1;
-	}
-	if (a->cache_dir && !a->store) {
-		fprintf(stderr, PROG ": --cache is for direct mode (STORE IMAGE PATH)\n");
+	if (a->oo_given && !a->store) {
+		fprintf(stderr, PROG ": --%s is for direct mode (STORE IMAGE PATH)\n", a->oo_given);
 		return -1;
 	}
 	return 0;
@@ -369,9 +372,12 @@ int main(int argc, char **argv)
 	double probe = 0;
 	int ret, status = 1;
 
+	cfs_open_opts_init(&a.oo);
 	ret = parse_args(argc, argv, &a);
-	if (ret)
+	if (ret) {
+		cfs_open_opts_release(&a.oo);
 		return ret > 0 ? 0 : 2;
+	}
 	cfs_log_setup(PROG, CFS_LOG_WARN, stderr);
 	cfs_malloc_tune();
 
@@ -394,8 +400,8 @@ int main(int argc, char **argv)
 	if (a.model)
 		ret = cfs_model_open(a.model, &m, err, sizeof(err));
 	else
-		ret = cfs_model_open_image_trusted(a.store, a.image, a.path, a.cache_dir, a.trust, &m,
-						   err, sizeof(err));
+		ret = cfs_model_open_image_with(a.store, a.image, a.path, &a.oo, &m, err,
+						sizeof(err));
 	if (ret < 0)
 		goto fail;
 	ret = cfs_model_load(m, &a.o, &l, err, sizeof(err));
@@ -439,5 +445,6 @@ fail:
 	fprintf(stderr, PROG ": %s\n", err[0] ? err : cfs_strerror(ret));
 out:
 	cfs_model_free(m); /* frees l */
+	cfs_open_opts_release(&a.oo);
 	return status;
 }

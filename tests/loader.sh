@@ -470,6 +470,42 @@ if [ $have_nginx = 1 ]; then
 	tail -n 1 "$W/down.err" | grep -q '^cfs-load: ' || fail "direct mode, server down: $(cat "$W/down.err")"
 	grep -Eqi 'connect|refused' "$W/down.err" || fail "direct mode, server down: no cause given: $(cat "$W/down.err")"
 	echo "   server down: $(tr '\n' ' ' <"$W/down.err")"
+	# A server that takes the connection and never answers: --deadline and
+	# --retries (lib/image/open.c, as cfs-mount takes them) bound the load,
+	# which would otherwise wait out 30 s per request; the same as keywords
+	# of the binding, where an unknown one is refused.
+	hang_port=$(free_port)
+	"$PY" -c 'import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(64)
+time.sleep(600)' "$hang_port" &
+	PIDS+=("$!")
+	wait_until 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$hang_port" 2>/dev/null ||
+		fail "the silent server did not listen"
+	hang=http://127.0.0.1:$hang_port/store
+	rc=0
+	timeout 20 "$CFS_LOAD" --deadline 1000 --retries 1 "$hang" "$ref" model.safetensors \
+		>"$W/hang.out" 2>"$W/hang.err" || rc=$?
+	[ "$rc" -eq 1 ] || fail "--deadline 1000 against a silent server exited $rc: $(head -n 3 "$W/hang.err")"
+	grep -qi 'timed out' "$W/hang.err" || fail "--deadline: no timeout named: $(cat "$W/hang.err")"
+	echo "   silent server, --deadline 1000 --retries 1: $(tail -n 1 "$W/hang.err")"
+	if "$PY" -c 'import numpy' 2>/dev/null; then
+		py_binding - "$hang" "$ref" <<'EOF' || fail "the binding's store options"
+import sys
+import cfs_load
+store, ref = sys.argv[1:]
+for kw, want in (({"deadline": 1000, "retries": 1}, "timed out"), ({"bogus": 1}, "unknown option")):
+    try:
+        cfs_load.Model.from_image(store, ref, "model.safetensors", **kw)
+    except cfs_load.Error as e:
+        assert want in str(e).lower(), (kw, str(e))
+        print(f"   binding, {kw}: {e}")
+    else:
+        raise SystemExit(f"from_image({kw}) against a silent server succeeded")
+EOF
+	fi
 else
 	[ "${CI:-}" = true ] && fail "nginx is not installed (required in CI)"
 	echo "   (HTTP part skipped: no nginx)"
