@@ -332,6 +332,17 @@ static int start_daemon(struct cfs_holder *h, bool reply_init, pid_t *out)
 	return 0;
 }
 
+/* Why start_daemon() failed, for the log and the state file: its own
+ * failures by what they mean, fork's and pipe's by their errno. */
+static const char *start_error(int ret)
+{
+	if (ret == -ETIMEDOUT)
+		return "the new daemon did not serve in time";
+	if (ret == -ECHILD)
+		return "the new daemon exited before it served";
+	return cfs_strerror(ret);
+}
+
 /* Reaps pid if it ends within ms: true once it is reaped. */
 static bool reap_within(pid_t pid, uint64_t ms)
 {
@@ -390,8 +401,7 @@ static void upgrade(struct cfs_holder *h)
 	ret = start_daemon(h, false, &pid);
 	if (ret < 0) {
 		snprintf(h->last_reason, sizeof(h->last_reason), "upgrade failed: %s",
-			 ret == -ETIMEDOUT ? "the new daemon did not serve in time" :
-					     "the new daemon exited before it served");
+			 start_error(ret));
 		cfs_err("%s", h->last_reason);
 		state_write(h);
 		return;
@@ -504,7 +514,7 @@ int cfs_holder_run(struct cfs_holder *h)
 	for (;;) {
 		struct pollfd pfd[2] = { { .fd = sfd, .events = POLLIN }, { .fd = h->fuse_fd } };
 		struct signalfd_siginfo si;
-		int status, timeout = -1;
+		int status, timeout = -1, err;
 		uint64_t now = now_ms();
 		pid_t pid;
 
@@ -574,13 +584,14 @@ int cfs_holder_run(struct cfs_holder *h)
 			if (mount_gone(h->fuse_fd))
 				break;
 			h->daemon_started_ms = now_ms();
-			if (start_daemon(h, false, &h->daemon) < 0) {
+			err = start_daemon(h, false, &h->daemon);
+			if (err < 0) {
 				h->daemon = 0;
 				backoff = backoff ? CFS_MIN(backoff * 2, (unsigned)BACKOFF_MAX_MS)
 						  : BACKOFF_MIN_MS;
 				restart_at = now_ms() + backoff;
 				snprintf(h->last_reason, sizeof(h->last_reason),
-					 "a new daemon failed to start");
+					 "a new daemon failed to start: %s", start_error(err));
 				cfs_err("%s; again in %u ms", h->last_reason, backoff);
 				state_write(h);
 				continue;
@@ -717,9 +728,11 @@ int cfs_holder_mount(const struct cfs_mount_args *a, struct cfs_daemon *d,
 		return CFS_HOLDER_MOUNT_CHILD;
 	}
 	if (ret < 0) {
-		/* The daemon printed why on the stderr we share. */
+		/* A daemon that exited printed why on the stderr we share. */
 		if (ret == -ETIMEDOUT)
 			fprintf(stderr, PROG ": the daemon did not serve within a minute\n");
+		else if (ret != -ECHILD)
+			fprintf(stderr, PROG ": starting the daemon: %s\n", cfs_strerror(ret));
 		goto out_unmount;
 	}
 	if (daemon_detach(ready_fd) < 0)
