@@ -64,7 +64,9 @@ static json_t *holder_state(const char *mp)
 		*slash = '\0', dir = realpath(copy, NULL);
 	else
 		dir = realpath(".", NULL);
-	if (dir && asprintf(&full, "%s%s%s", dir, strcmp(dir, "/") ? "/" : "", base) < 0)
+	if (!dir)
+		fprintf(stderr, PROG ": %s: %s\n", mp, strerror(errno));
+	else if (asprintf(&full, "%s%s%s", dir, strcmp(dir, "/") ? "/" : "", base) < 0)
 		full = NULL;
 	if (full && cfs_holder_state_path(full, &path) == 0) {
 		st = json_load_file(path, 0, &je);

@@ -145,9 +145,9 @@ static int parse_size(const char *name, const char *s, uint64_t *out)
 	{ "trust", required_argument, NULL, OPT_TRUST }
 
 static const struct o_key store_o_keys[] = {
-	{ "cache=", OPT_CACHE },       { "cache_size=", OPT_CACHE_SIZE },
+	{ "cache=", OPT_CACHE }, { "cache_size=", OPT_CACHE_SIZE },
 	{ "mem_cache=", OPT_MEM_CACHE }, { "deadline=", OPT_DEADLINE },
-	{ "ca_file=", OPT_CA_FILE },   { "trust=", OPT_TRUST },
+	{ "ca_file=", OPT_CA_FILE }, { "trust=", OPT_TRUST },
 };
 
 /* One of them, named name in a message ("--deadline", "-o deadline"):

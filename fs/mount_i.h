@@ -3,8 +3,9 @@
  * cfs-mount's command, split by what runs: main.c parses the arguments
  * and dispatches to the clients (client.c) or the daemon's start-up
  * (daemon.c), which runs the holder (holder.c) and serves (serve.c).
- * Calls go down that list only; fuse_args.c, mountinfo.c and log.c sit
- * below all of them.
+ * Calls only go down: main.c -> client.c, daemon.c; daemon.c -> serve.c
+ * -> holder.c; client.c -> holder.c; fuse_args.c, mountinfo.c and log.c
+ * sit below all of them and call none.
  */
 #ifndef CFS_MOUNT_I_H
 #define CFS_MOUNT_I_H
