@@ -3,7 +3,7 @@
 # choices on and off, beside the same tree on the local disk and squashfuse
 # of a squashfs of it (the FUSE peer).  Local directory store, warm cfs disk
 # cache; hyperfine medians.  The choices are turned off with cfs-mount's
-# benchmark knobs (environment, see read_bench_knobs in fs/main.c).
+# benchmark knobs (environment, see read_bench_knobs in fs/daemon.c).
 #
 #   bench/fuse-costs.sh [RUNS]        (root: mounts, drop_caches, bdi)
 #
@@ -103,12 +103,11 @@ done
 }
 [[ $sections == *2* ]] && {
 echo "## (2) re-read of 256 MiB after a first read"
-for t in local sqfs cfs cfs-no-keep-cache; do
+for t in local sqfs cfs; do
 	case $t in
 	local) f=$tree/big.bin ;;
 	sqfs) sq_mount; f=$sq/big.bin ;;
 	cfs) cfs_mount; f=$mnt/big.bin ;;
-	cfs-no-keep-cache) cfs_mount CFS_FUSE_NO_KEEP_CACHE=1; f=$mnt/big.bin ;;
 	esac
 	hf "re-read (cat) $t" "cat $f > /dev/null" --warmup 1
 	umount_all

@@ -31,13 +31,15 @@ struct cfs_fs {
 	double timeout;              /* entry and attr timeout, seconds */
 	/* Benchmark knobs (bench/fuse-costs.sh), read from the environment
 	 * once at start-up; the defaults are what cfs does. */
-	bool no_keep_cache;          /* CFS_FUSE_NO_KEEP_CACHE=1 */
 	bool no_readdirplus;         /* CFS_FUSE_NO_READDIRPLUS=1 */
 	bool want_open;              /* CFS_FUSE_OPEN=1: answer OPEN/RELEASE */
 	bool no_open;                /* set at init: the kernel skips OPEN and RELEASE */
 	bool splice;                 /* READ replies by splice (CFS_FUSE_SPLICE=0: off);
 	                              * cleared at init when libfuse cannot */
 	size_t max_read;             /* READ size that spliced replies fit; 0: any */
+	/* Under a holder (serve.c): replies are not written, while a later
+	 * daemon processes the INIT request the first one answered. */
+	bool serve_drop_replies;
 	struct cfs_recorder *rec;    /* --record, or NULL */
 	_Atomic uint64_t read_splice; /* READ replies spliced */
 	_Atomic uint64_t read_copy;   /* READ replies through a buffer */

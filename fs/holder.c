@@ -18,6 +18,10 @@
  * The holder has no threads, no network and no image open: nothing in it
  * can fail because of the store.  Only unmounting (or SIGTERM to the
  * holder) ends the mount.
+ *
+ * The end of this file is the holder's process as cfs-mount starts it:
+ * mounting with a session that never serves, forking the first daemon,
+ * detaching from the command, and taking over after its own upgrade.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -40,7 +45,7 @@
 #include "digest.h"
 #include "util.h"
 
-#include "fs.h"
+#include "mount_i.h"
 
 /* Linux 6.9 (protocol 7.40); not in Debian 12's headers. */
 #define CFS_FUSE_NOTIFY_RESEND 7
@@ -327,6 +332,17 @@ static int start_daemon(struct cfs_holder *h, bool reply_init, pid_t *out)
 	return 0;
 }
 
+/* Why start_daemon() failed, for the log and the state file: its own
+ * failures by what they mean, fork's and pipe's by their errno. */
+static const char *start_error(int ret)
+{
+	if (ret == -ETIMEDOUT)
+		return "the new daemon did not serve in time";
+	if (ret == -ECHILD)
+		return "the new daemon exited before it served";
+	return cfs_strerror(ret);
+}
+
 /* Reaps pid if it ends within ms: true once it is reaped. */
 static bool reap_within(pid_t pid, uint64_t ms)
 {
@@ -385,8 +401,7 @@ static void upgrade(struct cfs_holder *h)
 	ret = start_daemon(h, false, &pid);
 	if (ret < 0) {
 		snprintf(h->last_reason, sizeof(h->last_reason), "upgrade failed: %s",
-			 ret == -ETIMEDOUT ? "the new daemon did not serve in time" :
-					     "the new daemon exited before it served");
+			 start_error(ret));
 		cfs_err("%s", h->last_reason);
 		state_write(h);
 		return;
@@ -499,7 +514,7 @@ int cfs_holder_run(struct cfs_holder *h)
 	for (;;) {
 		struct pollfd pfd[2] = { { .fd = sfd, .events = POLLIN }, { .fd = h->fuse_fd } };
 		struct signalfd_siginfo si;
-		int status, timeout = -1;
+		int status, timeout = -1, err;
 		uint64_t now = now_ms();
 		pid_t pid;
 
@@ -569,13 +584,14 @@ int cfs_holder_run(struct cfs_holder *h)
 			if (mount_gone(h->fuse_fd))
 				break;
 			h->daemon_started_ms = now_ms();
-			if (start_daemon(h, false, &h->daemon) < 0) {
+			err = start_daemon(h, false, &h->daemon);
+			if (err < 0) {
 				h->daemon = 0;
 				backoff = backoff ? CFS_MIN(backoff * 2, (unsigned)BACKOFF_MAX_MS)
 						  : BACKOFF_MIN_MS;
 				restart_at = now_ms() + backoff;
 				snprintf(h->last_reason, sizeof(h->last_reason),
-					 "a new daemon failed to start");
+					 "a new daemon failed to start: %s", start_error(err));
 				cfs_err("%s; again in %u ms", h->last_reason, backoff);
 				state_write(h);
 				continue;
@@ -589,4 +605,219 @@ int cfs_holder_run(struct cfs_holder *h)
 	if (h->state_path)
 		unlink(h->state_path);
 	return ret;
+}
+
+/* ---- the holder's process: mounting, detaching, taking over ------------- */
+
+/* The binary a holder runs for its daemons: the one installed at the path
+ * this process was started from (an upgrade replaces that file). */
+static char *self_exe(void)
+{
+	char buf[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+	const char *del = " (deleted)";
+
+	if (n <= 0)
+		return NULL;
+	buf[n] = '\0';
+	if ((size_t)n > strlen(del) && !strcmp(buf + n - strlen(del), del))
+		buf[n - strlen(del)] = '\0';
+	return strdup(buf);
+}
+
+/* What a holder runs its daemons with: the binary installed at the path
+ * this process came from, its arguments plus -f, the working directory
+ * (for relative paths in them), its own arguments for its upgrade.  The
+ * caller frees h->exe and h->argv.  0 or -errno. */
+static int holder_args(struct cfs_holder *h, int argc, char **argv, char *cwd, size_t cwd_len)
+{
+	char *exe = self_exe(), **dargv = calloc((size_t)argc + 2, sizeof(*dargv));
+
+	if (!exe || !dargv || !getcwd(cwd, cwd_len)) {
+		int e = errno ? errno : ENOMEM;
+
+		free(exe);
+		free(dargv);
+		return -e;
+	}
+	memcpy(dargv, argv, (size_t)argc * sizeof(*dargv));
+	dargv[argc] = (char *)"-f";
+	h->exe = exe;
+	h->argv = dargv;
+	h->holder_argv = argv;
+	h->cwd = cwd;
+	return 0;
+}
+
+/* The child, once mounted: leaves the terminal and the working directory,
+ * then lets the parent go. */
+static int daemon_detach(int *ready_fd)
+{
+	unsigned char ok = CFS_READY_OK;
+	int nullfd;
+
+	if (setsid() < 0 || chdir("/") < 0) {
+		fprintf(stderr, PROG ": cannot detach: %s\n", strerror(errno));
+		return -1;
+	}
+	nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (nullfd < 0) {
+		fprintf(stderr, PROG ": /dev/null: %s\n", strerror(errno));
+		return -1;
+	}
+	fflush(NULL);
+	/* Before the parent exits: whoever waits for its output must not wait
+	 * for the daemon's too. */
+	dup2(nullfd, STDIN_FILENO);
+	dup2(nullfd, STDOUT_FILENO);
+	dup2(nullfd, STDERR_FILENO);
+	if (nullfd > STDERR_FILENO)
+		close(nullfd);
+	if (write(*ready_fd, &ok, 1) != 1)
+		return -1;
+	close(*ready_fd);
+	*ready_fd = -1;
+	return 0;
+}
+
+int cfs_holder_mount(const struct cfs_mount_args *a, struct cfs_daemon *d,
+		     struct fuse_args *args, const char *mountpoint, int argc, char **argv,
+		     int *ready_fd, enum cfs_log_level level)
+{
+	static const struct fuse_lowlevel_ops no_ops = { 0 };
+	struct cfs_holder h = { .fuse_fd = -1, .init_fd = -1, .mountpoint = mountpoint,
+				.image = a->image, .store = a->store };
+	struct fuse_session *se;
+	char cwd[PATH_MAX];
+	int ret, status = 1;
+
+	se = fuse_session_new(args, &no_ops, sizeof(no_ops), NULL);
+	if (!se) {
+		fprintf(stderr, PROG ": invalid mount options (see above)\n");
+		return 1;
+	}
+	ret = holder_args(&h, argc, argv, cwd, sizeof(cwd));
+	if (ret < 0) {
+		fprintf(stderr, PROG ": %s\n", strerror(-ret));
+		goto out_session;
+	}
+	h.fork_first = true;
+	if (geteuid() == 0)
+		cfs_holder_state_path(mountpoint, &h.state_path);
+	if (fuse_session_mount(se, mountpoint) < 0) {
+		fprintf(stderr, PROG ": cannot mount at %s (see above)\n", a->mountpoint);
+		goto out_session;
+	}
+	h.fuse_fd = fuse_session_fd(se);
+	ret = cfs_holder_read_init(h.fuse_fd, &h.init_fd);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": reading INIT from the kernel: %s\n", cfs_strerror(ret));
+		goto out_unmount;
+	}
+	ret = cfs_holder_start(&h);
+	if (ret == CFS_HOLDER_CHILD) {
+		/* The first daemon, forked: it serves from main(), with its own
+		 * session; the holder's stays with the holder (kept reachable
+		 * here: it is the holder's to unmount and free). */
+		d->holder_session = se;
+		close(*ready_fd); /* the command's pipe is the holder's to answer */
+		*ready_fd = -1;
+		free(h.state_path);
+		free(h.argv);
+		free(h.exe);
+		return CFS_HOLDER_MOUNT_CHILD;
+	}
+	if (ret < 0) {
+		/* A daemon that exited printed why on the stderr we share. */
+		if (ret == -ETIMEDOUT)
+			fprintf(stderr, PROG ": the daemon did not serve within a minute\n");
+		else if (ret != -ECHILD)
+			fprintf(stderr, PROG ": starting the daemon: %s\n", cfs_strerror(ret));
+		goto out_unmount;
+	}
+	if (daemon_detach(ready_fd) < 0)
+		goto out_stop;
+	if (!d->log) {
+		d->log = cfs_mount_syslog();
+		cfs_log_setup(PROG, level, d->log);
+	}
+	ret = cfs_holder_run(&h);
+	if (ret < 0)
+		cfs_err("holder: %s", cfs_strerror(ret));
+	status = ret < 0;
+	/* Unmounted already, unless told to end it (1): libfuse sees that
+	 * (POLLERR on the fd) and only frees what it kept. */
+	goto out_unmount;
+out_stop:
+	if (h.daemon)
+		kill(h.daemon, SIGKILL);
+out_unmount:
+	fuse_session_unmount(se);
+out_session:
+	fuse_session_destroy(se);
+	if (h.init_fd >= 0)
+		close(h.init_fd);
+	free(h.state_path);
+	free(h.argv);
+	free(h.exe);
+	return status;
+}
+
+/* Unmounts what a resumed holder holds (it has no session to do it). */
+static void holder_unmount(const char *mp)
+{
+	pid_t pid;
+	int st;
+
+	if (geteuid() == 0 && umount2(mp, 0) == 0)
+		return;
+	pid = fork();
+	if (pid == 0) {
+		execlp("fusermount3", "fusermount3", "-u", "-z", "--", mp, (char *)NULL);
+		_exit(127);
+	}
+	if (pid > 0)
+		waitpid(pid, &st, 0);
+}
+
+int cfs_holder_takeover(const struct cfs_mount_args *a, int argc, char **argv,
+			struct cfs_daemon *d, enum cfs_log_level level)
+{
+	struct cfs_holder h = { .fuse_fd = -1, .init_fd = -1, .image = a->image,
+				.store = a->store };
+	char *env = strdup(getenv(CFS_HOLDER_RESUME_ENV));
+	char cwd[PATH_MAX];
+	int ret, status = 1;
+
+	/* Its daemons must not take themselves for holders. */
+	unsetenv(CFS_HOLDER_RESUME_ENV);
+	if (!d->log) {
+		d->log = cfs_mount_syslog();
+		cfs_log_setup(PROG, level, d->log);
+	}
+	ret = env ? holder_args(&h, argc, argv, cwd, sizeof(cwd)) : -ENOMEM;
+	if (ret == 0)
+		ret = cfs_holder_resume(&h, env);
+	if (ret < 0) {
+		cfs_err("holder upgrade: cannot take over (%s: %s): the mount lives as long as "
+			"its daemon", env ? env : "no state", cfs_strerror(ret));
+		goto out;
+	}
+	if (geteuid() == 0)
+		cfs_holder_state_path(h.mountpoint, &h.state_path);
+	if (chdir("/") < 0) {
+		/* nothing depends on it */
+	}
+	cfs_info("holder upgraded (%u): holding %s, daemon %ld", h.holder_execs, h.mountpoint,
+		 (long)h.daemon);
+	ret = cfs_holder_run(&h);
+	if (ret == 1)
+		holder_unmount(h.mountpoint);
+	status = ret < 0;
+out:
+	free(h.state_path);
+	free(h.argv);
+	free(h.exe);
+	free(env);
+	return status;
 }

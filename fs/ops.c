@@ -398,7 +398,7 @@ static int do_open(struct cfs_fs *fs, fuse_ino_t ino, struct fuse_file_info *fi)
 		return -EISDIR;
 	/* The data never changes: keep the page cache across opens, and
 	 * closing has nothing to flush. */
-	fi->keep_cache = !fs->no_keep_cache; /* the knob is for benchmarks only */
+	fi->keep_cache = 1;
 	fi->noflush = 1;
 	return 0;
 }

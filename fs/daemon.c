@@ -1,0 +1,794 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cfs-mount: mount an image of a store read-only over FUSE.
+ * cfs-mount's daemon: opens the store, the cache and the image, mounts
+ * and serves until unmounted.
+ *
+ * Everything that can fail because of the arguments (the store, the image,
+ * its index, the cache, the mount point) fails with one line on stderr and
+ * exit status 1 with nothing left behind.
+ *
+ * Without -f the process forks first: the parent waits on a pipe for one
+ * status byte and exits 0 once the mount is ready, 1 if it failed.  The
+ * child is the holder (holder.c): it mounts, keeps the /dev/fuse fd, and
+ * runs the serving daemon as its child (first itself forked, later this
+ * program exec'd with -f and the connection), starting it again if it
+ * dies; the daemon opens
+ * the store, the cache and the image (printing any error to the stderr
+ * they all share; the holder then unmounts), serves until unmounted, and
+ * writes the stats.  With -f this process opens everything before it
+ * mounts, then serves.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "fetch.h"
+#include "image.h"
+#include "profile.h"
+#include "sign.h"
+#include "store.h"
+#include "util.h"
+
+#include "mount_i.h"
+
+#define ENTRY_TIMEOUT 86400.0 /* the image is immutable */
+#define MAX_IDLE_THREADS 10
+#define MAX_THREADS 32
+#define READAHEAD_KB "1024"
+#define RECORD_SAVE_SEC 5 /* the profile is saved this often while it grows */
+
+/* Benchmark knobs, for bench/fuse-costs.sh only: each turns one of the FUSE
+ * path choices off (or changes it) so that its effect can be measured.  Read
+ * once here, before the session starts; unset, cfs behaves as it always does.
+ *   CFS_FUSE_TIMEOUT=SEC         entry and attr timeout (default 86400)
+ *   CFS_FUSE_NO_READDIRPLUS=1    do not ask for READDIRPLUS
+ *   CFS_FUSE_SPLICE=0            READ replies through a buffer, not spliced
+ *                                from the cache files (also the fallback
+ *                                where libfuse cannot splice)
+ *   CFS_FUSE_READAHEAD_KB=KB     bdi read_ahead_kb (default 1024; 0 = leave
+ *                                the kernel's default alone)
+ *   CFS_FUSE_CLONE_FD=0|1        a cloned /dev/fuse fd per loop thread (default
+ *                                1 in the foreground; always 0 under a holder) */
+static void read_bench_knobs(struct cfs_daemon *d)
+{
+	const char *v;
+	char *end;
+
+	d->fs.timeout = ENTRY_TIMEOUT;
+	v = getenv("CFS_FUSE_TIMEOUT");
+	if (v && *v) {
+		double t = strtod(v, &end);
+
+		if (!*end && t >= 0)
+			d->fs.timeout = t;
+	}
+	v = getenv("CFS_FUSE_NO_READDIRPLUS");
+	d->fs.no_readdirplus = v && !strcmp(v, "1");
+	v = getenv("CFS_FUSE_OPEN");
+	d->fs.want_open = v && !strcmp(v, "1");
+	v = getenv("CFS_FUSE_SPLICE");
+	d->fs.splice = !(v && !strcmp(v, "0"));
+	v = getenv("CFS_FUSE_CLONE_FD");
+	d->clone_fd = v ? !strcmp(v, "1") : true;
+	snprintf(d->readahead_kb, sizeof(d->readahead_kb), "%s", READAHEAD_KB);
+	v = getenv("CFS_FUSE_READAHEAD_KB");
+	if (v && *v) {
+		unsigned long kb = strtoul(v, &end, 10);
+
+		if (!*end && kb <= 1048576)
+			snprintf(d->readahead_kb, sizeof(d->readahead_kb), "%lu", kb);
+	}
+}
+
+/* An absolute version of path (which need not exist): the daemon changes
+ * to / when it detaches. */
+static char *abs_path(const char *path)
+{
+	char cwd[PATH_MAX];
+	char *out;
+
+	if (path[0] == '/' || strstr(path, "://"))
+		return strdup(path);
+	if (!getcwd(cwd, sizeof(cwd)))
+		return NULL;
+	if (asprintf(&out, "%s/%s", cwd, path) < 0)
+		return NULL;
+	return out;
+}
+
+/* A store argument with each member of a list ("A,B,...") absolute: the
+ * daemon leaves the working directory. */
+static char *abs_store(const char *loc)
+{
+	char *out = NULL, *one, *joined;
+	const char *p = loc;
+
+	for (;;) {
+		size_t n = strcspn(p, ",");
+		char *member = strndup(p, n);
+
+		one = member ? abs_path(member) : NULL;
+		free(member);
+		if (!one || asprintf(&joined, "%s%s%s", out ? out : "", out ? "," : "", one) < 0) {
+			free(one);
+			free(out);
+			return NULL;
+		}
+		free(one);
+		free(out);
+		out = joined;
+		if (!p[n])
+			return out;
+		p += n + 1;
+	}
+}
+
+/* stats ------------------------------------------------------------------ */
+
+static int stats_write(struct cfs_daemon *d)
+{
+	char json[CFS_FS_STATS_MAX + 1], *tmp = NULL;
+	int fd, n, ret;
+
+	n = cfs_fs_stats_json(&d->fs, json, sizeof(json) - 1);
+	if (n < 0)
+		return n;
+	json[n++] = '\n';
+
+	pthread_mutex_lock(&d->stats_lock);
+	if (asprintf(&tmp, "%s.tmp.%ld", d->stats_path, (long)getpid()) < 0) {
+		ret = -ENOMEM;
+		goto out_unlock;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		ret = -errno;
+		goto out_free;
+	}
+	ret = cfs_write_full(fd, json, (size_t)n);
+	if (close(fd) < 0 && ret == 0)
+		ret = -errno;
+	if (ret == 0 && rename(tmp, d->stats_path) < 0)
+		ret = -errno;
+	if (ret < 0)
+		unlink(tmp);
+out_free:
+	free(tmp);
+out_unlock:
+	pthread_mutex_unlock(&d->stats_lock);
+	if (ret < 0)
+		cfs_err("stats file %s: %s", d->stats_path, cfs_strerror(ret));
+	return ret;
+}
+
+/* Saves the profile (atomically); quiet is for the periodic save, which
+ * skips a profile that has not grown. */
+static int record_write(struct cfs_daemon *d, bool quiet)
+{
+	size_t n;
+	int ret;
+
+	if (!d->fs.rec)
+		return 0;
+	n = cfs_recorder_count(d->fs.rec);
+	if (quiet && n == d->record_saved)
+		return 0;
+	ret = cfs_recorder_save(d->fs.rec, d->record_path);
+	if (ret < 0)
+		cfs_err("profile %s: %s", d->record_path, cfs_strerror(ret));
+	else
+		d->record_saved = n;
+	return ret;
+}
+
+/* The daemon's housekeeping thread.  SIGUSR1 is blocked in every thread;
+ * this one takes it with sigtimedwait(), so writing the stats and the
+ * profile needs no signal handler and no global.  It also wakes once a
+ * second to run the cache pass that ring writes asked for (readers that
+ * went quiet run none), and saves the profile every RECORD_SAVE_SEC. */
+static void *stats_thread_main(void *arg)
+{
+	const struct timespec period = { .tv_sec = 1 };
+	struct cfs_daemon *d = arg;
+	unsigned ticks = 0;
+	sigset_t set;
+	int sig;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	for (;;) {
+		sig = sigtimedwait(&set, NULL, &period);
+		if (atomic_load(&d->stopping))
+			break;
+		if (sig < 0 && errno == EAGAIN) {
+			cfs_cache_tick(d->fs.cache);
+			if (d->fs.rec && ++ticks % RECORD_SAVE_SEC == 0)
+				record_write(d, true);
+			continue;
+		}
+		if (sig != SIGUSR1)
+			continue;
+		if (d->stats_path)
+			stats_write(d);
+		record_write(d, false);
+	}
+	return NULL;
+}
+
+static int stats_thread_start(struct cfs_daemon *d)
+{
+	sigset_t all, old;
+	int ret;
+
+	/* The thread takes no signal but through sigwait: SIGTERM and SIGINT
+	 * must reach a thread of the FUSE loop. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	ret = -pthread_create(&d->stats_thread, NULL, stats_thread_main, d);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (ret == 0)
+		d->stats_thread_started = true;
+	return ret;
+}
+
+static void stats_thread_stop(struct cfs_daemon *d)
+{
+	if (!d->stats_thread_started)
+		return;
+	atomic_store(&d->stopping, true);
+	pthread_kill(d->stats_thread, SIGUSR1);
+	pthread_join(d->stats_thread, NULL);
+	d->stats_thread_started = false;
+}
+
+/* setup ------------------------------------------------------------------ */
+
+static char *default_cache_dir(void)
+{
+	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+	char *out;
+
+	if (geteuid() == 0)
+		return strdup("/var/cache/cfs");
+	if (xdg && xdg[0] == '/')
+		return asprintf(&out, "%s/cfs", xdg) < 0 ? NULL : out;
+	if (home && home[0] == '/')
+		return asprintf(&out, "%s/.cache/cfs", home) < 0 ? NULL : out;
+	return strdup("/var/tmp/cfs-cache");
+}
+
+
+/* Opens store, cache and image, printing one line for what failed. */
+static int open_image(const struct cfs_mount_args *a, struct cfs_daemon *d, const char *store_abs)
+{
+	struct cfs_store_opts so = { .fetch = &a->fetch };
+	struct cfs_cache_opts co = { 0 };
+	struct cfs_trust *trust = NULL;
+	char ref[CFS_REF_STRLEN], why[256] = "";
+	const char *pinned;
+	char *cache_dir = NULL;
+	cfs_digest dg;
+	int ret;
+
+	ret = cfs_store_open_opts(store_abs, 0, &so, &d->fs.store);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": store %s: %s\n", a->store,
+			ret == -EUCLEAN ? "not a cfs store" : cfs_strerror(ret));
+		return ret;
+	}
+
+	cache_dir = a->cache_dir ? abs_path(a->cache_dir) : default_cache_dir();
+	if (!cache_dir) {
+		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	co.dir = cache_dir;
+	co.disk_max = a->cache_size;
+	co.mem_max = a->mem_cache;
+	ret = cfs_cache_new(&co, &d->fs.cache);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": cache %s: %s\n", cache_dir, cfs_strerror(ret));
+		goto out;
+	}
+
+	/* A restarted daemon opens what the mount's first daemon opened, by
+	 * reference: the tag may have moved since, and the signature was
+	 * checked then. */
+	pinned = getenv(CFS_SERVE_FD_ENV) ? getenv(CFS_SERVE_REF_ENV) : NULL;
+	if (pinned && cfs_digest_parse(pinned, false, &dg) < 0)
+		pinned = NULL;
+	if (pinned) {
+		ret = 0;
+	} else if (a->trust) {
+		ret = cfs_trust_load(a->trust, &trust);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": --trust %s: %s\n", a->trust,
+				ret == -EINVAL ? "no Ed25519 public keys (PEM) there" : cfs_strerror(ret));
+			goto out;
+		}
+		ret = cfs_store_resolve_trusted(d->fs.store, trust, a->image, &dg, NULL, why,
+						sizeof(why));
+		cfs_trust_free(trust);
+	} else {
+		ret = cfs_store_resolve(d->fs.store, a->image, &dg);
+	}
+	if (ret == -ENOKEY) {
+		fprintf(stderr, PROG ": image '%s' refused: %s in store %s; sign it (cfs-pack --sign, "
+			"cfs-sign sign) or mount it by sha256: reference\n", a->image, why, a->store);
+		goto out;
+	} else if ((ret == -EPERM || ret == -EUCLEAN) && why[0]) {
+		fprintf(stderr, PROG ": image '%s' refused: %s\n", a->image, why);
+		goto out;
+	} else if (ret == -ENXIO) {
+		fprintf(stderr, PROG ": store %s: not a cfs store (no cfs-store marker there)\n",
+			a->store);
+		goto out;
+	} else if (ret == -ENOENT) {
+		fprintf(stderr, PROG ": image '%s' not found in store %s\n", a->image, a->store);
+		goto out;
+	} else if (ret == -EINVAL) {
+		fprintf(stderr, PROG ": invalid image name '%s' (a tag or sha256:<64 hex>)\n",
+			a->image);
+		goto out;
+	} else if (ret < 0) {
+		fprintf(stderr, PROG ": image '%s': %s\n", a->image, cfs_strerror(ret));
+		goto out;
+	}
+	/* Open what the tag named just now, even if it moves meanwhile. */
+	cfs_digest_ref(&dg, ref);
+	memcpy(d->ref, ref, sizeof(d->ref));
+	ret = cfs_image_open(d->fs.store, d->fs.cache, ref, &d->fs.img);
+	if (ret == -ENXIO) {
+		fprintf(stderr, PROG ": store %s: not a cfs store (no cfs-store marker there)\n",
+			a->store);
+		goto out;
+	} else if (ret == -ENOENT && strcmp(a->image, ref)) {
+		fprintf(stderr, PROG ": image '%s': the tag names %s, which is not in store %s\n",
+			a->image, ref, a->store);
+		goto out;
+	} else if (ret == -ENOENT) {
+		fprintf(stderr, PROG ": image '%s' not found in store %s\n", a->image, a->store);
+		goto out;
+	} else if (ret < 0) {
+		fprintf(stderr, PROG ": image %s: %s\n", ref, cfs_strerror(ret));
+		goto out;
+	}
+	if (a->readahead) {
+		ret = cfs_image_set_readahead(d->fs.img, CFS_READAHEAD_THREADS_DEFAULT, a->readahead);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": readahead: %s\n", cfs_strerror(ret));
+			goto out;
+		}
+	}
+	d->fs.idx = cfs_image_index(d->fs.img);
+	if (d->record_path) {
+		ret = cfs_recorder_new(d->fs.idx, &dg, &d->fs.rec);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": --record: %s\n", cfs_strerror(ret));
+			goto out;
+		}
+		/* Now, so that a bad path fails the mount rather than the exit. */
+		ret = cfs_recorder_save(d->fs.rec, d->record_path);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": --record %s: %s\n", a->record, cfs_strerror(ret));
+			goto out;
+		}
+	}
+	/* Without readahead threads there is nothing to prefetch with; an
+	 * explicit --prefetch was refused at parse time. */
+	if (a->prefetch != CFS_PREFETCH_NONE && a->readahead) {
+		ret = cfs_image_prefetch_start(d->fs.img, a->prefetch);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": prefetch: %s\n", cfs_strerror(ret));
+			goto out;
+		}
+	}
+	cfs_index_info(d->fs.idx, &d->fs.info);
+	cfs_info("image %s: %" PRIu64 " inodes, %" PRIu64 " chunks, %" PRIu64 " bytes of files",
+		 ref, d->fs.info.inode_count, d->fs.info.chunk_count, d->fs.info.total_file_bytes);
+out:
+	free(cache_dir);
+	return ret;
+}
+
+static int check_mountpoint(const char *mp, char **out)
+{
+	struct stat st;
+
+	if (stat(mp, &st) < 0) {
+		fprintf(stderr, PROG ": mountpoint %s: %s\n", mp, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, PROG ": mountpoint %s: %s\n", mp, strerror(ENOTDIR));
+		return -1;
+	}
+	*out = realpath(mp, NULL);
+	if (!*out) {
+		fprintf(stderr, PROG ": mountpoint %s: %s\n", mp, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* The kernel gives a FUSE mount 128 KiB of readahead whatever the daemon
+ * asks for; its bdi setting is what lets sequential reads arrive as 1 MiB
+ * requests (fewer round trips, about twice the throughput here).  Root
+ * only, best effort.  Finds the mount in mountinfo rather than stat()ing
+ * the mount point, which would wait for the loop that is not running yet. */
+static void raise_readahead(const char *mountpoint, const char *kb)
+{
+	char path[128];
+	unsigned maj, min;
+	int fd;
+
+	if (!strcmp(kb, "0") || geteuid() != 0 || cfs_mountinfo_dev(mountpoint, &maj, &min) < 0)
+		return;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (cfs_write_full(fd, kb, strlen(kb)) < 0)
+		cfs_info("%s: cannot raise readahead", path);
+	close(fd);
+}
+
+/* The chunk cache keeps cache files open for hits, up to half the soft
+ * limit: take the hard one (systemd and most shells give 1024 soft). */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+/* Forks the daemon.  Returns 0 in the child, with the write end of the
+ * status pipe in *ready_fd; the parent exits with the child's verdict: 0
+ * once it wrote CFS_READY_OK, 1 when it wrote anything else (it printed
+ * why on the stderr they share) or died; with parent_returns, it returns 1 once
+ * the mount is ready instead of exiting 0. */
+static int daemon_fork(int *ready_fd, bool parent_returns)
+{
+	unsigned char status;
+	int fds[2], wstatus;
+	ssize_t n;
+	pid_t pid;
+
+	if (pipe2(fds, O_CLOEXEC) < 0) {
+		fprintf(stderr, PROG ": pipe: %s\n", strerror(errno));
+		return -1;
+	}
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		fprintf(stderr, PROG ": fork: %s\n", strerror(errno));
+		close(fds[0]);
+		close(fds[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		close(fds[0]);
+		*ready_fd = fds[1];
+		return 0;
+	}
+	close(fds[1]);
+	do {
+		n = read(fds[0], &status, 1);
+	} while (n < 0 && errno == EINTR);
+	if (n == 1 && status == CFS_READY_OK && parent_returns)
+		return 1;
+	if (n == 1)
+		_exit(status == CFS_READY_OK ? 0 : 1);
+	/* No byte: the child died before it could say. */
+	if (waitpid(pid, &wstatus, 0) == pid && WIFSIGNALED(wstatus))
+		fprintf(stderr, PROG ": the daemon was killed by signal %d before the mount was ready\n",
+			WTERMSIG(wstatus));
+	else
+		fprintf(stderr, PROG ": the daemon exited before the mount was ready\n");
+	_exit(1);
+}
+
+static void daemon_failed(int *ready_fd)
+{
+	unsigned char failed = CFS_READY_FAILED;
+
+	if (*ready_fd < 0)
+		return;
+	fflush(NULL);
+	if (write(*ready_fd, &failed, 1) != 1) {
+		/* The parent then sees the pipe close, which says the same. */
+	}
+	close(*ready_fd);
+	*ready_fd = -1;
+}
+
+static void close_image(struct cfs_daemon *d)
+{
+	cfs_recorder_free(d->fs.rec);
+	d->fs.rec = NULL;
+	cfs_image_free(d->fs.img);
+	d->fs.img = NULL;
+	cfs_cache_free(d->fs.cache);
+	d->fs.cache = NULL;
+	cfs_store_free(d->fs.store);
+	d->fs.store = NULL;
+}
+
+/* --bundle, in the parent once the daemon serves DIR/lower: the image
+ * config (opened here again, from the cache the daemon just filled), the
+ * overlay and config.json.  On failure the mount goes again.  0 or 1. */
+static int bundle_finish(const struct cfs_mount_args *a, const char *store_abs, const char *lower)
+{
+	struct cfs_mount_args ba = *a;
+	struct cfs_daemon bd = { 0 };
+	char err[512] = "", *spec = NULL;
+	void *cfg = NULL;
+	size_t cfg_len = 0;
+	int ret, rootfd = -1;
+
+	ba.readahead = 0;
+	ba.prefetch = CFS_PREFETCH_NONE;
+	ba.record = NULL;
+	ret = open_image(&ba, &bd, store_abs);
+	if (ret == 0) {
+		ret = cfs_image_config(bd.fs.img, &cfg, &cfg_len);
+		if (ret == -ENOENT)
+			ret = 0; /* packed from a directory or a tar: no config */
+		else if (ret < 0)
+			snprintf(err, sizeof(err), "image config: %s", cfs_strerror(ret));
+	}
+	close_image(&bd);
+	if (ret == 0) {
+		rootfd = open(lower, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		ret = rootfd < 0 ? -errno : 0;
+		if (ret < 0)
+			snprintf(err, sizeof(err), "%s: %s", lower, strerror(errno));
+	}
+	if (ret == 0)
+		ret = cfs_bundle_spec(cfg, cfg_len, rootfd, &spec, err, sizeof(err));
+	if (rootfd >= 0)
+		close(rootfd);
+	if (ret == 0)
+		ret = cfs_bundle_up(a->bundle, spec, err, sizeof(err));
+	free(cfg);
+	free(spec);
+	if (ret == 0)
+		return 0;
+	if (err[0] || ret != -ENOENT)
+		fprintf(stderr, PROG ": --bundle %s: %s\n", a->bundle,
+			err[0] ? err : cfs_strerror(ret));
+	/* The daemon exits when its mount goes. */
+	if (umount2(lower, MNT_DETACH) < 0)
+		fprintf(stderr, PROG ": unmounting %s: %s\n", lower, strerror(errno));
+	return 1;
+}
+
+int cfs_daemon_main(struct cfs_mount_args *a, int argc, char **argv)
+{
+	struct cfs_daemon d = { 0 };
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	struct fuse_session *se;
+	struct fuse_loop_config *cfg;
+	char *mountpoint = NULL, *store_abs = NULL, *ca_file = NULL;
+	enum cfs_log_level level;
+	sigset_t usr1;
+	bool served = false, serve = getenv(CFS_SERVE_FD_ENV) != NULL, holder;
+	int ret, status = 1, ready_fd = -1;
+
+	/* Before any thread exists: SIGUSR1 is taken by the stats thread with
+	 * sigwait(), and must not kill us while we start up. */
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+	pthread_mutex_init(&d.stats_lock, NULL);
+	if (a->bundle && !serve) {
+		if (geteuid() != 0) {
+			fprintf(stderr, PROG ": --bundle needs root (it mounts an overlay)\n");
+			goto out_args;
+		}
+		ret = cfs_bundle_prepare(a->bundle);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": --bundle %s: %s\n", a->bundle, cfs_strerror(ret));
+			goto out_args;
+		}
+	}
+
+	level = a->debug || a->verbose >= 2 ? CFS_LOG_DEBUG : a->verbose ? CFS_LOG_INFO : CFS_LOG_WARN;
+	if (a->log_file) {
+		char *p = abs_path(a->log_file);
+
+		d.log = p ? fopen(p, "ae") : NULL;
+		if (!d.log) {
+			fprintf(stderr, PROG ": log %s: %s\n", a->log_file,
+				strerror(p ? errno : ENOMEM));
+			free(p);
+			goto out_args;
+		}
+		free(p);
+		setvbuf(d.log, NULL, _IOLBF, 0);
+	}
+	cfs_log_setup(PROG, level, d.log);
+	raise_nofile();
+	if (getenv(CFS_HOLDER_RESUME_ENV)) {
+		status = cfs_holder_takeover(a, argc, argv, &d, level);
+		goto out_log;
+	}
+
+	if ((a->stats_file && !(d.stats_path = abs_path(a->stats_file))) ||
+	    (a->record && !(d.record_path = abs_path(a->record)))) {
+		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
+		goto out_log;
+	}
+	/* A daemon under a holder must not look at the mount point: nothing
+	 * serves it until this daemon does. */
+	if (serve ? !(mountpoint = abs_path(a->mountpoint)) :
+		    check_mountpoint(a->mountpoint, &mountpoint) < 0)
+		goto out_log;
+	store_abs = abs_store(a->store);
+	if (!store_abs) {
+		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
+		goto out_log;
+	}
+	/* Absolute before the daemon leaves the directory; the environment's
+	 * bundle does not matter without verification. */
+	if (a->ca_file || !a->fetch.insecure) {
+		ret = cfs_fetch_ca_resolve(a->ca_file, &ca_file);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": %s%s: %s\n", a->ca_file ? "--ca-file " : "CA bundle",
+				a->ca_file ? a->ca_file : "", cfs_strerror(ret));
+			goto out_image;
+		}
+		a->fetch.ca_file = ca_file;
+	}
+	/* Before the store is opened: see the top of this file. */
+	if (!a->foreground) {
+		ret = daemon_fork(&ready_fd, a->bundle != NULL);
+		if (ret < 0)
+			goto out_image;
+		if (ret > 0) {
+			/* The parent of a --bundle mount: the mount serves now. */
+			status = bundle_finish(a, store_abs, mountpoint);
+			goto out_image;
+		}
+	}
+	/* Background mounts run under a holder, which opens nothing of the
+	 * image: its first daemon does, and a failure there (printed on the
+	 * stderr they share) unmounts again.  A daemon the holder starts
+	 * (serve) and a foreground one open the image and serve here. */
+	holder = !a->foreground && !serve;
+	read_bench_knobs(&d);
+	if (d.fs.splice) {
+		d.fs.max_read = cfs_fs_splice_probe();
+		d.fs.splice = d.fs.max_read > 0;
+		if (!d.fs.splice)
+			cfs_info("READ replies copied: no pipe to splice through");
+		else if (d.fs.max_read < (1u << 20))
+			cfs_info("READs of %zu KiB at most: pipe-max-size is too small for 1 MiB "
+				 "replies (raise it, or give CAP_SYS_RESOURCE)", d.fs.max_read >> 10);
+	}
+
+	if (cfs_mount_fuse_args(a, store_abs, d.fs.max_read, &args) < 0) {
+		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
+		goto out_image;
+	}
+	if (holder) {
+		status = cfs_holder_mount(a, &d, &args, mountpoint, argc, argv, &ready_fd, level);
+		if (status != CFS_HOLDER_MOUNT_CHILD)
+			goto out_image;
+		/* The holder's first daemon, forked: one exec and dynamic load
+		 * fewer on the way to the first READ.  It serves as an exec'd
+		 * one does, with arguments of its own (libfuse took options out
+		 * of the holder's). */
+		status = 1;
+		serve = true;
+		fuse_opt_free_args(&args);
+		if (cfs_mount_fuse_args(a, store_abs, d.fs.max_read, &args) < 0) {
+			fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
+			goto out_image;
+		}
+	}
+	if (open_image(a, &d, store_abs) < 0)
+		goto out_image;
+	se = fuse_session_new(&args, &cfs_fs_ops, sizeof(cfs_fs_ops), &d.fs);
+	if (!se) {
+		fprintf(stderr, PROG ": invalid mount options (see above)\n");
+		goto out_image;
+	}
+	if (fuse_set_signal_handlers(se) < 0) {
+		fprintf(stderr, PROG ": cannot set signal handlers\n");
+		goto out_session;
+	}
+	if (serve) {
+		if (cfs_serve_attach(se, &d.fs, &ready_fd) < 0)
+			goto out_signals;
+	} else if (fuse_session_mount(se, mountpoint) < 0) {
+		fprintf(stderr, PROG ": cannot mount at %s (see above)\n", a->mountpoint);
+		goto out_signals;
+	}
+	raise_readahead(mountpoint, d.readahead_kb);
+	if (serve) {
+		/* Log where the holder logs: the file, else syslog. */
+		if (!d.log) {
+			d.log = cfs_mount_syslog();
+			cfs_log_setup(PROG, level, d.log);
+		}
+		cfs_serve_ready(&ready_fd, d.ref);
+	}
+	if ((ret = stats_thread_start(&d)) < 0)
+		cfs_warn("no stats or profile saves on SIGUSR1, no idle cache passes: %s",
+			 strerror(-ret));
+
+	cfg = fuse_loop_cfg_create();
+	if (!cfg) {
+		cfs_err("%s", strerror(ENOMEM));
+		goto out_stats;
+	}
+	/* A cloned fd per thread would take the requests it read along when
+	 * the daemon dies; under a holder they must stay on the holder's. */
+	fuse_loop_cfg_set_clone_fd(cfg, d.clone_fd && !serve);
+	fuse_loop_cfg_set_idle_threads(cfg, MAX_IDLE_THREADS);
+	fuse_loop_cfg_set_max_threads(cfg, MAX_THREADS);
+	ret = fuse_session_loop_mt(se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	served = true;
+	/* A positive value is the signal that ended the loop: a clean exit. */
+	if (ret < 0)
+		cfs_err("FUSE session: %s", strerror(-ret));
+	else
+		status = 0;
+
+out_stats:
+	stats_thread_stop(&d);
+	/* Under a holder the mount is the holder's to end. */
+	if (!serve)
+		fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_session:
+	fuse_session_destroy(se);
+	if (served && d.stats_path && stats_write(&d) < 0)
+		status = 1;
+	if (served && record_write(&d, false) < 0)
+		status = 1;
+out_image:
+	close_image(&d);
+	free(ca_file);
+	free(store_abs);
+	free(mountpoint);
+out_log:
+	free(d.stats_path);
+	free(d.record_path);
+	cfs_log_setup(PROG, level, NULL);
+	if (d.log)
+		fclose(d.log);
+	closelog();
+out_args:
+	fuse_opt_free_args(&args);
+	/* Its fd, the connection's, went with the session that served it (or
+	 * goes now): the holder keeps its own. */
+	if (d.holder_session)
+		fuse_session_destroy(d.holder_session);
+	pthread_mutex_destroy(&d.stats_lock);
+	/* A daemon that failed before it was ready: its messages are out and
+	 * nothing is left mounted; now the parent may exit 1. */
+	daemon_failed(&ready_fd);
+	return status;
+}

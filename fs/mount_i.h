@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cfs-mount's command, split by what runs: main.c parses the arguments
+ * and dispatches to the clients (client.c) or the daemon's start-up
+ * (daemon.c), which runs the holder (holder.c) and serves (serve.c).
+ * Calls only go down: main.c -> client.c, daemon.c; daemon.c -> serve.c
+ * -> holder.c; client.c -> holder.c; fuse_args.c, mountinfo.c and log.c
+ * sit below all of them and call none.
+ */
+#ifndef CFS_MOUNT_I_H
+#define CFS_MOUNT_I_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "fetch.h"
+#include "fs.h"
+#include "image.h"
+#include "util.h"
+
+#define PROG "cfs-mount"
+
+struct cfs_mount_args {
+	bool foreground, debug;
+	int verbose;
+	bool allow_other, default_permissions;
+	char *fuse_opts;          /* user -o options for libfuse, or NULL */
+	const char *cache_dir;    /* NULL: the default */
+	uint64_t cache_size, mem_cache;
+	const char *stats_file, *log_file;
+	const char *store, *image, *mountpoint;
+	bool store_from_o;        /* store came from -o store= (a list: repeated) */
+	const char *stats_of;     /* --stats MOUNTPOINT: print its counters */
+	struct cfs_fetch_opts fetch;
+	const char *ca_file;      /* --ca-file, or NULL */
+	const char *trust;        /* --trust PUBKEY|DIR (absolute once set up), or NULL */
+	unsigned readahead;       /* chunks ahead of a sequential reader; 0: off */
+	const char *record;       /* --record FILE, or NULL */
+	enum cfs_prefetch_mode prefetch;
+	bool prefetch_set;        /* --prefetch given */
+	bool o_rw;                /* -o rw */
+	const char *status_of;    /* --status MOUNTPOINT */
+	const char *upgrade_of;   /* --upgrade MOUNTPOINT */
+	const char *bundle;       /* --bundle DIR, or NULL */
+	const char *bundle_down;  /* --bundle-remove DIR, or NULL */
+	char *bundle_lower;       /* DIR/lower, the mount point */
+	/* -o store=... and the other values of the mount(8) form, owned. */
+	char *o_vals[16];
+	unsigned n_o_vals;
+};
+
+/* The daemon: the context the ops see, plus what its start-up needs
+ * around it. */
+struct cfs_daemon {
+	struct cfs_fs fs;
+	char *stats_path;         /* absolute, or NULL */
+	char *record_path;        /* absolute, or NULL */
+	size_t record_saved;      /* records in the last save (stats thread) */
+	pthread_mutex_t stats_lock;
+	pthread_t stats_thread;
+	bool stats_thread_started;
+	atomic_bool stopping;
+	char ref[CFS_REF_STRLEN]; /* the image reference opened */
+	FILE *log;
+	char readahead_kb[16];    /* written to the mount's bdi read_ahead_kb */
+	bool clone_fd;            /* a cloned /dev/fuse fd per loop thread */
+	/* In the holder's first daemon (forked): the holder's session, freed
+	 * only as the daemon ends (freeing it closes the connection's fd;
+	 * unmounting it is the holder's business). */
+	struct fuse_session *holder_session;
+};
+
+/* The status byte a starting daemon (or holder) writes on the pipe its
+ * parent waits on. */
+#define CFS_READY_OK 0
+#define CFS_READY_FAILED 1
+
+/* fuse_args.c: appends opt (len bytes) to the comma list *list (NULL:
+ * empty).  0 or -ENOMEM. */
+int cfs_mount_opt_append(char **list, const char *opt, size_t len);
+/* The libfuse arguments of a mount: ro, fsname, subtype, max_read (when
+ * spliced replies need a smaller one) and the user's -o. */
+int cfs_mount_fuse_args(const struct cfs_mount_args *a, const char *store_abs, size_t max_read,
+			struct fuse_args *args);
+
+/* mountinfo.c: the device number of the last mount at mp (absolute) in
+ * /proc/self/mountinfo, which names it without entering it.  0, -ENOENT
+ * when nothing is mounted there, or -errno. */
+int cfs_mountinfo_dev(const char *mp, unsigned *major, unsigned *minor);
+
+/* log.c: a line-buffered FILE whose lines go to syslog (LOG_ERR), for a
+ * process whose stderr is /dev/null.  NULL on failure. */
+FILE *cfs_mount_syslog(void);
+
+/* client.c: --stats, --status and --upgrade of a running mount.  Each
+ * prints its answer (or one line on stderr) and returns the exit status. */
+int cfs_client_stats(const char *mountpoint);
+int cfs_client_status(const char *mountpoint);
+int cfs_client_upgrade(const char *mountpoint);
+
+/* serve.c: attaches the session to the holder's connection (the fd and
+ * the INIT request in the CFS_SERVE_* environment); *ready_fd is where to
+ * say that the daemon serves.  fs is the session's userdata.  0 or -errno,
+ * printed. */
+int cfs_serve_attach(struct fuse_session *se, struct cfs_fs *fs, int *ready_fd);
+/* Tells the holder that this daemon serves ref, and lets go of the
+ * user's stderr. */
+void cfs_serve_ready(int *ready_fd, const char *ref);
+
+/* holder.c: the holder's side of a background mount: mounts with a
+ * session of its own that never serves, keeps the fd and the INIT
+ * request, runs the daemons.  Returns the exit status, or
+ * CFS_HOLDER_MOUNT_CHILD in the first daemon (forked), which goes on to
+ * serve. */
+#define CFS_HOLDER_MOUNT_CHILD (-2)
+int cfs_holder_mount(const struct cfs_mount_args *a, struct cfs_daemon *d,
+		     struct fuse_args *args, const char *mountpoint, int argc, char **argv,
+		     int *ready_fd, enum cfs_log_level level);
+/* A holder after its own upgrade (SIGUSR2, exec): carries on holding.
+ * Returns the exit status. */
+int cfs_holder_takeover(const struct cfs_mount_args *a, int argc, char **argv,
+			struct cfs_daemon *d, enum cfs_log_level level);
+
+/* daemon.c: everything but the clients and --bundle-remove: opens the
+ * image, mounts (in the background under a holder), serves until
+ * unmounted.  Returns the exit status. */
+int cfs_daemon_main(struct cfs_mount_args *a, int argc, char **argv);
+
+#endif /* CFS_MOUNT_I_H */
