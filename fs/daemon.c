@@ -273,101 +273,39 @@ static char *default_cache_dir(void)
 }
 
 
-/* Opens store, cache and image, printing one line for what failed. */
+/* Opens store, cache and image (lib/image/open.c), printing one line for
+ * what failed. */
 static int open_image(const struct cfs_mount_args *a, struct cfs_daemon *d, const char *store_abs)
 {
-	struct cfs_store_opts so = { .fetch = &a->fetch };
-	struct cfs_cache_opts co = { 0 };
-	struct cfs_trust *trust = NULL;
-	char ref[CFS_REF_STRLEN], why[256] = "";
+	struct cfs_open_opts o = a->open; /* borrowed strings: not released */
+	struct cfs_opened op;
+	char msg[1024], *cache_dir, *trust = NULL;
 	const char *pinned;
-	char *cache_dir = NULL;
 	cfs_digest dg;
 	int ret;
 
-	ret = cfs_store_open_opts(store_abs, 0, &so, &d->fs.store);
-	if (ret < 0) {
-		fprintf(stderr, PROG ": store %s: %s\n", a->store,
-			ret == -EUCLEAN ? "not a cfs store" : cfs_strerror(ret));
-		return ret;
-	}
-
-	cache_dir = a->cache_dir ? abs_path(a->cache_dir) : default_cache_dir();
-	if (!cache_dir) {
+	cache_dir = o.cache_dir ? abs_path(o.cache_dir) : default_cache_dir();
+	if (!cache_dir || (o.trust && !(trust = abs_path(o.trust)))) {
 		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
-		return -ENOMEM;
-	}
-	co.dir = cache_dir;
-	co.disk_max = a->cache_size;
-	co.mem_max = a->mem_cache;
-	ret = cfs_cache_new(&co, &d->fs.cache);
-	if (ret < 0) {
-		fprintf(stderr, PROG ": cache %s: %s\n", cache_dir, cfs_strerror(ret));
+		ret = -ENOMEM;
 		goto out;
 	}
-
+	o.cache_dir = cache_dir;
+	o.trust = trust;
 	/* A restarted daemon opens what the mount's first daemon opened, by
 	 * reference: the tag may have moved since, and the signature was
 	 * checked then. */
 	pinned = getenv(CFS_SERVE_FD_ENV) ? getenv(CFS_SERVE_REF_ENV) : NULL;
-	if (pinned && cfs_digest_parse(pinned, false, &dg) < 0)
-		pinned = NULL;
-	if (pinned) {
-		ret = 0;
-	} else if (a->trust) {
-		ret = cfs_trust_load(a->trust, &trust);
-		if (ret < 0) {
-			fprintf(stderr, PROG ": --trust %s: %s\n", a->trust,
-				ret == -EINVAL ? "no Ed25519 public keys (PEM) there" : cfs_strerror(ret));
-			goto out;
-		}
-		ret = cfs_store_resolve_trusted(d->fs.store, trust, a->image, &dg, NULL, why,
-						sizeof(why));
-		cfs_trust_free(trust);
-	} else {
-		ret = cfs_store_resolve(d->fs.store, a->image, &dg);
-	}
-	if (ret == -ENOKEY) {
-		fprintf(stderr, PROG ": image '%s' refused: %s in store %s; sign it (cfs-pack --sign, "
-			"cfs-sign sign) or mount it by sha256: reference\n", a->image, why, a->store);
-		goto out;
-	} else if ((ret == -EPERM || ret == -EUCLEAN) && why[0]) {
-		fprintf(stderr, PROG ": image '%s' refused: %s\n", a->image, why);
-		goto out;
-	} else if (ret == -ENXIO) {
-		fprintf(stderr, PROG ": store %s: not a cfs store (no cfs-store marker there)\n",
-			a->store);
-		goto out;
-	} else if (ret == -ENOENT) {
-		fprintf(stderr, PROG ": image '%s' not found in store %s\n", a->image, a->store);
-		goto out;
-	} else if (ret == -EINVAL) {
-		fprintf(stderr, PROG ": invalid image name '%s' (a tag or sha256:<64 hex>)\n",
-			a->image);
-		goto out;
-	} else if (ret < 0) {
-		fprintf(stderr, PROG ": image '%s': %s\n", a->image, cfs_strerror(ret));
+	ret = cfs_open_image(&o, store_abs, a->image, pinned, &op, msg, sizeof(msg));
+	if (ret < 0) {
+		fprintf(stderr, PROG ": %s\n", msg);
 		goto out;
 	}
-	/* Open what the tag named just now, even if it moves meanwhile. */
-	cfs_digest_ref(&dg, ref);
-	memcpy(d->ref, ref, sizeof(d->ref));
-	ret = cfs_image_open(d->fs.store, d->fs.cache, ref, &d->fs.img);
-	if (ret == -ENXIO) {
-		fprintf(stderr, PROG ": store %s: not a cfs store (no cfs-store marker there)\n",
-			a->store);
-		goto out;
-	} else if (ret == -ENOENT && strcmp(a->image, ref)) {
-		fprintf(stderr, PROG ": image '%s': the tag names %s, which is not in store %s\n",
-			a->image, ref, a->store);
-		goto out;
-	} else if (ret == -ENOENT) {
-		fprintf(stderr, PROG ": image '%s' not found in store %s\n", a->image, a->store);
-		goto out;
-	} else if (ret < 0) {
-		fprintf(stderr, PROG ": image %s: %s\n", ref, cfs_strerror(ret));
-		goto out;
-	}
+	d->fs.store = op.store;
+	d->fs.cache = op.cache;
+	d->fs.img = op.img;
+	dg = op.digest;
+	memcpy(d->ref, op.ref, sizeof(d->ref));
 	if (a->readahead) {
 		ret = cfs_image_set_readahead(d->fs.img, CFS_READAHEAD_THREADS_DEFAULT, a->readahead);
 		if (ret < 0) {
@@ -400,9 +338,10 @@ static int open_image(const struct cfs_mount_args *a, struct cfs_daemon *d, cons
 	}
 	cfs_index_info(d->fs.idx, &d->fs.info);
 	cfs_info("image %s: %" PRIu64 " inodes, %" PRIu64 " chunks, %" PRIu64 " bytes of files",
-		 ref, d->fs.info.inode_count, d->fs.info.chunk_count, d->fs.info.total_file_bytes);
+		 d->ref, d->fs.info.inode_count, d->fs.info.chunk_count, d->fs.info.total_file_bytes);
 out:
 	free(cache_dir);
+	free(trust);
 	return ret;
 }
 
@@ -647,16 +586,19 @@ int cfs_daemon_main(struct cfs_mount_args *a, int argc, char **argv)
 		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
 		goto out_log;
 	}
-	/* Absolute before the daemon leaves the directory; the environment's
-	 * bundle does not matter without verification. */
-	if (a->ca_file || !a->fetch.insecure) {
-		ret = cfs_fetch_ca_resolve(a->ca_file, &ca_file);
+	/* Absolute before the daemon leaves the directory (the environment's
+	 * too, which does not matter without verification), and checked here,
+	 * where a bad --ca-file is still told to the user's terminal. */
+	if (a->open.ca_file || !a->open.fetch.insecure) {
+		ret = cfs_fetch_ca_resolve(a->open.ca_file, &ca_file);
 		if (ret < 0) {
-			fprintf(stderr, PROG ": %s%s: %s\n", a->ca_file ? "--ca-file " : "CA bundle",
-				a->ca_file ? a->ca_file : "", cfs_strerror(ret));
+			fprintf(stderr, PROG ": %s%s: %s\n", a->open.ca_file ? "--ca-file " : "CA bundle",
+				a->open.ca_file ? a->open.ca_file : "", cfs_strerror(ret));
 			goto out_image;
 		}
-		a->fetch.ca_file = ca_file;
+		free(a->open.ca_file);
+		a->open.ca_file = ca_file;
+		ca_file = NULL;
 	}
 	/* Before the store is opened: see the top of this file. */
 	if (!a->foreground) {

@@ -16,15 +16,9 @@
 #include "cfs_config.h"
 #include "mount_i.h"
 
-#define DEFAULT_CACHE_SIZE (10ull << 30)
-#define DEFAULT_MEM_CACHE (256ull << 20)
-
 enum {
-	/* store, cache and fetch (store_opt()) */
-	OPT_CACHE = 256, OPT_CACHE_SIZE, OPT_MEM_CACHE, OPT_DEADLINE, OPT_MAX_INFLIGHT,
-	OPT_RETRIES, OPT_INSECURE, OPT_CA_FILE, OPT_TRUST,
-	/* the rest (mount_opt()) */
-	OPT_STATS_FILE, OPT_LOG, OPT_STATS, OPT_READAHEAD, OPT_RECORD, OPT_PREFETCH,
+	/* Beside the store, cache and trust options of lib/image/open.h. */
+	OPT_STATS_FILE = 256, OPT_LOG, OPT_STATS, OPT_READAHEAD, OPT_RECORD, OPT_PREFETCH,
 	OPT_BUNDLE, OPT_BUNDLE_REMOVE, OPT_STATUS, OPT_UPGRADE,
 	OPT_STORE, /* -o store= only */
 };
@@ -53,8 +47,9 @@ static void usage(FILE *out)
 		"The second form is mount(8)'s (mount -t fuse.cfs IMAGE MNT -o store=STORE,\n"
 		"through mount.fuse3 and a `cfs` link to this program): -o also takes\n"
 		"cache=, cache_size=, mem_cache=, log=, stats_file=, readahead=, prefetch=,\n"
-		"deadline=, ca_file= and trust=, and ignores rw, _netdev, nofail, noauto, auto,\n"
-		"defaults, user, users, nouser, x-* and comment=.\n"
+		"deadline=, max_inflight=, retries=, ca_file=, insecure and trust=, and ignores\n"
+		"rw, _netdev, nofail, noauto, auto, defaults, user, users, nouser, x-* and\n"
+		"comment=.\n"
 		"--bundle mounts IMAGE at DIR/lower, an overlay with DIR/upper at\n"
 		"DIR/rootfs, and writes DIR/config.json from the image config, so that\n"
 		"`runc run -b DIR NAME` starts the image; --bundle-remove takes it down.\n"
@@ -65,9 +60,7 @@ static void usage(FILE *out)
 		"                         dev, suid, and others passed to libfuse\n"
 		"      --cache DIR        chunk cache directory (default /var/cache/cfs as\n"
 		"                         root, else $XDG_CACHE_HOME/cfs)\n"
-		"      --cache-size SIZE  bound of the disk cache (default 10G)\n"
-		"      --mem-cache SIZE   bound of chunks held in memory: being written to the\n"
-		"                         cache, or not writable there (default 256M)\n"
+		CFS_OPEN_CACHE_SIZE_USAGE
 		"      --stats-file FILE  write counters as JSON at exit and on SIGUSR1\n"
 		"      --log FILE         log here (default stderr; syslog once daemonized)\n"
 		"      --readahead N      fetch up to N chunks ahead of a sequential reader\n"
@@ -75,23 +68,12 @@ static void usage(FILE *out)
 		"      --prefetch MODE    at mount, fetch the image's prefetch list (list,\n"
 		"                         the default), then the rest of it too (all), or\n"
 		"                         nothing (none); needs --readahead > 0\n"
-		"      --trust PUBKEY|DIR mount a tag only if its signature (cfs-pack --sign,\n"
-		"                         cfs-sign) is by an Ed25519 public key in the PEM\n"
-		"                         file PUBKEY or in DIR's *.pem/*.pub; a sha256:\n"
-		"                         reference needs none\n"
+		CFS_OPEN_TRUST_USAGE
 		"      --record FILE      write the order in which files and chunks are\n"
 		"                         first read (an access profile, docs/PROFILE.md),\n"
 		"                         every 5 s, on SIGUSR1 and at exit\n"
 		"\n"
-		"Remote stores (http://, https://, s3://BUCKET[/PREFIX]):\n"
-		"      --deadline MS      a read the store cannot serve within MS\n"
-		"                         milliseconds fails with EIO (default 30000)\n"
-		"      --max-inflight N   requests on the wire at once (default 64)\n"
-		"      --retries N        retries of a failed request, 1.. (default 6)\n"
-		"      --ca-file FILE     verify TLS servers with the CA certificates in FILE\n"
-		"                         (PEM) instead of the system's; without it,\n"
-		"                         $CURL_CA_BUNDLE, then $SSL_CERT_FILE, if set\n"
-		"      --insecure         no TLS certificate verification (tests only)\n"
+		CFS_OPEN_STORE_USAGE
 		"\n"
 		"      --stats MOUNTPOINT print the counters of a running mount (JSON)\n"
 		"      --status MOUNTPOINT  print its holder's state: pids, uptime, restarts,\n"
@@ -117,70 +99,6 @@ static int parse_count(const char *name, const char *s, unsigned long min, unsig
 	}
 	*out = (unsigned)v;
 	return 0;
-}
-
-static int parse_size(const char *name, const char *s, uint64_t *out)
-{
-	if (cfs_parse_size(s, out) < 0) {
-		fprintf(stderr, PROG ": %s: invalid size '%s'\n", name, s);
-		return -1;
-	}
-	return 0;
-}
-
-/* ---- store, cache and fetch -------------------------------------------- */
-
-/* The options that say how open_image() (daemon.c) opens the store, the
- * cache and the image, in both their forms, kept together here so that
- * one table shared with the other commands can replace them. */
-#define STORE_LONGOPTS                                                   \
-	{ "cache", required_argument, NULL, OPT_CACHE },                 \
-	{ "cache-size", required_argument, NULL, OPT_CACHE_SIZE },       \
-	{ "mem-cache", required_argument, NULL, OPT_MEM_CACHE },         \
-	{ "deadline", required_argument, NULL, OPT_DEADLINE },           \
-	{ "max-inflight", required_argument, NULL, OPT_MAX_INFLIGHT },   \
-	{ "retries", required_argument, NULL, OPT_RETRIES },             \
-	{ "insecure", no_argument, NULL, OPT_INSECURE },                 \
-	{ "ca-file", required_argument, NULL, OPT_CA_FILE },             \
-	{ "trust", required_argument, NULL, OPT_TRUST }
-
-static const struct o_key store_o_keys[] = {
-	{ "cache=", OPT_CACHE }, { "cache_size=", OPT_CACHE_SIZE },
-	{ "mem_cache=", OPT_MEM_CACHE }, { "deadline=", OPT_DEADLINE },
-	{ "ca_file=", OPT_CA_FILE }, { "trust=", OPT_TRUST },
-};
-
-/* One of them, named name in a message ("--deadline", "-o deadline"):
- * 0, -1 on a bad value (printed), 1 if opt is none of them. */
-static int store_opt(struct cfs_mount_args *a, int opt, const char *name, const char *v)
-{
-	switch (opt) {
-	case OPT_CACHE:
-		a->cache_dir = v;
-		return 0;
-	case OPT_CACHE_SIZE:
-		return parse_size(name, v, &a->cache_size);
-	case OPT_MEM_CACHE:
-		return parse_size(name, v, &a->mem_cache);
-	case OPT_DEADLINE:
-		return parse_count(name, v, 1, 24ul * 3600 * 1000, &a->fetch.deadline_ms);
-	case OPT_MAX_INFLIGHT:
-		return parse_count(name, v, 1, 4096, &a->fetch.max_inflight);
-	case OPT_RETRIES:
-		/* The fetcher reads 0 as its default. */
-		return parse_count(name, v, 1, 100, &a->fetch.retries);
-	case OPT_INSECURE:
-		a->fetch.insecure = true;
-		return 0;
-	case OPT_CA_FILE:
-		a->ca_file = v;
-		return 0;
-	case OPT_TRUST:
-		a->trust = v;
-		return 0;
-	default:
-		return 1;
-	}
 }
 
 /* ---- the other options -------------------------------------------------- */
@@ -266,12 +184,16 @@ static int parse_o_value(struct cfs_mount_args *a, const char *s, size_t len)
 					     { "stats_file=", OPT_STATS_FILE },
 					     { "readahead=", OPT_READAHEAD },
 					     { "prefetch=", OPT_PREFETCH } };
-	const struct o_key *k = o_key_find(store_o_keys, CFS_ARRAY_SIZE(store_o_keys), s, len);
-	char name[32], *v;
+	const struct o_key *k;
+	char name[32], msg[256], *v;
 	int r;
 
-	if (!k)
-		k = o_key_find(keys, CFS_ARRAY_SIZE(keys), s, len);
+	r = cfs_open_kv(&a->open, s, len, msg, sizeof(msg));
+	if (r < 0)
+		fprintf(stderr, PROG ": %s\n", msg);
+	if (r != 0)
+		return r < 0 ? -1 : 1;
+	k = o_key_find(keys, CFS_ARRAY_SIZE(keys), s, len);
 	if (!k)
 		return 0;
 	v = o_value(a, s, len, strlen(k->key));
@@ -296,9 +218,7 @@ static int parse_o_value(struct cfs_mount_args *a, const char *s, size_t len)
 		return 1;
 	}
 	snprintf(name, sizeof(name), "-o %.*s", (int)strlen(k->key) - 1, k->key);
-	r = store_opt(a, k->opt, name, v);
-	if (r == 1)
-		r = mount_opt(a, k->opt, name, v);
+	r = mount_opt(a, k->opt, name, v);
 	return r < 0 ? -1 : 1;
 }
 
@@ -341,7 +261,9 @@ static int parse_args(int argc, char **argv, struct cfs_mount_args *a)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
-		STORE_LONGOPTS,
+		CFS_OPEN_CACHE_OPTIONS,
+		CFS_OPEN_STORE_OPTIONS,
+		CFS_OPEN_TRUST_OPTION,
 		{ "stats-file", required_argument, NULL, OPT_STATS_FILE },
 		{ "log", required_argument, NULL, OPT_LOG },
 		{ "readahead", required_argument, NULL, OPT_READAHEAD },
@@ -354,11 +276,9 @@ static int parse_args(int argc, char **argv, struct cfs_mount_args *a)
 		{ "upgrade", required_argument, NULL, OPT_UPGRADE },
 		{ NULL, 0, NULL, 0 },
 	};
-	char name[32];
+	char name[32], msg[256];
 	int c, li = 0, r;
 
-	a->cache_size = DEFAULT_CACHE_SIZE;
-	a->mem_cache = DEFAULT_MEM_CACHE;
 	while ((c = getopt_long(argc, argv, "fdvhVo:", longopts, &li)) != -1) {
 		switch (c) {
 		case 'f':
@@ -386,9 +306,12 @@ static int parse_args(int argc, char **argv, struct cfs_mount_args *a)
 			return -1;
 		default:
 			snprintf(name, sizeof(name), "--%s", longopts[li].name);
-			r = store_opt(a, c, name, optarg);
-			if (r == 1)
-				r = mount_opt(a, c, name, optarg);
+			r = cfs_open_opt(&a->open, c, optarg, msg, sizeof(msg));
+			if (r < 0) {
+				fprintf(stderr, PROG ": %s\n", msg);
+				return -1;
+			}
+			r = r ? 0 : mount_opt(a, c, name, optarg);
 			if (r == 1)
 				usage(stderr);
 			if (r != 0)
@@ -474,6 +397,7 @@ int main(int argc, char **argv)
 
 	/* Before any thread and any chunk-sized buffer (lib/util.h). */
 	cfs_malloc_tune();
+	cfs_open_opts_init(&a.open);
 	ret = parse_args(argc, argv, &a);
 	if (ret != 0) {
 		status = ret > 0 ? 0 : 1;
@@ -495,5 +419,6 @@ int main(int argc, char **argv)
 	free(a.bundle_lower);
 	for (unsigned i = 0; i < a.n_o_vals; i++)
 		free(a.o_vals[i]);
+	cfs_open_opts_release(&a.open);
 	return status;
 }

@@ -19,6 +19,7 @@
 #include "fetch.h"
 #include "fs.h"
 #include "image.h"
+#include "open.h"
 #include "util.h"
 
 #define PROG "cfs-mount"
@@ -28,15 +29,12 @@ struct cfs_mount_args {
 	int verbose;
 	bool allow_other, default_permissions;
 	char *fuse_opts;          /* user -o options for libfuse, or NULL */
-	const char *cache_dir;    /* NULL: the default */
-	uint64_t cache_size, mem_cache;
 	const char *stats_file, *log_file;
 	const char *store, *image, *mountpoint;
 	bool store_from_o;        /* store came from -o store= (a list: repeated) */
 	const char *stats_of;     /* --stats MOUNTPOINT: print its counters */
-	struct cfs_fetch_opts fetch;
-	const char *ca_file;      /* --ca-file, or NULL */
-	const char *trust;        /* --trust PUBKEY|DIR (absolute once set up), or NULL */
+	struct cfs_open_opts open; /* store, cache and trust (lib/image/open.h); a
+				    * NULL cache_dir is the default, not memory */
 	unsigned readahead;       /* chunks ahead of a sequential reader; 0: off */
 	const char *record;       /* --record FILE, or NULL */
 	enum cfs_prefetch_mode prefetch;
