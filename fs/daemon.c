@@ -724,10 +724,6 @@ out_log:
 	closelog();
 out_args:
 	fuse_opt_free_args(&args);
-	/* Its fd, the connection's, went with the session that served it (or
-	 * goes now): the holder keeps its own. */
-	if (d.holder_session)
-		fuse_session_destroy(d.holder_session);
 	pthread_mutex_destroy(&d.stats_lock);
 	/* A daemon that failed before it was ready: its messages are out and
 	 * nothing is left mounted; now the parent may exit 1. */

@@ -680,6 +680,14 @@ static int daemon_detach(int *ready_fd)
 	return 0;
 }
 
+/* In the holder's first daemon (forked): the holder's session, left as it
+ * is: freeing it would close the connection's fd the daemon's own session
+ * serves (and closes), and only unmounting frees the mount point it holds,
+ * which is the holder's business.  Not state: a root that keeps it
+ * reachable for the leak checker; volatile, so that the store is not
+ * optimised away. */
+static struct fuse_session *volatile first_daemon_holder_session;
+
 int cfs_holder_mount(const struct cfs_mount_args *a, struct cfs_daemon *d,
 		     struct fuse_args *args, const char *mountpoint, int argc, char **argv,
 		     int *ready_fd, enum cfs_log_level level)
@@ -719,7 +727,7 @@ int cfs_holder_mount(const struct cfs_mount_args *a, struct cfs_daemon *d,
 		/* The first daemon, forked: it serves from main(), with its own
 		 * session; the holder's stays with the holder (kept reachable
 		 * here: it is the holder's to unmount and free). */
-		d->holder_session = se;
+		first_daemon_holder_session = se;
 		close(*ready_fd); /* the command's pipe is the holder's to answer */
 		*ready_fd = -1;
 		free(h.state_path);

@@ -65,10 +65,6 @@ struct cfs_daemon {
 	FILE *log;
 	char readahead_kb[16];    /* written to the mount's bdi read_ahead_kb */
 	bool clone_fd;            /* a cloned /dev/fuse fd per loop thread */
-	/* In the holder's first daemon (forked): the holder's session, freed
-	 * only as the daemon ends (freeing it closes the connection's fd;
-	 * unmounting it is the holder's business). */
-	struct fuse_session *holder_session;
 };
 
 /* The status byte a starting daemon (or holder) writes on the pipe its
