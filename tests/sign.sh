@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Signed tags: cfs-pack --sign, cfs-sign, cfs-mount --trust (local, mount(8)
-# form, http store), cfs-load --trust.  A signed tag mounts; an unsigned one,
+# form, http store), cfs-load --trust, cfs-ls --trust.  A signed tag mounts; an unsigned one,
 # one signed by an untrusted key, a signature replayed under another tag,
 # a tampered, truncated, garbage, empty or oversized signature file each
 # fail with one line and a non-zero exit, and nothing is mounted.  A
@@ -9,7 +9,7 @@
 # its daemon restarts after the tag moved (with and without --trust).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-: "${CFS_PACK:?}" "${CFS_MOUNT:?}" "${CFS_SIGN:?}" "${CFS_LOAD:?}" "${CFS_MKMODEL:?}" "${CFS_LOAD_LIB:?}" "${CFS_SRCDIR:?}"
+: "${CFS_PACK:?}" "${CFS_MOUNT:?}" "${CFS_LS:?}" "${CFS_SIGN:?}" "${CFS_LOAD:?}" "${CFS_MKMODEL:?}" "${CFS_LOAD_LIB:?}" "${CFS_SRCDIR:?}"
 need_root
 need_fuse
 need_cmds openssl
@@ -48,6 +48,11 @@ ref2=$("$CFS_PACK" -q --tag plain "$W/v2" "$S")
 expect_refused "verify, unsigned tag" "no signature" "$CFS_SIGN" verify --trust "$W/k1.pub" "$S" plain
 expect_refused "verify, untrusted key" "signed by no trusted key" \
 	"$CFS_SIGN" verify --trust "$W/k2.pub" "$S" app
+# cfs-ls takes cfs-mount's --trust (lib/image/open.c): the signed tag
+# lists, the unsigned one is refused.
+"$CFS_LS" --trust "$W/k1.pub" "$S" app /etc | grep -q " /etc/release$" ||
+	fail "cfs-ls --trust of a signed tag"
+expect_refused "cfs-ls --trust, unsigned tag" "no signature" "$CFS_LS" --trust "$W/k1.pub" "$S" plain
 expect_refused "--sign without --tag" "give --tag" "$CFS_PACK" -q --sign "$W/k1.pem" "$W/v1" "$S"
 expect_refused "--sign with a public key" "not an Ed25519 private key" \
 	"$CFS_PACK" -q --tag x --sign "$W/k1.pub" "$W/v1" "$W/nostore"
