@@ -526,7 +526,7 @@ int cfs_daemon_main(struct cfs_mount_args *a, int argc, char **argv)
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_session *se;
 	struct fuse_loop_config *cfg;
-	char *mountpoint = NULL, *store_abs = NULL, *ca_file = NULL;
+	char *mountpoint = NULL, *store_abs = NULL, msg[512];
 	enum cfs_log_level level;
 	sigset_t usr1;
 	bool served = false, serve = getenv(CFS_SERVE_FD_ENV) != NULL, holder;
@@ -586,19 +586,12 @@ int cfs_daemon_main(struct cfs_mount_args *a, int argc, char **argv)
 		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
 		goto out_log;
 	}
-	/* Absolute before the daemon leaves the directory (the environment's
-	 * too, which does not matter without verification), and checked here,
+	/* Absolute before the daemon leaves the directory, and checked here,
 	 * where a bad --ca-file is still told to the user's terminal. */
-	if (a->open.ca_file || !a->open.fetch.insecure) {
-		ret = cfs_fetch_ca_resolve(a->open.ca_file, &ca_file);
-		if (ret < 0) {
-			fprintf(stderr, PROG ": %s%s: %s\n", a->open.ca_file ? "--ca-file " : "CA bundle",
-				a->open.ca_file ? a->open.ca_file : "", cfs_strerror(ret));
-			goto out_image;
-		}
-		free(a->open.ca_file);
-		a->open.ca_file = ca_file;
-		ca_file = NULL;
+	ret = cfs_open_ca_resolve(&a->open, msg, sizeof(msg));
+	if (ret < 0) {
+		fprintf(stderr, PROG ": %s\n", msg);
+		goto out_image;
 	}
 	/* Before the store is opened: see the top of this file. */
 	if (!a->foreground) {
@@ -712,7 +705,6 @@ out_session:
 		status = 1;
 out_image:
 	close_image(&d);
-	free(ca_file);
 	free(store_abs);
 	free(mountpoint);
 out_log:

@@ -125,12 +125,13 @@ int main(int argc, char **argv)
 		case 'T':
 			if (cfs_parse_uint(optarg, 1, (unsigned long)INT64_MAX, &time_s) < 0) {
 				fprintf(stderr, PROG ": --time: seconds since 1970 expected\n");
-				goto usage_out;
+				goto usage;
 			}
 			break;
 		case 'h':
 			usage(stdout);
-			goto help_out;
+			rc = 0;
+			goto out;
 		default:
 			ret = cfs_open_opt(&oo, c, optarg, msg, sizeof(msg));
 			if (ret < 0)
@@ -138,13 +139,13 @@ int main(int argc, char **argv)
 			else if (ret == 0)
 				usage(stderr);
 			if (ret <= 0)
-				goto usage_out;
+				goto usage;
 		}
 	}
 	if (!strcmp(cmd, "key-id")) {
 		if (optind != argc - 1) {
 			usage(stderr);
-			goto usage_out;
+			goto usage;
 		}
 		rc = key_id_cmd(argv[optind]);
 		goto out;
@@ -152,19 +153,19 @@ int main(int argc, char **argv)
 	if (optind != argc - 2 || (strcmp(cmd, "sign") && strcmp(cmd, "verify") &&
 				   strcmp(cmd, "show"))) {
 		usage(stderr);
-		goto usage_out;
+		goto usage;
 	}
 	store_loc = argv[optind];
 	tag = argv[optind + 1];
 	if (!cfs_tag_name_valid(tag)) {
 		fprintf(stderr, PROG ": invalid tag name '%s'\n", tag);
-		goto usage_out;
+		goto usage;
 	}
 
 	if (!strcmp(cmd, "sign")) {
 		if (!key_path) {
 			fprintf(stderr, PROG ": sign needs --key KEY.pem\n");
-			goto usage_out;
+			goto usage;
 		}
 		ret = cfs_key_load(key_path, &key);
 		if (ret < 0) {
@@ -175,7 +176,7 @@ int main(int argc, char **argv)
 	} else if (!strcmp(cmd, "verify")) {
 		if (!oo.trust) {
 			fprintf(stderr, PROG ": verify needs --trust PUBKEY.pem|DIR\n");
-			goto usage_out;
+			goto usage;
 		}
 	}
 	ret = cfs_open_store(&oo, store_loc, 0, &st, msg, sizeof(msg));
@@ -246,15 +247,12 @@ int main(int argc, char **argv)
 		}
 	}
 	rc = 0;
+	goto out;
+usage:
+	rc = 2;
 out:
 	cfs_key_free(key);
 	cfs_store_free(st);
 	cfs_open_opts_release(&oo);
 	return rc;
-usage_out:
-	cfs_open_opts_release(&oo);
-	return 2;
-help_out:
-	cfs_open_opts_release(&oo);
-	return 0;
 }

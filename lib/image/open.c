@@ -11,6 +11,8 @@
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,23 +29,27 @@ struct opt_def {
 	int id;
 	const char *name;       /* long form, also the message's name */
 	const char *key;        /* KEY=VALUE form */
-	enum kind kind;
+	enum kind kind;         /* what the field at off is: char *, uint64_t,
+				 * unsigned or bool */
+	size_t off;             /* in struct cfs_open_opts */
 	unsigned long min, max; /* K_COUNT */
 };
 
 #define DAY_MS (24ul * 3600 * 1000)
+#define AT(field) offsetof(struct cfs_open_opts, field)
 
 static const struct opt_def defs[] = {
-	{ CFS_OPT_CACHE, "cache", "cache", K_STR, 0, 0 },
-	{ CFS_OPT_CACHE_SIZE, "cache-size", "cache_size", K_SIZE, 0, 0 },
-	{ CFS_OPT_MEM_CACHE, "mem-cache", "mem_cache", K_SIZE, 0, 0 },
-	{ CFS_OPT_DEADLINE, "deadline", "deadline", K_COUNT, 1, DAY_MS },
-	{ CFS_OPT_MAX_INFLIGHT, "max-inflight", "max_inflight", K_COUNT, 1, 4096 },
+	{ CFS_OPT_CACHE, "cache", "cache", K_STR, AT(cache_dir), 0, 0 },
+	{ CFS_OPT_CACHE_SIZE, "cache-size", "cache_size", K_SIZE, AT(cache_size), 0, 0 },
+	{ CFS_OPT_MEM_CACHE, "mem-cache", "mem_cache", K_SIZE, AT(mem_cache), 0, 0 },
+	{ CFS_OPT_DEADLINE, "deadline", "deadline", K_COUNT, AT(fetch.deadline_ms), 1, DAY_MS },
+	{ CFS_OPT_MAX_INFLIGHT, "max-inflight", "max_inflight", K_COUNT, AT(fetch.max_inflight),
+	  1, 4096 },
 	/* 0 would read as the fetcher's default. */
-	{ CFS_OPT_RETRIES, "retries", "retries", K_COUNT, 1, 100 },
-	{ CFS_OPT_INSECURE, "insecure", "insecure", K_FLAG, 0, 0 },
-	{ CFS_OPT_CA_FILE, "ca-file", "ca_file", K_STR, 0, 0 },
-	{ CFS_OPT_TRUST, "trust", "trust", K_STR, 0, 0 },
+	{ CFS_OPT_RETRIES, "retries", "retries", K_COUNT, AT(fetch.retries), 1, 100 },
+	{ CFS_OPT_INSECURE, "insecure", "insecure", K_FLAG, AT(fetch.insecure), 0, 0 },
+	{ CFS_OPT_CA_FILE, "ca-file", "ca_file", K_STR, AT(ca_file), 0, 0 },
+	{ CFS_OPT_TRUST, "trust", "trust", K_STR, AT(trust), 0, 0 },
 };
 
 /* Writes a message and returns err. */
@@ -75,52 +81,38 @@ void cfs_open_opts_release(struct cfs_open_opts *o)
 	memset(o, 0, sizeof(*o));
 }
 
-static int set_str(char **field, const char *v)
-{
-	char *s = strdup(v);
-
-	if (!s)
-		return -ENOMEM;
-	free(*field);
-	*field = s;
-	return 0;
-}
-
 /* Sets option def from v; how names the option in a message ("--deadline",
  * "-o deadline"). */
 static int apply(struct cfs_open_opts *o, const struct opt_def *def, const char *how,
 		 const char *v, char *msg, size_t msglen)
 {
+	char *field = (char *)o + def->off, *str;
 	unsigned long n;
-	unsigned *count;
-	int ret;
 
 	switch (def->kind) {
 	case K_FLAG:
 		if (v)
 			return say(msg, msglen, -EINVAL, "%s takes no value", how);
-		o->fetch.insecure = true;
+		*(bool *)field = true;
 		return 1;
 	case K_STR:
 		if (!v || !*v)
 			return say(msg, msglen, -EINVAL, "%s needs a value", how);
-		ret = set_str(def->id == CFS_OPT_CACHE ? &o->cache_dir
-			      : def->id == CFS_OPT_CA_FILE ? &o->ca_file : &o->trust, v);
-		return ret < 0 ? ret : 1;
+		str = strdup(v);
+		if (!str)
+			return -ENOMEM;
+		free(*(char **)field);
+		*(char **)field = str;
+		return 1;
 	case K_SIZE:
-		ret = v ? cfs_parse_size(v, def->id == CFS_OPT_CACHE_SIZE ? &o->cache_size
-									  : &o->mem_cache)
-			: -EINVAL;
-		if (ret < 0)
+		if (!v || cfs_parse_size(v, (uint64_t *)field) < 0)
 			return say(msg, msglen, -EINVAL, "%s: invalid size '%s'", how, v ? v : "");
 		return 1;
 	case K_COUNT:
 		if (!v || cfs_parse_uint(v, def->min, def->max, &n) < 0)
 			return say(msg, msglen, -EINVAL, "%s: expected %lu..%lu: '%s'", how, def->min,
 				   def->max, v ? v : "");
-		count = def->id == CFS_OPT_DEADLINE ? &o->fetch.deadline_ms
-			: def->id == CFS_OPT_MAX_INFLIGHT ? &o->fetch.max_inflight : &o->fetch.retries;
-		*count = (unsigned)n;
+		*(unsigned *)field = (unsigned)n;
 		return 1;
 	}
 	return 0;
@@ -182,19 +174,46 @@ int cfs_open_kv_list(struct cfs_open_opts *o, const char *list, char *msg, size_
 	return 0;
 }
 
+/* The CA bundle o's stores verify with, absolute, into *out (NULL: the
+ * system's); the environment's bundle does not matter without
+ * verification. */
+static int ca_resolve(const struct cfs_open_opts *o, char **out, char *msg, size_t msglen)
+{
+	int ret = 0;
+
+	*out = NULL;
+	if (o->ca_file || !o->fetch.insecure)
+		ret = cfs_fetch_ca_resolve(o->ca_file, out);
+	if (ret < 0)
+		return say(msg, msglen, ret, "%s%s: %s", o->ca_file ? "--ca-file " : "CA bundle",
+			   o->ca_file ? o->ca_file : "", cfs_strerror(ret));
+	return 0;
+}
+
+int cfs_open_ca_resolve(struct cfs_open_opts *o, char *msg, size_t msglen)
+{
+	char *ca_file;
+	int ret = ca_resolve(o, &ca_file, msg, msglen);
+
+	if (ret < 0)
+		return ret;
+	free(o->ca_file);
+	o->ca_file = ca_file;
+	return 0;
+}
+
 int cfs_open_store(const struct cfs_open_opts *o, const char *location, unsigned flags,
 		   struct cfs_store **out, char *msg, size_t msglen)
 {
 	struct cfs_fetch_opts fo = o->fetch;
 	struct cfs_store_opts so = { .fetch = &fo };
-	char *ca_file = NULL;
+	char *ca_file;
 	int ret;
 
 	*out = NULL;
-	ret = cfs_fetch_ca_resolve(o->ca_file, &ca_file);
+	ret = ca_resolve(o, &ca_file, msg, msglen);
 	if (ret < 0)
-		return say(msg, msglen, ret, "%s %s: %s", o->ca_file ? "--ca-file" : "CA bundle",
-			   o->ca_file ? o->ca_file : "", cfs_strerror(ret));
+		return ret;
 	fo.ca_file = ca_file;
 	ret = cfs_store_open_opts(location, flags, &so, out);
 	free(ca_file);

@@ -107,6 +107,13 @@ int cfs_open_kv_list(struct cfs_open_opts *o, const char *list, char *msg, size_
 int cfs_open_store(const struct cfs_open_opts *o, const char *location, unsigned flags,
 		   struct cfs_store **out, char *msg, size_t msglen);
 
+/* Replaces o->ca_file by the CA bundle cfs_open_store() would verify with,
+ * as an absolute path: the environment's ($CURL_CA_BUNDLE, $SSL_CERT_FILE)
+ * when none is given, none without verification (--insecure).  For a
+ * daemon that leaves its directory, and to fail before it does.  0 or
+ * -errno (msg). */
+int cfs_open_ca_resolve(struct cfs_open_opts *o, char *msg, size_t msglen);
+
 /* The chunk cache of o: a directory when o->cache_dir is set, else memory only. */
 int cfs_open_cache(const struct cfs_open_opts *o, struct cfs_cache **out, char *msg,
 		   size_t msglen);
