@@ -33,7 +33,11 @@
 #              aggregate cap, so the 1 GB/s total is NOT modelled; and
 #              "uncapped", no rate cap (loopback speed).  Every workload and
 #              method runs under each model chosen; the rows say which.
-#   methods    cfs           cfs-mount of the http:// store, runc on the mount
+#   methods    cfs           cfs-mount of the http:// store, runc on the mount,
+#                            default options: the guesses of first reads and
+#                            the stream (docs/FORMAT.md, "Prediction without a
+#                            profile")
+#              cfs-lean      the same with --prefetch list: guesses, no stream
 #              cfs-profile   the profile-packed image, --prefetch list
 #              tar.gz/zst    curl | gzip -d / zstd -d | tar -x onto the local
 #                            disk (download, decompress and extract streamed,
@@ -431,7 +435,8 @@ for wl in $workloads; do
 	for link in $links; do
 		set_link "$link"
 		note "$wl: link $(link_desc "$link")"
-		measure "$link" "$wl" cfs "cfs mount (lazy, http store)" prep_cfs "$wl"
+		measure "$link" "$wl" cfs "cfs mount, no profile, default prefetch (guesses + stream)" prep_cfs "$wl"
+		measure "$link" "$wl" cfs-lean "cfs mount, no profile, guesses only (--prefetch list)" prep_cfs "$wl" --prefetch list
 		if [ "$have_profile" = 1 ] && [ -e "$W/srv/store/tags/$wl-prof" ]; then
 			measure "$link" "$wl" cfs-profile "cfs, profile-packed, ${prefetch_opt[*]:-default prefetch}" prep_cfs "$wl-prof" "${prefetch_opt[@]}"
 		fi
@@ -456,8 +461,8 @@ done
 # the medians, as JSON, and as the chart's rows (labelled with workload and link)
 plot_rows=$W/plot.jsonl
 : > "$plot_rows"
-printf '%-8s %-8s %-12s %8s %8s %8s %8s %6s %9s %8s %8s %7s %8s  %s\n' workload link method mount-s first-s total-s \
-	requests rounds MB-down MB-read cpu-s/GB "vs cfs" "vs prof" what
+printf '%-8s %-8s %-12s %8s %8s %8s %8s %6s %9s %8s %6s %8s %7s %8s  %s\n' workload link method mount-s first-s total-s \
+	requests rounds MB-down MB-read amp cpu-s/GB "vs cfs" "vs prof" what
 for link in $links; do
 	for k in "${order[@]}"; do
 		[ "${k%%.*}" = "$link" ] || continue
@@ -474,12 +479,13 @@ for link in $links; do
 		ratio=- ratio_p=-
 		ok_res "$link.$wl.cfs" && ratio=$(printf '%.2fx' "$(calc "$(col "$k" 3) / $(col "$link.$wl.cfs" 3)")")
 		ok_res "$link.$wl.cfs-profile" && ratio_p=$(printf '%.2fx' "$(calc "$(col "$k" 3) / $(col "$link.$wl.cfs-profile" 3)")")
-		rd=$(col "$k" 6)
+		rd=$(col "$k" 6) amp=-
+		[ "$rd" = nan ] || [ "$rd" = 0 ] || amp=$(printf '%.2f' "$(calc "$(col "$k" 5) / $rd")")
 		[ "$rd" = nan ] && rd=- || rd=$(printf '%.2f' "$(calc "$rd / 1e6")")
 		per=$(col "$k" 10)
 		[ "$per" = nan ] && per=- || per=$(printf '%.2f' "$per")
-		printf '%-8s %-8s %-12s %8.3f %8.3f %8.3f %8s %6s %9.2f %8s %8s %7s %8s  %s\n' "$wl" "$link" "$m" "$(col "$k" 1)" \
-			"$(col "$k" 2)" "$(col "$k" 3)" "$(col "$k" 4)" "$(col "$k" 7)" "$(calc "$(col "$k" 5) / 1e6")" "$rd" "$per" \
+		printf '%-8s %-8s %-12s %8.3f %8.3f %8.3f %8s %6s %9.2f %8s %6s %8s %7s %8s  %s\n' "$wl" "$link" "$m" "$(col "$k" 1)" \
+			"$(col "$k" 2)" "$(col "$k" 3)" "$(col "$k" 4)" "$(col "$k" 7)" "$(calc "$(col "$k" 5) / 1e6")" "$rd" "$amp" "$per" \
 			"$ratio" "$ratio_p" "${desc[$wl.$m]}"
 	done
 done
@@ -487,7 +493,7 @@ echo "(mount-s: until the root is ready (mounted, or downloaded and extracted); 
 echo " container's first output line and exit, from the same start; vs cfs, vs prof: total / the total of"
 echo " cfs (plain image) and of cfs-profile on the same link, above 1: cfs faster; requests, MB-down: the proxy's"
 echo " counters; rounds: serial round trips in the proxy's log (responses more than half an RTT apart);"
-echo " MB-read: file bytes the workload read through the cfs mount; cpu-s/GB: the FUSE daemon's CPU seconds"
+echo " MB-read: file bytes the workload read through the cfs mount; amp: MB-down / MB-read; cpu-s/GB: the FUSE daemon's CPU seconds"
 echo " (utime+stime) per GB it served (cfs: MB-read; squashfuse, casync: bytes written to /dev/fuse), - without one)"
 
 # --- goals ---------------------------------------------------------------------------

@@ -330,7 +330,7 @@ static int open_image(const struct cfs_mount_args *a, struct cfs_daemon *d, cons
 	/* Without readahead threads there is nothing to prefetch with; an
 	 * explicit --prefetch was refused at parse time. */
 	if (a->prefetch != CFS_PREFETCH_NONE && a->readahead) {
-		ret = cfs_image_prefetch_start(d->fs.img, a->prefetch);
+		ret = cfs_image_prefetch_start(d->fs.img, a->prefetch, a->prefetch_budget);
 		if (ret < 0) {
 			fprintf(stderr, PROG ": prefetch: %s\n", cfs_strerror(ret));
 			goto out;

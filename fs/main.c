@@ -19,6 +19,7 @@
 enum {
 	/* Beside the store, cache and trust options of lib/image/open.h. */
 	OPT_STATS_FILE = 256, OPT_LOG, OPT_STATS, OPT_READAHEAD, OPT_RECORD, OPT_PREFETCH,
+	OPT_PREFETCH_BUDGET,
 	OPT_BUNDLE, OPT_BUNDLE_REMOVE, OPT_STATUS, OPT_UPGRADE,
 	OPT_STORE, /* -o store= only */
 };
@@ -47,9 +48,9 @@ static void usage(FILE *out)
 		"The second form is mount(8)'s (mount -t fuse.cfs IMAGE MNT -o store=STORE,\n"
 		"through mount.fuse3 and a `cfs` link to this program): -o also takes\n"
 		"cache=, cache_size=, mem_cache=, log=, stats_file=, readahead=, prefetch=,\n"
-		"deadline=, max_inflight=, retries=, ca_file=, insecure and trust=, and ignores\n"
-		"rw, _netdev, nofail, noauto, auto, defaults, user, users, nouser, x-* and\n"
-		"comment=.\n"
+		"prefetch_budget=, deadline=, max_inflight=, retries=, ca_file=, insecure and\n"
+		"trust=, and ignores rw, _netdev, nofail, noauto, auto, defaults, user, users,\n"
+		"nouser, x-* and comment=.\n"
 		"--bundle mounts IMAGE at DIR/lower, an overlay with DIR/upper at\n"
 		"DIR/rootfs, and writes DIR/config.json from the image config, so that\n"
 		"`runc run -b DIR NAME` starts the image; --bundle-remove takes it down.\n"
@@ -65,9 +66,13 @@ static void usage(FILE *out)
 		"      --log FILE         log here (default stderr; syslog once daemonized)\n"
 		"      --readahead N      fetch up to N chunks ahead of a sequential reader\n"
 		"                         (default 32; 0 turns it off)\n"
-		"      --prefetch MODE    at mount, fetch the image's prefetch list (list,\n"
-		"                         the default), then the rest of it too (all), or\n"
-		"                         nothing (none); needs --readahead > 0\n"
+		"      --prefetch MODE    at mount, fetch the image's prefetch list, then\n"
+		"                         stream the rest nearest the readers first, within\n"
+		"                         --prefetch-budget (stream, the default); the list\n"
+		"                         only (list); all of the image (all); or nothing\n"
+		"                         (none); needs --readahead > 0\n"
+		"      --prefetch-budget SIZE  stored bytes the stream may fetch (default\n"
+		"                         1G; K, M, G suffixes)\n"
 		CFS_OPEN_TRUST_USAGE
 		"      --record FILE      write the order in which files and chunks are\n"
 		"                         first read (an access profile, docs/PROFILE.md),\n"
@@ -109,13 +114,34 @@ static int parse_prefetch(struct cfs_mount_args *a, const char *name, const char
 		a->prefetch = CFS_PREFETCH_NONE;
 	} else if (!strcmp(v, "list")) {
 		a->prefetch = CFS_PREFETCH_LIST;
+	} else if (!strcmp(v, "stream")) {
+		a->prefetch = CFS_PREFETCH_STREAM;
 	} else if (!strcmp(v, "all")) {
 		a->prefetch = CFS_PREFETCH_ALL;
 	} else {
-		fprintf(stderr, PROG ": %s: expected none, list or all: '%s'\n", name, v);
+		fprintf(stderr, PROG ": %s: expected none, list, stream or all: '%s'\n", name, v);
 		return -1;
 	}
 	a->prefetch_set = true;
+	return 0;
+}
+
+static const char *prefetch_name(enum cfs_prefetch_mode m)
+{
+	switch (m) {
+	case CFS_PREFETCH_LIST: return "list";
+	case CFS_PREFETCH_STREAM: return "stream";
+	case CFS_PREFETCH_ALL: return "all";
+	default: return "none";
+	}
+}
+
+static int parse_budget(struct cfs_mount_args *a, const char *name, const char *v)
+{
+	if (cfs_parse_size(v, &a->prefetch_budget) < 0 || !a->prefetch_budget) {
+		fprintf(stderr, PROG ": %s: expected a size above 0 (K, M, G): '%s'\n", name, v);
+		return -1;
+	}
 	return 0;
 }
 
@@ -128,6 +154,7 @@ static int mount_opt(struct cfs_mount_args *a, int opt, const char *name, const 
 	case OPT_LOG: a->log_file = v; return 0;
 	case OPT_READAHEAD: return parse_count(name, v, 0, 1024, &a->readahead);
 	case OPT_PREFETCH: return parse_prefetch(a, name, v);
+	case OPT_PREFETCH_BUDGET: return parse_budget(a, name, v);
 	case OPT_STATS: a->stats_of = v; return 0;
 	case OPT_RECORD: a->record = v; return 0;
 	case OPT_BUNDLE: a->bundle = v; return 0;
@@ -183,7 +210,8 @@ static int parse_o_value(struct cfs_mount_args *a, const char *s, size_t len)
 					     { "log=", OPT_LOG },
 					     { "stats_file=", OPT_STATS_FILE },
 					     { "readahead=", OPT_READAHEAD },
-					     { "prefetch=", OPT_PREFETCH } };
+					     { "prefetch=", OPT_PREFETCH },
+					     { "prefetch_budget=", OPT_PREFETCH_BUDGET } };
 	const struct o_key *k;
 	char name[32], msg[256], *v;
 	int r;
@@ -270,6 +298,7 @@ static int parse_args(int argc, char **argv, struct cfs_mount_args *a)
 		{ "stats", required_argument, NULL, OPT_STATS },
 		{ "record", required_argument, NULL, OPT_RECORD },
 		{ "prefetch", required_argument, NULL, OPT_PREFETCH },
+		{ "prefetch-budget", required_argument, NULL, OPT_PREFETCH_BUDGET },
 		{ "bundle", required_argument, NULL, OPT_BUNDLE },
 		{ "bundle-remove", required_argument, NULL, OPT_BUNDLE_REMOVE },
 		{ "status", required_argument, NULL, OPT_STATUS },
@@ -321,7 +350,7 @@ static int parse_args(int argc, char **argv, struct cfs_mount_args *a)
 	}
 	if (a->prefetch_set && a->prefetch != CFS_PREFETCH_NONE && a->readahead == 0) {
 		fprintf(stderr, PROG ": --prefetch %s needs the fetch threads of --readahead (> 0)\n",
-			a->prefetch == CFS_PREFETCH_ALL ? "all" : "list");
+			prefetch_name(a->prefetch));
 		return -1;
 	}
 	if (a->stats_of) {
@@ -391,7 +420,7 @@ static int parse_args(int argc, char **argv, struct cfs_mount_args *a)
 int main(int argc, char **argv)
 {
 	struct cfs_mount_args a = { .readahead = CFS_READAHEAD_CHUNKS_DEFAULT,
-				    .prefetch = CFS_PREFETCH_LIST };
+				    .prefetch = CFS_PREFETCH_STREAM };
 	char err[512] = "";
 	int ret, status;
 

@@ -39,6 +39,7 @@ struct cfs_mount_args {
 	const char *record;       /* --record FILE, or NULL */
 	enum cfs_prefetch_mode prefetch;
 	bool prefetch_set;        /* --prefetch given */
+	uint64_t prefetch_budget; /* --prefetch-budget; 0: the default */
 	bool o_rw;                /* -o rw */
 	const char *status_of;    /* --status MOUNTPOINT */
 	const char *upgrade_of;   /* --upgrade MOUNTPOINT */

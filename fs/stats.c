@@ -50,6 +50,8 @@ int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
 		     ",\"fetch_queued\":%" PRIu64 ",\"readahead_chunks\":%" PRIu64
 		     ",\"readahead_dropped\":%" PRIu64 ",\"cache_rescans\":%" PRIu64
 		     ",\"prefetch_queued\":%" PRIu64 ",\"prefetch_done\":%" PRIu64
+		     ",\"demand_fetches\":%" PRIu64 ",\"hint_chunks\":%" PRIu64 ",\"stream_chunks\":%" PRIu64
+		     ",\"stream_bytes\":%" PRIu64 ",\"readahead_pending\":%" PRIu64
 		     ",\"cache_file_hits\":%" PRIu64 ",\"cache_verifies\":%" PRIu64
 		     ",\"cache_stale\":%" PRIu64 ",\"cache_files_open\":%" PRIu64
 		     ",\"cache_shared_waits\":%" PRIu64 ",\"cache_shared_hits\":%" PRIu64
@@ -60,7 +62,8 @@ int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
 		     cs.load_errors, cs.disk_bad, cs.disk_write_errors, cs.disk_bytes, cs.mem_bytes,
 		     cs.evictions, fst.requests, fst.attempts, fst.retries, fst.errors, fst.timeouts,
 		     fst.bytes, fst.bytes_sent, fst.inflight, fst.queued, is.ra_chunks,
-		     is.ra_dropped, cs.rescans, is.prefetch_queued, is.prefetch_done, cs.file_hits,
+		     is.ra_dropped, cs.rescans, is.prefetch_queued, is.prefetch_done, is.demand_fetches, is.hint_chunks,
+		     is.stream_chunks, is.stream_bytes, is.ra_pending, cs.file_hits,
 		     cs.verifies, cs.stale, cs.files_open, cs.shared_waits, cs.shared_hits,
 		     cs.shared_timeouts,
 		     atomic_load_explicit(&fs->read_splice, memory_order_relaxed),

@@ -21,6 +21,7 @@ fi
 failed=()
 log() { printf '\n==> %s\n' "$*"; }
 fail() { printf 'test.sh: FAILED: %s\n' "$*" >&2; failed+=("$*"); }
+fuzz_reports=()
 
 if [ "${CFS_SKIP_DEPS:-0}" != 1 ]; then
 	log "dependencies"
@@ -109,9 +110,16 @@ else
 				cp -a "tests/corpus/$target/." "$corpus/"
 			fi
 			mkdir -p build-fuzz/fuzz-artifacts
+			flog=build-fuzz/fuzz-$target.log
 			if ! "build-fuzz/tests/fuzz-$target" -max_total_time="$secs" -print_final_stats=1 \
-				-artifact_prefix="$root/build-fuzz/fuzz-artifacts/" "$corpus"; then
-				fail "fuzz-$target (crash inputs in build-fuzz/fuzz-artifacts/)"
+				-artifact_prefix="$root/build-fuzz/fuzz-artifacts/" "$corpus" > "$flog" 2>&1; then
+				tail -n 20 "$flog"
+				fail "fuzz-$target (crash inputs in build-fuzz/fuzz-artifacts/, log $flog)"
+				# The report, for the summary at the end: a CI log keeps
+				# only its tail.
+				fuzz_reports+=("$(grep -v -E '^#[0-9]+' "$flog" | tail -n 60)")
+			else
+				tail -n 8 "$flog"
 			fi
 			rm -rf "$corpus"
 		done
@@ -122,6 +130,9 @@ fi
 
 echo
 if [ ${#failed[@]} -ne 0 ]; then
+	for r in "${fuzz_reports[@]}"; do
+		printf 'test.sh: fuzzer report:\n%s\n' "$r"
+	done
 	printf 'test.sh: %d stage(s) failed:\n' "${#failed[@]}"
 	printf '  - %s\n' "${failed[@]}"
 	exit 1

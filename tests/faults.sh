@@ -62,12 +62,14 @@ echo "nginx on $NGINX_PORT, proxy on $PROXY_PORT"
 curl -sf -o /dev/null "http://127.0.0.1:$PROXY_PORT/cfs-store" || fail "the store marker is not served through the proxy"
 
 # mount_fg NAME URL [OPTS...]: mounts image faults of URL at $W/NAME with
-# cache $W/cache-NAME and the short deadline; sets MOUNT_PID.
+# cache $W/cache-NAME and the short deadline, fetching only what is read
+# (--prefetch none), so that the faults injected meet the reads; sets
+# MOUNT_PID.
 mount_fg() {
 	local name=$1 url=$2
 	shift 2
 	mount_bg "$W/$name" "$url" faults --cache "$W/cache-$name" \
-		--deadline "$DEADLINE" --retries "$RETRIES" "$@"
+		--deadline "$DEADLINE" --retries "$RETRIES" --prefetch none "$@"
 }
 
 m=$W/mnt
@@ -78,7 +80,7 @@ step "mount http://127.0.0.1:$NGINX_PORT/ directly, daemonized (for the dead sto
 mkdir -p "$W/direct"
 MOUNTS+=("$W/direct")
 timeout 60 "$CFS_MOUNT" --cache "$W/cache-direct" --log "$W/direct.log" --deadline "$DEADLINE" \
-	--retries "$RETRIES" "http://127.0.0.1:$NGINX_PORT/" faults "$W/direct" ||
+	--retries "$RETRIES" --prefetch none "http://127.0.0.1:$NGINX_PORT/" faults "$W/direct" ||
 	fail "cfs-mount (daemonized) exited $?"
 mountpoint -q "$W/direct" || fail "cfs-mount returned but $W/direct is not mounted"
 

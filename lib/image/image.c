@@ -2,8 +2,9 @@
 /*
  * An opened image: the validated index plus reads of file data that fetch
  * only the chunks they touch, through the chunk cache, each verified.
- * The readahead pool is readahead.c's, prefetch at mount prefetch.c's;
- * all three fetch through image_load.c.
+ * The readahead pool is readahead.c's, the guesses a first read makes
+ * predict.c's, prefetch at mount prefetch.c's; all fetch through
+ * image_load.c.
  */
 #include <errno.h>
 #include <limits.h>
@@ -277,6 +278,7 @@ ssize_t cfs_image_map(struct cfs_image *img, const struct cfs_inode *in, uint64_
 
 	if (len > SSIZE_MAX)
 		len = SSIZE_MAX;
+	cfs_predict_touch(img, in, off);
 	n = image_map(img, in, off, len, segs, max, nseg);
 	/* Too many pieces is not an error: the caller reads instead. */
 	if (n != -E2BIG)
@@ -299,6 +301,7 @@ ssize_t cfs_image_read_inode(struct cfs_image *img, const struct cfs_inode *in, 
 
 	if (len > SSIZE_MAX)
 		len = SSIZE_MAX;
+	cfs_predict_touch(img, in, off);
 	n = image_walk(img, in, off, len, read_piece, buf);
 	read_account(img, in, off, n);
 	return n;
@@ -324,7 +327,12 @@ void cfs_image_stats_get(struct cfs_image *img, struct cfs_image_stats *out)
 	out->read_bytes = stat_load(&img->read_bytes);
 	out->read_errors = stat_load(&img->read_errors);
 	out->chunk_fetches = stat_load(&img->chunk_fetches);
+	out->demand_fetches = stat_load(&img->demand_fetches);
 	out->chunk_bad = stat_load(&img->chunk_bad);
 	out->prefetch_queued = stat_load(&img->prefetch_queued);
 	out->prefetch_done = stat_load(&img->prefetch_done);
+	out->hint_chunks = stat_load(&img->hint_chunks);
+	out->stream_chunks = stat_load(&img->stream_chunks);
+	out->stream_bytes = stat_load(&img->stream_bytes);
+	out->ra_pending = cfs_image_ra_pending(img);
 }

@@ -26,11 +26,17 @@ struct cfs_image_stats {
 	uint64_t read_bytes;
 	uint64_t read_errors;
 	uint64_t chunk_fetches; /* chunk objects fetched from the store */
+	uint64_t demand_fetches; /* of those, by a reader itself: a read that
+				  * found its chunk neither cached nor coming */
 	uint64_t chunk_bad;     /* fetched chunks that failed verification */
 	uint64_t ra_chunks;     /* chunks queued by readahead */
 	uint64_t ra_dropped;    /* readahead requests dropped, queue full */
 	uint64_t prefetch_queued; /* chunks queued by prefetch at mount */
 	uint64_t prefetch_done;   /* of those, fetched (or found cached) */
+	uint64_t hint_chunks;     /* chunks queued by a first read's prediction */
+	uint64_t stream_chunks;   /* chunks queued by the stream (in prefetch_queued) */
+	uint64_t stream_bytes;    /* their stored size */
+	uint64_t ra_pending;      /* chunks queued on the pool or being fetched by it, now */
 };
 
 /* Resolves image (a tag or "sha256:<hex>"), fetches the index object, checks
@@ -107,16 +113,27 @@ int cfs_image_set_readahead(struct cfs_image *img, unsigned threads, unsigned ma
  * threads, not a regular file). */
 int64_t cfs_image_willneed(struct cfs_image *img, uint64_t ino, uint64_t off, uint64_t len);
 
-/* Prefetch at mount (docs/FORMAT.md, "Prefetch list"): fetch the image's
- * prefetch list, if it has one, in its order, in the background, through
- * the readahead pool (so set_readahead must have started threads: else
- * -EINVAL), keeping at most a memory budget of chunks queued ahead; with
- * CFS_PREFETCH_ALL, then every other chunk of the image, one at a time so
- * that demand reads never wait behind it.  A demand read of a chunk that
- * is queued but not started fetches it at once (it jumps the queue); one
- * being fetched waits for that fetch.  0 or -errno. */
-enum cfs_prefetch_mode { CFS_PREFETCH_NONE = 0, CFS_PREFETCH_LIST, CFS_PREFETCH_ALL };
-int cfs_image_prefetch_start(struct cfs_image *img, enum cfs_prefetch_mode mode);
+/* Prefetch at mount (docs/FORMAT.md, "Prefetch list" and "Prediction
+ * without a profile"): fetch the image's prefetch list, if it has one, in
+ * its order, in the background, through the readahead pool (so
+ * set_readahead must have started threads: else -EINVAL), keeping at most
+ * a memory budget of chunks queued ahead; with CFS_PREFETCH_STREAM, then
+ * the rest of the image, nearest the readers first, until budget stored
+ * bytes were fetched (0: CFS_PREFETCH_BUDGET_DEFAULT); CFS_PREFETCH_ALL
+ * is the stream without a budget.  Every mode but CFS_PREFETCH_NONE also
+ * turns on the guesses a first read makes (a file whole, its directory's
+ * small files: predict.c), which the list and the stream skip.  The stream keeps many fetches in
+ * flight but behind every demand read and every prediction.  A demand
+ * read of a chunk that is queued but not started fetches it at once (it
+ * jumps the queue); one being fetched waits for that fetch.  0 or -errno. */
+enum cfs_prefetch_mode {
+	CFS_PREFETCH_NONE = 0,
+	CFS_PREFETCH_LIST,
+	CFS_PREFETCH_STREAM,
+	CFS_PREFETCH_ALL,
+};
+#define CFS_PREFETCH_BUDGET_DEFAULT (1ull << 30)
+int cfs_image_prefetch_start(struct cfs_image *img, enum cfs_prefetch_mode mode, uint64_t budget);
 
 /* The image's prefetch list, fetched from the store now and verified:
  * 0 and the chunk numbers in *chunks (malloc'd, the caller frees; NULL

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* An opened image's insides, shared by image.c (opening, objects, chunk
- * loads and reads), readahead.c (the pool that fetches ahead of readers)
- * and prefetch.c (the list fetched at mount, through that pool). */
+ * loads and reads), readahead.c (the pool that fetches ahead of readers),
+ * predict.c (what a start-up will read next, from the tree alone) and
+ * prefetch.c (the list and the stream fetched at mount, through that
+ * pool). */
 #ifndef CFS_IMAGE_I_H
 #define CFS_IMAGE_I_H
 
@@ -23,6 +25,13 @@
 #define RA_SLOTS 256
 #define RA_QUEUE 1024
 
+/* The pool's queues, served in this order: what a reader that just
+ * started on a file or a directory is about to want (its neighbours, the
+ * rest of a small file), then what a reader is known or seen to go on to
+ * (sequential readahead, willneed, a big file whole, the prefetch list),
+ * then the stream that fills the rest of the link. */
+enum ra_level { RA_NEAR = 0, RA_AHEAD, RA_STREAM, RA_LEVELS };
+
 struct ra_file {
 	uint64_t ino;
 	uint64_t next;   /* end of the furthest read */
@@ -35,24 +44,46 @@ struct ra_item {
 	bool prefetch;   /* counts against the prefetch budget */
 };
 
+struct ra_ring {
+	struct ra_item *q;    /* RA_QUEUE items */
+	size_t head, count;
+};
+
+/* Predictions from the tree (predict.c), built when the pool starts.  The
+ * packer numbers inodes depth first, so a directory's subtree is the
+ * inode range [dir, subtree_end[dir]]; an image that does not (an old or
+ * a hostile one) only gets worse guesses, never wrong bytes. */
+struct cfs_predict {
+	uint64_t inodes, chunks;
+	uint32_t *parent;      /* [ino - 1]: the directory first naming it; 0: none */
+	uint32_t *subtree_end; /* [ino - 1]: the last inode of its subtree */
+	_Atomic uint64_t *touched; /* bit per inode: files read, dirs whose files queued */
+	_Atomic uint64_t *queued;  /* bit per chunk: queued by a hint or the stream */
+	_Atomic uint32_t focus;    /* the directory of the latest first read; 0: none */
+};
+
 struct ra_pool {
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
 	pthread_cond_t room;  /* the prefetch feeder waits here */
 	struct ra_file files[RA_SLOTS];
-	struct ra_item *q;    /* ring */
-	size_t qhead, qcount;
+	struct ra_ring rings[RA_LEVELS];
+	struct cfs_predict pred;
 	pthread_t *threads;
 	unsigned nthreads;
 	unsigned max_chunks;
+	unsigned busy;        /* workers fetching */
 	bool stop;
+	atomic_bool hints;    /* predict.c's guesses on: any prefetch but none */
 
 	/* Prefetch at mount (prefetch.c): one feeder thread. */
 	pthread_t pf_thread;
 	bool pf_running;
 	enum cfs_prefetch_mode pf_mode;
+	uint64_t pf_stream_budget; /* bytes the stream may fetch; UINT64_MAX: all */
 	uint64_t pf_inflight; /* bytes of prefetch items queued or being fetched */
-	uint64_t pf_budget;   /* at most this many */
+	uint64_t pf_budget;   /* at most this many for the list */
+	uint64_t pf_stream_max; /* and for the stream, which leaves threads to hints */
 };
 
 struct cfs_image {
@@ -65,11 +96,15 @@ struct cfs_image {
 	_Atomic uint64_t read_bytes;
 	_Atomic uint64_t read_errors;
 	_Atomic uint64_t chunk_fetches;
+	_Atomic uint64_t demand_fetches;
 	_Atomic uint64_t chunk_bad;
 	_Atomic uint64_t ra_chunks;
 	_Atomic uint64_t ra_dropped;
 	_Atomic uint64_t prefetch_queued;
 	_Atomic uint64_t prefetch_done;
+	_Atomic uint64_t hint_chunks;
+	_Atomic uint64_t stream_chunks;
+	_Atomic uint64_t stream_bytes;
 	atomic_bool prefetch_warned;
 
 	/* Chunks whose last fetch timed out, direct-mapped by digest. */
@@ -131,8 +166,29 @@ void cfs_image_ra_note(struct cfs_image *img, const struct cfs_inode *in, uint64
 /* Stops the pool, the prefetch thread with it, and frees it (none: no-op). */
 void cfs_image_ra_stop(struct cfs_image *img);
 
-/* Queues chunk on the pool, which must have room; with ra->lock held. */
-void cfs_image_ra_push(struct ra_pool *ra, uint32_t chunk, bool prefetch);
+/* Queues chunk on the pool at level; false when that queue is full.  With
+ * ra->lock held. */
+bool cfs_image_ra_push(struct ra_pool *ra, enum ra_level level, uint32_t chunk, bool prefetch);
+/* Chunks queued on the pool or being fetched by it. */
+uint64_t cfs_image_ra_pending(struct cfs_image *img);
+/* Whether level's queue is full; with ra->lock held. */
+bool cfs_image_ra_full(const struct ra_pool *ra, enum ra_level level);
+
+/* ---- predict.c ---- */
+
+/* Builds ra->pred for img's tree: 0 or -ENOMEM. */
+int cfs_predict_init(struct cfs_image *img, struct cfs_predict *p);
+void cfs_predict_free(struct cfs_predict *p);
+
+/* A read at off of the file whose inode is in is about to be served: the
+ * first one of that file queues the rest of it (bounded) and, the first
+ * time in its directory, the directory's small files, and makes that
+ * directory the stream's focus.  Cheap after the first: one bit test. */
+void cfs_predict_touch(struct cfs_image *img, const struct cfs_inode *in, uint64_t off);
+
+/* Atomically sets bit i of map; returns whether it was set before. */
+bool cfs_predict_bit_set(_Atomic uint64_t *map, uint64_t i);
+bool cfs_predict_bit_test(_Atomic uint64_t *map, uint64_t i);
 
 /* Logs a prefetch failure (what: "list", "chunk" or "all"; chunk
  * CFS_CHUNK_NONE when none) the first time only: prefetch never fails a

@@ -16,6 +16,7 @@
 
 #include "cache.h"
 #include "codec.h"
+#include "fetch.h"
 #include "format.h"
 #include "image_i.h"
 #include "store.h"
@@ -155,6 +156,8 @@ int cfs_image_load_chunk(void *ctx, const cfs_digest *d, uint32_t raw_size, uint
 			return ret;
 		}
 		stat_add(&img->chunk_fetches, 1);
+		if (!cfs_fetch_thread_is_background())
+			stat_add(&img->demand_fetches, 1);
 
 		n = cfs_obj_decode(dst, raw_size, obj, objlen, d);
 		free(obj);

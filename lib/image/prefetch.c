@@ -4,15 +4,21 @@
  * thread per image fetches the image's prefetch list and queues its
  * chunks, in order, on the readahead pool (readahead.c), never more bytes
  * not yet in the cache than the pool's budget, so that demand reads still
- * find fetch slots; with CFS_PREFETCH_ALL it then fetches every other
- * chunk itself, one at a time.  Prefetch only ever saves time: its errors
- * are logged once and never fail a read.
+ * find fetch slots.  Then, unless told to stop at the list, it streams the
+ * rest of the image within a byte budget, in the order predict.c guesses
+ * from where the readers are (docs/FORMAT.md, "Prediction without a
+ * profile"): many fetches in flight to fill the link, on the pool's last
+ * queue, so that what a reader waits for or was just predicted to want
+ * goes first, and a quarter of the pool's threads always free for them.
+ * Prefetch only ever saves time: its errors are logged once and never fail
+ * a read.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include "cache.h"
 #include "fetch.h"
@@ -56,98 +62,199 @@ out:
 	return ret;
 }
 
-static void *prefetch_thread(void *arg)
+/* Waits until the pool takes one more prefetch item of size bytes at
+ * level within max bytes in flight; false when the pool stops.  With
+ * ra->lock held. */
+static bool wait_room(struct ra_pool *ra, enum ra_level level, uint64_t size, uint64_t max)
 {
-	struct cfs_image *img = arg;
+	while (!ra->stop && (cfs_image_ra_full(ra, level) ||
+			     (ra->pf_inflight && ra->pf_inflight + size > max)))
+		pthread_cond_wait(&ra->room, &ra->lock);
+	return !ra->stop;
+}
+
+/* The list, in order, through the pool: many fetches in flight, but never
+ * more than the budget of bytes not yet in the cache.  false: stopped. */
+static bool feed_list(struct cfs_image *img, const uint32_t *list, size_t n)
+{
 	struct ra_pool *ra = img->ra;
-	struct cfs_index_info info;
-	uint32_t *list = NULL;
-	uint64_t *listed = NULL, pf_bytes = 0, t0 = cfs_now_ns();
-	size_t n = 0;
-	int ret;
+	uint64_t pf_bytes = 0, t0 = cfs_now_ns();
+	bool stop;
 
-	ret = cfs_image_prefetch_list(img, &list, &n);
-	if (ret < 0)
-		cfs_image_prefetch_error(img, "list", CFS_CHUNK_NONE, ret);
-
-	/* The list, in order, through the pool: many fetches in flight, but
-	 * never more than the budget of bytes not yet in the cache. */
 	for (size_t i = 0; i < n; i++) {
 		struct cfs_chunk c;
 
 		if (cfs_index_chunk(img->idx, list[i], &c) < 0)
 			continue; /* parse checked the range */
 		pthread_mutex_lock(&ra->lock);
-		while (!ra->stop && (ra->qcount == RA_QUEUE ||
-				     (ra->pf_inflight && ra->pf_inflight + c.raw_size > ra->pf_budget)))
-			pthread_cond_wait(&ra->room, &ra->lock);
-		if (ra->stop) {
+		if (!wait_room(ra, RA_AHEAD, c.raw_size, ra->pf_budget)) {
 			pthread_mutex_unlock(&ra->lock);
-			goto out;
+			return false;
 		}
-		cfs_image_ra_push(ra, list[i], true);
+		cfs_image_ra_push(ra, RA_AHEAD, list[i], true);
+		cfs_predict_bit_set(ra->pred.queued, list[i]);
 		ra->pf_inflight += c.raw_size;
 		pf_bytes += c.raw_size;
 		stat_add(&img->prefetch_queued, 1);
 		pthread_cond_signal(&ra->wake);
 		pthread_mutex_unlock(&ra->lock);
 	}
-	if (n) {
-		/* Say when the list is in: what start-up waited for, if anything. */
-		bool stop;
-
-		pthread_mutex_lock(&ra->lock);
-		while (!ra->stop && ra->pf_inflight)
-			pthread_cond_wait(&ra->room, &ra->lock);
-		stop = ra->stop;
-		pthread_mutex_unlock(&ra->lock);
-		if (!stop)
-			cfs_info("prefetch: list of %zu chunks (%.1f MiB) in cache after %.0f ms", n,
+	if (!n)
+		return true;
+	/* Say when the list is in: what start-up waited for, if anything. */
+	pthread_mutex_lock(&ra->lock);
+	while (!ra->stop && ra->pf_inflight)
+		pthread_cond_wait(&ra->room, &ra->lock);
+	stop = ra->stop;
+	pthread_mutex_unlock(&ra->lock);
+	if (!stop)
+		cfs_info("prefetch: list of %zu chunks (%.1f MiB) in cache after %.0f ms", n,
 			 (double)pf_bytes / (1 << 20), (double)(cfs_now_ns() - t0) / 1e6);
-	}
-	if (ra->pf_mode != CFS_PREFETCH_ALL)
-		goto out;
-	cfs_fetch_thread_background(true);
+	return !stop;
+}
 
-	/* Then the rest, one chunk at a time on this thread alone: at most one
-	 * fetch of a demand read's bandwidth goes to it. */
-	cfs_index_info(img->idx, &info);
-	listed = calloc(info.chunk_count / 64 + 1, sizeof(*listed));
-	if (!listed) {
-		cfs_image_prefetch_error(img, "all", CFS_CHUNK_NONE, -ENOMEM);
-		goto out;
-	}
-	for (size_t i = 0; i < n; i++)
-		listed[list[i] / 64] |= 1ull << (list[i] % 64);
-	for (uint32_t ci = 0; ci < info.chunk_count; ci++) {
+/* The stream's walk: the inodes it has been through, and its spending. */
+struct stream {
+	struct cfs_image *img;
+	uint64_t *scanned;   /* bit per inode */
+	uint64_t spent;      /* stored bytes queued */
+	uint32_t focus;      /* the focus the walk started from */
+};
+
+enum { STREAM_ON, STREAM_REFOCUS, STREAM_DONE };
+
+/* Queues the chunks of file in that no one queued and the cache lacks.
+ * STREAM_REFOCUS when a reader moved the focus meanwhile (the file is
+ * taken up again from there later), STREAM_DONE when the budget is spent
+ * or the pool stops. */
+static int stream_file(struct stream *s, const struct cfs_inode *in)
+{
+	struct cfs_image *img = s->img;
+	struct ra_pool *ra = img->ra;
+	struct cfs_predict *p = &ra->pred;
+	struct cfs_extent e;
+
+	for (uint32_t i = 0; cfs_index_file_extent(img->idx, in, i, &e) == 1; i++) {
 		struct cfs_chunk c;
-		struct cfs_buf *b;
-		bool stop;
+		int ret = STREAM_ON;
+		uint64_t cost;
 
-		if (listed[ci / 64] & (1ull << (ci % 64)))
+		if (e.chunk == CFS_CHUNK_NONE || e.chunk >= p->chunks ||
+		    cfs_predict_bit_test(p->queued, e.chunk) ||
+		    cfs_index_chunk(img->idx, e.chunk, &c) < 0)
 			continue;
-		pthread_mutex_lock(&ra->lock);
-		stop = ra->stop;
-		pthread_mutex_unlock(&ra->lock);
-		if (stop)
-			break;
-		stat_add(&img->prefetch_queued, 1);
-		(void)cfs_index_chunk(img->idx, ci, &c); /* ci < chunk_count: cannot fail */
-		ret = cfs_cache_get(img->cache, &c.digest, c.raw_size, cfs_image_load_chunk, img, &b);
-		if (ret == 0) {
-			cfs_buf_unref(b);
-			stat_add(&img->prefetch_done, 1);
-		} else {
-			cfs_image_prefetch_error(img, "chunk", ci, ret);
+		if (cfs_cache_size(img->cache, &c.digest) >= 0) {
+			cfs_predict_bit_set(p->queued, e.chunk);
+			continue;
 		}
+		cost = c.stored_size ? c.stored_size : c.raw_size;
+		if (cost > ra->pf_stream_budget - s->spent)
+			return STREAM_DONE;
+		pthread_mutex_lock(&ra->lock);
+		if (!wait_room(ra, RA_STREAM, c.raw_size, ra->pf_stream_max))
+			ret = STREAM_DONE;
+		else if (atomic_load_explicit(&p->focus, memory_order_relaxed) != s->focus)
+			ret = STREAM_REFOCUS;
+		else if (!cfs_predict_bit_set(p->queued, e.chunk)) {
+			cfs_image_ra_push(ra, RA_STREAM, e.chunk, true);
+			ra->pf_inflight += c.raw_size;
+			s->spent += cost;
+			stat_add(&img->prefetch_queued, 1);
+			stat_add(&img->stream_chunks, 1);
+			stat_add(&img->stream_bytes, c.stored_size);
+			pthread_cond_signal(&ra->wake);
+		}
+		pthread_mutex_unlock(&ra->lock);
+		if (ret != STREAM_ON)
+			return ret;
 	}
-out:
-	free(listed);
+	return STREAM_ON;
+}
+
+/* Walks inodes [lo, hi] not walked before. */
+static int stream_range(struct stream *s, uint64_t lo, uint64_t hi)
+{
+	struct cfs_image *img = s->img;
+
+	for (uint64_t ino = lo; ino <= hi; ino++) {
+		struct cfs_inode in;
+		int ret;
+
+		if (s->scanned[(ino - 1) / 64] & (1ull << ((ino - 1) % 64)))
+			continue;
+		if (cfs_index_inode(img->idx, ino, &in) == 0 && S_ISREG(in.mode)) {
+			ret = stream_file(s, &in);
+			if (ret != STREAM_ON)
+				return ret;
+		}
+		s->scanned[(ino - 1) / 64] |= 1ull << ((ino - 1) % 64);
+	}
+	return STREAM_ON;
+}
+
+/* The rest of the image, nearest the readers first: the subtree of the
+ * directory of the latest first read, then its parent's, up to the root,
+ * then anything a malformed tree left outside it; taken up afresh from
+ * wherever a reader goes next.  Each chunk at most once, cached ones
+ * skipped, within the stream's byte budget. */
+static void stream_thread(struct cfs_image *img)
+{
+	struct ra_pool *ra = img->ra;
+	struct cfs_predict *p = &ra->pred;
+	struct stream s = { .img = img };
+	uint64_t t0 = cfs_now_ns();
+	int ret = STREAM_ON;
+
+	if (!p->inodes)
+		return;
+	s.scanned = calloc(p->inodes / 64 + 1, sizeof(*s.scanned));
+	if (!s.scanned) {
+		cfs_image_prefetch_error(img, "stream", CFS_CHUNK_NONE, -ENOMEM);
+		return;
+	}
+	do {
+		uint64_t d;
+
+		s.focus = atomic_load_explicit(&p->focus, memory_order_relaxed);
+		d = s.focus ? s.focus : 1;
+		for (unsigned depth = 0; depth < 4096; depth++) {
+			uint64_t end = p->subtree_end[d - 1];
+
+			ret = stream_range(&s, d, end < d ? d : end);
+			if (ret != STREAM_ON || !p->parent[d - 1] || p->parent[d - 1] == d)
+				break;
+			d = p->parent[d - 1];
+		}
+		if (ret == STREAM_ON)
+			ret = stream_range(&s, 1, p->inodes);
+	} while (ret == STREAM_REFOCUS);
+	if (!ra->stop)
+		cfs_info("prefetch: stream queued %.1f MiB in %.0f ms%s", (double)s.spent / (1 << 20),
+			 (double)(cfs_now_ns() - t0) / 1e6,
+			 ret == STREAM_DONE && !ra->stop ? " (budget spent)" : "");
+	free(s.scanned);
+}
+
+static void *prefetch_thread(void *arg)
+{
+	struct cfs_image *img = arg;
+	struct ra_pool *ra = img->ra;
+	uint32_t *list = NULL;
+	size_t n = 0;
+	int ret;
+
+	ret = cfs_image_prefetch_list(img, &list, &n);
+	if (ret < 0)
+		cfs_image_prefetch_error(img, "list", CFS_CHUNK_NONE, ret);
+	if (feed_list(img, list, n) && ra->pf_mode != CFS_PREFETCH_LIST) {
+		cfs_fetch_thread_background(true);
+		stream_thread(img);
+	}
 	free(list);
 	return NULL;
 }
 
-int cfs_image_prefetch_start(struct cfs_image *img, enum cfs_prefetch_mode mode)
+int cfs_image_prefetch_start(struct cfs_image *img, enum cfs_prefetch_mode mode, uint64_t budget)
 {
 	struct ra_pool *ra = img->ra;
 	cfs_digest d;
@@ -155,18 +262,21 @@ int cfs_image_prefetch_start(struct cfs_image *img, enum cfs_prefetch_mode mode)
 
 	if (mode == CFS_PREFETCH_NONE)
 		return 0;
-	if (mode != CFS_PREFETCH_LIST && mode != CFS_PREFETCH_ALL)
+	if (mode != CFS_PREFETCH_LIST && mode != CFS_PREFETCH_STREAM && mode != CFS_PREFETCH_ALL)
 		return -EINVAL;
 	if (!ra)
 		return -EINVAL;
+	atomic_store(&ra->hints, true);
 	if (mode == CFS_PREFETCH_LIST && cfs_index_prefetch(img->idx, &d) < 0)
-		return 0; /* nothing to do */
+		return 0; /* nothing to do but the hints */
 	pthread_mutex_lock(&ra->lock);
 	if (ra->pf_running) {
 		pthread_mutex_unlock(&ra->lock);
 		return -EBUSY;
 	}
 	ra->pf_mode = mode;
+	ra->pf_stream_budget = mode == CFS_PREFETCH_ALL ? UINT64_MAX
+			       : budget ? budget : CFS_PREFETCH_BUDGET_DEFAULT;
 	ret = -pthread_create(&ra->pf_thread, NULL, prefetch_thread, img);
 	if (ret == 0)
 		ra->pf_running = true;

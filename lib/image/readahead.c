@@ -4,10 +4,13 @@
  * chunks into the cache ahead of the readers that will want them.  Reads
  * feed a per-file sequential detector (direct-mapped by ino), whose window
  * doubles while a file is read forward and drops on a jump; the loader
- * names what it reads next itself (cfs_image_willneed).  The pool's
- * fetches are in the fetcher's background class, so readers waiting on
- * the store go first.  Prefetch at mount (prefetch.c) queues on the same
- * pool, under the same lock, within a budget of its own.
+ * names what it reads next itself (cfs_image_willneed), and the first read
+ * of a file or in a directory queues what predict.c expects next.  The
+ * pool serves three queues, nearest need first (image_i.h, ra_level), and
+ * its fetches are in the fetcher's background class, so readers waiting
+ * on the store go before all of them.  Prefetch at mount (prefetch.c)
+ * queues on the same pool, under the same lock, within a budget of its
+ * own.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -47,6 +50,34 @@ void cfs_image_prefetch_error(struct cfs_image *img, const char *what, uint32_t 
 			 "not logged", what, chunk, cfs_strerror(err));
 }
 
+/* The next item, nearest level first; with ra->lock held and an item
+ * queued. */
+static struct ra_item ra_pop(struct ra_pool *ra, enum ra_level *level)
+{
+	struct ra_item it = { CFS_CHUNK_NONE, false };
+
+	for (unsigned l = 0; l < RA_LEVELS; l++) {
+		struct ra_ring *r = &ra->rings[l];
+
+		if (!r->count)
+			continue;
+		it = r->q[r->head];
+		r->head = (r->head + 1) % RA_QUEUE;
+		r->count--;
+		*level = (enum ra_level)l;
+		break;
+	}
+	return it;
+}
+
+static bool ra_empty(const struct ra_pool *ra)
+{
+	for (unsigned l = 0; l < RA_LEVELS; l++)
+		if (ra->rings[l].count)
+			return false;
+	return true;
+}
+
 static void *ra_worker(void *arg)
 {
 	struct cfs_image *img = arg;
@@ -58,17 +89,17 @@ static void *ra_worker(void *arg)
 	pthread_mutex_lock(&ra->lock);
 	for (;;) {
 		struct cfs_chunk c = { .raw_size = 0 };
+		enum ra_level level = RA_NEAR;
 		struct cfs_buf *b;
 		struct ra_item it;
 		int ret;
 
-		while (!ra->qcount && !ra->stop)
+		while (ra_empty(ra) && !ra->stop)
 			pthread_cond_wait(&ra->wake, &ra->lock);
 		if (ra->stop)
 			break;
-		it = ra->q[ra->qhead];
-		ra->qhead = (ra->qhead + 1) % RA_QUEUE;
-		ra->qcount--;
+		it = ra_pop(ra, &level);
+		ra->busy++;
 		pthread_mutex_unlock(&ra->lock);
 
 		/* Into the cache and straight out again: the reader that wanted
@@ -85,9 +116,11 @@ static void *ra_worker(void *arg)
 			if (ret == 0)
 				stat_add(&img->prefetch_done, 1);
 			else
-				cfs_image_prefetch_error(img, "chunk", it.chunk, ret);
+				cfs_image_prefetch_error(img, level == RA_STREAM ? "stream chunk" : "chunk",
+							 it.chunk, ret);
 		}
 		pthread_mutex_lock(&ra->lock);
+		ra->busy--;
 		if (it.prefetch)
 			ra->pf_inflight -= c.raw_size;
 		if (ra->pf_running)
@@ -97,15 +130,39 @@ static void *ra_worker(void *arg)
 	return NULL;
 }
 
-/* Queues the chunks holding [from, to) of a file; returns where it got to
- * (short of to when the queue is full).  Called with ra->lock held. */
-
-void cfs_image_ra_push(struct ra_pool *ra, uint32_t chunk, bool prefetch)
+uint64_t cfs_image_ra_pending(struct cfs_image *img)
 {
-	ra->q[(ra->qhead + ra->qcount) % RA_QUEUE] = (struct ra_item){ chunk, prefetch };
-	ra->qcount++;
+	struct ra_pool *ra = img->ra;
+	uint64_t n;
+
+	if (!ra)
+		return 0;
+	pthread_mutex_lock(&ra->lock);
+	n = ra->busy;
+	for (unsigned l = 0; l < RA_LEVELS; l++)
+		n += ra->rings[l].count;
+	pthread_mutex_unlock(&ra->lock);
+	return n;
 }
 
+bool cfs_image_ra_full(const struct ra_pool *ra, enum ra_level level)
+{
+	return ra->rings[level].count == RA_QUEUE;
+}
+
+bool cfs_image_ra_push(struct ra_pool *ra, enum ra_level level, uint32_t chunk, bool prefetch)
+{
+	struct ra_ring *r = &ra->rings[level];
+
+	if (r->count == RA_QUEUE)
+		return false;
+	r->q[(r->head + r->count) % RA_QUEUE] = (struct ra_item){ chunk, prefetch };
+	r->count++;
+	return true;
+}
+
+/* Queues the chunks holding [from, to) of a file; returns where it got to
+ * (short of to when the queue is full).  Called with ra->lock held. */
 static uint64_t ra_queue(struct cfs_image *img, const struct cfs_inode *in, uint64_t from,
 			 uint64_t to)
 {
@@ -118,11 +175,10 @@ static uint64_t ra_queue(struct cfs_image *img, const struct cfs_inode *in, uint
 		return to;
 	while (pos < to && cfs_index_file_extent(img->idx, in, i++, &e) == 1) {
 		if (e.chunk != CFS_CHUNK_NONE && e.chunk != last) {
-			if (ra->qcount == RA_QUEUE) {
+			if (!cfs_image_ra_push(ra, RA_AHEAD, e.chunk, false)) {
 				stat_add(&img->ra_dropped, 1);
 				return pos;
 			}
-			cfs_image_ra_push(ra, e.chunk, false);
 			stat_add(&img->ra_chunks, 1);
 			last = e.chunk;
 		}
@@ -171,6 +227,15 @@ void cfs_image_ra_note(struct cfs_image *img, const struct cfs_inode *in, uint64
 	pthread_mutex_unlock(&ra->lock);
 }
 
+static void ra_free(struct ra_pool *ra)
+{
+	for (unsigned l = 0; l < RA_LEVELS; l++)
+		free(ra->rings[l].q);
+	cfs_predict_free(&ra->pred);
+	free(ra->threads);
+	free(ra);
+}
+
 void cfs_image_ra_stop(struct cfs_image *img)
 {
 	struct ra_pool *ra = img->ra;
@@ -190,16 +255,14 @@ void cfs_image_ra_stop(struct cfs_image *img)
 	pthread_cond_destroy(&ra->room);
 	pthread_cond_destroy(&ra->wake);
 	pthread_mutex_destroy(&ra->lock);
-	free(ra->threads);
-	free(ra->q);
-	free(ra);
+	ra_free(ra);
 }
 
 int cfs_image_set_readahead(struct cfs_image *img, unsigned threads, unsigned max_chunks)
 {
 	struct cfs_index_info info;
 	struct ra_pool *ra;
-	int ret;
+	int ret = -ENOMEM;
 
 	cfs_image_ra_stop(img);
 	if (!threads)
@@ -209,15 +272,19 @@ int cfs_image_set_readahead(struct cfs_image *img, unsigned threads, unsigned ma
 	ra = calloc(1, sizeof(*ra));
 	if (!ra)
 		return -ENOMEM;
-	ra->q = calloc(RA_QUEUE, sizeof(*ra->q));
+	for (unsigned l = 0; l < RA_LEVELS; l++)
+		if (!(ra->rings[l].q = calloc(RA_QUEUE, sizeof(*ra->rings[l].q))))
+			goto err_free;
 	ra->threads = calloc(threads, sizeof(*ra->threads));
-	if (!ra->q || !ra->threads) {
-		ret = -ENOMEM;
+	if (!ra->threads)
 		goto err_free;
-	}
+	ret = cfs_predict_init(img, &ra->pred);
+	if (ret < 0)
+		goto err_free;
 	ra->max_chunks = max_chunks;
 	cfs_index_info(img->idx, &info);
 	ra->pf_budget = (uint64_t)PREFETCH_PER_THREAD * threads * info.chunk_size;
+	ra->pf_stream_max = (uint64_t)(threads - threads / 4) * info.chunk_size;
 	pthread_mutex_init(&ra->lock, NULL);
 	pthread_cond_init(&ra->wake, NULL);
 	pthread_cond_init(&ra->room, NULL);
@@ -232,9 +299,7 @@ int cfs_image_set_readahead(struct cfs_image *img, unsigned threads, unsigned ma
 	return 0;
 
 err_free:
-	free(ra->threads);
-	free(ra->q);
-	free(ra);
+	ra_free(ra);
 	return ret;
 }
 

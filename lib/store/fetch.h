@@ -115,6 +115,7 @@ int cfs_fetch_submit(struct cfs_fetcher *f, const struct cfs_fetch_req *req, cfs
  * foreground one and never hold more than three quarters of max_inflight,
  * so a reader that waits for its data always finds a connection free. */
 void cfs_fetch_thread_background(bool on);
+bool cfs_fetch_thread_is_background(void);
 
 struct cfs_fetch_stats {
 	uint64_t requests;  /* completed, successful or not */

@@ -31,6 +31,11 @@ void cfs_fetch_thread_background(bool on)
 	tls_background = on;
 }
 
+bool cfs_fetch_thread_is_background(void)
+{
+	return tls_background;
+}
+
 const char *cfs_fetch_method_name(enum cfs_fetch_method m)
 {
 	switch (m) {

@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What a start-up will read next, for an image nobody profiled, from the
+ * tree alone (docs/FORMAT.md, "Prediction without a profile").  A
+ * program's start-up opens and reads files one after another, so each
+ * first read of a file is one more round trip to the store unless it was
+ * fetched before it was asked for.  Three guesses cut those rounds:
+ *
+ *  - a file that is read at all is read whole (an importer reads a module
+ *    entirely; a loader maps a shared object and faults it in piece by
+ *    piece): its first read queues the rest of it, up to a cap, and a
+ *    shared object whatever its size;
+ *  - a directory one file was read from will have its other small files
+ *    read too (a package's modules, a locale's files): its first read
+ *    queues the group chunks of the directory's small files;
+ *  - what is read next lies near what was read last: the stream
+ *    (prefetch.c) fetches the subtree of the directory of the latest first
+ *    read, then its parent's, widening to the root.
+ *
+ * The packer numbers inodes depth first with entries in name order, so a
+ * subtree is one range of inode numbers and its small files share group
+ * chunks in that order.  The maps are built once when the readahead pool
+ * starts: one pass over the directories, 8 bytes per inode.  Guesses only
+ * ever queue fetches on the pool; a reader never waits for them.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cache.h"
+#include "format.h"
+#include "image_i.h"
+#include "index.h"
+#include "util.h"
+
+/* A file's first read queues all of it up to this size: a module, a
+ * config file, a small library.  Bigger ones are read whole only when
+ * they are shared objects (below); the rest are left to sequential
+ * readahead and the stream, so that one look into a big data file does
+ * not fetch gigabytes. */
+#define PREDICT_WHOLE_MAX (64ull << 20)
+/* A shared object is mapped and faulted in page by page in no order
+ * readahead can follow, and a loader touches most of it: whole, up to
+ * this. */
+#define PREDICT_ELF_MAX (1ull << 30)
+/* Files under this size are the ones the packer groups. */
+#define PREDICT_SMALL_MAX (64u << 10)
+
+bool cfs_predict_bit_set(_Atomic uint64_t *map, uint64_t i)
+{
+	uint64_t bit = 1ull << (i % 64);
+
+	return atomic_fetch_or_explicit(&map[i / 64], bit, memory_order_relaxed) & bit;
+}
+
+bool cfs_predict_bit_test(_Atomic uint64_t *map, uint64_t i)
+{
+	return atomic_load_explicit(&map[i / 64], memory_order_relaxed) & (1ull << (i % 64));
+}
+
+void cfs_predict_free(struct cfs_predict *p)
+{
+	free(p->parent);
+	free(p->subtree_end);
+	free(p->touched);
+	free(p->queued);
+	memset(p, 0, sizeof(*p));
+}
+
+int cfs_predict_init(struct cfs_image *img, struct cfs_predict *p)
+{
+	struct cfs_index_info info;
+	uint64_t n;
+
+	cfs_index_info(img->idx, &info);
+	memset(p, 0, sizeof(*p));
+	n = info.inode_count;
+	if (n > UINT32_MAX)
+		return 0; /* no guesses: the maps hold 32-bit numbers */
+	p->inodes = n;
+	p->chunks = info.chunk_count;
+	p->parent = calloc(n, sizeof(*p->parent));
+	p->subtree_end = calloc(n, sizeof(*p->subtree_end));
+	p->touched = calloc(n / 64 + 1, sizeof(*p->touched));
+	p->queued = calloc(p->chunks / 64 + 1, sizeof(*p->queued));
+	if (!p->parent || !p->subtree_end || !p->touched || !p->queued) {
+		cfs_predict_free(p);
+		return -ENOMEM;
+	}
+	/* From the last inode back: a directory's children come after it in
+	 * a depth-first numbering, so their subtrees are known by then, and
+	 * the directory that names a hard-linked file first (the smallest
+	 * number) writes its parent last.  A child numbered before its
+	 * directory (not depth first) is left out of the range. */
+	for (uint64_t ino = n; ino >= 1; ino--) {
+		struct cfs_inode in;
+		uint64_t end = ino;
+
+		if (cfs_index_inode(img->idx, ino, &in) == 0 && S_ISDIR(in.mode)) {
+			struct cfs_dirent de;
+
+			for (uint64_t pos = 0; cfs_index_dirent(img->idx, ino, pos, &de) == 1; pos++) {
+				if (de.ino < 1 || de.ino > n)
+					continue;
+				p->parent[de.ino - 1] = (uint32_t)ino;
+				if (de.ino > ino && p->subtree_end[de.ino - 1] > end)
+					end = p->subtree_end[de.ino - 1];
+			}
+		}
+		p->subtree_end[ino - 1] = (uint32_t)end;
+	}
+	return 0;
+}
+
+/* Whether ino is named like a shared object in dir: "*.so" or "*.so.*". */
+static bool named_shared_object(struct cfs_image *img, uint64_t dir, uint64_t ino)
+{
+	struct cfs_dirent de;
+
+	for (uint64_t pos = 0; cfs_index_dirent(img->idx, dir, pos, &de) == 1; pos++) {
+		if (de.ino != ino)
+			continue;
+		for (size_t i = 0; i + 3 <= de.name_len; i++)
+			if (!memcmp(de.name + i, ".so", 3) &&
+			    (i + 3 == de.name_len || de.name[i + 3] == '.'))
+				return true;
+		return false;
+	}
+	return false;
+}
+
+/* Queues chunk ci at level unless a hint or the stream queued it before.
+ * With ra->lock held. */
+static void queue_chunk(struct cfs_image *img, enum ra_level level, uint32_t ci)
+{
+	struct ra_pool *ra = img->ra;
+	struct cfs_predict *p = &ra->pred;
+
+	if (ci == CFS_CHUNK_NONE || ci >= p->chunks || cfs_predict_bit_test(p->queued, ci))
+		return;
+	if (!cfs_image_ra_push(ra, level, ci, false)) {
+		stat_add(&img->ra_dropped, 1);
+		return;
+	}
+	cfs_predict_bit_set(p->queued, ci);
+	stat_add(&img->hint_chunks, 1);
+}
+
+/* The chunks of file in from off to its end, then from its start to off:
+ * the read at off fetches its own chunk, and goes on forward. */
+static void queue_file(struct cfs_image *img, enum ra_level level, const struct cfs_inode *in,
+		       uint64_t off)
+{
+	struct cfs_extent e;
+	uint32_t first = 0, i;
+
+	if (cfs_index_file_extent_find(img->idx, in, off, &first) != 0)
+		first = 0;
+	for (i = first; cfs_index_file_extent(img->idx, in, i, &e) == 1; i++)
+		queue_chunk(img, level, e.chunk);
+	for (i = 0; i < first && cfs_index_file_extent(img->idx, in, i, &e) == 1; i++)
+		queue_chunk(img, level, e.chunk);
+}
+
+/* The small files of directory dir, in entry order, which is the order
+ * the packer grouped them in. */
+static void queue_dir(struct cfs_image *img, uint64_t dir)
+{
+	struct cfs_dirent de;
+
+	for (uint64_t pos = 0; cfs_index_dirent(img->idx, dir, pos, &de) == 1; pos++) {
+		struct cfs_inode in;
+
+		if (de.type != (S_IFREG >> 12) || cfs_index_inode(img->idx, de.ino, &in) < 0 ||
+		    !S_ISREG(in.mode) || in.size >= PREDICT_SMALL_MAX || !in.size)
+			continue;
+		queue_file(img, RA_NEAR, &in, 0);
+	}
+}
+
+void cfs_predict_touch(struct cfs_image *img, const struct cfs_inode *in, uint64_t off)
+{
+	struct ra_pool *ra = img->ra;
+	struct cfs_predict *p;
+	uint64_t dir;
+
+	if (!ra || !atomic_load_explicit(&ra->hints, memory_order_relaxed))
+		return;
+	p = &ra->pred;
+	if (!p->inodes || in->ino < 1 || in->ino > p->inodes ||
+	    cfs_predict_bit_test(p->touched, in->ino - 1) ||
+	    cfs_predict_bit_set(p->touched, in->ino - 1))
+		return;
+	dir = p->parent[in->ino - 1];
+
+	pthread_mutex_lock(&ra->lock);
+	if (in->size <= PREDICT_WHOLE_MAX)
+		queue_file(img, in->size < PREDICT_SMALL_MAX ? RA_NEAR : RA_AHEAD, in, off);
+	else if (dir && in->size <= PREDICT_ELF_MAX && named_shared_object(img, dir, in->ino))
+		queue_file(img, RA_AHEAD, in, off);
+	if (dir && !cfs_predict_bit_set(p->touched, dir - 1))
+		queue_dir(img, dir);
+	if (dir)
+		atomic_store_explicit(&p->focus, (uint32_t)dir, memory_order_relaxed);
+	pthread_cond_broadcast(&ra->wake);
+	/* The stream looks at the focus whenever it wakes. */
+	if (ra->pf_running)
+		pthread_cond_broadcast(&ra->room);
+	pthread_mutex_unlock(&ra->lock);
+}

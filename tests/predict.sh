@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Prediction without a profile (docs/FORMAT.md): a file's first read fetches
+# the rest of it (a shared object whatever its size, other files up to the
+# cap), the first read in a directory fetches its small files, --prefetch none
+# guesses nothing, and the stream fetches the rest of the image within
+# --prefetch-budget, never more, with every byte read still right.
+#
+# The counters are the daemon's (cfs-mount --stats): demand_fetches counts
+# the reads that had to fetch their chunk themselves, so a guess that worked
+# shows as a read that fetched nothing.
+# Env: CFS_PACK, CFS_MOUNT, CFS_TREECMP (set by tests/meson.build).  Exit 77
+# without FUSE.
+set -euo pipefail
+
+source "$(dirname "$0")/lib.sh"
+
+need_fuse
+: "${CFS_PACK:?}" "${CFS_MOUNT:?}"
+
+make_workdir predict
+m=$W/mnt
+MiB=$((1024 * 1024))
+
+step "tree: a package of small modules, a 3 MiB file, a 70 MiB shared object, 70 MiB of data"
+src=$W/src
+mkdir -p "$src/pkg" "$src/other" "$src/lib"
+for i in $(seq -w 1 40); do
+	{ printf 'module %s\n' "$i"; head -c 2000 /dev/urandom | base64; } > "$src/pkg/m$i.py"
+	{ printf 'other %s\n' "$i"; head -c 2000 /dev/urandom | base64; } > "$src/other/o$i.txt"
+done
+head -c $((3 * MiB)) /dev/urandom > "$src/pkg/mid.bin"
+head -c $((70 * MiB)) /dev/urandom > "$src/lib/libbig.so.1"
+head -c $((70 * MiB)) /dev/urandom > "$src/lib/data.bin"
+timeout 300 "$CFS_PACK" --tag p "$src" "$W/store" > "$W/pack.out" || fail "cfs-pack exited $?"
+stored=$(find "$W/store/objects" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+
+# mount_p NAME OPTS...: mounts tag p with a fresh cache.
+mount_p() {
+	local name=$1
+	shift
+	mount_bg "$m" "$W/store" p --cache "$W/cache-$name" --log "$W/log-$name" "$@"
+}
+mount_end() {
+	unmount_clean "$m" "$MOUNT_PID"
+}
+# live: the mount's counters into $W/live.json
+live() { mount_stats "$m" "$W/live.json"; }
+counter() { live; stat_of "$W/live.json" "$1"; }
+# settled: the pool has nothing queued or in flight (the queued chunks are in)
+settled() {
+	live
+	[ "$(stat_of "$W/live.json" readahead_pending)" -eq 0 ]
+}
+# read_at FILE OFF_MIB: 4 KiB at OFF_MIB MiB of FILE through the mount,
+# checked against the source
+read_at() {
+	dd if="$m/$1" bs=4096 count=1 skip=$(($2 * 256)) iflag=direct status=none > "$W/piece" ||
+		fail "reading $1 at $2 MiB failed"
+	dd if="$src/$1" bs=4096 count=1 skip=$(($2 * 256)) status=none | cmp -s - "$W/piece" ||
+		fail "$1 at $2 MiB differs from the source"
+}
+
+step "--prefetch list (no list in this image): guesses from first reads, no stream"
+mount_p lean --prefetch list
+cmp "$m/pkg/m01.py" "$src/pkg/m01.py" || fail "pkg/m01.py differs"
+wait_until 20 settled || fail "the pool did not settle: $(cat "$W/live.json")"
+hints=$(stat_of "$W/live.json" hint_chunks)
+[ "$hints" -ge 1 ] || fail "the first read in pkg/ queued no chunk: $(cat "$W/live.json")"
+[ "$(stat_of "$W/live.json" stream_chunks)" -eq 0 ] || fail "--prefetch list streamed"
+before=$(stat_of "$W/live.json" demand_fetches)
+for f in "$src"/pkg/m*.py; do cmp "$f" "$m/pkg/${f##*/}" || fail "${f##*/} differs"; done
+after=$(counter demand_fetches)
+[ "$after" -eq "$before" ] || fail "reading pkg/'s other modules fetched $((after - before)) chunks: the first read should have queued them"
+echo "pkg/: one read queued $hints chunks; the other 39 modules fetched nothing"
+
+before=$after
+cmp "$m/other/o07.txt" "$src/other/o07.txt" || fail "other/o07.txt differs"
+after=$(counter demand_fetches)
+[ "$after" -gt "$before" ] || fail "other/ was fetched without a read in it (no stream with --prefetch list)"
+
+step "a first read fetches the rest of the file: 3 MiB whole"
+read_at pkg/mid.bin 0
+wait_until 20 settled || fail "the pool did not settle"
+before=$(counter demand_fetches)
+read_at pkg/mid.bin 2
+[ "$(counter demand_fetches)" -eq "$before" ] || fail "pkg/mid.bin at 2 MiB was not fetched with its first read"
+
+step "a shared object whole beyond the cap, a 70 MiB data file not"
+read_at lib/libbig.so.1 1
+read_at lib/data.bin 10
+wait_until 30 settled || fail "the pool did not settle"
+before=$(counter demand_fetches)
+read_at lib/libbig.so.1 65
+[ "$(counter demand_fetches)" -eq "$before" ] || fail "libbig.so.1 at 65 MiB was not fetched with its first read"
+read_at lib/data.bin 60
+[ "$(counter demand_fetches)" -gt "$before" ] || fail "data.bin (70 MiB, not a shared object) was fetched whole on a first read"
+[ "$(stat_of "$W/live.json" read_errors)" -eq 0 ] || fail "read errors"
+mount_end
+
+step "--prefetch none: no guesses"
+mount_p none --prefetch none
+cmp "$m/pkg/m01.py" "$src/pkg/m01.py" || fail "pkg/m01.py differs"
+read_at pkg/mid.bin 0
+sleep 0.3
+[ "$(counter hint_chunks)" -eq 0 ] || fail "--prefetch none guessed: $(cat "$W/live.json")"
+[ "$(stat_of "$W/live.json" prefetch_queued)" -eq 0 ] || fail "--prefetch none prefetched"
+mount_end
+
+step "the stream (the default) within --prefetch-budget 5M"
+mount_p budget --prefetch-budget 5M
+wait_until 30 grep -q 'stream queued' "$W/log-budget" || fail "no end of stream in the log: $(cat "$W/log-budget")"
+wait_until 30 settled || fail "the pool did not settle"
+sb=$(stat_of "$W/live.json" stream_bytes)
+echo "stream: $sb bytes, $(stat_of "$W/live.json" stream_chunks) chunks; log: $(grep 'stream queued' "$W/log-budget")"
+[ "$sb" -gt 0 ] || fail "the stream fetched nothing"
+[ "$sb" -le $((5 * MiB)) ] || fail "the stream fetched $sb bytes, over its 5 MiB budget"
+grep -q 'budget spent' "$W/log-budget" || fail "the log does not say the budget was spent"
+mount_end
+
+step "the stream, default budget: the whole image, then every read is a hit"
+mount_p all
+wait_until 60 grep -q 'stream queued' "$W/log-all" || fail "no end of stream in the log: $(cat "$W/log-all")"
+wait_until 60 settled || fail "the pool did not settle"
+sb=$(stat_of "$W/live.json" stream_bytes)
+fetched=$(stat_of "$W/live.json" store_get_bytes)
+echo "stream: $sb of $stored stored bytes; store_get_bytes $fetched"
+[ "$fetched" -le "$stored" ] || fail "fetched $fetched bytes, more than the $stored the store holds"
+compare --approx-blocks "$src" "$m"
+[ "$(counter demand_fetches)" -eq 0 ] || fail "reads after the stream fetched $(stat_of "$W/live.json" demand_fetches) chunks"
+mount_end
+
+echo "PASS"
