@@ -132,14 +132,17 @@ static bool named_shared_object(struct cfs_image *img, uint64_t dir, uint64_t in
 	return false;
 }
 
-/* Queues chunk ci at level unless a hint or the stream queued it before.
- * With ra->lock held. */
-static void queue_chunk(struct cfs_image *img, enum ra_level level, uint32_t ci)
+/* Queues chunk ci at level unless a hint or the stream queued it before,
+ * or it is skip: the chunk the read that made the guess fetches itself, in
+ * the foreground, which a pool thread must not take over in the
+ * background.  With ra->lock held. */
+static void queue_chunk(struct cfs_image *img, enum ra_level level, uint32_t ci, uint32_t skip)
 {
 	struct ra_pool *ra = img->ra;
 	struct cfs_predict *p = &ra->pred;
 
-	if (ci == CFS_CHUNK_NONE || ci >= p->chunks || cfs_predict_bit_test(p->queued, ci))
+	if (ci == CFS_CHUNK_NONE || ci == skip || ci >= p->chunks ||
+	    cfs_predict_bit_test(p->queued, ci))
 		return;
 	if (!cfs_image_ra_push(ra, level, ci, false)) {
 		stat_add(&img->ra_dropped, 1);
@@ -152,7 +155,7 @@ static void queue_chunk(struct cfs_image *img, enum ra_level level, uint32_t ci)
 /* The chunks of file in from off to its end, then from its start to off:
  * the read at off fetches its own chunk, and goes on forward. */
 static void queue_file(struct cfs_image *img, enum ra_level level, const struct cfs_inode *in,
-		       uint64_t off)
+		       uint64_t off, uint32_t skip)
 {
 	struct cfs_extent e;
 	uint32_t first = 0, i;
@@ -160,14 +163,14 @@ static void queue_file(struct cfs_image *img, enum ra_level level, const struct 
 	if (cfs_index_file_extent_find(img->idx, in, off, &first) != 0)
 		first = 0;
 	for (i = first; cfs_index_file_extent(img->idx, in, i, &e) == 1; i++)
-		queue_chunk(img, level, e.chunk);
+		queue_chunk(img, level, e.chunk, skip);
 	for (i = 0; i < first && cfs_index_file_extent(img->idx, in, i, &e) == 1; i++)
-		queue_chunk(img, level, e.chunk);
+		queue_chunk(img, level, e.chunk, skip);
 }
 
 /* The small files of directory dir, in entry order, which is the order
  * the packer grouped them in. */
-static void queue_dir(struct cfs_image *img, uint64_t dir)
+static void queue_dir(struct cfs_image *img, uint64_t dir, uint32_t skip)
 {
 	struct cfs_dirent de;
 
@@ -177,14 +180,16 @@ static void queue_dir(struct cfs_image *img, uint64_t dir)
 		if (de.type != (S_IFREG >> 12) || cfs_index_inode(img->idx, de.ino, &in) < 0 ||
 		    !S_ISREG(in.mode) || in.size >= PREDICT_SMALL_MAX || !in.size)
 			continue;
-		queue_file(img, RA_NEAR, &in, 0);
+		queue_file(img, RA_NEAR, &in, 0, skip);
 	}
 }
 
 void cfs_predict_touch(struct cfs_image *img, const struct cfs_inode *in, uint64_t off)
 {
 	struct ra_pool *ra = img->ra;
+	uint32_t skip = CFS_CHUNK_NONE, i;
 	struct cfs_predict *p;
+	struct cfs_extent e;
 	uint64_t dir;
 
 	if (!ra || !atomic_load_explicit(&ra->hints, memory_order_relaxed))
@@ -195,14 +200,17 @@ void cfs_predict_touch(struct cfs_image *img, const struct cfs_inode *in, uint64
 	    cfs_predict_bit_set(p->touched, in->ino - 1))
 		return;
 	dir = p->parent[in->ino - 1];
+	if (cfs_index_file_extent_find(img->idx, in, off, &i) == 0 &&
+	    cfs_index_file_extent(img->idx, in, i, &e) == 1)
+		skip = e.chunk;
 
 	pthread_mutex_lock(&ra->lock);
 	if (in->size <= PREDICT_WHOLE_MAX)
-		queue_file(img, in->size < PREDICT_SMALL_MAX ? RA_NEAR : RA_AHEAD, in, off);
+		queue_file(img, in->size < PREDICT_SMALL_MAX ? RA_NEAR : RA_AHEAD, in, off, skip);
 	else if (dir && in->size <= PREDICT_ELF_MAX && named_shared_object(img, dir, in->ino))
-		queue_file(img, RA_AHEAD, in, off);
+		queue_file(img, RA_AHEAD, in, off, skip);
 	if (dir && !cfs_predict_bit_set(p->touched, dir - 1))
-		queue_dir(img, dir);
+		queue_dir(img, dir, skip);
 	if (dir)
 		atomic_store_explicit(&p->focus, (uint32_t)dir, memory_order_relaxed);
 	pthread_cond_broadcast(&ra->wake);
