@@ -24,11 +24,12 @@ MiB=$((1024 * 1024))
 step "tree: a package of small modules, 300 other small files, a 3 MiB file, a 70 MiB shared object, 70 MiB of data"
 src=$W/src
 mkdir -p "$src/pkg" "$src/other" "$src/lib"
-# pkg/ and other/ (packed before pkg/: names in order) have many files, so
+# pkg/ (200 x 6.7 KB: over one 1 MiB group) and other/ (packed before pkg/:
+# names in order) have many files, so
 # that they take several group chunks and the first of other/ holds none of
 # pkg/'s.
 for i in $(seq -w 1 200); do
-	{ printf 'module %s\n' "$i"; head -c 2000 /dev/urandom | base64; } > "$src/pkg/m$i.py"
+	{ printf 'module %s\n' "$i"; head -c 5000 /dev/urandom | base64; } > "$src/pkg/m$i.py"
 done
 for i in $(seq -w 1 300); do
 	{ printf 'other %s\n' "$i"; head -c 2000 /dev/urandom | base64; } > "$src/other/o$i.txt"
