@@ -25,9 +25,8 @@ step "tree: a package of small modules, 300 other small files, a 3 MiB file, a 7
 src=$W/src
 mkdir -p "$src/pkg" "$src/other" "$src/lib"
 # pkg/ (200 x 6.7 KB: over one 1 MiB group) and other/ (packed before pkg/:
-# names in order) have many files, so
-# that they take several group chunks and the first of other/ holds none of
-# pkg/'s.
+# names in order) have many files, so that they take several group chunks
+# and the first of other/ holds none of pkg/'s.
 for i in $(seq -w 1 200); do
 	{ printf 'module %s\n' "$i"; head -c 5000 /dev/urandom | base64; } > "$src/pkg/m$i.py"
 done
@@ -40,11 +39,13 @@ head -c $((70 * MiB)) /dev/urandom > "$src/lib/data.bin"
 timeout 300 "$CFS_PACK" --tag p "$src" "$W/store" > "$W/pack.out" || fail "cfs-pack exited $?"
 stored=$(find "$W/store/objects" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
 
-# mount_p NAME OPTS...: mounts tag p with a fresh cache.
+# mount_p NAME OPTS... [URL]: mounts tag p of $W/store (or the store at
+# URL, which then ends the options) with a fresh cache.
 mount_p() {
-	local name=$1
+	local name=$1 store=$W/store
 	shift
-	mount_bg "$m" "$W/store" p --cache "$W/cache-$name" --log "$W/log-$name" "$@"
+	case ${*: -1} in http://*) store=${*: -1}; set -- "${@:1:$#-1}";; esac
+	mount_bg "$m" "$store" p --cache "$W/cache-$name" --log "$W/log-$name" "$@"
 }
 mount_end() {
 	unmount_clean "$m" "$MOUNT_PID"
@@ -133,6 +134,32 @@ echo "stream: $sb of $stored stored bytes; store_get_bytes $fetched"
 [ "$fetched" -le "$stored" ] || fail "fetched $fetched bytes, more than the $stored the store holds"
 compare --approx-blocks "$src" "$m"
 [ "$(counter demand_fetches)" -eq 0 ] || fail "reads after the stream fetched $(stat_of "$W/live.json" demand_fetches) chunks"
+mount_end
+
+step "demand first: a read during the stream of the whole image over a slow link is served among the first"
+# The stream (--prefetch all) starts at mount from the root, whose first
+# files are lib/'s 140 MiB; a read in pkg/ right after must not queue behind
+# it: the read's chunk is fetched in the foreground, the rest of its file
+# ahead of the stream.  Order in the proxy's log, not time, is checked.
+need_nginx
+start_nginx "$W/store"
+proxy_start "$NGINX_PORT"
+proxy_set latency_ms=40 rate=20M
+mapfile -t mid < <(chunks_of "$src" pkg/mid.bin)
+[ "${#mid[@]}" -eq 3 ] || fail "pkg/mid.bin has ${#mid[@]} chunks, not 3"
+mount_p slow --prefetch all "http://127.0.0.1:$PROXY_PORT/"
+read_at pkg/mid.bin 2
+wait_until 60 settled || fail "the pool did not settle"
+last=0
+for c in "${mid[@]}"; do
+	n=$(grep ' GET /objects/' "$PROXY_LOG" | grep -n "/$c " | head -n 1 | cut -d: -f1)
+	[ -n "$n" ] || fail "pkg/mid.bin's chunk $c was never fetched"
+	[ "$n" -gt "$last" ] && last=$n
+done
+total=$(grep -c ' GET /objects/' "$PROXY_LOG")
+echo "pkg/mid.bin's chunks were among the first $last of $total objects fetched"
+[ "$total" -ge 100 ] || fail "the stream fetched only $total objects"
+[ "$last" -le 50 ] || fail "pkg/mid.bin's chunks came in only as object $last of $total: behind the stream"
 mount_end
 
 echo "PASS"
