@@ -69,7 +69,10 @@
  * to: think (the application's own work), rtt (waiting on latency, the
  * mount's included), link (waiting on a transfer), conns (waiting for a
  * free connection), cpu (waiting on a chunk's CPU job, or thinking slowed
- * down by them).
+ * down by them); the largest is the row's "limit".  --json prints one
+ * object per policy with these as <name>_ms, the bytes by kind of request
+ * (bytes_demand, bytes_hint, bytes_stream), the trace's and the model's
+ * figures.
  *
  * Trace records map to the image by path and offset (so a trace recorded
  * against one image of a tree replays against another: a repack with a
@@ -655,12 +658,11 @@ static int first_touch(struct sim *s, size_t i)
 	if (in.size <= s->m->wholefile_max || (im->flags[ino] & F_ELF)) {
 		/* The chunk read first goes first: this record's, or that of
 		 * the read that follows the file's 'f' record. */
-		const struct rec *c = r->kind == 'c' ? r :
-				      i + 1 < s->tr->n && s->tr->r[i + 1].kind == 'c' &&
-						      s->tr->r[i + 1].ino == ino ? &s->tr->r[i + 1] :
-										   NULL;
+		const struct rec *c = r;
 
-		if (c)
+		if (c->kind != 'c' && i + 1 < s->tr->n)
+			c = &s->tr->r[i + 1];
+		if (c->kind == 'c' && c->ino == ino)
 			enqueue(s, c->chunk, K_HINT);
 		enqueue_file(s, ino);
 	}
