@@ -36,7 +36,7 @@
  *              its job is done
  *   mount      before the first record: resolving a tag (one RTT) and
  *              fetching the index (one RTT plus its stored bytes at
- *              --conn-rate)
+ *              the rate of one request)
  *
  * Policies (--policy NAME, or all):
  *   demand     a chunk is fetched when the application first needs it
@@ -128,6 +128,12 @@ struct model {
 	uint64_t wholefile_max;
 	uint64_t small_max;
 };
+
+/* The rate of a request on the wire alone. */
+static double alone_rate(const struct model *m)
+{
+	return m->total_rate > 0 ? CFS_MIN(m->conn_rate, m->total_rate) : m->conn_rate;
+}
 
 /* ---- the image ---- */
 
@@ -359,7 +365,7 @@ static int image_load(struct image *im, const struct cfs_opened *op, const char 
 	if (cfs_store_has(op->store, &op->digest, &index_stored) < 0)
 		index_stored = info.index_size;
 	im->mount_s = (strncmp(ref, "sha256:", 7) ? m->rtt_s : 0) + m->rtt_s +
-		      (double)index_stored / m->conn_rate;
+		      (double)index_stored / alone_rate(m);
 	return 0;
 }
 
@@ -881,7 +887,7 @@ static int simulate(const struct model *m, const struct image *im, const struct 
 		s.nlist = nlist;
 		res->no_list = nlist == 0;
 		if (nlist)
-			s.list_at = s.t + m->rtt_s + (double)(16 + 4 * nlist) / m->conn_rate;
+			s.list_at = s.t + m->rtt_s + (double)(16 + 4 * nlist) / alone_rate(m);
 	}
 	dispatch(&s);
 	for (;;) {
