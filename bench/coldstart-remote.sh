@@ -121,12 +121,16 @@ skipped() { case "$skip" in *" $1 "*) return 0;; esac; return 1; }
 
 # Profile-guided images only when both colleagues' options exist.
 have_profile=0
-if "$mnt_bin" --help 2>&1 | grep -q -- '--record' && "$pack" --help 2>&1 | grep -q -- '--profile'; then
+# (The help texts are read whole first: grep -q stops reading at its match,
+# and under pipefail the writer's SIGPIPE would fail the test.)
+mnt_help=$("$mnt_bin" --help 2>&1 || true)
+pack_help=$("$pack" --help 2>&1 || true)
+if grep -q -- '--record' <<< "$mnt_help" && grep -q -- '--profile' <<< "$pack_help"; then
 	have_profile=1
 fi
 skipped cfs-profile && have_profile=0
 prefetch_opt=()
-"$mnt_bin" --help 2>&1 | grep -q -- '--prefetch' && prefetch_opt=(--prefetch list)
+grep -q -- '--prefetch' <<< "$mnt_help" && prefetch_opt=(--prefetch list)
 
 # --- scratch, cleanup --------------------------------------------------------
 ctr=cfsbench-csr-$$

@@ -96,6 +96,7 @@ void cfs_image_free(struct cfs_image *img)
 	if (!img)
 		return;
 	cfs_image_ra_stop(img);
+	cfs_predict_free(&img->pred);
 	cfs_index_free(img->idx);
 	pthread_mutex_destroy(&img->timeout_lock);
 	free(img);

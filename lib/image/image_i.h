@@ -49,7 +49,7 @@ struct ra_ring {
 	size_t head, count;
 };
 
-/* Predictions from the tree (predict.c), built when the pool starts.  The
+/* Predictions from the tree (predict.c), built when prefetch starts.  The
  * packer numbers inodes depth first, so a directory's subtree is the
  * inode range [dir, subtree_end[dir]]; an image that does not (an old or
  * a hostile one) only gets worse guesses, never wrong bytes. */
@@ -68,13 +68,11 @@ struct ra_pool {
 	pthread_cond_t room;  /* the prefetch feeder waits here */
 	struct ra_file files[RA_SLOTS];
 	struct ra_ring rings[RA_LEVELS];
-	struct cfs_predict pred;
 	pthread_t *threads;
 	unsigned nthreads;
 	unsigned max_chunks;
 	unsigned busy;        /* workers fetching */
 	bool stop;
-	atomic_bool hints;    /* predict.c's guesses on: any prefetch but none */
 
 	/* Prefetch at mount (prefetch.c): one feeder thread. */
 	pthread_t pf_thread;
@@ -115,6 +113,11 @@ struct cfs_image {
 	} timed_out[TIMEOUT_SLOTS];
 
 	struct ra_pool *ra; /* NULL: no readahead */
+
+	/* predict.c's guesses: on (release, after pred is built) with any
+	 * prefetch but none. */
+	struct cfs_predict pred;
+	atomic_bool hints;
 };
 
 static inline void stat_add(_Atomic uint64_t *v, uint64_t n)
@@ -176,7 +179,7 @@ bool cfs_image_ra_full(const struct ra_pool *ra, enum ra_level level);
 
 /* ---- predict.c ---- */
 
-/* Builds ra->pred for img's tree: 0 or -ENOMEM. */
+/* Builds img->pred for img's tree: 0 or -ENOMEM. */
 int cfs_predict_init(struct cfs_image *img, struct cfs_predict *p);
 void cfs_predict_free(struct cfs_predict *p);
 

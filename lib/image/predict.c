@@ -19,8 +19,8 @@
  *
  * The packer numbers inodes depth first with entries in name order, so a
  * subtree is one range of inode numbers and its small files share group
- * chunks in that order.  The maps are built once when the readahead pool
- * starts: one pass over the directories, 8 bytes per inode.  Guesses only
+ * chunks in that order.  The maps are built once when prefetch starts: one
+ * pass over the directories, 8 bytes per inode.  Guesses only
  * ever queue fetches on the pool; a reader never waits for them.
  */
 #include <errno.h>
@@ -139,7 +139,7 @@ static bool named_shared_object(struct cfs_image *img, uint64_t dir, uint64_t in
 static void queue_chunk(struct cfs_image *img, enum ra_level level, uint32_t ci, uint32_t skip)
 {
 	struct ra_pool *ra = img->ra;
-	struct cfs_predict *p = &ra->pred;
+	struct cfs_predict *p = &img->pred;
 
 	if (ci == CFS_CHUNK_NONE || ci == skip || ci >= p->chunks ||
 	    cfs_predict_bit_test(p->queued, ci))
@@ -192,9 +192,9 @@ void cfs_predict_touch(struct cfs_image *img, const struct cfs_inode *in, uint64
 	struct cfs_extent e;
 	uint64_t dir;
 
-	if (!ra || !atomic_load_explicit(&ra->hints, memory_order_relaxed))
+	if (!ra || !atomic_load_explicit(&img->hints, memory_order_acquire))
 		return;
-	p = &ra->pred;
+	p = &img->pred;
 	if (!p->inodes || in->ino < 1 || in->ino > p->inodes ||
 	    cfs_predict_bit_test(p->touched, in->ino - 1) ||
 	    cfs_predict_bit_set(p->touched, in->ino - 1))

@@ -92,7 +92,7 @@ static bool feed_list(struct cfs_image *img, const uint32_t *list, size_t n)
 			return false;
 		}
 		cfs_image_ra_push(ra, RA_AHEAD, list[i], true);
-		cfs_predict_bit_set(ra->pred.queued, list[i]);
+		cfs_predict_bit_set(img->pred.queued, list[i]);
 		ra->pf_inflight += c.raw_size;
 		pf_bytes += c.raw_size;
 		stat_add(&img->prefetch_queued, 1);
@@ -131,7 +131,7 @@ static int stream_file(struct stream *s, const struct cfs_inode *in)
 {
 	struct cfs_image *img = s->img;
 	struct ra_pool *ra = img->ra;
-	struct cfs_predict *p = &ra->pred;
+	struct cfs_predict *p = &img->pred;
 	struct cfs_extent e;
 
 	for (uint32_t i = 0; cfs_index_file_extent(img->idx, in, i, &e) == 1; i++) {
@@ -200,7 +200,7 @@ static int stream_range(struct stream *s, uint64_t lo, uint64_t hi)
 static void stream_thread(struct cfs_image *img)
 {
 	struct ra_pool *ra = img->ra;
-	struct cfs_predict *p = &ra->pred;
+	struct cfs_predict *p = &img->pred;
 	struct stream s = { .img = img };
 	uint64_t t0 = cfs_now_ns();
 	int ret = STREAM_ON;
@@ -266,7 +266,12 @@ int cfs_image_prefetch_start(struct cfs_image *img, enum cfs_prefetch_mode mode,
 		return -EINVAL;
 	if (!ra)
 		return -EINVAL;
-	atomic_store(&ra->hints, true);
+	if (!img->pred.parent) {
+		ret = cfs_predict_init(img, &img->pred);
+		if (ret < 0)
+			return ret;
+	}
+	atomic_store_explicit(&img->hints, true, memory_order_release);
 	if (mode == CFS_PREFETCH_LIST && cfs_index_prefetch(img->idx, &d) < 0)
 		return 0; /* nothing to do but the hints */
 	pthread_mutex_lock(&ra->lock);

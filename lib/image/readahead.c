@@ -231,7 +231,6 @@ static void ra_free(struct ra_pool *ra)
 {
 	for (unsigned l = 0; l < RA_LEVELS; l++)
 		free(ra->rings[l].q);
-	cfs_predict_free(&ra->pred);
 	free(ra->threads);
 	free(ra);
 }
@@ -277,9 +276,6 @@ int cfs_image_set_readahead(struct cfs_image *img, unsigned threads, unsigned ma
 			goto err_free;
 	ra->threads = calloc(threads, sizeof(*ra->threads));
 	if (!ra->threads)
-		goto err_free;
-	ret = cfs_predict_init(img, &ra->pred);
-	if (ret < 0)
 		goto err_free;
 	ra->max_chunks = max_chunks;
 	cfs_index_info(img->idx, &info);
