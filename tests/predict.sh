@@ -34,6 +34,13 @@ for i in $(seq -w 1 300); do
 	{ printf 'other %s\n' "$i"; head -c 2000 /dev/urandom | base64; } > "$src/other/o$i.txt"
 done
 head -c $((3 * MiB)) /dev/urandom > "$src/pkg/mid.bin"
+# A Python package with two subpackages, each's compiled modules over a group.
+for d in py py/sub1 py/sub2; do
+	mkdir -p "$src/$d/__pycache__"
+	for i in $(seq -w 1 160); do
+		{ printf 'code %s\n' "$i"; head -c 5000 /dev/urandom | base64; } > "$src/$d/__pycache__/m$i.cpython-311.pyc"
+	done
+done
 head -c $((70 * MiB)) /dev/urandom > "$src/lib/libbig.so.1"
 head -c $((70 * MiB)) /dev/urandom > "$src/lib/data.bin"
 timeout 300 "$CFS_PACK" --tag p "$src" "$W/store" > "$W/pack.out" || fail "cfs-pack exited $?"
@@ -84,6 +91,21 @@ before=$after
 cmp "$m/other/o007.txt" "$src/other/o007.txt" || fail "other/o007.txt differs"
 after=$(counter demand_fetches)
 [ "$after" -gt "$before" ] || fail "other/ was fetched without a read in it (no stream with --prefetch list)"
+
+step "a package's first compiled module queues its subpackages' compiled modules"
+cmp "$m/py/__pycache__/m001.cpython-311.pyc" "$src/py/__pycache__/m001.cpython-311.pyc" || fail "py/ m001 differs"
+wait_until 20 settled || fail "the pool did not settle"
+before=$(counter demand_fetches)
+# (One file of each, far from the groups py/__pycache__ shares: a read
+# that finds its chunk queued but not yet in waits for that fetch, which
+# demand_fetches does not count, so reading on through a directory would
+# not tell.)
+for f in py/sub1/__pycache__/m080.cpython-311.pyc py/sub2/__pycache__/m160.cpython-311.pyc; do
+	cmp "$src/$f" "$m/$f" || fail "$f differs"
+done
+after=$(counter demand_fetches)
+echo "py/: demand fetches $before -> $after, hint_chunks $(stat_of "$W/live.json" hint_chunks)"
+[ "$after" -eq "$before" ] || fail "reading py/'s subpackages fetched $((after - before)) chunks: py/__pycache__'s first read should have queued them"
 
 step "a first read fetches the rest of the file: 3 MiB whole"
 read_at pkg/mid.bin 0

@@ -58,6 +58,7 @@ struct cfs_predict {
 	uint32_t *parent;      /* [ino - 1]: the directory first naming it; 0: none */
 	uint32_t *subtree_end; /* [ino - 1]: the last inode of its subtree */
 	_Atomic uint64_t *touched; /* bit per inode: files read, dirs whose files queued */
+	_Atomic uint64_t *packages; /* bit per inode: packages whose subpackages queued */
 	_Atomic uint64_t *queued;  /* bit per chunk: queued by a hint or the stream */
 	_Atomic uint32_t focus;    /* the directory of the latest first read; 0: none */
 };

@@ -12,7 +12,8 @@
  *    shared object whatever its size;
  *  - a directory one file was read from will have its other small files
  *    read too (a package's modules, a locale's files): its first read
- *    queues the group chunks of the directory's small files;
+ *    queues the group chunks of the directory's small files, and in a
+ *    Python package's __pycache__, the compiled modules of its subpackages;
  *  - what is read next lies near what was read last: the stream
  *    (prefetch.c) fetches the subtree of the directory of the latest first
  *    read, then its parent's, widening to the root.
@@ -48,6 +49,9 @@
 #define PREDICT_ELF_MAX (1ull << 30)
 /* Files under this size are the ones the packer groups. */
 #define PREDICT_SMALL_MAX (64u << 10)
+/* A package's first compiled module looks for its subpackages' in this
+ * many directories below it at most (the walk holds the pool's lock). */
+#define PREDICT_PKG_DIRS 4096
 
 bool cfs_predict_bit_set(_Atomic uint64_t *map, uint64_t i)
 {
@@ -66,6 +70,7 @@ void cfs_predict_free(struct cfs_predict *p)
 	free(p->parent);
 	free(p->subtree_end);
 	free(p->touched);
+	free(p->packages);
 	free(p->queued);
 	memset(p, 0, sizeof(*p));
 }
@@ -85,8 +90,9 @@ int cfs_predict_init(struct cfs_image *img, struct cfs_predict *p)
 	p->parent = calloc(n, sizeof(*p->parent));
 	p->subtree_end = calloc(n, sizeof(*p->subtree_end));
 	p->touched = calloc(n / 64 + 1, sizeof(*p->touched));
+	p->packages = calloc(n / 64 + 1, sizeof(*p->packages));
 	p->queued = calloc(p->chunks / 64 + 1, sizeof(*p->queued));
-	if (!p->parent || !p->subtree_end || !p->touched || !p->queued) {
+	if (!p->parent || !p->subtree_end || !p->touched || !p->packages || !p->queued) {
 		cfs_predict_free(p);
 		return -ENOMEM;
 	}
@@ -115,20 +121,25 @@ int cfs_predict_init(struct cfs_image *img, struct cfs_predict *p)
 	return 0;
 }
 
+/* The name under which dir lists ino: true and *de filled, or false. */
+static bool name_in(struct cfs_image *img, uint64_t dir, uint64_t ino, struct cfs_dirent *de)
+{
+	for (uint64_t pos = 0; cfs_index_dirent(img->idx, dir, pos, de) == 1; pos++)
+		if (de->ino == ino)
+			return true;
+	return false;
+}
+
 /* Whether ino is named like a shared object in dir: "*.so" or "*.so.*". */
 static bool named_shared_object(struct cfs_image *img, uint64_t dir, uint64_t ino)
 {
 	struct cfs_dirent de;
 
-	for (uint64_t pos = 0; cfs_index_dirent(img->idx, dir, pos, &de) == 1; pos++) {
-		if (de.ino != ino)
-			continue;
-		for (size_t i = 0; i + 3 <= de.name_len; i++)
-			if (!memcmp(de.name + i, ".so", 3) &&
-			    (i + 3 == de.name_len || de.name[i + 3] == '.'))
-				return true;
+	if (!name_in(img, dir, ino, &de))
 		return false;
-	}
+	for (size_t i = 0; i + 3 <= de.name_len; i++)
+		if (!memcmp(de.name + i, ".so", 3) && (i + 3 == de.name_len || de.name[i + 3] == '.'))
+			return true;
 	return false;
 }
 
@@ -170,7 +181,7 @@ static void queue_file(struct cfs_image *img, enum ra_level level, const struct 
 
 /* The small files of directory dir, in entry order, which is the order
  * the packer grouped them in. */
-static void queue_dir(struct cfs_image *img, uint64_t dir, uint32_t skip)
+static void queue_dir(struct cfs_image *img, enum ra_level level, uint64_t dir, uint32_t skip)
 {
 	struct cfs_dirent de;
 
@@ -180,7 +191,36 @@ static void queue_dir(struct cfs_image *img, uint64_t dir, uint32_t skip)
 		if (de.type != (S_IFREG >> 12) || cfs_index_inode(img->idx, de.ino, &in) < 0 ||
 		    !S_ISREG(in.mode) || in.size >= PREDICT_SMALL_MAX || !in.size)
 			continue;
-		queue_file(img, RA_NEAR, &in, 0, skip);
+		queue_file(img, level, &in, 0, skip);
+	}
+}
+
+/* Python's compiled modules: importing a package imports most of its
+ * subpackages, one directory after another, each a round trip.  So the
+ * first read in a package's __pycache__ queues the __pycache__ files of
+ * every package below it (not the sources, which an import only stats
+ * while the compiled module is fresh), within PREDICT_PKG_DIRS
+ * directories of the subtree. */
+static void queue_package(struct cfs_image *img, uint64_t cache_dir, uint32_t skip)
+{
+	struct cfs_predict *p = &img->pred;
+	uint64_t pkg = p->parent[cache_dir - 1], end, seen = 0;
+	struct cfs_dirent de;
+
+	if (!pkg || cfs_predict_bit_set(p->packages, pkg - 1) || !name_in(img, pkg, cache_dir, &de) ||
+	    de.name_len != 11 || memcmp(de.name, "__pycache__", 11))
+		return;
+	end = p->subtree_end[pkg - 1];
+	for (uint64_t d = pkg + 1; d <= end && seen < PREDICT_PKG_DIRS; d++) {
+		struct cfs_inode in;
+		uint64_t c;
+
+		if (cfs_index_inode(img->idx, d, &in) < 0 || !S_ISDIR(in.mode))
+			continue;
+		seen++;
+		if (cfs_index_lookup(img->idx, d, "__pycache__", 11, &c) == 0 && c >= 1 &&
+		    c <= p->inodes && !cfs_predict_bit_set(p->touched, c - 1))
+			queue_dir(img, RA_AHEAD, c, skip);
 	}
 }
 
@@ -209,8 +249,10 @@ void cfs_predict_touch(struct cfs_image *img, const struct cfs_inode *in, uint64
 		queue_file(img, in->size < PREDICT_SMALL_MAX ? RA_NEAR : RA_AHEAD, in, off, skip);
 	else if (dir && in->size <= PREDICT_ELF_MAX && named_shared_object(img, dir, in->ino))
 		queue_file(img, RA_AHEAD, in, off, skip);
-	if (dir && !cfs_predict_bit_set(p->touched, dir - 1))
-		queue_dir(img, dir, skip);
+	if (dir && !cfs_predict_bit_set(p->touched, dir - 1)) {
+		queue_dir(img, RA_NEAR, dir, skip);
+		queue_package(img, dir, skip);
+	}
 	if (dir)
 		atomic_store_explicit(&p->focus, (uint32_t)dir, memory_order_relaxed);
 	pthread_cond_broadcast(&ra->wake);
