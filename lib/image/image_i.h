@@ -80,6 +80,7 @@ struct cfs_image {
 	} timed_out[TIMEOUT_SLOTS];
 
 	struct ra_pool *ra; /* NULL: no readahead */
+	struct cfs_learned *learned; /* learned.c: borrowed, or NULL */
 };
 
 static inline void stat_add(_Atomic uint64_t *v, uint64_t n)
