@@ -47,11 +47,14 @@ echo "store: $nobj objects, $stored bytes; index object $(stat -c %s "$index_obj
 
 # mount_run NAME CMD...: mount in the foreground (-f, in the background of
 # this shell) with a fresh cache (CACHE=NAME: that earlier mount's cache), run CMD, unmount, and wait for the daemon
-# to exit with status 0. The stats land in $W/stats-NAME.json.
+# to exit with status 0. The stats land in $W/stats-NAME.json.  --learn no:
+# a learned profile (tests/learned.sh) would have the next mount prefetch
+# what an earlier one read, and this test counts what reads alone fetch.
 mount_run() {
 	local name=$1
 	shift
-	mount_bg "$m" "$W/store" lazy --cache "$W/cache-${CACHE:-$name}" --stats-file "$W/stats-$name.json"
+	mount_bg "$m" "$W/store" lazy --cache "$W/cache-${CACHE:-$name}" --stats-file "$W/stats-$name.json" \
+		--learn no
 	"$@"
 	unmount_clean "$m" "$MOUNT_PID"
 	[ -s "$W/stats-$name.json" ] || fail "no stats file after exit"

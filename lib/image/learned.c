@@ -306,17 +306,18 @@ static int run_profile(struct cfs_recorder *r, uint64_t max_usec, struct cfs_pro
 	return ret;
 }
 
-/* Writes len bytes at buf to l->path atomically. */
+/* Writes len bytes at buf to l->path atomically, owner-only like the
+ * cache's entries: it names files the user may not be allowed to see. */
 static int cache_write(struct cfs_learned *l, const void *buf, size_t len)
 {
 	char *tmp = NULL;
 	int fd, ret;
 
-	if (mkdir(l->dir, 0755) < 0 && errno != EEXIST)
+	if (mkdir(l->dir, 0700) < 0 && errno != EEXIST)
 		return -errno;
 	if (asprintf(&tmp, "%s.tmp.%ld", l->path, (long)getpid()) < 0)
 		return -ENOMEM;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
 		ret = -errno;
 		goto out_free;
