@@ -39,6 +39,7 @@
 #include "cache.h"
 #include "fetch.h"
 #include "image.h"
+#include "learned.h"
 #include "profile.h"
 #include "sign.h"
 #include "store.h"
@@ -183,7 +184,7 @@ static int record_write(struct cfs_daemon *d, bool quiet)
 	size_t n;
 	int ret;
 
-	if (!d->fs.rec)
+	if (!d->record_path)
 		return 0;
 	n = cfs_recorder_count(d->fs.rec);
 	if (quiet && n == d->record_saved)
@@ -194,6 +195,22 @@ static int record_write(struct cfs_daemon *d, bool quiet)
 	else
 		d->record_saved = n;
 	return ret;
+}
+
+/* Leaves the learned profile of the start-up (lib/image/learned.h), once:
+ * when the window ends or at exit, whichever comes first.  Then a
+ * recorder that only learned stops recording. */
+static void learn_write(struct cfs_daemon *d)
+{
+	if (d->learn_done || !d->fs.rec)
+		return;
+	d->learn_done = true;
+	/* Its own failures are logged; a hint never fails the mount. */
+	if (d->fs.learned)
+		(void)cfs_image_learned_save(d->fs.img, d->fs.rec,
+					     (uint64_t)CFS_LEARN_WINDOW_SEC * 1000000);
+	if (!d->record_path)
+		cfs_recorder_limit(d->fs.rec, 0);
 }
 
 /* The daemon's housekeeping thread.  SIGUSR1 is blocked in every thread;
@@ -217,8 +234,11 @@ static void *stats_thread_main(void *arg)
 			break;
 		if (sig < 0 && errno == EAGAIN) {
 			cfs_cache_tick(d->fs.cache);
-			if (d->fs.rec && ++ticks % RECORD_SAVE_SEC == 0)
+			if (d->record_path && ++ticks % RECORD_SAVE_SEC == 0)
 				record_write(d, true);
+			if (!d->learn_done &&
+			    cfs_now_ns() - d->learn_t0 >= (uint64_t)CFS_LEARN_WINDOW_SEC * 1000000000)
+				learn_write(d);
 			continue;
 		}
 		if (sig != SIGUSR1)
@@ -273,6 +293,58 @@ static char *default_cache_dir(void)
 }
 
 
+/* The recorder (--record, learning) and the learned profiles of the
+ * image: read by its prefetch, written after the start-up.  A restarted
+ * daemon (restart) did not see the start-up: it learns nothing. */
+static int open_learning(const struct cfs_mount_args *a, struct cfs_daemon *d,
+			 const cfs_digest *dg, const char *cache_dir, bool restart)
+{
+	char msg[1024], *loc;
+	int ret;
+
+	d->learn_done = a->learn_off || restart;
+	if (!a->learn_off) {
+		if (a->learn_to) {
+			loc = abs_path(a->learn_to);
+			if (!loc)
+				snprintf(msg, sizeof(msg), "%s", strerror(ENOMEM));
+			ret = loc ? cfs_open_store(&a->open, loc, CFS_STORE_CREATE, &d->learn_store, msg,
+						   sizeof(msg)) : -ENOMEM;
+			free(loc);
+			if (ret < 0) {
+				fprintf(stderr, PROG ": --learn-to: %s\n", msg);
+				return ret;
+			}
+		}
+		ret = cfs_learned_new(dg, cache_dir, d->learn_store ? d->learn_store : d->fs.store,
+				      &d->fs.learned);
+		if (ret < 0) {
+			fprintf(stderr, PROG ": learned profiles: %s\n", cfs_strerror(ret));
+			return ret;
+		}
+		cfs_image_set_learned(d->fs.img, d->fs.learned);
+	}
+	if (!d->record_path && d->learn_done)
+		return 0;
+	ret = cfs_recorder_new(d->fs.idx, dg, &d->fs.rec);
+	if (ret < 0) {
+		fprintf(stderr, PROG ": %s: %s\n", d->record_path ? "--record" : "learning",
+			cfs_strerror(ret));
+		return ret;
+	}
+	d->learn_t0 = cfs_now_ns();
+	if (!d->record_path) {
+		/* Learning alone: bounded memory. */
+		cfs_recorder_limit(d->fs.rec, CFS_LEARN_RECORDS_MAX);
+		return 0;
+	}
+	/* Now, so that a bad path fails the mount rather than the exit. */
+	ret = cfs_recorder_save(d->fs.rec, d->record_path);
+	if (ret < 0)
+		fprintf(stderr, PROG ": --record %s: %s\n", a->record, cfs_strerror(ret));
+	return ret;
+}
+
 /* Opens store, cache and image (lib/image/open.c), printing one line for
  * what failed. */
 static int open_image(const struct cfs_mount_args *a, struct cfs_daemon *d, const char *store_abs)
@@ -314,19 +386,9 @@ static int open_image(const struct cfs_mount_args *a, struct cfs_daemon *d, cons
 		}
 	}
 	d->fs.idx = cfs_image_index(d->fs.img);
-	if (d->record_path) {
-		ret = cfs_recorder_new(d->fs.idx, &dg, &d->fs.rec);
-		if (ret < 0) {
-			fprintf(stderr, PROG ": --record: %s\n", cfs_strerror(ret));
-			goto out;
-		}
-		/* Now, so that a bad path fails the mount rather than the exit. */
-		ret = cfs_recorder_save(d->fs.rec, d->record_path);
-		if (ret < 0) {
-			fprintf(stderr, PROG ": --record %s: %s\n", a->record, cfs_strerror(ret));
-			goto out;
-		}
-	}
+	ret = open_learning(a, d, &dg, cache_dir, pinned != NULL);
+	if (ret < 0)
+		goto out;
 	/* Without readahead threads there is nothing to prefetch with; an
 	 * explicit --prefetch was refused at parse time. */
 	if (a->prefetch != CFS_PREFETCH_NONE && a->readahead) {
@@ -465,6 +527,11 @@ static void close_image(struct cfs_daemon *d)
 	d->fs.rec = NULL;
 	cfs_image_free(d->fs.img);
 	d->fs.img = NULL;
+	/* After the image, whose prefetch reads it. */
+	cfs_learned_free(d->fs.learned);
+	d->fs.learned = NULL;
+	cfs_store_free(d->learn_store);
+	d->learn_store = NULL;
 	cfs_cache_free(d->fs.cache);
 	d->fs.cache = NULL;
 	cfs_store_free(d->fs.store);
@@ -486,6 +553,7 @@ static int bundle_finish(const struct cfs_mount_args *a, const char *store_abs, 
 	ba.readahead = 0;
 	ba.prefetch = CFS_PREFETCH_NONE;
 	ba.record = NULL;
+	ba.learn_off = true;
 	ret = open_image(&ba, &bd, store_abs);
 	if (ret == 0) {
 		ret = cfs_image_config(bd.fs.img, &cfg, &cfg_len);
@@ -703,6 +771,8 @@ out_session:
 		status = 1;
 	if (served && record_write(&d, false) < 0)
 		status = 1;
+	if (served)
+		learn_write(&d);
 out_image:
 	close_image(&d);
 	free(store_abs);

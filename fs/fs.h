@@ -17,6 +17,7 @@ struct cfs_store;
 struct cfs_cache;
 struct cfs_image;
 struct cfs_recorder;
+struct cfs_learned;
 struct cfs_image_seg;
 
 /* Everything the daemon has; passed to libfuse as the session's userdata
@@ -40,7 +41,8 @@ struct cfs_fs {
 	/* Under a holder (serve.c): replies are not written, while a later
 	 * daemon processes the INIT request the first one answered. */
 	bool serve_drop_replies;
-	struct cfs_recorder *rec;    /* --record, or NULL */
+	struct cfs_recorder *rec;    /* --record or learning, or NULL */
+	struct cfs_learned *learned; /* learned profiles (lib/image/learned.h), or NULL */
 	_Atomic uint64_t read_splice; /* READ replies spliced */
 	_Atomic uint64_t read_copy;   /* READ replies through a buffer */
 };

@@ -19,7 +19,7 @@
 enum {
 	/* Beside the store, cache and trust options of lib/image/open.h. */
 	OPT_STATS_FILE = 256, OPT_LOG, OPT_STATS, OPT_READAHEAD, OPT_RECORD, OPT_PREFETCH,
-	OPT_PREFETCH_BUDGET,
+	OPT_PREFETCH_BUDGET, OPT_LEARN, OPT_LEARN_TO,
 	OPT_BUNDLE, OPT_BUNDLE_REMOVE, OPT_STATUS, OPT_UPGRADE,
 	OPT_STORE, /* -o store= only */
 };
@@ -48,9 +48,9 @@ static void usage(FILE *out)
 		"The second form is mount(8)'s (mount -t fuse.cfs IMAGE MNT -o store=STORE,\n"
 		"through mount.fuse3 and a `cfs` link to this program): -o also takes\n"
 		"cache=, cache_size=, mem_cache=, log=, stats_file=, readahead=, prefetch=,\n"
-		"prefetch_budget=, deadline=, max_inflight=, retries=, ca_file=, insecure and\n"
-		"trust=, and ignores rw, _netdev, nofail, noauto, auto, defaults, user, users,\n"
-		"nouser, x-* and comment=.\n"
+		"prefetch_budget=, learn=, learn_to=, deadline=, max_inflight=, retries=,\n"
+		"ca_file=, insecure and trust=, and ignores rw, _netdev, nofail, noauto, auto,\n"
+		"defaults, user, users, nouser, x-* and comment=.\n"
 		"--bundle mounts IMAGE at DIR/lower, an overlay with DIR/upper at\n"
 		"DIR/rootfs, and writes DIR/config.json from the image config, so that\n"
 		"`runc run -b DIR NAME` starts the image; --bundle-remove takes it down.\n"
@@ -77,6 +77,13 @@ static void usage(FILE *out)
 		"      --record FILE      write the order in which files and chunks are\n"
 		"                         first read (an access profile, docs/PROFILE.md),\n"
 		"                         every 5 s, on SIGUSR1 and at exit\n"
+		"      --learn yes|no     learn what start-up reads (the first 30 s) and\n"
+		"                         leave it, merged with earlier runs, in the cache\n"
+		"                         and a writable store, for the next mount of the\n"
+		"                         image to prefetch when it has no list (default\n"
+		"                         yes; docs/PROFILE.md, \"Learned profiles\")\n"
+		"      --learn-to LOCATION  read and write learned profiles there (a\n"
+		"                         directory or s3:// URL) instead of the store\n"
 		"\n"
 		CFS_OPEN_STORE_USAGE
 		"\n"
@@ -145,6 +152,19 @@ static int parse_budget(struct cfs_mount_args *a, const char *name, const char *
 	return 0;
 }
 
+static int parse_learn(struct cfs_mount_args *a, const char *name, const char *v)
+{
+	if (!strcmp(v, "yes")) {
+		a->learn_off = false;
+	} else if (!strcmp(v, "no")) {
+		a->learn_off = true;
+	} else {
+		fprintf(stderr, PROG ": %s: expected yes or no: '%s'\n", name, v);
+		return -1;
+	}
+	return 0;
+}
+
 /* An option with a value that is not the store's: 0, -1 on a bad value
  * (printed), 1 if opt is none of them. */
 static int mount_opt(struct cfs_mount_args *a, int opt, const char *name, const char *v)
@@ -157,6 +177,8 @@ static int mount_opt(struct cfs_mount_args *a, int opt, const char *name, const 
 	case OPT_PREFETCH_BUDGET: return parse_budget(a, name, v);
 	case OPT_STATS: a->stats_of = v; return 0;
 	case OPT_RECORD: a->record = v; return 0;
+	case OPT_LEARN: return parse_learn(a, name, v);
+	case OPT_LEARN_TO: a->learn_to = v; return 0;
 	case OPT_BUNDLE: a->bundle = v; return 0;
 	case OPT_BUNDLE_REMOVE: a->bundle_down = v; return 0;
 	case OPT_STATUS: a->status_of = v; return 0;
@@ -211,7 +233,9 @@ static int parse_o_value(struct cfs_mount_args *a, const char *s, size_t len)
 					     { "stats_file=", OPT_STATS_FILE },
 					     { "readahead=", OPT_READAHEAD },
 					     { "prefetch=", OPT_PREFETCH },
-					     { "prefetch_budget=", OPT_PREFETCH_BUDGET } };
+					     { "prefetch_budget=", OPT_PREFETCH_BUDGET },
+					     { "learn=", OPT_LEARN },
+					     { "learn_to=", OPT_LEARN_TO } };
 	const struct o_key *k;
 	char name[32], msg[256], *v;
 	int r;
@@ -297,6 +321,8 @@ static int parse_args(int argc, char **argv, struct cfs_mount_args *a)
 		{ "readahead", required_argument, NULL, OPT_READAHEAD },
 		{ "stats", required_argument, NULL, OPT_STATS },
 		{ "record", required_argument, NULL, OPT_RECORD },
+		{ "learn", required_argument, NULL, OPT_LEARN },
+		{ "learn-to", required_argument, NULL, OPT_LEARN_TO },
 		{ "prefetch", required_argument, NULL, OPT_PREFETCH },
 		{ "prefetch-budget", required_argument, NULL, OPT_PREFETCH_BUDGET },
 		{ "bundle", required_argument, NULL, OPT_BUNDLE },

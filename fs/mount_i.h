@@ -37,6 +37,8 @@ struct cfs_mount_args {
 				    * NULL cache_dir is the default, not memory */
 	unsigned readahead;       /* chunks ahead of a sequential reader; 0: off */
 	const char *record;       /* --record FILE, or NULL */
+	bool learn_off;           /* --learn no */
+	const char *learn_to;     /* --learn-to LOCATION, or NULL: the store */
 	enum cfs_prefetch_mode prefetch;
 	bool prefetch_set;        /* --prefetch given */
 	uint64_t prefetch_budget; /* --prefetch-budget; 0: the default */
@@ -58,6 +60,9 @@ struct cfs_daemon {
 	char *stats_path;         /* absolute, or NULL */
 	char *record_path;        /* absolute, or NULL */
 	size_t record_saved;      /* records in the last save (stats thread) */
+	struct cfs_store *learn_store; /* --learn-to, opened; or NULL */
+	uint64_t learn_t0;        /* when the learned start-up window began */
+	bool learn_done;          /* its profile saved, or none to save */
 	pthread_mutex_t stats_lock;
 	pthread_t stats_thread;
 	bool stats_thread_started;

@@ -14,6 +14,7 @@
 #include "fetch.h"
 #include "fs.h"
 #include "image.h"
+#include "learned.h"
 #include "store.h"
 #include "util.h"
 
@@ -23,6 +24,7 @@ int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
 	struct cfs_store_stats ss;
 	struct cfs_cache_stats cs;
 	struct cfs_image_stats is;
+	struct cfs_learned_stats ls;
 	char *stores = NULL;
 	size_t len = 0;
 	FILE *f;
@@ -71,6 +73,18 @@ int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
 		     fs->splice ? "true" : "false");
 	if (n < 0 || (size_t)n >= cap)
 		return -EOVERFLOW;
+	/* The learned profile: where the one prefetched came from ("none"),
+	 * the chunks it named, and what this mount left. */
+	cfs_learned_stats_get(fs->learned, &ls);
+	len = (size_t)n;
+	n = snprintf(buf + len, cap - len,
+		     ",\"learned\":\"%s\",\"learned_chunks\":%" PRIu64 ",\"learned_saves\":%" PRIu64
+		     ",\"learned_records\":%" PRIu64,
+		     ls.source, ls.chunks, ls.saves, ls.saved_records);
+	if (n < 0 || (size_t)n >= cap - len)
+		return -EOVERFLOW;
+	n += (int)len;
+	len = 0;
 	/* Where the bytes came from: each store of a list (one for a single
 	 * store), with the requests it failed and handed on to the next. */
 	f = open_memstream(&stores, &len);

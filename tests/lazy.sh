@@ -49,12 +49,14 @@ echo "store: $nobj objects, $stored bytes; index object $(stat -c %s "$index_obj
 # this shell) with a fresh cache (CACHE=NAME: that earlier mount's cache), run CMD, unmount, and wait for the daemon
 # to exit with status 0. The stats land in $W/stats-NAME.json.  With
 # --prefetch none: no stream and no guesses from a first read (tests/predict.sh
-# has those), so what is fetched is what was read.
+# has those), so what is fetched is what was read; --learn no: a learned
+# profile (tests/learned.sh) would have the next mount prefetch what an earlier
+# one read.
 mount_run() {
 	local name=$1
 	shift
 	mount_bg "$m" "$W/store" lazy --cache "$W/cache-${CACHE:-$name}" --stats-file "$W/stats-$name.json" \
-		--prefetch none
+		--prefetch none --learn no
 	"$@"
 	unmount_clean "$m" "$MOUNT_PID"
 	[ -s "$W/stats-$name.json" ] || fail "no stats file after exit"

@@ -47,12 +47,13 @@ timeout 300 "$CFS_PACK" --tag p "$src" "$W/store" > "$W/pack.out" || fail "cfs-p
 stored=$(find "$W/store/objects" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
 
 # mount_p NAME OPTS... [URL]: mounts tag p of $W/store (or the store at
-# URL, which then ends the options) with a fresh cache.
+# URL, which then ends the options) with a fresh cache, learning nothing
+# (tests/learned.sh): each mount guesses from the tree alone.
 mount_p() {
 	local name=$1 store=$W/store
 	shift
 	case ${*: -1} in http://*) store=${*: -1}; set -- "${@:1:$#-1}";; esac
-	mount_bg "$m" "$store" p --cache "$W/cache-$name" --log "$W/log-$name" "$@"
+	mount_bg "$m" "$store" p --cache "$W/cache-$name" --log "$W/log-$name" --learn no "$@"
 }
 mount_end() {
 	unmount_clean "$m" "$MOUNT_PID"

@@ -3,7 +3,8 @@
  * test-profile: the access-profile recorder on an index built with
  * cfs_builder (first reads recorded once, in order, with their paths and
  * chunks; odd names escaped and round-tripped; hard links; concurrent
- * readers), the parser's refusals of malformed input, and the merge.
+ * readers; the bound and the window of a learned run), the parser's
+ * refusals of malformed input, and the merge (bounded, filtered too).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -407,6 +408,12 @@ static struct cfs_profile *parse(const char *text)
 	return p;
 }
 
+static bool drop_x(const struct cfs_profile_entry *e, void *arg)
+{
+	(void)arg;
+	return !(e->kind == 'f' && !strcmp(e->path, "/x"));
+}
+
 static void test_merge(void)
 {
 	const char *a =
@@ -456,9 +463,64 @@ static void test_merge(void)
 	fclose(f);
 	CHECK(buf && !strcmp(buf, "cfs-profile 1\n"));
 	free(buf);
+	/* Bounded: the earliest 3 records only; keep drops /x's file record
+	 * (and sees each record once, its earliest). */
+	f = open_memstream(&buf, &len);
+	CHECK_EQ(cfs_profile_merge_max(in, 2, 3, drop_x, NULL, f), 3);
+	fclose(f);
+	CHECK(buf && !strcmp(buf, "cfs-profile 1\n"
+			      "image sha256:1111111111111111111111111111111111111111111111111111111111111111\n"
+			      "f 5 /w\n"
+			      "f 10 /y\\x20z\n"
+			      "c 11 aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa /x 0\n"),
+	      "bounded merge:\n%s", buf ? buf : "(null)");
+	free(buf);
 out:
 	cfs_profile_free(in[0]);
 	cfs_profile_free(in[1]);
+}
+
+/* The recorder's bound and the window of cfs_recorder_write(). */
+static void test_limit(void)
+{
+	struct cfs_recorder *r;
+	struct cfs_profile *p = NULL;
+	struct cfs_index *idx;
+	cfs_digest ref;
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	idx = build(&ref);
+	if (!idx)
+		return;
+	CHECK_EQ(cfs_recorder_new(idx, &ref, &r), 0);
+	cfs_recorder_limit(r, 3);
+	usleep(2000); /* every record after the first millisecond */
+	cfs_recorder_note(r, ino_of(idx, "/e/f/g"), 0, 10);          /* f, c */
+	cfs_recorder_note(r, ino_of(idx, "/d/big"), 1000, 3 * CHUNK); /* f; then full */
+	cfs_recorder_note(r, ino_of(idx, "/a"), 0, 10);
+	CHECK_EQ(cfs_recorder_count(r), 3);
+	/* The first 2 records only, and a window that takes them all. */
+	f = open_memstream(&buf, &len);
+	CHECK_EQ(cfs_recorder_write(r, f, 2, UINT64_MAX), 0);
+	fclose(f);
+	CHECK_EQ(cfs_profile_load_buf(buf, len, "limited", &p), 0);
+	CHECK_EQ(cfs_profile_count(p), 2);
+	cfs_profile_free(p);
+	free(buf);
+	/* A window that ends before anything: a header alone. */
+	f = open_memstream(&buf, &len);
+	CHECK_EQ(cfs_recorder_write(r, f, SIZE_MAX, 1000), 0);
+	fclose(f);
+	CHECK(buf && !strstr(buf, "\nf ") && !strstr(buf, "\nc "), "window of 1 ms:\n%s", buf);
+	free(buf);
+	/* Stopped: nothing more is noted. */
+	cfs_recorder_limit(r, 0);
+	cfs_recorder_note(r, ino_of(idx, "/d/" ODD_NAME), 0, 10);
+	CHECK_EQ(cfs_recorder_count(r), 3);
+	cfs_recorder_free(r);
+	cfs_index_free(idx);
 }
 
 int main(void)
@@ -469,6 +531,7 @@ int main(void)
 	test_concurrent();
 	test_malformed();
 	test_merge();
+	test_limit();
 	cfs_test_rmtree(dir);
 	return cfs_test_done("test-profile");
 }

@@ -45,7 +45,9 @@ per_uri() {
 }
 
 # start_clients STORE IMAGE PREFIX: $clients cfs-mount daemons started at
-# once, each with its own cache (a node of its own), at $W/PREFIX-$i.
+# once, each with its own cache (a node of its own), at $W/PREFIX-$i;
+# --learn no: the lookup of a learned profile (tests/learned.sh) is a 404
+# that the request and error counts here would see.
 start_clients() {
 	local store=$1 image=$2 prefix=$3 i rc
 	local -a starters=()
@@ -53,7 +55,7 @@ start_clients() {
 		mkdir -p "$W/$prefix-$i"
 		MOUNTS+=("$W/$prefix-$i")
 		timeout 60 "$CFS_MOUNT" --cache "$W/cache-$prefix-$i" --log "$W/$prefix-$i.log" \
-			"$store" "$image" "$W/$prefix-$i" >"$W/$prefix-$i.out" 2>&1 &
+			--learn no "$store" "$image" "$W/$prefix-$i" >"$W/$prefix-$i.out" 2>&1 &
 		starters+=($!)
 	done
 	for ((i = 1; i <= clients; i++)); do

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -58,6 +59,8 @@ struct cfs_recorder {
 	pthread_mutex_t lock;         /* the records */
 	struct rec *recs;
 	size_t n, cap;
+	size_t max;                   /* records kept at most (cfs_recorder_limit) */
+	atomic_bool full;             /* max reached: note() returns at once */
 
 	pthread_mutex_t save_lock;    /* saves, and the name map they build */
 	struct name *names;           /* [ino - 1], built at the first save */
@@ -100,6 +103,7 @@ CFS_EXPORT int cfs_recorder_new(const struct cfs_index *idx, const cfs_digest *r
 		free(r);
 		return -ENOMEM;
 	}
+	r->max = SIZE_MAX;
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_mutex_init(&r->save_lock, NULL);
 	r->t0_ns = cfs_now_ns();
@@ -123,6 +127,11 @@ CFS_EXPORT void cfs_recorder_free(struct cfs_recorder *r)
 static void rec_append(struct cfs_recorder *r, uint64_t ino, uint32_t chunk, uint64_t off)
 {
 	pthread_mutex_lock(&r->lock);
+	if (r->n >= r->max) {
+		atomic_store_explicit(&r->full, true, memory_order_relaxed);
+		pthread_mutex_unlock(&r->lock);
+		return;
+	}
 	if (r->n == r->cap) {
 		size_t cap = r->cap ? r->cap * 2 : 256;
 		struct rec *p = realloc(r->recs, cap * sizeof(*p));
@@ -150,7 +159,8 @@ CFS_EXPORT void cfs_recorder_note(struct cfs_recorder *r, uint64_t ino, uint64_t
 	uint64_t end;
 	uint32_t i;
 
-	if (!r || ino == 0 || ino > r->ninodes)
+	if (!r || ino == 0 || ino > r->ninodes ||
+	    atomic_load_explicit(&r->full, memory_order_relaxed))
 		return;
 	if (bit_claim(r->ino_seen, ino - 1)) {
 		struct cfs_inode in;
@@ -169,6 +179,14 @@ CFS_EXPORT void cfs_recorder_note(struct cfs_recorder *r, uint64_t ino, uint64_t
 		if (bit_claim(r->chunk_seen, e.chunk))
 			rec_append(r, ino, e.chunk, CFS_MAX(off, e.file_off));
 	}
+}
+
+CFS_EXPORT void cfs_recorder_limit(struct cfs_recorder *r, size_t max)
+{
+	pthread_mutex_lock(&r->lock);
+	r->max = max;
+	atomic_store_explicit(&r->full, r->n >= max, memory_order_relaxed);
+	pthread_mutex_unlock(&r->lock);
 }
 
 CFS_EXPORT size_t cfs_recorder_count(struct cfs_recorder *r)
@@ -339,6 +357,7 @@ struct save_arg {
 	struct cfs_recorder *r;
 	const struct rec *recs;
 	size_t n;
+	struct rec *copy; /* recs, owned */
 };
 
 static int save_fn(FILE *f, void *arg)
@@ -367,36 +386,62 @@ static int save_fn(FILE *f, void *arg)
 	return ret;
 }
 
-CFS_EXPORT int cfs_recorder_save(struct cfs_recorder *r, const char *path)
+/* With save_lock held: the name map, and a copy of the first max records
+ * noted at most max_usec after the start, so that reads are not held up
+ * while the file is written.  The records are in time order. */
+static int snapshot(struct cfs_recorder *r, size_t max, uint64_t max_usec, struct save_arg *s)
 {
-	struct save_arg s = { .r = r };
-	struct rec *copy = NULL;
-	int ret = 0;
+	int ret;
 
-	if (!r || !path)
-		return -EINVAL;
-	pthread_mutex_lock(&r->save_lock);
+	*s = (struct save_arg){ .r = r };
 	if (!r->names && (ret = names_build(r)) < 0)
-		goto out;
-	/* A copy, so that reads are not held up while the file is written. */
+		return ret;
 	pthread_mutex_lock(&r->lock);
-	s.n = r->n;
-	if (s.n) {
-		copy = malloc(s.n * sizeof(*copy));
-		if (copy)
-			memcpy(copy, r->recs, s.n * sizeof(*copy));
+	s->n = CFS_MIN(r->n, max);
+	while (s->n && r->recs[s->n - 1].usec > max_usec)
+		s->n--;
+	if (s->n) {
+		s->copy = malloc(s->n * sizeof(*s->copy));
+		if (s->copy)
+			memcpy(s->copy, r->recs, s->n * sizeof(*s->copy));
 	}
 	pthread_mutex_unlock(&r->lock);
-	if (s.n && !copy) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	s.recs = copy;
-	ret = write_atomic(path, save_fn, &s);
-out:
+	if (s->n && !s->copy)
+		return -ENOMEM;
+	s->recs = s->copy;
+	return 0;
+}
+
+/* The first max records within max_usec, to path atomically or to f. */
+static int recorder_emit(struct cfs_recorder *r, size_t max, uint64_t max_usec, const char *path,
+			 FILE *f)
+{
+	struct save_arg s;
+	int ret;
+
+	pthread_mutex_lock(&r->save_lock);
+	ret = snapshot(r, max, max_usec, &s);
+	if (ret == 0)
+		ret = path ? write_atomic(path, save_fn, &s) : save_fn(f, &s);
+	if (ret == 0 && f && fflush(f) != 0)
+		ret = -EIO;
 	pthread_mutex_unlock(&r->save_lock);
-	free(copy);
+	free(s.copy);
 	return ret;
+}
+
+CFS_EXPORT int cfs_recorder_save(struct cfs_recorder *r, const char *path)
+{
+	if (!r || !path)
+		return -EINVAL;
+	return recorder_emit(r, SIZE_MAX, UINT64_MAX, path, NULL);
+}
+
+CFS_EXPORT int cfs_recorder_write(struct cfs_recorder *r, FILE *f, size_t max, uint64_t max_usec)
+{
+	if (!r || !f)
+		return -EINVAL;
+	return recorder_emit(r, max, max_usec, NULL, f);
 }
 
 /* ---- parsing ----------------------------------------------------------- */
@@ -730,9 +775,17 @@ static int put_entry(FILE *f, const struct cfs_profile_entry *e)
 
 CFS_EXPORT int cfs_profile_merge(struct cfs_profile *const *in, size_t n, FILE *out)
 {
+	int ret = cfs_profile_merge_max(in, n, SIZE_MAX, NULL, NULL, out);
+
+	return ret < 0 ? ret : 0;
+}
+
+CFS_EXPORT int cfs_profile_merge_max(struct cfs_profile *const *in, size_t n, size_t max,
+				     cfs_profile_keep_fn *keep, void *arg, FILE *out)
+{
 	const struct cfs_profile_entry **set = NULL;
 	struct mref *all = NULL;
-	size_t total = 0, k = 0, slots = 1;
+	size_t total = 0, k = 0, slots = 1, written = 0;
 	int ret;
 
 	if (!out || (n && !in))
@@ -753,7 +806,7 @@ CFS_EXPORT int cfs_profile_merge(struct cfs_profile *const *in, size_t n, FILE *
 	qsort(all, total, sizeof(*all), mref_cmp);
 
 	ret = write_header(out, n && in[0] && in[0]->has_image ? &in[0]->image : NULL);
-	for (size_t i = 0; ret == 0 && i < total; i++) {
+	for (size_t i = 0; ret == 0 && i < total && written < max; i++) {
 		const struct cfs_profile_entry *e = all[i].e;
 		size_t s = (size_t)entry_hash(e) & (slots - 1);
 
@@ -763,12 +816,15 @@ CFS_EXPORT int cfs_profile_merge(struct cfs_profile *const *in, size_t n, FILE *
 		if (set[s])
 			continue;
 		set[s] = e;
+		if (keep && !keep(e, arg))
+			continue;
 		ret = put_entry(out, e);
+		written++;
 	}
 	if (ret == 0 && fflush(out) != 0)
 		ret = -EIO;
 out:
 	free(all);
 	free(set);
-	return ret;
+	return ret < 0 ? ret : (int)CFS_MIN(written, (size_t)INT_MAX);
 }

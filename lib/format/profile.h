@@ -21,6 +21,7 @@
 #ifndef CFS_PROFILE_H
 #define CFS_PROFILE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -44,6 +45,15 @@ void cfs_recorder_note(struct cfs_recorder *r, uint64_t ino, uint64_t off, uint6
 
 /* Writes the profile so far to path atomically (temporary file + rename). */
 int cfs_recorder_save(struct cfs_recorder *r, const char *path);
+
+/* Writes the first max records noted at most max_usec after the start to
+ * f (not atomically; UINT64_MAX: any time).  0 or -errno. */
+int cfs_recorder_write(struct cfs_recorder *r, FILE *f, size_t max, uint64_t max_usec);
+
+/* Keeps at most max records (the default: no bound): once they are
+ * noted, note() returns at once, before any bit test.  0 stops recording.
+ * Thread-safe. */
+void cfs_recorder_limit(struct cfs_recorder *r, size_t max);
 
 /* Records (files and chunks) noted so far: lets a caller skip a save when
  * nothing is new.  Thread-safe. */
@@ -74,5 +84,11 @@ const struct cfs_profile_entry *cfs_profile_entry(const struct cfs_profile *p, s
  * seen in any run, ordered by its earliest access time across runs (ties
  * by the order of the inputs).  The image line is the first input's. */
 int cfs_profile_merge(struct cfs_profile *const *in, size_t n, FILE *out);
+/* The same, writing the max earliest records only (the tail dropped) of
+ * those keep (when not NULL) keeps: it sees each record once, its earliest;
+ * returns how many it wrote (capped at INT_MAX), or -errno. */
+typedef bool cfs_profile_keep_fn(const struct cfs_profile_entry *e, void *arg);
+int cfs_profile_merge_max(struct cfs_profile *const *in, size_t n, size_t max,
+			  cfs_profile_keep_fn *keep, void *arg, FILE *out);
 
 #endif /* CFS_PROFILE_H */

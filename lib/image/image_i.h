@@ -119,6 +119,7 @@ struct cfs_image {
 	 * prefetch but none. */
 	struct cfs_predict pred;
 	atomic_bool hints;
+	struct cfs_learned *learned; /* learned.c: borrowed, or NULL */
 };
 
 static inline void stat_add(_Atomic uint64_t *v, uint64_t n)

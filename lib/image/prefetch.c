@@ -25,6 +25,7 @@
 #include "format.h"
 #include "image_i.h"
 #include "index.h"
+#include "learned.h"
 #include "util.h"
 
 /* Fetches, verifies and parses the image's prefetch list.  0 with *count 0
@@ -246,6 +247,8 @@ static void *prefetch_thread(void *arg)
 	ret = cfs_image_prefetch_list(img, &list, &n);
 	if (ret < 0)
 		cfs_image_prefetch_error(img, "list", CFS_CHUNK_NONE, ret);
+	else if (n == 0 && cfs_image_learned_list(img, &list, &n) < 0)
+		cfs_image_prefetch_error(img, "learned list", CFS_CHUNK_NONE, -ENOMEM);
 	if (feed_list(img, list, n) && ra->pf_mode != CFS_PREFETCH_LIST) {
 		cfs_fetch_thread_background(true);
 		stream_thread(img);
@@ -272,7 +275,7 @@ int cfs_image_prefetch_start(struct cfs_image *img, enum cfs_prefetch_mode mode,
 			return ret;
 	}
 	atomic_store_explicit(&img->hints, true, memory_order_release);
-	if (mode == CFS_PREFETCH_LIST && cfs_index_prefetch(img->idx, &d) < 0)
+	if (mode == CFS_PREFETCH_LIST && cfs_index_prefetch(img->idx, &d) < 0 && !img->learned)
 		return 0; /* nothing to do but the hints */
 	pthread_mutex_lock(&ra->lock);
 	if (ra->pf_running) {

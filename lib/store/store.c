@@ -545,17 +545,15 @@ static int sig_key(const char *name, char key[TAG_KEY_LEN])
 	return 0;
 }
 
-int cfs_store_sig_get(struct cfs_store *st, const char *name, size_t max, void **buf,
-		      size_t *len)
+/* A mutable file of the store (sigs/, profiles/) at key: read from a list's
+ * members in order, written to a single store only. */
+static int mutable_get(struct cfs_store *st, const char *key, size_t max, void **buf, size_t *len)
 {
-	char key[TAG_KEY_LEN];
-	int ret = sig_key(name, key);
+	int ret = -ENOENT;
 
-	if (ret < 0)
-		return ret;
 	if (is_list(st)) {
 		for (size_t i = 0; i < st->nmembers; i++) {
-			ret = cfs_store_sig_get(st->members[i], name, max, buf, len);
+			ret = mutable_get(st->members[i], key, max, buf, len);
 			if (!ret || !pass_on(st->members[i], ret, i + 1 == st->nmembers))
 				return ret;
 		}
@@ -565,17 +563,64 @@ int cfs_store_sig_get(struct cfs_store *st, const char *name, size_t max, void *
 	return ret == -ENOENT ? store_missing(st) : ret;
 }
 
+static int mutable_set(struct cfs_store *st, const char *key, const void *buf, size_t len)
+{
+	int ret;
+
+	if (is_list(st))
+		return -EROFS;
+	ret = st->ops->put(st, key, buf, len, true);
+	return ret < 0 ? ret : 0;
+}
+
+int cfs_store_sig_get(struct cfs_store *st, const char *name, size_t max, void **buf,
+		      size_t *len)
+{
+	char key[TAG_KEY_LEN];
+	int ret = sig_key(name, key);
+
+	return ret < 0 ? ret : mutable_get(st, key, max, buf, len);
+}
+
 int cfs_store_sig_set(struct cfs_store *st, const char *name, const void *buf, size_t len)
 {
 	char key[TAG_KEY_LEN];
 	int ret = sig_key(name, key);
 
-	if (ret < 0)
-		return ret;
-	if (is_list(st))
-		return -EROFS;
-	ret = st->ops->put(st, key, buf, len, true);
-	return ret < 0 ? ret : 0;
+	return ret < 0 ? ret : mutable_set(st, key, buf, len);
+}
+
+/* "profiles/" + 64 hex + NUL */
+#define PROFILE_KEY_LEN (9 + CFS_DIGEST_HEX_LEN + 1)
+
+static void profile_key(const cfs_digest *image, char key[PROFILE_KEY_LEN])
+{
+	char hex[CFS_DIGEST_HEX_LEN + 1];
+
+	cfs_digest_hex(image, hex);
+	snprintf(key, PROFILE_KEY_LEN, "profiles/%s", hex);
+}
+
+int cfs_store_profile_get(struct cfs_store *st, const cfs_digest *image, size_t max, void **buf,
+			  size_t *len)
+{
+	char key[PROFILE_KEY_LEN];
+
+	if (!st || !image)
+		return -EINVAL;
+	profile_key(image, key);
+	return mutable_get(st, key, max, buf, len);
+}
+
+int cfs_store_profile_set(struct cfs_store *st, const cfs_digest *image, const void *buf,
+			  size_t len)
+{
+	char key[PROFILE_KEY_LEN];
+
+	if (!st || !image)
+		return -EINVAL;
+	profile_key(image, key);
+	return mutable_set(st, key, buf, len);
 }
 
 int cfs_store_tag_get(struct cfs_store *st, const char *name, cfs_digest *out)

@@ -5,6 +5,8 @@
  *   cfs-store                 marker: "cfs-store 1\n"
  *   objects/<hh>/<64 hex>     objects, <hh> = first two hex digits
  *   tags/<name>               "sha256:<64 hex>\n"
+ *   sigs/<name>               a tag's signature file (sign.h)
+ *   profiles/<64 hex>         an image's learned access profile (mutable)
  *
  * The same tree can be served by any HTTP server or copied into an S3
  * bucket.  Backends are const tables (store_i.h), one file each: a local
@@ -143,6 +145,16 @@ int cfs_store_sig_get(struct cfs_store *st, const char *name, size_t max, void *
 		      size_t *len);
 /* Writes sigs/<name> atomically. */
 int cfs_store_sig_set(struct cfs_store *st, const char *name, const void *buf, size_t len);
+
+/* Learned profiles (docs/PROFILE.md), profiles/<64 hex> for the image
+ * whose index is image: an access profile as text, at most max bytes
+ * (-EFBIG beyond); -ENOENT when there is none, and the remote errors of
+ * cfs_store_tag_get().  Mutable like a tag: _set replaces it atomically;
+ * -EROFS on an http(s) store or a list. */
+int cfs_store_profile_get(struct cfs_store *st, const cfs_digest *image, size_t max, void **buf,
+			  size_t *len);
+int cfs_store_profile_set(struct cfs_store *st, const cfs_digest *image, const void *buf,
+			  size_t len);
 
 /* An image argument: "sha256:<hex>" is a reference, anything else a tag. */
 int cfs_store_resolve(struct cfs_store *st, const char *image, cfs_digest *out);
