@@ -38,6 +38,10 @@
 #                            the stream (docs/FORMAT.md, "Prediction without a
 #                            profile")
 #              cfs-lean      the same with --prefetch list: guesses, no stream
+#              cfs-learned   a second node: fresh cache, default options, after
+#                            one earlier run (another node, --learn-to the
+#                            store's directory) left its learned profile in
+#                            the store (docs/PROFILE.md, "Learned profiles")
 #              cfs-profile   the profile-packed image, --prefetch list
 #              tar.gz/zst    curl | gzip -d / zstd -d | tar -x onto the local
 #                            disk (download, decompress and extract streamed,
@@ -306,6 +310,34 @@ to_json() {
 		}'
 }
 
+# learn_once WORKLOAD: one run of the plain image, as a first node would,
+# that leaves its learned profile in the store (profiles/<hex>; nginx
+# serves that directory, so later mounts find it over http).  Once per
+# workload; false when no profile was left.
+declare -A learned
+learn_once() {
+	local ref prof
+	[ -n "${learned[$1]:-}" ] && return "${learned[$1]}"
+	learned[$1]=1
+	ref=$(head -n 1 "$W/srv/store/tags/$1" 2> /dev/null) || return 1
+	prof=$W/srv/store/profiles/${ref#sha256:}
+	rm -rf --one-file-system "$C/cfs-cache"
+	drop_caches
+	if prep_cfs "$1" --learn-to "$W/srv/store"; then
+		run_container "$W/bundle-$1-mnt" "$(now)" > /dev/null || note "learning run failed"
+		runc delete -f "$ctr" > /dev/null 2>&1 || true
+		unmount_mp
+		# the daemon writes it as it exits, after the unmount
+		wait_for test -s "$prof" || true
+	fi
+	if [ -s "$prof" ]; then
+		learned[$1]=0
+	else
+		note "$1: no learned profile left in the store (cfs-learned not measured)"
+	fi
+	return "${learned[$1]}"
+}
+
 declare -A desc
 declare -a order
 # measure LINK WORKLOAD METHOD DESCRIPTION PREP...
@@ -439,8 +471,13 @@ for wl in $workloads; do
 	for link in $links; do
 		set_link "$link"
 		note "$wl: link $(link_desc "$link")"
-		measure "$link" "$wl" cfs "cfs mount, no profile, default prefetch (guesses + stream)" prep_cfs "$wl"
-		measure "$link" "$wl" cfs-lean "cfs mount, no profile, guesses only (--prefetch list)" prep_cfs "$wl" --prefetch list
+		# The first start anywhere: nothing learned yet (--learn no keeps
+		# the runs from teaching each other).
+		measure "$link" "$wl" cfs "cfs mount, no profile, default prefetch (guesses + stream)" prep_cfs "$wl" --learn no
+		measure "$link" "$wl" cfs-lean "cfs mount, no profile, guesses only (--prefetch list)" prep_cfs "$wl" --prefetch list --learn no
+		if ! skipped cfs-learned && learn_once "$wl"; then
+			measure "$link" "$wl" cfs-learned "cfs mount, fresh cache, the profile one earlier run on another node learned" prep_cfs "$wl"
+		fi
 		if [ "$have_profile" = 1 ] && [ -e "$W/srv/store/tags/$wl-prof" ]; then
 			measure "$link" "$wl" cfs-profile "cfs, profile-packed, ${prefetch_opt[*]:-default prefetch}" prep_cfs "$wl-prof" "${prefetch_opt[@]}"
 		fi
