@@ -16,7 +16,12 @@
 #              about 1.6 GB; cached in $ROOTFS_CACHE_TORCH, default
 #              /var/tmp/cfs-bench-rootfs-torch) running
 #              python3 -c 'import torch, numpy; print(torch.__version__)',
-#              a large framework whose start-up reads hundreds of MB.
+#              a large framework whose start-up reads hundreds of MB;
+#              pandas: the same with python3-pandas and python3-scipy
+#              (cached in $ROOTFS_CACHE_PANDAS, default
+#              /var/tmp/cfs-bench-rootfs-pandas) running
+#              python3 -c 'import pandas, scipy.stats; print(pandas.__version__)',
+#              another large Python stack.
 #   images     built once per workload into the server's directory (tmpfs),
 #              for the methods not in SKIP: a cfs store (cfs-pack); if
 #              cfs-mount --help shows --record and cfs-pack --help shows
@@ -80,9 +85,10 @@
 #      LATENCY_MS (20), LINK (capped, uncapped or both: the default),
 #      RATE (the capped model's per-connection cap, bytes/s, 100000000; the
 #      proxy reads K, M, G as powers of 1024), WORKLOADS ("busybox numpy";
-#      torch on request), SKIP (method names to leave out, e.g. "casync"),
+#      torch and pandas on request), SKIP (method names to leave out, e.g. "casync"),
 #      ROOTFS_CACHE (/var/tmp/cfs-bench-rootfs), ROOTFS_CACHE_TORCH
-#      (/var/tmp/cfs-bench-rootfs-torch), MIRROR (debootstrap mirror,
+#      (/var/tmp/cfs-bench-rootfs-torch), ROOTFS_CACHE_PANDAS
+#      (/var/tmp/cfs-bench-rootfs-pandas), MIRROR (debootstrap mirror,
 #      http://deb.debian.org/debian), BENCH_DIR (server data, /dev/shm),
 #      CACHE_DIR (client side: caches, downloads, extraction; /var/tmp),
 #      CFS_MOUNT_OPTS (extra cfs-mount options for both cfs methods),
@@ -105,6 +111,7 @@ workloads=${WORKLOADS:-busybox numpy}
 skip=" ${SKIP:-} "
 rootfs_cache=${ROOTFS_CACHE:-/var/tmp/cfs-bench-rootfs}
 rootfs_cache_torch=${ROOTFS_CACHE_TORCH:-/var/tmp/cfs-bench-rootfs-torch}
+rootfs_cache_pandas=${ROOTFS_CACHE_PANDAS:-/var/tmp/cfs-bench-rootfs-pandas}
 mirror=${MIRROR:-http://deb.debian.org/debian}
 run_timeout=${RUN_TIMEOUT:-600}
 out_json=${OUT_JSON:-coldstart-remote.jsonl}
@@ -170,6 +177,7 @@ rootfs_of() { # WORKLOAD: prints the tree, making it if needed
 		;;
 	numpy) debian_rootfs "$rootfs_cache" usr/lib/python3/dist-packages/numpy python3,python3-numpy;;
 	torch) debian_rootfs "$rootfs_cache_torch" usr/lib/python3/dist-packages/torch python3,python3-numpy,python3-torch;;
+	pandas) debian_rootfs "$rootfs_cache_pandas" usr/lib/python3/dist-packages/pandas python3,python3-pandas,python3-scipy;;
 	*) die "unknown workload $1";;
 	esac
 }
@@ -178,6 +186,7 @@ argv_of() { # prints the command's words, one per line
 	busybox) printf '%s\n' sh -c 'echo ready';;
 	numpy) printf '%s\n' python3 -c 'import numpy; print(numpy.__version__)';;
 	torch) printf '%s\n' python3 -c 'import torch, numpy; print(torch.__version__)';;
+	pandas) printf '%s\n' python3 -c 'import pandas, scipy.stats; print(pandas.__version__)';;
 	esac
 }
 cmd_of() { # the command, quoted as a shell would take it
