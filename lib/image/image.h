@@ -117,10 +117,11 @@ int64_t cfs_image_willneed(struct cfs_image *img, uint64_t ino, uint64_t off, ui
  * without a profile"): fetch the image's prefetch list, if it has one, in
  * its order, in the background, through the readahead pool (so
  * set_readahead must have started threads: else -EINVAL), keeping at most
- * a memory budget of chunks queued ahead; with CFS_PREFETCH_STREAM, then
- * the rest of the image, nearest the readers first, until budget stored
- * bytes were fetched (0: CFS_PREFETCH_BUDGET_DEFAULT); CFS_PREFETCH_ALL
- * is the stream without a budget.  Every mode but CFS_PREFETCH_NONE also
+ * a memory budget of chunks queued ahead, or else a learned one
+ * (learned.h); with CFS_PREFETCH_STREAM and no list, the rest of the
+ * image, nearest the readers first, until budget stored bytes were fetched
+ * (0: CFS_PREFETCH_BUDGET_DEFAULT); CFS_PREFETCH_ALL streams after a list
+ * too, without a budget.  Every mode but CFS_PREFETCH_NONE also
  * turns on the guesses a first read makes (a file whole, its directory's
  * small files: predict.c), which the list and the stream skip.  The stream keeps many fetches in
  * flight but behind every demand read and every prediction.  A demand

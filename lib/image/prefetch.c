@@ -249,7 +249,11 @@ static void *prefetch_thread(void *arg)
 		cfs_image_prefetch_error(img, "list", CFS_CHUNK_NONE, ret);
 	else if (n == 0 && cfs_image_learned_list(img, &list, &n) < 0)
 		cfs_image_prefetch_error(img, "learned list", CFS_CHUNK_NONE, -ENOMEM);
-	if (feed_list(img, list, n) && ra->pf_mode != CFS_PREFETCH_LIST) {
+	/* A list (the image's, or one learned from earlier runs) is the better
+	 * prediction: with one, the stream, whose fetching competes with the
+	 * start-up for the CPU, is left to --prefetch all. */
+	if (feed_list(img, list, n) &&
+	    (ra->pf_mode == CFS_PREFETCH_ALL || (ra->pf_mode == CFS_PREFETCH_STREAM && !n))) {
 		cfs_fetch_thread_background(true);
 		stream_thread(img);
 	}
