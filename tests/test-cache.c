@@ -731,6 +731,43 @@ static bool entry_exists(const char *dir, unsigned i)
 	return access(p, F_OK) == 0;
 }
 
+/* A thread marked cfs_cache_thread_write_sync() has its entries on disk,
+ * whole and trusted by another cache, when its get returns, ring or not. */
+static void test_thread_sync(void)
+{
+	printf("thread-sync: a worker's entries are on disk when its get returns\n");
+	struct loader l = { .loads = 0 };
+	struct cfs_cache_stats s;
+	struct cfs_cache *c, *c2;
+	char dir[128], p[300];
+	struct stat st;
+
+	snprintf(dir, sizeof(dir), "%s/thread-sync", base);
+	c = cache_new(dir, 64u << 20, 1ull << 30);
+	cfs_cache_thread_write_sync(true);
+	for (unsigned i = 0; i < 8; i++) {
+		get_put(c, &l, 900 + i, CH);
+		entry_path(dir, 900 + i, p, sizeof(p));
+		CHECK(stat(p, &st) == 0 && st.st_size == (off_t)(CH + HDR),
+		      "entry %u on disk once its get returned", i);
+	}
+	cfs_cache_thread_write_sync(false);
+	cfs_cache_stats_get(c, &s);
+	CHECK_EQ(s.disk_write_errors, 0);
+	c2 = cache_new(dir, 64u << 20, 1ull << 30);
+	for (unsigned i = 0; i < 8; i++)
+		get_put(c2, &l, 900 + i, CH);
+	CHECK_EQ(atomic_load(&l.loads), 8u);
+	cfs_cache_stats_get(c2, &s);
+	CHECK_EQ(s.disk_hits, 8);
+	/* Sealed where the filesystem has user xattrs, else hashed. */
+	entry_path(dir, 900, p, sizeof(p));
+	if (getxattr(p, "user.cfs.seal", NULL, 0) == 8)
+		CHECK_EQ(s.verifies, 0);
+	cfs_cache_free(c2);
+	cfs_cache_free(c);
+}
+
 /* While this test holds <dir>/.lock, as another process in a pass would,
  * writes through c neither wait nor pass but leave a mark; once it lets go
  * a pass settles the bound. */
@@ -1714,6 +1751,7 @@ int main(void)
 	test_single_flight();
 	test_stress();
 	test_unwritable();
+	test_thread_sync();
 	test_shared();
 	test_processes();
 	test_xproc_once();

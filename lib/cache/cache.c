@@ -37,6 +37,13 @@
 #define MAX_FILES_DEFAULT 4096u
 #define MAX_FILES_MIN 16u
 
+static _Thread_local bool tls_write_sync;
+
+void cfs_cache_thread_write_sync(bool on)
+{
+	tls_write_sync = on;
+}
+
 static uint64_t stat_load(_Atomic uint64_t *v)
 {
 	return atomic_load_explicit(v, memory_order_relaxed);
@@ -201,7 +208,7 @@ static void disk_write(struct cfs_cache *c, struct cfs_buf *b, bool locked)
 	e = cache_disk_reserve(c, b, size);
 	if (!e)
 		goto out_unlock;
-	if (c->ring) {
+	if (c->ring && !tls_write_sync) {
 		if (cache_ring_write(c, b, e, locked) == 0)
 			return;
 		pthread_mutex_lock(&c->lock);

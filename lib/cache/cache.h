@@ -157,6 +157,16 @@ void cfs_cache_invalidate(struct cfs_cache *c, struct cfs_buf *b);
 
 void cfs_cache_stats_get(struct cfs_cache *c, struct cfs_cache_stats *out);
 
+/* Marks the calling thread as one that works ahead of need (a readahead
+ * or prefetch worker): the entries its loads store are written by the
+ * thread itself, before cfs_cache_get() returns, instead of through the
+ * io_uring writer.  Nothing waits on such a thread, and the chunk it just
+ * decoded and verified is still in its CPU's cache: writing it there costs
+ * less CPU than the handoff to the ring's thread and its kernel worker,
+ * which copy it cold.  Waiters in this process are woken before the write
+ * either way.  Off by default; per thread, for every cache. */
+void cfs_cache_thread_write_sync(bool on);
+
 /* Waits until every disk write queued before the call is on disk or has
  * failed (and counts in the stats), then runs the pass over the directory
  * those writes asked for, if any (with io_uring, passes run in the threads

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -164,16 +165,23 @@ static uint64_t seal_of(const cfs_digest *d, const struct ident *id)
 	return XXH3_64bits(&s, sizeof(s));
 }
 
-/* Seals fd as it is now and returns its identity after (the xattr moves
- * ctime).  Best effort: an unsealed entry costs one hash per process. */
-void cache_seal_set(int fd, const cfs_digest *d, struct ident *id)
+/* Seals fd as it is now; true when it did.  Best effort: an unsealed
+ * entry costs one hash per process. */
+static bool seal_write(int fd, const cfs_digest *d, struct ident *id)
 {
 	uint64_t v;
 
 	if (cache_ident_get(fd, id) < 0)
-		return;
+		return false;
 	v = htole64(seal_of(d, id));
-	if (fsetxattr(fd, SEAL_XATTR, &v, sizeof(v), 0) == 0)
+	return fsetxattr(fd, SEAL_XATTR, &v, sizeof(v), 0) == 0;
+}
+
+/* Seals fd as it is now and returns its identity after (the xattr moves
+ * ctime). */
+void cache_seal_set(int fd, const cfs_digest *d, struct ident *id)
+{
+	if (seal_write(fd, d, id))
 		cache_ident_get(fd, id);
 }
 
@@ -326,14 +334,17 @@ void cache_disk_trailer_init(struct disk_hdr *h, const struct cfs_buf *b)
 	h->reserved = 0;
 }
 
-/* <path>.tmp.<16 hex>: unique among writers of every process. */
+/* <path>.tmp.<16 hex>: unique among writers of every process.  Each
+ * thread draws a random start once and counts from it (a syscall per entry
+ * adds up over a stream of thousands); the file is made O_EXCL, so even a
+ * collision only fails that one write. */
 void cache_disk_tmp_name(const char *path, char tmp[CFS_CACHE_TMP_LEN])
 {
-	uint64_t r;
+	static _Thread_local uint64_t next;
 
-	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
-		r = cfs_now_ns();
-	snprintf(tmp, CFS_CACHE_TMP_LEN, "%s.tmp.%016" PRIx64, path, r);
+	if (!next && getrandom(&next, sizeof(next), GRND_NONBLOCK) != sizeof(next))
+		next = cfs_now_ns() ^ (uint64_t)(uintptr_t)&next;
+	snprintf(tmp, CFS_CACHE_TMP_LEN, "%s.tmp.%016" PRIx64, path, next++);
 }
 
 /* Gives a just written entry the time of its reservation as mtime (the
@@ -348,7 +359,30 @@ void cache_disk_stamp(int fd, const cfs_digest *d, uint64_t used_ns)
 	ts[0].tv_sec = ts[1].tv_sec = (time_t)(used_ns / CFS_CACHE_NS_PER_SEC);
 	ts[0].tv_nsec = ts[1].tv_nsec = (long)(used_ns % CFS_CACHE_NS_PER_SEC);
 	if (futimens(fd, ts) == 0)
-		cache_seal_set(fd, d, &id);
+		(void)seal_write(fd, d, &id);
+}
+
+/* The content and then the trailer (a copy of *h), in one call unless the
+ * first comes back short. */
+static int write_entry(int fd, const struct cfs_buf *b, struct disk_hdr h)
+{
+	struct iovec iov[2] = { { b->data, b->len }, { &h, sizeof(h) } };
+	size_t done;
+	ssize_t n;
+
+	do
+		n = writev(fd, iov, 2);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	done = (size_t)n;
+	if (done < b->len) {
+		int ret = cfs_write_full(fd, b->data + done, b->len - done);
+
+		return ret < 0 ? ret : cfs_write_full(fd, &h, sizeof(h));
+	}
+	done -= b->len;
+	return cfs_write_full(fd, (const uint8_t *)&h + done, sizeof(h) - done);
 }
 
 int cache_disk_write_file(struct cfs_cache *c, const struct cfs_buf *b, uint64_t used_ns)
@@ -374,9 +408,7 @@ int cache_disk_write_file(struct cfs_cache *c, const struct cfs_buf *b, uint64_t
 
 	/* No fsync: after a crash a torn entry is short (the filesystem
 	 * extends the size only over data written) and fails its checks. */
-	ret = cfs_write_full(fd, b->data, b->len);
-	if (!ret)
-		ret = cfs_write_full(fd, &h, sizeof(h));
+	ret = write_entry(fd, b, h);
 	/* The rename keeps both. */
 	if (!ret)
 		cache_disk_stamp(fd, &b->n.d, used_ns);

@@ -54,12 +54,15 @@ struct cfs_uring {
 	struct req *qhead, **qtail; /* queued, not yet taken by the thread */
 	size_t bytes, max_bytes;    /* queued or in flight */
 	uint64_t queued, completed; /* requests */
+	unsigned waiters;           /* callers asleep on room */
 	bool stop, idle;
 
 	/* The writer thread's own. */
 	struct req *pend, **ptail;  /* taken, waiting for a slot */
 	unsigned *free_slots, nfree;
 	unsigned inflight;
+	size_t done_bytes;          /* finished since the last account() */
+	uint64_t done_reqs;
 };
 
 static struct io_uring_sqe *get_sqe(struct cfs_uring *u)
@@ -116,18 +119,32 @@ static void submit_chain(struct cfs_uring *u, struct req *r)
 	io_uring_sqe_set_data64(sqe, tag | STEP_RENAME);
 }
 
+/* Counted by account(), once per batch of completions. */
 static void req_finish(struct cfs_uring *u, struct req *r, int res)
 {
-	size_t bytes = r->bytes;
-
+	u->done_bytes += r->bytes;
+	u->done_reqs++;
 	if (r->done)
 		r->done(r->ctx, res);
 	free(r);
+}
+
+/* Gives back the room of the requests finished since the last call, under
+ * one lock, and wakes sleepers only when there are any: with a pool of
+ * loaders queued behind a busy disk, a wake per file made each of them
+ * contend for the lock once per completion. */
+static void account(struct cfs_uring *u)
+{
+	if (!u->done_reqs)
+		return;
 	pthread_mutex_lock(&u->lock);
-	u->bytes -= bytes;
-	u->completed++;
-	pthread_cond_broadcast(&u->room);
+	u->bytes -= u->done_bytes;
+	u->completed += u->done_reqs;
+	if (u->waiters)
+		pthread_cond_broadcast(&u->room);
 	pthread_mutex_unlock(&u->lock);
+	u->done_bytes = 0;
+	u->done_reqs = 0;
 }
 
 /* Makes the one directory level above tmp ("hh/name" makes "hh"). */
@@ -211,6 +228,7 @@ static void reap(struct cfs_uring *u)
 		}
 	}
 	io_uring_cq_advance(&u->ring, n);
+	account(u);
 	if (rearm)
 		arm_eventfd(u);
 }
@@ -351,8 +369,10 @@ static void enqueue(struct cfs_uring *u, struct req *r)
 	bool idle;
 
 	pthread_mutex_lock(&u->lock);
+	u->waiters++;
 	while (u->bytes && u->bytes + r->bytes > u->max_bytes)
 		pthread_cond_wait(&u->room, &u->lock);
+	u->waiters--;
 	u->bytes += r->bytes;
 	u->queued++;
 	*u->qtail = r;
@@ -399,8 +419,10 @@ void cfs_uring_drain(struct cfs_uring *u)
 		return;
 	pthread_mutex_lock(&u->lock);
 	target = u->queued;
+	u->waiters++;
 	while (u->completed < target)
 		pthread_cond_wait(&u->room, &u->lock);
+	u->waiters--;
 	pthread_mutex_unlock(&u->lock);
 }
 

@@ -84,8 +84,9 @@ static void *ra_worker(void *arg)
 	struct ra_pool *ra = img->ra;
 
 	/* Everything this pool fetches is ahead of need: readers waiting on
-	 * the store go first. */
+	 * the store go first; and it writes its own cache entries. */
 	cfs_fetch_thread_background(true);
+	cfs_cache_thread_write_sync(true);
 	pthread_mutex_lock(&ra->lock);
 	for (;;) {
 		struct cfs_chunk c = { .raw_size = 0 };
