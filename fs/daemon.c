@@ -392,6 +392,11 @@ static int open_image(const struct cfs_mount_args *a, struct cfs_daemon *d, cons
 	/* Without readahead threads there is nothing to prefetch with; an
 	 * explicit --prefetch was refused at parse time. */
 	if (a->prefetch != CFS_PREFETCH_NONE && a->readahead) {
+		/* Best effort: without a stage the stream decodes into the cache. */
+		if ((a->prefetch == CFS_PREFETCH_STREAM || a->prefetch == CFS_PREFETCH_ALL) &&
+		    (ret = cfs_image_set_stage(d->fs.img, cache_dir)) < 0)
+			cfs_warn("%s/stage: %s; the stream decodes what it fetches", cache_dir,
+				 cfs_strerror(ret));
 		ret = cfs_image_prefetch_start(d->fs.img, a->prefetch, a->prefetch_budget);
 		if (ret < 0) {
 			fprintf(stderr, PROG ": prefetch: %s\n", cfs_strerror(ret));

@@ -54,6 +54,7 @@ int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
 		     ",\"prefetch_queued\":%" PRIu64 ",\"prefetch_done\":%" PRIu64
 		     ",\"demand_fetches\":%" PRIu64 ",\"hint_chunks\":%" PRIu64 ",\"stream_chunks\":%" PRIu64
 		     ",\"stream_bytes\":%" PRIu64 ",\"readahead_pending\":%" PRIu64
+		     ",\"stage_bytes\":%" PRIu64 ",\"stage_hits\":%" PRIu64 ",\"stage_bad\":%" PRIu64
 		     ",\"cache_file_hits\":%" PRIu64 ",\"cache_verifies\":%" PRIu64
 		     ",\"cache_stale\":%" PRIu64 ",\"cache_files_open\":%" PRIu64
 		     ",\"cache_shared_waits\":%" PRIu64 ",\"cache_shared_hits\":%" PRIu64
@@ -65,7 +66,8 @@ int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
 		     cs.evictions, fst.requests, fst.attempts, fst.retries, fst.errors, fst.timeouts,
 		     fst.bytes, fst.bytes_sent, fst.inflight, fst.queued, is.ra_chunks,
 		     is.ra_dropped, cs.rescans, is.prefetch_queued, is.prefetch_done, is.demand_fetches, is.hint_chunks,
-		     is.stream_chunks, is.stream_bytes, is.ra_pending, cs.file_hits,
+		     is.stream_chunks, is.stream_bytes, is.ra_pending, is.stage_bytes,
+		     is.stage_hits, is.stage_bad, cs.file_hits,
 		     cs.verifies, cs.stale, cs.files_open, cs.shared_waits, cs.shared_hits,
 		     cs.shared_timeouts,
 		     atomic_load_explicit(&fs->read_splice, memory_order_relaxed),

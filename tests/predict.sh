@@ -155,8 +155,31 @@ sb=$(stat_of "$W/live.json" stream_bytes)
 fetched=$(stat_of "$W/live.json" store_get_bytes)
 echo "stream: $sb of $stored stored bytes; store_get_bytes $fetched"
 [ "$fetched" -le "$stored" ] || fail "fetched $fetched bytes, more than the $stored the store holds"
+stage=$W/cache-all/stage
+[ "$(stat_of "$W/live.json" stage_bytes)" -gt 0 ] || fail "the stream staged nothing"
+[ "$(find "$stage" -type f | wc -l)" -gt 0 ] || fail "nothing in $stage after the stream"
 compare --approx-blocks "$src" "$m"
 [ "$(counter demand_fetches)" -eq 0 ] || fail "reads after the stream fetched $(stat_of "$W/live.json" demand_fetches) chunks"
+[ "$(stat_of "$W/live.json" stage_hits)" -gt 0 ] || fail "no read decoded a staged chunk"
+mount_end
+[ "$(find "$stage" -type f | wc -l)" -eq 0 ] || fail "staged copies left after the unmount: $(find "$stage" -type f | head -n 3)"
+
+step "staged copies that lie are refused and fetched again, the bytes right"
+mount_p liar -v
+wait_until 60 grep -q 'stream queued' "$W/log-liar" || fail "no end of stream in the log"
+wait_until 60 settled || fail "the pool did not settle"
+n=0
+for f in "$W"/cache-liar/stage/*/*; do
+	[ -f "$f" ] || continue
+	printf 'not the chunk' > "$f"
+	n=$((n + 1))
+done
+[ "$n" -gt 0 ] || fail "nothing staged to corrupt"
+compare --approx-blocks "$src" "$m"
+live
+echo "corrupted $n staged copies: stage_bad $(stat_of "$W/live.json" stage_bad), read_errors $(stat_of "$W/live.json" read_errors)"
+[ "$(stat_of "$W/live.json" stage_bad)" -gt 0 ] || fail "no corrupt staged copy was refused"
+[ "$(stat_of "$W/live.json" read_errors)" -eq 0 ] || fail "read errors after corrupt staged copies"
 mount_end
 
 step "demand first: a read during the stream of the whole image over a slow link is served among the first"

@@ -3,8 +3,8 @@
  * An opened image: the validated index plus reads of file data that fetch
  * only the chunks they touch, through the chunk cache, each verified.
  * The readahead pool is readahead.c's, the guesses a first read makes
- * predict.c's, prefetch at mount prefetch.c's; all fetch through
- * image_load.c.
+ * predict.c's, prefetch at mount prefetch.c's, the stream's fetched but
+ * unread objects stage.c's; all fetch through image_load.c.
  */
 #include <errno.h>
 #include <limits.h>
@@ -74,6 +74,7 @@ int cfs_image_open(struct cfs_store *st, struct cfs_cache *cache, const char *im
 		return -ENOMEM;
 	img->st = st;
 	img->cache = cache;
+	img->stage_fd = -1;
 	pthread_mutex_init(&img->timeout_lock, NULL);
 
 	ret = cfs_store_resolve(st, image, &img->ref);
@@ -97,6 +98,7 @@ void cfs_image_free(struct cfs_image *img)
 		return;
 	cfs_image_ra_stop(img);
 	cfs_predict_free(&img->pred);
+	cfs_image_stage_close(img);
 	cfs_index_free(img->idx);
 	pthread_mutex_destroy(&img->timeout_lock);
 	free(img);
@@ -336,4 +338,7 @@ void cfs_image_stats_get(struct cfs_image *img, struct cfs_image_stats *out)
 	out->stream_chunks = stat_load(&img->stream_chunks);
 	out->stream_bytes = stat_load(&img->stream_bytes);
 	out->ra_pending = cfs_image_ra_pending(img);
+	out->stage_bytes = stat_load(&img->stage_bytes);
+	out->stage_hits = stat_load(&img->stage_hits);
+	out->stage_bad = stat_load(&img->stage_bad);
 }

@@ -37,6 +37,9 @@ struct cfs_image_stats {
 	uint64_t stream_chunks;   /* chunks queued by the stream (in prefetch_queued) */
 	uint64_t stream_bytes;    /* their stored size */
 	uint64_t ra_pending;      /* chunks queued on the pool or being fetched by it, now */
+	uint64_t stage_bytes;     /* stored bytes the stream staged */
+	uint64_t stage_hits;      /* staged chunks decoded for a read */
+	uint64_t stage_bad;       /* staged copies refused (fetched again) */
 };
 
 /* Resolves image (a tag or "sha256:<hex>"), fetches the index object, checks
@@ -127,6 +130,13 @@ int64_t cfs_image_willneed(struct cfs_image *img, uint64_t ino, uint64_t off, ui
  * flight but behind every demand read and every prediction.  A demand
  * read of a chunk that is queued but not started fetches it at once (it
  * jumps the queue); one being fetched waits for that fetch.  0 or -errno. */
+/* Keeps what the stream fetches as the store sent it, in DIR/stage/<image
+ * hex>/ (made, emptied now and when the image is freed), for reads to
+ * decode and verify when they want it: the stream then costs no
+ * decompression or hashing of what nobody reads (lib/image/stage.c).
+ * Without it the stream decodes into the cache.  0 or -errno. */
+int cfs_image_set_stage(struct cfs_image *img, const char *dir);
+
 enum cfs_prefetch_mode {
 	CFS_PREFETCH_NONE = 0,
 	CFS_PREFETCH_LIST,

@@ -119,6 +119,12 @@ struct cfs_image {
 	 * prefetch but none. */
 	struct cfs_predict pred;
 	atomic_bool hints;
+
+	/* stage.c: the stream's objects as stored, until read; -1: none. */
+	int stage_fd;
+	_Atomic uint64_t stage_bytes;
+	_Atomic uint64_t stage_hits;
+	_Atomic uint64_t stage_bad;
 	struct cfs_learned *learned; /* learned.c: borrowed, or NULL */
 };
 
@@ -178,6 +184,18 @@ bool cfs_image_ra_push(struct ra_pool *ra, enum ra_level level, uint32_t chunk, 
 uint64_t cfs_image_ra_pending(struct cfs_image *img);
 /* Whether level's queue is full; with ra->lock held. */
 bool cfs_image_ra_full(const struct ra_pool *ra, enum ra_level level);
+
+/* ---- stage.c ---- */
+
+/* Fetches chunk into the stage as stored, unverified (not when the cache
+ * has it): 0 or the store's error. */
+int cfs_image_stage_fetch(struct cfs_image *img, uint32_t chunk);
+/* Decodes chunk d from its staged copy into dst, verified, and removes the
+ * copy: 0, -ENOENT when none is staged, else the copy was bad (dropped:
+ * fetch it from the store). */
+int cfs_image_stage_load(struct cfs_image *img, const cfs_digest *d, uint32_t raw_size,
+			 uint8_t *dst);
+void cfs_image_stage_close(struct cfs_image *img);
 
 /* ---- predict.c ---- */
 

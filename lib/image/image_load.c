@@ -137,6 +137,10 @@ int cfs_image_load_chunk(void *ctx, const cfs_digest *d, uint32_t raw_size, uint
 	size_t from = 0, members = cfs_store_count(img->st);
 	int ret = -EIO;
 
+	/* The stream may have fetched it already (stage.c): decoded and
+	 * verified here like a reply; a bad copy is fetched again. */
+	if (cfs_image_stage_load(img, d, raw_size, dst) == 0)
+		return 0;
 	if (timeout_recent(img, d))
 		return -ETIMEDOUT;
 	/* A corrupt copy is fetched again: from the next member of a store

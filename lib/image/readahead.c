@@ -104,11 +104,16 @@ static void *ra_worker(void *arg)
 		pthread_mutex_unlock(&ra->lock);
 
 		/* Into the cache and straight out again: the reader that wanted
-		 * it will find it there, or wait for this very fetch. */
+		 * it will find it there, or wait for this very fetch.  The
+		 * stream's, with a stage, only into the stage (stage.c). */
 		ret = cfs_index_chunk(img->idx, it.chunk, &c);
-		if (ret == 0)
+		if (ret == 0 && level == RA_STREAM && img->stage_fd >= 0) {
+			ret = cfs_image_stage_fetch(img, it.chunk);
+			b = NULL;
+		} else if (ret == 0) {
 			ret = cfs_cache_get(img->cache, &c.digest, c.raw_size, cfs_image_load_chunk, img, &b);
-		if (ret == 0) {
+		}
+		if (ret == 0 && b) {
 			/* A cache file: start bringing it into the page cache. */
 			cfs_buf_willneed(b);
 			cfs_buf_unref(b);
