@@ -22,7 +22,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +31,6 @@
 
 #include "cache.h"
 #include "codec.h"
-#include "fetch.h"
 #include "format.h"
 #include "image_i.h"
 #include "index.h"
@@ -153,39 +151,25 @@ int cfs_image_stage_load(struct cfs_image *img, const cfs_digest *d, uint32_t ra
 			 uint8_t *dst)
 {
 	char hex[CFS_DIGEST_HEX_LEN + 1];
-	struct stat st;
-	uint8_t *obj = NULL;
-	ssize_t n;
-	int fd, ret;
+	void *obj = NULL;
+	size_t len;
+	int ret;
 
 	if (img->stage_fd < 0)
 		return -ENOENT;
 	cfs_digest_hex(d, hex);
-	fd = openat(img->stage_fd, hex, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -ENOENT;
+	ret = cfs_read_file_at(img->stage_fd, hex, stored_max(raw_size), &obj, &len);
+	if (ret == -ENOENT)
+		return ret;
 	/* Once read it is in the cache (or refused): the copy has served. */
 	(void)unlinkat(img->stage_fd, hex, 0);
-	ret = -EUCLEAN;
-	if (fstat(fd, &st) < 0 || st.st_size <= 0 || (uint64_t)st.st_size > stored_max(raw_size))
-		goto out;
-	obj = malloc((size_t)st.st_size);
-	if (!obj) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	n = pread(fd, obj, (size_t)st.st_size, 0);
-	if (n != st.st_size)
-		goto out;
-	n = cfs_obj_decode(dst, raw_size, obj, (size_t)st.st_size, d);
-	if (n == (ssize_t)raw_size) {
+	if (ret == 0 && cfs_obj_decode(dst, raw_size, obj, len, d) == (ssize_t)raw_size) {
 		stat_add(&img->stage_hits, 1);
-		ret = 0;
-	}
-out:
-	if (ret < 0)
+	} else {
 		stat_add(&img->stage_bad, 1);
+		if (ret == 0)
+			ret = -EUCLEAN;
+	}
 	free(obj);
-	close(fd);
 	return ret;
 }
