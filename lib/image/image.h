@@ -35,7 +35,7 @@ struct cfs_image_stats {
 	uint64_t prefetch_done;   /* of those, fetched (or found cached) */
 	uint64_t hint_chunks;     /* chunks queued by a first read's prediction */
 	uint64_t stream_chunks;   /* chunks queued by the stream (in prefetch_queued) */
-	uint64_t stream_bytes;    /* their stored size */
+	uint64_t stream_bytes;    /* their stored size (raw where the index has none) */
 	uint64_t ra_pending;      /* chunks queued on the pool or being fetched by it, now */
 	uint64_t stage_bytes;     /* stored bytes the stream staged */
 	uint64_t stage_hits;      /* staged chunks decoded for a read */

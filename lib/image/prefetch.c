@@ -117,7 +117,7 @@ static bool feed_list(struct cfs_image *img, const uint32_t *list, size_t n)
 /* The stream's walk: the inodes it has been through, and its spending. */
 struct stream {
 	struct cfs_image *img;
-	uint64_t *scanned;   /* bit per inode */
+	_Atomic uint64_t *scanned; /* bit per inode (predict.c's bitmaps) */
 	uint64_t spent;      /* stored bytes queued */
 	uint32_t focus;      /* the focus the walk started from */
 };
@@ -162,7 +162,7 @@ static int stream_file(struct stream *s, const struct cfs_inode *in)
 			s->spent += cost;
 			stat_add(&img->prefetch_queued, 1);
 			stat_add(&img->stream_chunks, 1);
-			stat_add(&img->stream_bytes, c.stored_size);
+			stat_add(&img->stream_bytes, cost);
 			pthread_cond_signal(&ra->wake);
 		}
 		pthread_mutex_unlock(&ra->lock);
@@ -181,14 +181,14 @@ static int stream_range(struct stream *s, uint64_t lo, uint64_t hi)
 		struct cfs_inode in;
 		int ret;
 
-		if (s->scanned[(ino - 1) / 64] & (1ull << ((ino - 1) % 64)))
+		if (cfs_predict_bit_test(s->scanned, ino - 1))
 			continue;
 		if (cfs_index_inode(img->idx, ino, &in) == 0 && S_ISREG(in.mode)) {
 			ret = stream_file(s, &in);
 			if (ret != STREAM_ON)
 				return ret;
 		}
-		s->scanned[(ino - 1) / 64] |= 1ull << ((ino - 1) % 64);
+		cfs_predict_bit_set(s->scanned, ino - 1);
 	}
 	return STREAM_ON;
 }

@@ -70,12 +70,14 @@ static struct ra_item ra_pop(struct ra_pool *ra, enum ra_level *level)
 	return it;
 }
 
-static bool ra_empty(const struct ra_pool *ra)
+/* Items queued, all levels; with ra->lock held. */
+static size_t ra_queued(const struct ra_pool *ra)
 {
+	size_t n = 0;
+
 	for (unsigned l = 0; l < RA_LEVELS; l++)
-		if (ra->rings[l].count)
-			return false;
-	return true;
+		n += ra->rings[l].count;
+	return n;
 }
 
 static void *ra_worker(void *arg)
@@ -95,7 +97,7 @@ static void *ra_worker(void *arg)
 		struct ra_item it;
 		int ret;
 
-		while (ra_empty(ra) && !ra->stop)
+		while (!ra_queued(ra) && !ra->stop)
 			pthread_cond_wait(&ra->wake, &ra->lock);
 		if (ra->stop)
 			break;
@@ -144,9 +146,7 @@ uint64_t cfs_image_ra_pending(struct cfs_image *img)
 	if (!ra)
 		return 0;
 	pthread_mutex_lock(&ra->lock);
-	n = ra->busy;
-	for (unsigned l = 0; l < RA_LEVELS; l++)
-		n += ra->rings[l].count;
+	n = ra->busy + ra_queued(ra);
 	pthread_mutex_unlock(&ra->lock);
 	return n;
 }
