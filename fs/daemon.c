@@ -143,8 +143,8 @@ static char *abs_store(const char *loc)
 
 static int stats_write(struct cfs_daemon *d)
 {
-	char json[CFS_FS_STATS_MAX + 1], *tmp = NULL;
-	int fd, n, ret;
+	char json[CFS_FS_STATS_MAX + 1];
+	int n, ret;
 
 	n = cfs_fs_stats_json(&d->fs, json, sizeof(json) - 1);
 	if (n < 0)
@@ -152,25 +152,7 @@ static int stats_write(struct cfs_daemon *d)
 	json[n++] = '\n';
 
 	pthread_mutex_lock(&d->stats_lock);
-	if (asprintf(&tmp, "%s.tmp.%ld", d->stats_path, (long)getpid()) < 0) {
-		ret = -ENOMEM;
-		goto out_unlock;
-	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		ret = -errno;
-		goto out_free;
-	}
-	ret = cfs_write_full(fd, json, (size_t)n);
-	if (close(fd) < 0 && ret == 0)
-		ret = -errno;
-	if (ret == 0 && rename(tmp, d->stats_path) < 0)
-		ret = -errno;
-	if (ret < 0)
-		unlink(tmp);
-out_free:
-	free(tmp);
-out_unlock:
+	ret = cfs_write_file_at(AT_FDCWD, d->stats_path, json, (size_t)n, 0644, false);
 	pthread_mutex_unlock(&d->stats_lock);
 	if (ret < 0)
 		cfs_err("stats file %s: %s", d->stats_path, cfs_strerror(ret));

@@ -169,6 +169,33 @@ int cfs_write_full(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+int cfs_write_file_at(int dirfd, const char *path, const void *buf, size_t len, mode_t mode,
+		      bool sync)
+{
+	char *tmp;
+	int fd, ret;
+
+	if (asprintf(&tmp, "%s.tmp.%ld.%ld", path, (long)getpid(), (long)gettid()) < 0)
+		return -ENOMEM;
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+	if (fd < 0) {
+		ret = -errno;
+		goto out;
+	}
+	ret = cfs_write_full(fd, buf, len);
+	if (ret == 0 && sync && fsync(fd) < 0)
+		ret = -errno;
+	if (close(fd) < 0 && ret == 0)
+		ret = -errno;
+	if (ret == 0 && renameat(dirfd, tmp, dirfd, path) < 0)
+		ret = -errno;
+	if (ret < 0)
+		(void)unlinkat(dirfd, tmp, 0);
+out:
+	free(tmp);
+	return ret;
+}
+
 int cfs_read_file_at(int dirfd, const char *path, size_t max, void **buf, size_t *len)
 {
 	struct stat st;

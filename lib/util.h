@@ -4,6 +4,7 @@
 #define CFS_UTIL_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -50,6 +51,14 @@ size_t cfs_path_next(const char **path, const char **name);
  * Return 0 or -errno; cfs_pread_full returns -ENODATA on early EOF. */
 int cfs_pread_full(int fd, void *buf, size_t len, off_t off);
 int cfs_write_full(int fd, const void *buf, size_t len);
+
+/* Writes len bytes at buf as file path (relative to dirfd, which may be
+ * AT_FDCWD) whole or not at all: into a temporary file beside it, named by
+ * process and thread, then renamed over it; mode for a new file; sync:
+ * fsync before the rename.  The temporary file is removed on failure.
+ * 0 or -errno. */
+int cfs_write_file_at(int dirfd, const char *path, const void *buf, size_t len, mode_t mode,
+		      bool sync);
 
 /* Read a whole file into a malloc'd buffer, refusing files over max bytes
  * (-EFBIG).  The caller frees *buf.  dirfd may be AT_FDCWD. */

@@ -1,8 +1,15 @@
 /* SPDX-License-Identifier: MIT */
-/* test-util: the option parsers every command shares (sizes and counts). */
+/* test-util: the option parsers every command shares (sizes and counts),
+ * and whole-file writes and reads. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "test.h"
 #include "util.h"
@@ -49,9 +56,63 @@ static void test_parse_size(void)
 		CHECK(cfs_parse_size(bad[i], &v) == -EINVAL, "'%s'", bad[i]);
 }
 
+static mode_t cur_umask(void)
+{
+	mode_t m = umask(0);
+
+	umask(m);
+	return m;
+}
+
+/* Entries of directory dfd other than . and .. */
+static unsigned dir_entries(int dfd)
+{
+	/* Its own open file: a dup() would share (and leave) the offset. */
+	DIR *d = fdopendir(openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+	struct dirent *de;
+	unsigned n = 0;
+
+	CHECK(d != NULL);
+	while (d && (de = readdir(d)))
+		n += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+	if (d)
+		closedir(d);
+	return n;
+}
+
+static void test_write_file(void)
+{
+	char dir[] = "/tmp/cfs-test-util.XXXXXX";
+	struct stat st;
+	void *buf = NULL;
+	size_t len = 0;
+	int dfd;
+
+	CHECK(mkdtemp(dir) != NULL);
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	CHECK(dfd >= 0);
+	CHECK_EQ(cfs_write_file_at(dfd, "f", "first", 5, 0600, true), 0);
+	CHECK_EQ(cfs_write_file_at(dfd, "f", "second", 6, 0644, false), 0);
+	CHECK_EQ(cfs_read_file_at(dfd, "f", 64, &buf, &len), 0);
+	CHECK(len == 6 && !memcmp(buf, "second", 6), ": read back %zu bytes", len);
+	free(buf);
+	/* Each write is a new file, with the mode given (umask aside); no
+	 * temporary file is left behind. */
+	CHECK(fstatat(dfd, "f", &st, 0) == 0 && (st.st_mode & 0777) == (0644 & ~cur_umask()));
+	CHECK_EQ(dir_entries(dfd), 1);
+	/* A path whose directory is missing fails and leaves nothing. */
+	CHECK_EQ(cfs_write_file_at(dfd, "no/f", "x", 1, 0600, false), -ENOENT);
+	CHECK_EQ(cfs_read_file_at(dfd, "f", 5, &buf, &len), -EFBIG);
+	CHECK_EQ(dir_entries(dfd), 1);
+	CHECK(unlinkat(dfd, "f", 0) == 0);
+	close(dfd);
+	CHECK(rmdir(dir) == 0);
+}
+
 int main(void)
 {
 	test_parse_uint();
 	test_parse_size();
+	test_write_file();
 	return cfs_test_done("test-util");
 }

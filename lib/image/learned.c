@@ -310,30 +310,9 @@ static int run_profile(struct cfs_recorder *r, uint64_t max_usec, struct cfs_pro
  * cache's entries: it names files the user may not be allowed to see. */
 static int cache_write(struct cfs_learned *l, const void *buf, size_t len)
 {
-	char *tmp = NULL;
-	int fd, ret;
-
 	if (mkdir(l->dir, 0700) < 0 && errno != EEXIST)
 		return -errno;
-	if (asprintf(&tmp, "%s.tmp.%ld", l->path, (long)getpid()) < 0)
-		return -ENOMEM;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0) {
-		ret = -errno;
-		goto out_free;
-	}
-	ret = cfs_write_full(fd, buf, len);
-	if (ret == 0 && fsync(fd) < 0)
-		ret = -errno;
-	if (close(fd) < 0 && ret == 0)
-		ret = -errno;
-	if (ret == 0 && rename(tmp, l->path) < 0)
-		ret = -errno;
-	if (ret < 0)
-		unlink(tmp);
-out_free:
-	free(tmp);
-	return ret;
+	return cfs_write_file_at(AT_FDCWD, l->path, buf, len, 0600, true);
 }
 
 static int digest_order(const void *a, const void *b)

@@ -107,11 +107,11 @@ void cfs_image_stage_close(struct cfs_image *img)
 
 int cfs_image_stage_fetch(struct cfs_image *img, uint32_t chunk)
 {
-	char hex[CFS_DIGEST_HEX_LEN + 1], tmp[CFS_DIGEST_HEX_LEN + 32];
+	char hex[CFS_DIGEST_HEX_LEN + 1];
 	struct cfs_chunk c;
 	size_t from = 0, len;
 	void *obj = NULL;
-	int ret, fd;
+	int ret;
 
 	ret = cfs_index_chunk(img->idx, chunk, &c);
 	if (ret < 0)
@@ -127,20 +127,8 @@ int cfs_image_stage_fetch(struct cfs_image *img, uint32_t chunk)
 		goto out;
 	}
 	cfs_digest_hex(&c.digest, hex);
-	snprintf(tmp, sizeof(tmp), ".%s.%ld", hex, (long)gettid());
-	fd = openat(img->stage_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		ret = -errno;
-		goto out;
-	}
-	ret = cfs_write_full(fd, obj, len);
-	if (close(fd) < 0 && ret == 0)
-		ret = -errno;
-	if (ret == 0 && renameat(img->stage_fd, tmp, img->stage_fd, hex) < 0)
-		ret = -errno;
-	if (ret < 0)
-		(void)unlinkat(img->stage_fd, tmp, 0);
-	else
+	ret = cfs_write_file_at(img->stage_fd, hex, obj, len, 0600, false);
+	if (ret == 0)
 		stat_add(&img->stage_bytes, len);
 out:
 	free(obj);
