@@ -73,6 +73,8 @@ struct ra_pool {
 	unsigned nthreads;
 	unsigned max_chunks;
 	unsigned busy;        /* workers fetching */
+	unsigned idle;        /* workers waiting on wake */
+	unsigned unwoken;     /* items pushed since the last cfs_image_ra_wake */
 	bool stop;
 
 	/* Prefetch at mount (prefetch.c): one feeder thread. */
@@ -184,6 +186,9 @@ bool cfs_image_ra_push(struct ra_pool *ra, enum ra_level level, uint32_t chunk, 
 uint64_t cfs_image_ra_pending(struct cfs_image *img);
 /* Whether level's queue is full; with ra->lock held. */
 bool cfs_image_ra_full(const struct ra_pool *ra, enum ra_level level);
+/* Wakes one idle worker per item pushed since the last call; with
+ * ra->lock held, after pushing. */
+void cfs_image_ra_wake(struct ra_pool *ra);
 
 /* ---- stage.c ---- */
 

@@ -255,7 +255,7 @@ void cfs_predict_touch(struct cfs_image *img, const struct cfs_inode *in, uint64
 	}
 	if (dir)
 		atomic_store_explicit(&p->focus, (uint32_t)dir, memory_order_relaxed);
-	pthread_cond_broadcast(&ra->wake);
+	cfs_image_ra_wake(ra);
 	/* The stream looks at the focus whenever it wakes. */
 	if (ra->pf_running)
 		pthread_cond_broadcast(&ra->room);

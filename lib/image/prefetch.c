@@ -97,7 +97,7 @@ static bool feed_list(struct cfs_image *img, const uint32_t *list, size_t n)
 		ra->pf_inflight += c.raw_size;
 		pf_bytes += c.raw_size;
 		stat_add(&img->prefetch_queued, 1);
-		pthread_cond_signal(&ra->wake);
+		cfs_image_ra_wake(ra);
 		pthread_mutex_unlock(&ra->lock);
 	}
 	if (!n)
@@ -163,7 +163,7 @@ static int stream_file(struct stream *s, const struct cfs_inode *in)
 			stat_add(&img->prefetch_queued, 1);
 			stat_add(&img->stream_chunks, 1);
 			stat_add(&img->stream_bytes, cost);
-			pthread_cond_signal(&ra->wake);
+			cfs_image_ra_wake(ra);
 		}
 		pthread_mutex_unlock(&ra->lock);
 		if (ret != STREAM_ON)

@@ -97,8 +97,11 @@ static void *ra_worker(void *arg)
 		struct ra_item it;
 		int ret;
 
-		while (!ra_queued(ra) && !ra->stop)
+		while (!ra_queued(ra) && !ra->stop) {
+			ra->idle++;
 			pthread_cond_wait(&ra->wake, &ra->lock);
+			ra->idle--;
+		}
 		if (ra->stop)
 			break;
 		it = ra_pop(ra, &level);
@@ -164,7 +167,26 @@ bool cfs_image_ra_push(struct ra_pool *ra, enum ra_level level, uint32_t chunk, 
 		return false;
 	r->q[(r->head + r->count) % RA_QUEUE] = (struct ra_item){ chunk, prefetch };
 	r->count++;
+	ra->unwoken++;
 	return true;
+}
+
+/* One worker per new item, not the whole pool: on this VM's two cores a
+ * broadcast to 32 threads for every read's guesses cost the daemon more
+ * CPU than decompressing and verifying what it served (they all woke,
+ * fought for the lock and went back to sleep).  A worker takes the next
+ * item before it waits again, so waking fewer never strands one. */
+void cfs_image_ra_wake(struct ra_pool *ra)
+{
+	unsigned n = CFS_MIN(ra->unwoken, ra->idle);
+
+	ra->unwoken = 0;
+	if (n == ra->idle && n) {
+		pthread_cond_broadcast(&ra->wake);
+		return;
+	}
+	while (n--)
+		pthread_cond_signal(&ra->wake);
 }
 
 /* Queues the chunks holding [from, to) of a file; returns where it got to
@@ -229,7 +251,7 @@ void cfs_image_ra_note(struct cfs_image *img, const struct cfs_inode *in, uint64
 		}
 	}
 	if (queued)
-		pthread_cond_broadcast(&ra->wake);
+		cfs_image_ra_wake(ra);
 	pthread_mutex_unlock(&ra->lock);
 }
 
@@ -318,7 +340,7 @@ int64_t cfs_image_willneed(struct cfs_image *img, uint64_t ino, uint64_t off, ui
 	end = len > in.size - off ? in.size : off + len;
 	pthread_mutex_lock(&ra->lock);
 	got = ra_queue(img, &in, off, end);
-	pthread_cond_broadcast(&ra->wake);
+	cfs_image_ra_wake(ra);
 	pthread_mutex_unlock(&ra->lock);
 	return (int64_t)(CFS_MIN(got, end) - off);
 }
