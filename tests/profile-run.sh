@@ -56,7 +56,7 @@ grep -qx marker-out "$W/err" || fail "CMD's stdout did not reach stderr"
 nothing_left "--profile-run"
 n=$(prefetch_chunks t)
 echo "prefetch list of $n chunks"
-[ -n "$n" ] && [ "$n" -ge 2 ] || fail "prefetch list of '$n' chunks: CMD read /bin/busybox and ${#read_files[@]} files"
+[ "${n:-0}" -ge 2 ] || fail "prefetch list of '$n' chunks: CMD read /bin/busybox and ${#read_files[@]} files"
 
 step "the files CMD read are laid out first: fewer chunks to read them"
 timeout 120 "$CFS_PACK" -q "$src" "$store" > "$W/plain.out" || fail "plain cfs-pack exited $?"

@@ -5,10 +5,10 @@
  *
  * The thin CLI over libcfspack (pack.h): parses the options, opens the
  * store, picks the source and runs the pipeline, then signs and sets the
- * tag and prints the summary.  --profile-run runs the pipeline twice, a
- * recorded run of the first image between (pack_run.c).  The tag is set after the pipeline wrote the
- * index, which it writes after every chunk is durable: a reader never
- * sees a tag whose image is incomplete.
+ * tag and prints the summary.  --profile-run runs the pipeline twice,
+ * with a recorded run of the first image between (pack_run.c).  The tag
+ * is set after the pipeline wrote the index, which it writes after every
+ * chunk is durable: a reader never sees a tag whose image is incomplete.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -255,7 +255,21 @@ static int source_pick(const char *source, const struct cfs_pack_source **src, c
 	return 0;
 }
 
-static void summary(const struct cfs_pack_stats *ps);
+static void summary(const struct cfs_pack_stats *ps)
+{
+	double s = (double)(cfs_now_ns() - ps->t0_ns) / 1e9;
+	char in[32], wr[32];
+
+	human((double)ps->bytes_in, in, sizeof(in));
+	human((double)ps->written, wr, sizeof(wr));
+	fprintf(stderr,
+		PROG ": %llu files, %llu dirs, %s in, %llu chunks, %llu new objects "
+		"(%llu already stored), %s written, index %zu bytes, %.2f s, %.1f MB/s\n",
+		(unsigned long long)ps->files, (unsigned long long)ps->dirs, in,
+		(unsigned long long)ps->chunks, (unsigned long long)ps->new_objects,
+		(unsigned long long)ps->present, wr, ps->index_len, s,
+		s > 0 ? (double)ps->bytes_in / 1e6 / s : 0.0);
+}
 
 /* One pass of the pipeline: src over arg (fd as source_pick() gave it)
  * into st; says what failed on stderr. */
@@ -315,22 +329,6 @@ static int profile_run(struct cfs_store *st, const struct cfs_pack_opts *po,
 	ret = cfs_pack_run_record(run, prof);
 	free(loc_copy);
 	return ret;
-}
-
-static void summary(const struct cfs_pack_stats *ps)
-{
-	double s = (double)(cfs_now_ns() - ps->t0_ns) / 1e9;
-	char in[32], wr[32];
-
-	human((double)ps->bytes_in, in, sizeof(in));
-	human((double)ps->written, wr, sizeof(wr));
-	fprintf(stderr,
-		PROG ": %llu files, %llu dirs, %s in, %llu chunks, %llu new objects "
-		"(%llu already stored), %s written, index %zu bytes, %.2f s, %.1f MB/s\n",
-		(unsigned long long)ps->files, (unsigned long long)ps->dirs, in,
-		(unsigned long long)ps->chunks, (unsigned long long)ps->new_objects,
-		(unsigned long long)ps->present, wr, ps->index_len, s,
-		s > 0 ? (double)ps->bytes_in / 1e6 / s : 0.0);
 }
 
 int main(int argc, char **argv)

@@ -56,7 +56,7 @@ static void on_signal(int sig)
 
 /* What a child that could not start says on its pipe before _exit(). */
 struct start_err {
-	int stage; /* 1: chroot, 2: exec */
+	int stage; /* 1: before the exec (stdin, stdout, chroot), 2: the exec */
 	int err;
 };
 
@@ -314,7 +314,8 @@ static void unmount(struct run *r, int devnull)
 		if (errno == EPERM && spawn(fu, NULL, devnull, &pid, &efd) == 0) {
 			start_result(efd, &st);
 			waitpid(pid, &st, 0);
-			continue;
+			if (!is_mounted(r->mnt))
+				break;
 		}
 		pause_ns(100 * 1000000ull);
 	}
@@ -475,7 +476,7 @@ static int run_cmd(const struct cfs_pack_run_opts *o, struct run *r, int devnull
 	}
 	switch (start_result(efd, &err)) {
 	case 1:
-		cfs_err("--profile-run: chroot into the image: %s%s", strerror(err),
+		cfs_err("--profile-run: entering the image: %s%s", strerror(err),
 			err == EPERM ? " (it needs root)" : "");
 		return -err;
 	case 2:
