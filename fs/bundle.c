@@ -13,7 +13,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <linux/openat2.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -420,24 +419,6 @@ out:
 	return ret;
 }
 
-static int rm_one(const char *path, const struct stat *sb, int type, struct FTW *ftw)
-{
-	(void)sb;
-	(void)ftw;
-	if ((type == FTW_DP ? rmdir(path) : unlink(path)) < 0 && errno != ENOENT)
-		return -1;
-	return 0;
-}
-
-/* Removes a directory tree that is not a mount point, staying on one
- * filesystem. */
-static int rm_tree(const char *path)
-{
-	if (access(path, F_OK) < 0)
-		return 0;
-	return nftw(path, rm_one, 64, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0 ? -errno : 0;
-}
-
 int cfs_bundle_down(const char *dir, char *err, size_t errlen)
 {
 	static const char *const trees[] = { "upper", "work" };
@@ -469,7 +450,7 @@ int cfs_bundle_down(const char *dir, char *err, size_t errlen)
 	for (size_t i = 0; i < sizeof(trees) / sizeof(trees[0]); i++) {
 		if (cfs_bundle_path(dir, trees[i], &p) < 0)
 			return -ENOMEM;
-		ret = rm_tree(p);
+		ret = cfs_rm_tree(p);
 		if (ret < 0) {
 			snprintf(err, errlen, "%s: %s", p, cfs_strerror(ret));
 			free(p);

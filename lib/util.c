@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <malloc.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -194,6 +195,22 @@ int cfs_write_file_at(int dirfd, const char *path, const void *buf, size_t len, 
 out:
 	free(tmp);
 	return ret;
+}
+
+static int rm_one(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+	(void)sb;
+	(void)ftw;
+	if ((type == FTW_DP ? rmdir(path) : unlink(path)) < 0 && errno != ENOENT)
+		return -1;
+	return 0;
+}
+
+int cfs_rm_tree(const char *path)
+{
+	if (access(path, F_OK) < 0)
+		return 0;
+	return nftw(path, rm_one, 64, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0 ? -errno : 0;
 }
 
 int cfs_read_file_at(int dirfd, const char *path, size_t max, void **buf, size_t *len)

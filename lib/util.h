@@ -64,6 +64,12 @@ int cfs_write_file_at(int dirfd, const char *path, const void *buf, size_t len, 
  * (-EFBIG).  The caller frees *buf.  dirfd may be AT_FDCWD. */
 int cfs_read_file_at(int dirfd, const char *path, size_t max, void **buf, size_t *len);
 
+/* Removes the directory tree at path (absent is fine), depth first,
+ * without following symlinks or entering another filesystem: a mount
+ * point left inside stays, and so do the directories above it.  0 or
+ * -errno. */
+int cfs_rm_tree(const char *path);
+
 /* For programs that move chunks through malloc'd buffers of about 1 MiB:
  * keeps freed memory in the process for reuse instead of giving each
  * buffer back with munmap (or trimming the heap) and having the kernel

@@ -5,9 +5,10 @@
  *
  * The thin CLI over libcfspack (pack.h): parses the options, opens the
  * store, picks the source and runs the pipeline, then signs and sets the
- * tag and prints the summary.  The tag is set after the pipeline wrote the
- * index, which it writes after every chunk is durable: a reader never
- * sees a tag whose image is incomplete.
+ * tag and prints the summary.  --profile-run runs the pipeline twice,
+ * with a recorded run of the first image between (pack_run.c).  The tag
+ * is set after the pipeline wrote the index, which it writes after every
+ * chunk is durable: a reader never sees a tag whose image is incomplete.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -69,7 +70,8 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: " PROG " [-q] [--tag NAME [--sign KEY]] [-j N] [--chunk-size SIZE] [--level N]\n"
 		"                [--small-max SIZE] [--group-bits N] [store options]\n"
-		"                [--profile FILE] [--platform OS/ARCH[/VARIANT]] SOURCE STORE\n"
+		"                [--profile FILE | --profile-run CMD [--profile-timeout SEC]]\n"
+		"                [--platform OS/ARCH[/VARIANT]] SOURCE STORE\n"
 		"       " PROG " --add-profile FILE [-q] [--tag NAME [--sign KEY]]\n"
 		"                [store options] STORE IMAGE\n"
 		"\n"
@@ -95,12 +97,21 @@ static void usage(FILE *f)
 		"      --profile FILE    lay out first, in access order, the files that the\n"
 		"                        access profile FILE (cfs-mount --record) names, and\n"
 		"                        give the image their chunks as its prefetch list\n"
+		"      --profile-run CMD  pack SOURCE, run /bin/sh -c CMD chrooted in that\n"
+		"                        image mounted with cfs-mount --record (as root; CMD's\n"
+		"                        output goes to stderr), then pack again with what it\n"
+		"                        read as --profile; CMD failing is a warning, reading\n"
+		"                        nothing an error.  cfs-mount: $CFS_MOUNT, else beside\n"
+		"                        " PROG ", ../fs/cfs-mount from it, or " CFS_BINDIR "\n"
+		"      --profile-timeout SEC  kill CMD after SEC seconds and pack with what\n"
+		"                        it read until then (default %d)\n"
 		"      --add-profile FILE  give IMAGE a prefetch list from FILE without\n"
 		"                        repacking: writes a new index (no chunk) and prints\n"
 		"                        its reference\n"
 		"\n"
 		CFS_OPEN_STORE_USAGE,
-		REMOTE_JOBS_MIN, CFS_ZSTD_LEVEL_DEFAULT, CFS_GROUP_BITS_DEFAULT);
+		REMOTE_JOBS_MIN, CFS_ZSTD_LEVEL_DEFAULT, CFS_GROUP_BITS_DEFAULT,
+		CFS_PACK_RUN_TIMEOUT_DEFAULT);
 }
 
 /* An integer option in min..max, or a message and -EINVAL. */
@@ -260,6 +271,66 @@ static void summary(const struct cfs_pack_stats *ps)
 		s > 0 ? (double)ps->bytes_in / 1e6 / s : 0.0);
 }
 
+/* One pass of the pipeline: src over arg (fd as source_pick() gave it)
+ * into st; says what failed on stderr. */
+static int pack_pass(struct cfs_store *st, const struct cfs_pack_opts *po,
+		     const struct cfs_pack_source *src, const char *arg, int fd, cfs_digest *ref,
+		     struct cfs_pack_stats *ps)
+{
+	struct cfs_pack_ctx *p = NULL;
+	int ret;
+
+	ret = cfs_pack_new(st, po, &p);
+	if (ret < 0)
+		return ret;
+	ret = cfs_pack_run(p, src, arg, fd);
+	if (ret == 0)
+		ret = cfs_pack_finish(p, ref, ps);
+	if (ret < 0)
+		fprintf(stderr, PROG ": %s\n", cfs_pack_error(p));
+	cfs_pack_free(p);
+	return ret;
+}
+
+/* --profile-run's first pass and run: packs plainly, records run->cmd on
+ * that image and leaves the profile in *prof, and fd (a file source)
+ * rewound for the second pass. */
+static int profile_run(struct cfs_store *st, const struct cfs_pack_opts *po,
+		       const struct cfs_pack_source *src, const char *arg, int fd,
+		       struct cfs_pack_run_opts *run, bool quiet, struct cfs_profile **prof)
+{
+	struct cfs_pack_stats ps = { 0 };
+	char refstr[CFS_REF_STRLEN], *loc_copy;
+	const char *loc;
+	cfs_digest ref;
+	int ret;
+
+	ret = pack_pass(st, po, src, arg, fd, &ref, &ps);
+	if (ret < 0)
+		return ret;
+	if (!quiet)
+		summary(&ps);
+	if (fd >= 0 && lseek(fd, 0, SEEK_SET) < 0) {
+		ret = -errno;
+		fprintf(stderr, PROG ": rewinding the source: %s\n", strerror(errno));
+		return ret;
+	}
+	cfs_digest_ref(&ref, refstr);
+	/* A directory by its absolute path: the mount is another process. */
+	loc = cfs_store_location(st);
+	loc_copy = strstr(loc, "://") ? strdup(loc) : realpath(loc, NULL);
+	if (!loc_copy) {
+		ret = -errno;
+		fprintf(stderr, PROG ": %s: %s\n", loc, strerror(errno));
+		return ret;
+	}
+	run->store = loc_copy;
+	run->image = refstr;
+	ret = cfs_pack_run_record(run, prof);
+	free(loc_copy);
+	return ret;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -272,6 +343,8 @@ int main(int argc, char **argv)
 		{ "group-bits", required_argument, NULL, 'G' },
 		{ "profile", required_argument, NULL, 'P' },
 		{ "add-profile", required_argument, NULL, 'a' },
+		{ "profile-run", required_argument, NULL, 'R' },
+		{ "profile-timeout", required_argument, NULL, 'T' },
 		{ "platform", required_argument, NULL, 'p' },
 		{ "sign", required_argument, NULL, 'K' },
 		{ "help", no_argument, NULL, 'h' },
@@ -282,7 +355,7 @@ int main(int argc, char **argv)
 	struct cfs_pack_opts po = { 0 };
 	struct cfs_chunker_opts *copts = &po.chunker;
 	struct cfs_pack_stats ps = { 0 };
-	struct cfs_pack_ctx *p = NULL;
+	struct cfs_pack_run_opts run = { .timeout_s = CFS_PACK_RUN_TIMEOUT_DEFAULT };
 	const struct cfs_pack_source *src = NULL;
 	struct cfs_store *st = NULL;
 	const char *tag = NULL, *source, *store_loc, *arg = NULL;
@@ -296,13 +369,13 @@ int main(int argc, char **argv)
 	long jobs, level = CFS_ZSTD_LEVEL_DEFAULT, v = 0;
 	cfs_digest ref;
 	char refstr[CFS_REF_STRLEN];
-	int opt, src_fd = -1, ret, rc = 1;
+	int opt, li, src_fd = -1, ret, rc = 1;
 
 	cfs_open_opts_init(&oo);
 	jobs = sysconf(_SC_NPROCESSORS_ONLN);
 	if (jobs < 1)
 		jobs = 1;
-	while ((opt = getopt_long(argc, argv, "qt:j:c:l:h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "qt:j:c:l:h", longopts, &li)) != -1) {
 		switch (opt) {
 		case 'q':
 			quiet = true;
@@ -344,6 +417,14 @@ int main(int argc, char **argv)
 		case 'a':
 			add_profile_path = optarg;
 			break;
+		case 'R':
+			run.cmd = optarg;
+			break;
+		case 'T':
+			if (arg_uint("--profile-timeout", optarg, 1, 86400, &v) < 0)
+				goto usage;
+			run.timeout_s = (unsigned)v;
+			break;
 		case 'p':
 			po.platform = optarg;
 			break;
@@ -362,6 +443,12 @@ int main(int argc, char **argv)
 				usage(stderr);
 			if (ret <= 0)
 				goto usage;
+			/* The mount of --profile-run opens the store the same way. */
+			if (cfs_pack_run_store_opt(&run, longopts[li].name,
+						   longopts[li].has_arg ? optarg : NULL) < 0) {
+				fprintf(stderr, PROG ": too many store options\n");
+				goto usage;
+			}
 		}
 	}
 	if (argc - optind != 2) {
@@ -372,8 +459,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": --sign signs a tag: give --tag NAME\n");
 		goto usage;
 	}
-	if (profile_path && add_profile_path) {
-		fprintf(stderr, PROG ": --profile and --add-profile exclude each other\n");
+	if (!!profile_path + !!add_profile_path + !!run.cmd > 1) {
+		fprintf(stderr, PROG ": --profile, --profile-run and --add-profile exclude each other\n");
+		goto usage;
+	}
+	if (run.timeout_s != CFS_PACK_RUN_TIMEOUT_DEFAULT && !run.cmd) {
+		fprintf(stderr, PROG ": --profile-timeout goes with --profile-run\n");
 		goto usage;
 	}
 	source = argv[optind];
@@ -423,6 +514,10 @@ int main(int argc, char **argv)
 
 	if (source_pick(source, &src, &arg, &src_fd))
 		goto out;
+	if (run.cmd && src_fd >= 0 && lseek(src_fd, 0, SEEK_CUR) < 0) {
+		fprintf(stderr, PROG ": --profile-run packs SOURCE twice: %s is not a file\n", source);
+		goto out;
+	}
 	if (store_open(&oo, store_loc, CFS_STORE_CREATE, &st) < 0)
 		goto out;
 	if (cfs_store_is_remote(st) && !jobs_set && jobs < REMOTE_JOBS_MIN)
@@ -430,19 +525,15 @@ int main(int argc, char **argv)
 	po.level = (int)level;
 	po.jobs = (unsigned)jobs;
 	po.progress = !quiet && isatty(STDERR_FILENO);
+	if (run.cmd && profile_run(st, &po, src, arg, src_fd, &run, quiet, &prof) < 0)
+		goto out;
 	po.profile = prof;
-	if (cfs_pack_new(st, &po, &p) < 0)
+	if (pack_pass(st, &po, src, arg, src_fd, &ref, &ps) < 0)
 		goto out;
-	ret = cfs_pack_run(p, src, arg, src_fd);
-	if (ret == 0)
-		ret = cfs_pack_finish(p, &ref, &ps);
-	if (ret < 0) {
-		fprintf(stderr, PROG ": %s\n", cfs_pack_error(p));
-		goto out;
-	}
 	prefetch_count = ps.prefetch_count;
 	if (prof && !prefetch_count)
-		cfs_warn("%s: names no data of this image: no prefetch list", profile_path);
+		cfs_warn("%s: names no data of this image: no prefetch list",
+			 run.cmd ? "the profile of --profile-run" : profile_path);
 done:
 	/* The signature before the tag: under --trust the signature alone
 	 * names the image, so a mount never sees a signed tag half-moved. */
@@ -481,7 +572,7 @@ done:
 usage:
 	rc = 2;
 out:
-	cfs_pack_free(p);
+	cfs_pack_run_opts_release(&run);
 	cfs_profile_free(prof);
 	cfs_key_free(sign_key);
 	cfs_store_free(st);

@@ -201,4 +201,44 @@ int cfs_pack_prefetch_map(const struct cfs_index *idx, const struct cfs_profile 
 int cfs_pack_prefetch_attach(struct cfs_store *st, const struct cfs_profile *prof, void *idx,
 			     size_t len, int level, size_t *count, size_t *stored);
 
+/* ---- --profile-run: record a run, for the second pass (pack_run.c) ---- */
+
+#define CFS_PACK_RUN_ARGS_MAX 16
+#define CFS_PACK_RUN_TIMEOUT_DEFAULT 120
+
+struct cfs_pack_run_opts {
+	/* Borrowed; not const, as they become an argv. */
+	char *cmd;              /* run as /bin/sh -c CMD chrooted in the image */
+	unsigned timeout_s;     /* then CMD's process group is killed */
+	char *store;            /* the store's location, as cfs-mount takes it */
+	char *image;            /* "sha256:<hex>": the image to mount */
+	/* More cfs-mount options (the store options cfs-pack was given),
+	 * owned: cfs_pack_run_store_opt() adds, cfs_pack_run_opts_release()
+	 * frees. */
+	char *args[CFS_PACK_RUN_ARGS_MAX];
+	size_t n_args;
+};
+
+/* Adds --NAME=ARG (--NAME when arg is NULL) to o's cfs-mount options.
+ * 0, -E2BIG (more than CFS_PACK_RUN_ARGS_MAX) or -ENOMEM. */
+int cfs_pack_run_store_opt(struct cfs_pack_run_opts *o, const char *name, const char *arg);
+void cfs_pack_run_opts_release(struct cfs_pack_run_opts *o);
+
+/* The cfs-mount to run: $CFS_MOUNT when set; else cfs-mount beside this
+ * program, ../fs/cfs-mount from it (the build tree), or in the bindir it
+ * was built for.  Its path in buf; 0 or -ENOENT. */
+int cfs_pack_run_mount_bin(char *buf, size_t len);
+
+/* Mounts o->image read-only with cfs-mount --record (prefetch and
+ * learning off, a private cache and mountpoint in a temporary directory
+ * under $TMPDIR or /tmp), runs o->cmd chrooted into it with stdin
+ * /dev/null and stdout on stderr, kills its process group when it ends
+ * or after o->timeout_s, unmounts and returns the recorded profile in
+ * *prof (cfs_profile_free()).  CMD failing or timing out is a warning.
+ * Removes everything it made on every path, and catches SIGINT, SIGTERM
+ * and SIGHUP meanwhile to do so.  0, or -errno with one line on the log:
+ * -ENODATA when nothing was read (/bin/sh missing from the image
+ * included), -EINTR for a signal, -EPERM when chroot is not allowed. */
+int cfs_pack_run_record(const struct cfs_pack_run_opts *o, struct cfs_profile **prof);
+
 #endif /* CFS_PACK_H */
