@@ -95,6 +95,8 @@ static void usage(FILE *f)
 		"      --profile FILE    lay out first, in access order, the files that the\n"
 		"                        access profile FILE (cfs-mount --record) names, and\n"
 		"                        give the image their chunks as its prefetch list\n"
+		"      --no-hints        store no hints: what each ELF file's loading opens,\n"
+		"                        fetched with its first read (docs/FORMAT.md, \"Hints\")\n"
 		"      --add-profile FILE  give IMAGE a prefetch list from FILE without\n"
 		"                        repacking: writes a new index (no chunk) and prints\n"
 		"                        its reference\n"
@@ -258,6 +260,13 @@ static void summary(const struct cfs_pack_stats *ps)
 		(unsigned long long)ps->chunks, (unsigned long long)ps->new_objects,
 		(unsigned long long)ps->present, wr, ps->index_len, s,
 		s > 0 ? (double)ps->bytes_in / 1e6 / s : 0.0);
+	if (ps->elf_files)
+		fprintf(stderr,
+			PROG ": hints: %llu ELF files, %llu with hints, %llu lists of %llu inodes "
+			"(%zu bytes), %llu needed names not in the image\n",
+			(unsigned long long)ps->elf_files, (unsigned long long)ps->hint_triggers,
+			(unsigned long long)ps->hint_lists, (unsigned long long)ps->hint_entries,
+			ps->hints_len, (unsigned long long)ps->elf_unresolved);
 }
 
 int main(int argc, char **argv)
@@ -274,6 +283,7 @@ int main(int argc, char **argv)
 		{ "add-profile", required_argument, NULL, 'a' },
 		{ "platform", required_argument, NULL, 'p' },
 		{ "sign", required_argument, NULL, 'K' },
+		{ "no-hints", no_argument, NULL, 'H' },
 		{ "help", no_argument, NULL, 'h' },
 		CFS_OPEN_STORE_OPTIONS,
 		{ NULL, 0, NULL, 0 },
@@ -349,6 +359,9 @@ int main(int argc, char **argv)
 			break;
 		case 'K':
 			sign_path = optarg;
+			break;
+		case 'H':
+			copts->no_hints = true;
 			break;
 		case 'h':
 			usage(stdout);
