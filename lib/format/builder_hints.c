@@ -153,8 +153,9 @@ static uint32_t runpath_dir(const struct hctx *h, uint32_t r, const char *s, siz
 		base = h->dir_of[r];
 		if (base == NONE || (len > skip && s[skip] != '/'))
 			return NONE;
-		s += skip;
-		len -= skip;
+		/* What follows is relative to it, not to the root. */
+		s += skip + (len > skip);
+		len -= skip + (len > skip);
 	} else if (!len || s[0] != '/') {
 		return NONE;
 	}
@@ -195,6 +196,13 @@ static int find_needed(const struct hctx *h, uint32_t r, const char *runpath, co
 	return -ENOENT;
 }
 
+static void unresolved(struct hctx *h, uint32_t r, const char *name)
+{
+	h->unresolved++;
+	cfs_debug("builder: hints: %s, needed by inode %u, is not in the image", name,
+		  h->b->nodes[h->b->elfs[r].node].ino);
+}
+
 /* The files record r's own headers lead to, resolved once. */
 static int direct_deps(struct hctx *h, uint32_t r)
 {
@@ -216,13 +224,13 @@ static int direct_deps(struct hctx *h, uint32_t r)
 		    S_ISREG(h->b->nodes[node].attr.mode))
 			v[count++] = node;
 		else
-			h->unresolved++;
+			unresolved(h, r, interp);
 	}
 	for (uint32_t i = 0; i < e->nneeded; i++, n += strlen(n) + 1) {
 		if (find_needed(h, r, runpath, n, &node) == 0)
 			v[count++] = node;
 		else
-			h->unresolved++;
+			unresolved(h, r, n);
 	}
 	h->direct[r] = v;
 	h->ndirect[r] = count;
