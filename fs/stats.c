@@ -52,7 +52,7 @@ int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
 		     ",\"fetch_queued\":%" PRIu64 ",\"readahead_chunks\":%" PRIu64
 		     ",\"readahead_dropped\":%" PRIu64 ",\"cache_rescans\":%" PRIu64
 		     ",\"prefetch_queued\":%" PRIu64 ",\"prefetch_done\":%" PRIu64
-		     ",\"demand_fetches\":%" PRIu64 ",\"hint_chunks\":%" PRIu64 ",\"stream_chunks\":%" PRIu64
+		     ",\"demand_fetches\":%" PRIu64 ",\"hint_chunks\":%" PRIu64 ",\"elf_hint_chunks\":%" PRIu64 ",\"stream_chunks\":%" PRIu64
 		     ",\"stream_bytes\":%" PRIu64 ",\"readahead_pending\":%" PRIu64
 		     ",\"stage_bytes\":%" PRIu64 ",\"stage_hits\":%" PRIu64 ",\"stage_bad\":%" PRIu64
 		     ",\"cache_file_hits\":%" PRIu64 ",\"cache_verifies\":%" PRIu64
@@ -65,7 +65,7 @@ int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
 		     cs.load_errors, cs.disk_bad, cs.disk_write_errors, cs.disk_bytes, cs.mem_bytes,
 		     cs.evictions, fst.requests, fst.attempts, fst.retries, fst.errors, fst.timeouts,
 		     fst.bytes, fst.bytes_sent, fst.inflight, fst.queued, is.ra_chunks,
-		     is.ra_dropped, cs.rescans, is.prefetch_queued, is.prefetch_done, is.demand_fetches, is.hint_chunks,
+		     is.ra_dropped, cs.rescans, is.prefetch_queued, is.prefetch_done, is.demand_fetches, is.hint_chunks, is.elf_hint_chunks,
 		     is.stream_chunks, is.stream_bytes, is.ra_pending, is.stage_bytes,
 		     is.stage_hits, is.stage_bad, cs.file_hits,
 		     cs.verifies, cs.stale, cs.files_open, cs.shared_waits, cs.shared_hits,

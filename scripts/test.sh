@@ -96,8 +96,9 @@ else
 		# safetensors headers (with shard indexes), docker-archives and OCI
 		# layouts (cfs-pack's image sources: tar members, JSON, layers),
 		# tar streams, HTTP and S3 replies (through libcurl and the
-		# fetcher), tags and signature files (docs/SECURITY.md).
-		for target in index profile safetensors oci oci-layout tar http sig; do
+		# fetcher), tags and signature files (docs/SECURITY.md), ELF
+		# headers (cfs-pack's hints).
+		for target in index profile safetensors oci oci-layout tar http sig elf; do
 			if ! { [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz "tests/fuzz-$target"; }; then
 				fail "build of build-fuzz/tests/fuzz-$target"
 				continue

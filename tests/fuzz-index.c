@@ -134,6 +134,31 @@ static void check_xattrs(const struct cfs_index *idx, const struct cfs_inode *in
 	ASSERT(cfs_index_getxattr(idx, in->ino, "", &y) == -ENODATA);
 }
 
+/* Hints: each list inside the inodes, increasing; the counts agree. */
+static void check_hints(const struct cfs_index *idx, const struct cfs_index_info *info)
+{
+	uint64_t triggers = 0;
+
+	for (uint64_t ino = 0; ino <= info->inode_count + 1; ino++) {
+		uint32_t first = 0, n = cfs_index_hints(idx, ino, &first);
+		uint64_t prev = 0;
+
+		if (ino < 1 || ino > info->inode_count)
+			ASSERT(n == 0);
+		triggers += n > 0;
+		ASSERT(n <= CFS_HINTS_LIST_MAX && (uint64_t)first + n <= info->hint_entries);
+		for (uint32_t k = 0; k < n; k++) {
+			uint64_t h = cfs_index_hint(idx, first + k);
+
+			ASSERT(h > prev && h <= info->inode_count);
+			prev = h;
+		}
+	}
+	ASSERT(triggers == info->hint_triggers);
+	ASSERT(cfs_index_hint(idx, info->hint_entries) == 0);
+	ASSERT(!info->hint_triggers == !info->hint_lists && !info->hint_lists == !info->hint_entries);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct cfs_index *idx;
@@ -187,6 +212,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		ASSERT(c.raw_size >= 1 && c.raw_size <= CFS_CHUNK_MAX_SIZE);
 	}
 	ASSERT(cfs_index_chunk(idx, (uint32_t)info.chunk_count, &c) == -ENOENT);
+	check_hints(idx, &info);
 	cfs_index_free(idx);
 	return 0;
 }

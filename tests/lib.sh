@@ -280,6 +280,13 @@ mount_stats() {
 	grep -q '^{.*}$' "$2" || fail "cfs-mount --stats $1 printed no JSON object: $(head -c 300 "$2")"
 }
 
+# pool_settled MOUNTPOINT FILE: the mount's counters into FILE; true when its
+# readahead pool has nothing queued or in flight (what was queued is in).
+pool_settled() {
+	mount_stats "$1" "$2"
+	[ "$(stat_of "$2" readahead_pending)" -eq 0 ]
+}
+
 # drop_file_cache FILE: drops FILE's clean pages from the page cache, so the
 # next read goes to the daemon again.
 drop_file_cache() {

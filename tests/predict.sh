@@ -62,10 +62,7 @@ mount_end() {
 live() { mount_stats "$m" "$W/live.json"; }
 counter() { live; stat_of "$W/live.json" "$1"; }
 # settled: the pool has nothing queued or in flight (the queued chunks are in)
-settled() {
-	live
-	[ "$(stat_of "$W/live.json" readahead_pending)" -eq 0 ]
-}
+settled() { pool_settled "$m" "$W/live.json"; }
 # read_at FILE OFF_MIB: 4 KiB at OFF_MIB MiB of FILE through the mount,
 # checked against the source
 read_at() {

@@ -71,10 +71,11 @@ static int dec_open(struct dec *d, const void *buf, size_t len)
 	uint64_t prev_end;
 	memset(d, 0, sizeof(*d));
 	d->buf = buf; d->len = len;
-	if (len < sizeof(d->h)) DFAIL("short");
-	memcpy(&d->h, buf, sizeof(d->h));
+	/* The builder writes the second layout's 256 bytes without hints. */
+	if (len < CFS_HEADER_SIZE_CONFIG) DFAIL("short");
+	memcpy(&d->h, buf, CFS_HEADER_SIZE_CONFIG);
 	if (memcmp(d->h.magic, CFS_INDEX_MAGIC, 8)) DFAIL("magic");
-	if (le32toh(d->h.version) != 1 || le32toh(d->h.header_size) != sizeof(d->h)) DFAIL("version");
+	if (le32toh(d->h.version) != 1 || le32toh(d->h.header_size) != CFS_HEADER_SIZE_CONFIG) DFAIL("version");
 	if (d->h.features_compat || d->h.features_incompat) DFAIL("features");
 	if (le64toh(d->h.index_size) != len) DFAIL("index_size %llu != %zu", (unsigned long long)d->h.index_size, len);
 	if (d->h.created_sec) DFAIL("created_sec");
@@ -83,7 +84,7 @@ static int dec_open(struct dec *d, const void *buf, size_t len)
 	for (size_t i = 0; i < sizeof(d->h.config); i++) if (d->h.config[i]) DFAIL("config digest set by the builder");
 	if (d->h.config_size) DFAIL("config_size");
 	for (size_t i = 0; i < sizeof(d->h.reserved2); i++) if (d->h.reserved2[i]) DFAIL("reserved2");
-	prev_end = sizeof(d->h);
+	prev_end = CFS_HEADER_SIZE_CONFIG;
 	for (int s = 0; s < CFS_SEC_COUNT; s++) {
 		uint64_t off = d->h.sec[s].offset, sz = d->h.sec[s].size;
 		if (off % 8) DFAIL("sec %d unaligned", s);

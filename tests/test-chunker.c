@@ -67,7 +67,7 @@ static int emit(void *ctx, uint32_t chunk, void *data, size_t len)
 
 static void run_init(struct run *r, uint32_t cs, uint32_t small_max, uint32_t bits)
 {
-	struct cfs_chunker_opts o = { cs, small_max, bits };
+	struct cfs_chunker_opts o = { cs, small_max, bits, false };
 
 	memset(r, 0, sizeof(*r));
 	if (cfs_builder_new(cs, &r->b) < 0 || cfs_chunker_new(&o, r->b, emit, r, &r->c) < 0) {
@@ -449,10 +449,10 @@ static void test_small_bound(void)
 static void test_invalid(void)
 {
 	struct cfs_chunker_opts bad[] = {
-		{ 1000, 0, 0 },                  /* chunk too small */
-		{ CFS_CHUNK_MAX_SIZE + 1, 0, 0 }, /* too big */
-		{ CS, CS, 0 },                   /* small_max not below chunk_size */
-		{ CS, 0, 33 },                   /* group_bits */
+		{ 1000, 0, 0, false },                  /* chunk too small */
+		{ CFS_CHUNK_MAX_SIZE + 1, 0, 0, false }, /* too big */
+		{ CS, CS, 0, false },                   /* small_max not below chunk_size */
+		{ CS, 0, 33, false },                   /* group_bits */
 	};
 	struct cfs_chunker *c;
 	uint8_t buf[100] = { 1 };

@@ -43,7 +43,9 @@ struct tw {
 	size_t cap[6];
 	uint32_t chunk_size;
 	uint64_t total_file_bytes;
-	uint32_t hdr_size; /* 0: sizeof(struct cfs_disk_header) */
+	uint32_t hdr_size; /* 0: the second layout's 256 bytes, 272 with hints */
+	const uint32_t *hints; /* a hints section's u32 words, after the strings */
+	size_t nhints;
 	/* Where the last tw_build put each section. */
 	uint64_t sec_off[CFS_SEC_COUNT];
 };
@@ -192,6 +194,7 @@ static void put64(uint8_t *p, uint64_t v) { v = htole64(v); memcpy(p, &v, 8); }
 #define H_SEC(i) (64 + 16 * (i))
 #define H_RESERVED 160
 #define H_CONFIG 208
+#define H_HINTS 256
 
 /* Serialises into a malloc'd buffer: header, then the sections in table
  * order, each 8-aligned. */
@@ -199,14 +202,19 @@ static uint8_t *tw_build(struct tw *t, size_t *lenp)
 {
 	size_t nrec[CFS_SEC_COUNT] = { t->nino, t->nde, t->next, t->nchunk, t->nxa, t->nstr };
 	size_t rec[CFS_SEC_COUNT] = { 64, 12, 24, 40, 16, 1 };
-	size_t hdr = t->hdr_size ? t->hdr_size : sizeof(struct cfs_disk_header);
-	size_t off = hdr;
+	size_t hdr = t->hdr_size ? t->hdr_size
+				 : t->nhints ? sizeof(struct cfs_disk_header) : CFS_HEADER_SIZE_CONFIG;
+	size_t off = hdr, hints_off = 0;
 	uint8_t *b, *p;
 
 	for (int s = 0; s < CFS_SEC_COUNT; s++) {
 		off = CFS_ALIGN_UP(off, 8);
 		t->sec_off[s] = off;
 		off += nrec[s] * rec[s];
+	}
+	if (t->nhints) {
+		hints_off = off = CFS_ALIGN_UP(off, 8);
+		off += t->nhints * 4;
 	}
 	b = calloc(1, off);
 	if (!b) {
@@ -273,6 +281,13 @@ static uint8_t *tw_build(struct tw *t, size_t *lenp)
 	}
 	if (t->nstr)
 		memcpy(b + t->sec_off[CFS_SEC_STRINGS], t->str, t->nstr);
+	if (t->nhints) {
+		put64(b + H_COMPAT, CFS_FEAT_COMPAT_HINTS);
+		put64(b + H_HINTS, hints_off);
+		put64(b + H_HINTS + 8, t->nhints * 4);
+		for (size_t i = 0; i < t->nhints; i++)
+			put32(b + hints_off + 4 * i, t->hints[i]);
+	}
 	*lenp = off;
 	return b;
 }
@@ -1299,6 +1314,146 @@ static void test_prefetch(void)
 	cfs_index_free(idx);
 }
 
+/* A valid hints section over small_image: inode 3 leads to 5 and 7,
+ * inode 6 to 9.  Words: header, triggers, list starts, entries. */
+static const uint32_t good_hints[] = { CFS_HINTS_VERSION, 2, 2, 3, 3, 0, 6, 1, 0, 2, 3, 5, 7, 9 };
+#define HW CFS_ARRAY_SIZE(good_hints)
+
+/* Opens small_image with hints words w[n] (bytes edited by edit when not
+ * NULL): the open's result, and the triggers it kept in *triggers. */
+static int open_hints(const uint32_t *w, size_t n, void (*edit)(uint8_t *b, size_t len),
+		      uint32_t *triggers, struct cfs_index **out)
+{
+	struct cfs_index_info info;
+	struct cfs_index *idx;
+	struct tw t;
+	size_t len;
+	uint8_t *b;
+	int r;
+
+	small_image(&t);
+	t.hints = w;
+	t.nhints = n;
+	b = tw_build(&t, &len);
+	tw_free(&t);
+	if (edit)
+		edit(b, len);
+	if (corpus_dir) {
+		char name[64];
+
+		snprintf(name, sizeof(name), "hints-%03d", case_no++);
+		write_file(name, b, len);
+	}
+	r = open_copy(b, len, &idx);
+	free(b);
+	*triggers = 0;
+	if (r == 0) {
+		cfs_index_info(idx, &info);
+		*triggers = info.hint_triggers;
+		if (out)
+			*out = idx;
+		else
+			cfs_index_free(idx);
+	}
+	return r;
+}
+
+static void bit_clear(uint8_t *b, size_t len) { (void)len; put64(b + H_COMPAT, 0); }
+static void header_256(uint8_t *b, size_t len) { (void)len; put32(b + H_HEADER_SIZE, 256); }
+static void onto_strings(uint8_t *b, size_t len)
+{
+	(void)len;
+	memcpy(b + H_HINTS, b + H_SEC(CFS_SEC_STRINGS), 8); /* the strings' offset */
+}
+static void past_end(uint8_t *b, size_t len) { put64(b + H_HINTS + 8, len); }
+static void unaligned(uint8_t *b, size_t len)
+{
+	(void)len;
+	put64(b + H_HINTS, le64toh(*(uint64_t *)(b + H_HINTS)) + 4);
+	put64(b + H_HINTS + 8, HW * 4 - 4);
+}
+
+/* The hints section: read when valid, dropped (never refused) when not, and
+ * kept through an edit of the header. */
+static void test_hints(void)
+{
+	struct {
+		size_t word;
+		uint32_t value;
+	} bad[] = {
+		{ 0, 2 },           /* version */
+		{ 1, 3 },           /* more triggers than the bytes hold */
+		{ 4, 0 },           /* trigger inode 0 */
+		{ 6, 11 },          /* beyond the 10 inodes */
+		{ 6, 3 },           /* triggers not increasing */
+		{ 7, 2 },           /* list out of range */
+		{ 8, 1 },           /* the first list does not start at 0 */
+		{ 9, 0 },           /* an empty list */
+		{ 10, 4 },          /* the last does not end at the entries */
+		{ 11, 8 },          /* entries not increasing */
+		{ 13, 0 },          /* entry inode 0 */
+		{ 13, 11 },         /* entry past the inodes */
+	};
+	struct cfs_index *idx = NULL;
+	uint32_t w[HW], first, trig;
+	cfs_digest d;
+
+	CHECK(open_hints(good_hints, HW, NULL, &trig, &idx) == 0 && trig == 2);
+	if (idx) {
+		CHECK(cfs_index_hints(idx, 3, &first) == 2);
+		CHECK(cfs_index_hint(idx, first) == 5 && cfs_index_hint(idx, first + 1) == 7);
+		CHECK(cfs_index_hints(idx, 6, &first) == 1 && cfs_index_hint(idx, first) == 9);
+		CHECK(cfs_index_hints(idx, 1, &first) == 0);
+		CHECK(cfs_index_hints(idx, 4, &first) == 0);
+		CHECK(cfs_index_hints(idx, 11, &first) == 0);
+		CHECK(cfs_index_hint(idx, 3) == 0);
+		cfs_index_free(idx);
+	}
+	for (size_t i = 0; i < CFS_ARRAY_SIZE(bad); i++) {
+		memcpy(w, good_hints, sizeof(w));
+		w[bad[i].word] = bad[i].value;
+		CHECK(open_hints(w, HW, NULL, &trig, NULL) == 0);
+		if (trig)
+			fprintf(stderr, "hints word %zu = %u kept\n", bad[i].word, bad[i].value);
+		CHECK(trig == 0);
+	}
+	CHECK(open_hints(good_hints, HW - 1, NULL, &trig, NULL) == 0 && trig == 0);
+	CHECK(open_hints(good_hints, HW, bit_clear, &trig, NULL) == 0 && trig == 0);
+	CHECK(open_hints(good_hints, HW, header_256, &trig, NULL) == 0 && trig == 0);
+	CHECK(open_hints(good_hints, HW, onto_strings, &trig, NULL) == 0 && trig == 0);
+	CHECK(open_hints(good_hints, HW, past_end, &trig, NULL) == 0 && trig == 0);
+	CHECK(open_hints(good_hints, HW, unaligned, &trig, NULL) == 0 && trig == 0);
+
+	/* An image config added to an image with hints keeps them; one added
+	 * to a 256-byte header writes none of the bytes after it. */
+	{
+		struct tw t;
+		size_t len;
+		uint8_t *b;
+
+		memset(d.b, 0xcd, sizeof(d.b));
+		small_image(&t);
+		t.hints = good_hints;
+		t.nhints = HW;
+		b = tw_build(&t, &len);
+		CHECK(cfs_index_set_config(b, len, &d, 100) == 0);
+		CHECK(open_copy(b, len, &idx) == 0);
+		if (idx) {
+			CHECK(cfs_index_hints(idx, 3, &first) == 2);
+			cfs_index_free(idx);
+		}
+		free(b);
+		t.nhints = 0;
+		b = tw_build(&t, &len);
+		CHECK(cfs_index_set_config(b, len, &d, 100) == 0);
+		CHECK(le64toh(*(uint64_t *)(b + H_SEC(CFS_SEC_INODES))) == 256);
+		CHECK(open_copy(b, len, &idx) == 0);
+		cfs_index_free(idx);
+		free(b);
+		tw_free(&t);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 3 && !strcmp(argv[1], "--write-corpus")) {
@@ -1319,6 +1474,7 @@ int main(int argc, char **argv)
 	test_violations();
 	test_builder();
 	test_prefetch();
+	test_hints();
 	if (corpus_dir)
 		return failures ? 1 : 0;
 	test_truncation();

@@ -224,6 +224,8 @@ static int print_info(struct cfs_image *img, const char *ref)
 	       "file_bytes %llu\nindex_size %llu\n", ref, info.version, info.chunk_size,
 	       (unsigned long long)info.inode_count, (unsigned long long)info.chunk_count,
 	       (unsigned long long)info.total_file_bytes, (unsigned long long)info.index_size);
+	printf("hint_triggers %u\nhint_lists %u\nhint_entries %u\n", info.hint_triggers,
+	       info.hint_lists, info.hint_entries);
 	if (cfs_index_config(idx, &d, &config_size) == 0) {
 		void *cfg;
 		size_t len;

@@ -105,6 +105,8 @@ static void usage(FILE *f)
 		"                        " PROG ", ../fs/cfs-mount from it, or " CFS_BINDIR "\n"
 		"      --profile-timeout SEC  kill CMD after SEC seconds and pack with what\n"
 		"                        it read until then (default %d)\n"
+		"      --no-hints        store no hints: what each ELF file's loading opens,\n"
+		"                        fetched with its first read (docs/FORMAT.md, \"Hints\")\n"
 		"      --add-profile FILE  give IMAGE a prefetch list from FILE without\n"
 		"                        repacking: writes a new index (no chunk) and prints\n"
 		"                        its reference\n"
@@ -269,6 +271,13 @@ static void summary(const struct cfs_pack_stats *ps)
 		(unsigned long long)ps->chunks, (unsigned long long)ps->new_objects,
 		(unsigned long long)ps->present, wr, ps->index_len, s,
 		s > 0 ? (double)ps->bytes_in / 1e6 / s : 0.0);
+	if (ps->elf_files)
+		fprintf(stderr,
+			PROG ": hints: %llu ELF files, %llu with hints, %llu lists of %llu inodes "
+			"(%zu bytes), %llu needed names not in the image\n",
+			(unsigned long long)ps->elf_files, (unsigned long long)ps->hint_triggers,
+			(unsigned long long)ps->hint_lists, (unsigned long long)ps->hint_entries,
+			ps->hints_len, (unsigned long long)ps->elf_unresolved);
 }
 
 /* One pass of the pipeline: src over arg (fd as source_pick() gave it)
@@ -347,6 +356,7 @@ int main(int argc, char **argv)
 		{ "profile-timeout", required_argument, NULL, 'T' },
 		{ "platform", required_argument, NULL, 'p' },
 		{ "sign", required_argument, NULL, 'K' },
+		{ "no-hints", no_argument, NULL, 'H' },
 		{ "help", no_argument, NULL, 'h' },
 		CFS_OPEN_STORE_OPTIONS,
 		{ NULL, 0, NULL, 0 },
@@ -430,6 +440,9 @@ int main(int argc, char **argv)
 			break;
 		case 'K':
 			sign_path = optarg;
+			break;
+		case 'H':
+			copts->no_hints = true;
 			break;
 		case 'h':
 			usage(stdout);

@@ -117,6 +117,9 @@ struct cfs_pack_stats {
 	uint64_t written;           /* bytes of the objects new in the store */
 	size_t index_len;
 	size_t prefetch_count;      /* chunks in the prefetch list */
+	/* Hints (struct cfs_builder_stats), and the section's bytes. */
+	uint64_t elf_files, hint_triggers, hint_lists, hint_entries, elf_unresolved;
+	size_t hints_len;
 	uint64_t t0_ns;             /* when the pack started (cfs_now_ns) */
 };
 

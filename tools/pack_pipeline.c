@@ -451,6 +451,12 @@ int cfs_pack_finish(struct cfs_pack_ctx *p, cfs_digest *ref, struct cfs_pack_sta
 			.index_len = idx_len,
 			.prefetch_count = count,
 			.t0_ns = pp->t0,
+			.elf_files = bs.elf_files,
+			.hint_triggers = bs.hint_triggers,
+			.hint_lists = bs.hint_lists,
+			.hint_entries = bs.hint_entries,
+			.elf_unresolved = bs.elf_unresolved,
+			.hints_len = bs.hints_len,
 		};
 out:
 	free(idx);

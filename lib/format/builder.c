@@ -33,6 +33,7 @@
 
 #include "builder_i.h"
 #include "chunker.h"
+#include "elf.h"
 #include "format.h"
 #include "util.h"
 
@@ -325,6 +326,7 @@ void cfs_builder_free(struct cfs_builder *b)
 	free(b->slots);
 	free(b->arena);
 	free(b->chunks);
+	free(b->elfs);
 	pthread_mutex_destroy(&b->chunk_lock);
 	free(b);
 }
@@ -771,6 +773,61 @@ int cfs_builder_add_extent(struct cfs_builder *b, uint32_t node, uint64_t file_o
 	e->len = len;
 	e->chunk = chunk;
 	e->chunk_off = chunk_off;
+	return 0;
+}
+
+int cfs_builder_child(const struct cfs_builder *b, uint32_t dir, const char *name, size_t len,
+		      uint32_t *node)
+{
+	int ent = ent_find(b, dir, name, len);
+
+	if (ent < 0 || b->ents[ent].child == ENT_GONE)
+		return -ENOENT;
+	*node = b->ents[ent].child;
+	return 0;
+}
+
+/* One NUL-terminated string into the arena, for cfs_belf. */
+static int arena_str(struct cfs_builder *b, const struct cfs_elf_str *s)
+{
+	uint64_t off;
+	int ret = arena_add(b, s->s, s->len, &off);
+
+	if (ret)
+		return ret;
+	b->arena[b->arena_len++] = '\0'; /* arena_add leaves room for it */
+	return 0;
+}
+
+int cfs_builder_set_elf(struct cfs_builder *b, uint32_t node, const struct cfs_elf_deps *d)
+{
+	size_t arena_len = b->arena_len;
+	struct cfs_belf *e;
+	int ret;
+
+	ret = node_check(b, node);
+	if (ret)
+		return ret;
+	if (!S_ISREG(b->nodes[node].attr.mode))
+		return -EINVAL;
+	ret = cfs_builder_grow((void **)&b->elfs, &b->elfs_cap, b->nelfs + 1, sizeof(*b->elfs));
+	if (ret)
+		return ret;
+	e = &b->elfs[b->nelfs];
+	e->off = b->arena_len;
+	e->node = node;
+	e->nneeded = d->nneeded;
+	e->machine = d->machine;
+	ret = arena_str(b, &d->interp);
+	if (!ret)
+		ret = arena_str(b, &d->runpath);
+	for (uint32_t i = 0; !ret && i < d->nneeded; i++)
+		ret = arena_str(b, &d->needed[i]);
+	if (ret) {
+		b->arena_len = arena_len;
+		return ret;
+	}
+	b->nelfs++;
 	return 0;
 }
 

@@ -92,8 +92,21 @@ int cfs_builder_chunk_new(struct cfs_builder *b, uint32_t *chunk);
 int cfs_builder_chunk_set(struct cfs_builder *b, uint32_t chunk, const cfs_digest *d,
 			  uint32_t raw_size, uint32_t stored_size);
 
+struct cfs_elf_deps;
+
+/* Records what loading regular file node opens (elf.h, as the chunker
+ * read it from the file's bytes), for finish to resolve against the tree
+ * and store as the image's hints (docs/FORMAT.md, "Hints").  Copies the
+ * strings.  0, -EINVAL (not a regular file), -ENOMEM. */
+int cfs_builder_set_elf(struct cfs_builder *b, uint32_t node, const struct cfs_elf_deps *d);
+
 struct cfs_builder_stats {
 	uint64_t inodes, files, dirs, file_bytes, chunks, unique_chunks;
+	/* Hints: ELF files read, of those with hints (triggers), their
+	 * distinct lists and the inodes in those, and the needed names that
+	 * named nothing in the tree. */
+	uint64_t elf_files, hint_triggers, hint_lists, hint_entries, elf_unresolved;
+	size_t hints_len; /* the section's bytes */
 };
 
 /* Serialises the tree.  Chunks with equal digests become one entry.  Every

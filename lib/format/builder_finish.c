@@ -424,7 +424,8 @@ static void fin_section(struct cfs_disk_header *h, enum cfs_section s, size_t *p
 }
 
 /* The header, then each section where h places it. */
-static void fin_copy(const struct cfs_bfinish *f, const struct cfs_disk_header *h, uint8_t *buf)
+static void fin_copy(const struct cfs_bfinish *f, const struct cfs_disk_header *h, uint8_t *buf,
+		     const void *hints)
 {
 	const void *sec[CFS_SEC_COUNT] = {
 		[CFS_SEC_INODES] = f->inodes,   [CFS_SEC_DIRENTS] = f->dirents,
@@ -432,11 +433,13 @@ static void fin_copy(const struct cfs_bfinish *f, const struct cfs_disk_header *
 		[CFS_SEC_XATTRS] = f->xattrs,   [CFS_SEC_STRINGS] = f->str,
 	};
 
-	memcpy(buf, h, sizeof(*h));
+	memcpy(buf, h, le32toh(h->header_size));
 	for (unsigned s = 0; s < CFS_SEC_COUNT; s++) {
 		if (h->sec[s].size)
 			memcpy(buf + le64toh(h->sec[s].offset), sec[s], le64toh(h->sec[s].size));
 	}
+	if (hints)
+		memcpy(buf + le64toh(h->hints.offset), hints, le64toh(h->hints.size));
 }
 
 static void fin_free(struct cfs_bfinish *f)
@@ -458,8 +461,10 @@ int cfs_builder_finish(struct cfs_builder *b, void **index, size_t *len,
 {
 	struct cfs_bfinish f = { .b = b };
 	uint64_t file_bytes = 0, files = 0, dirs = 0;
+	struct cfs_builder_stats hs = { 0 };
 	struct cfs_disk_header h;
-	size_t dpos = 0, xpos = 0, pos, nchunks;
+	size_t dpos = 0, xpos = 0, pos, nchunks, hints_len = 0;
+	void *hints = NULL;
 	uint8_t *buf;
 	int ret;
 
@@ -500,22 +505,34 @@ int cfs_builder_finish(struct cfs_builder *b, void **index, size_t *len,
 			goto out;
 	}
 
+	ret = cfs_builder_hints(b, f.order, f.ninodes, &hints, &hints_len, &hs);
+	if (ret)
+		goto out;
+
 	memset(&h, 0, sizeof(h));
 	memcpy(h.magic, CFS_INDEX_MAGIC, sizeof(h.magic));
-	pos = sizeof(h);
+	/* Without hints, the header an older cfs-pack wrote: the same tree
+	 * gives the same image as before. */
+	pos = hints ? sizeof(h) : CFS_HEADER_SIZE_CONFIG;
 	fin_section(&h, CFS_SEC_INODES, &pos, f.ninodes * sizeof(*f.inodes));
 	fin_section(&h, CFS_SEC_DIRENTS, &pos, f.ndirents * sizeof(*f.dirents));
 	fin_section(&h, CFS_SEC_EXTENTS, &pos, f.nextents * sizeof(*f.extents));
 	fin_section(&h, CFS_SEC_CHUNKS, &pos, f.nchunks * sizeof(*f.chunks));
 	fin_section(&h, CFS_SEC_XATTRS, &pos, f.nxattrs * sizeof(*f.xattrs));
 	fin_section(&h, CFS_SEC_STRINGS, &pos, f.str_len);
+	if (hints) {
+		pos = CFS_ALIGN_UP(pos, (size_t)8);
+		h.hints.offset = htole64(pos);
+		h.hints.size = htole64(hints_len);
+		pos += hints_len;
+	}
 	if (pos > CFS_INDEX_MAX_SIZE) {
 		ret = -EFBIG;
 		goto out;
 	}
 	h.version = htole32(CFS_INDEX_VERSION);
-	h.header_size = htole32(sizeof(h));
-	h.features_compat = htole64(0);
+	h.header_size = htole32(hints ? sizeof(h) : CFS_HEADER_SIZE_CONFIG);
+	h.features_compat = htole64(hints ? CFS_FEAT_COMPAT_HINTS : 0);
 	h.features_incompat = htole64(0);
 	h.index_size = htole64(pos);
 	h.chunk_size = htole32(b->chunk_size);
@@ -529,7 +546,7 @@ int cfs_builder_finish(struct cfs_builder *b, void **index, size_t *len,
 		ret = -ENOMEM;
 		goto out;
 	}
-	fin_copy(&f, &h, buf);
+	fin_copy(&f, &h, buf, hints);
 
 	if (stats) {
 		stats->inodes = f.ninodes;
@@ -538,12 +555,19 @@ int cfs_builder_finish(struct cfs_builder *b, void **index, size_t *len,
 		stats->file_bytes = file_bytes;
 		stats->chunks = nchunks;
 		stats->unique_chunks = f.nchunks;
+		stats->elf_files = hs.elf_files;
+		stats->hint_triggers = hs.hint_triggers;
+		stats->hint_lists = hs.hint_lists;
+		stats->hint_entries = hs.hint_entries;
+		stats->elf_unresolved = hs.elf_unresolved;
+		stats->hints_len = hints_len;
 	}
 	*index = buf;
 	*len = pos;
 	b->finished = true;
 	ret = 0;
 out:
+	free(hints);
 	fin_free(&f);
 	return ret;
 }

@@ -63,6 +63,15 @@ struct cfs_bchunk {
 	bool set;
 };
 
+/* What an ELF file's loading opens, as read from it (cfs_builder_set_elf):
+ * in the arena from off, NUL-terminated each, the interpreter, the run
+ * path and nneeded needed names ("" for an absent one). */
+struct cfs_belf {
+	uint64_t off;
+	uint32_t node, nneeded;
+	uint16_t machine;
+};
+
 struct cfs_builder {
 	uint32_t chunk_size;
 	bool finished;
@@ -80,6 +89,9 @@ struct cfs_builder {
 
 	uint32_t layer; /* cfs_builder_layer_begin() count */
 
+	struct cfs_belf *elfs;
+	size_t nelfs, elfs_cap;
+
 	/* Workers call chunk_set while the source calls chunk_new, which may
 	 * move the table: both hold the lock. */
 	pthread_mutex_t chunk_lock;
@@ -93,5 +105,19 @@ struct cfs_builder {
 /* Grows the array *v of *cap elements of elem bytes to hold need, by
  * doubling: 0 or -ENOMEM. */
 int cfs_builder_grow(void **v, size_t *cap, size_t need, size_t elem);
+
+/* The node that directory dir names name (a symlink not followed): 0 and
+ * *node, or -ENOENT. */
+int cfs_builder_child(const struct cfs_builder *b, uint32_t dir, const char *name, size_t len,
+		      uint32_t *node);
+
+/* ---- finishing (builder_finish.c, builder_hints.c) ---- */
+
+/* The hints section of the finished tree: order maps inode numbers - 1 to
+ * node ids (ninodes of them), nodes carry their ino.  *sec (malloc'd, NULL
+ * when there is nothing to hint) of *len bytes.  Counts into stats.  0 or
+ * -ENOMEM; a needed name that resolves to nothing is only counted. */
+int cfs_builder_hints(struct cfs_builder *b, const uint32_t *order, size_t ninodes, void **sec,
+		      size_t *len, struct cfs_builder_stats *stats);
 
 #endif /* CFS_BUILDER_I_H */

@@ -6,6 +6,10 @@
  * chunk of small files.  Each is malloc'd at chunk_size when its first byte
  * arrives and handed to emit when sealed, so a chunk never holds bytes of
  * two large files and never exceeds chunk_size.
+ *
+ * Every file's bytes also go by an ELF scanner (elf.c), which keeps the
+ * headers of the ELF files among them; what it reads is only a hint, so
+ * a file it cannot read is packed all the same.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -16,10 +20,15 @@
 
 #include "builder.h"
 #include "chunker.h"
+#include "elf.h"
 #include "format.h"
 #include "util.h"
 
 #define CFS_CHUNK_SIZE_MIN (64u << 10)
+/* The ELF scanner keeps this much of a file's start: the dynamic string
+ * table of the biggest libraries seen (LLVM, libtorch_cpu) ends 4.4 MiB
+ * in. */
+#define CHUNKER_ELF_HEAD (8u << 20)
 
 /* A chunk being filled. */
 struct open_chunk {
@@ -50,6 +59,8 @@ struct cfs_chunker {
 	uint64_t next_off;     /* data must start at or after this */
 	size_t small_start;    /* the small file's first byte in group.buf */
 	struct pending_extent ext;
+
+	struct cfs_elf_scan *elf; /* NULL: no hints */
 };
 
 int cfs_chunker_new(const struct cfs_chunker_opts *opts, struct cfs_builder *b,
@@ -79,6 +90,10 @@ int cfs_chunker_new(const struct cfs_chunker_opts *opts, struct cfs_builder *b,
 	c->chunk_size = o.chunk_size;
 	c->small_max = o.small_max;
 	c->group_bits = o.group_bits;
+	if (!o.no_hints && cfs_elf_scan_new(CHUNKER_ELF_HEAD, &c->elf) < 0) {
+		free(c);
+		return -ENOMEM;
+	}
 	*out = c;
 	return 0;
 }
@@ -89,6 +104,7 @@ void cfs_chunker_free(struct cfs_chunker *c)
 		return;
 	free(c->group.buf);
 	free(c->large.buf);
+	cfs_elf_scan_free(c->elf);
 	free(c);
 }
 
@@ -187,6 +203,8 @@ int cfs_chunker_file_begin(struct cfs_chunker *c, uint32_t node, uint64_t size)
 	c->next_off = 0;
 	c->small_start = c->group.len;
 	c->ext = (struct pending_extent){ 0 };
+	if (c->elf)
+		cfs_elf_scan_begin(c->elf, size);
 	return 0;
 }
 
@@ -205,6 +223,8 @@ int cfs_chunker_file_data(struct cfs_chunker *c, uint64_t off, const void *data,
 		return 0;
 	c->next_off = off + len;
 	oc = c->small ? &c->group : &c->large;
+	if (c->elf)
+		cfs_elf_scan_data(c->elf, off, data, len);
 
 	while (len) {
 		size_t n;
@@ -247,6 +267,18 @@ static bool ends_group(const struct cfs_chunker *c)
 	return (h & mask) == 0;
 }
 
+/* What the file's ELF headers say its loading opens, to the builder. */
+static int elf_end(struct cfs_chunker *c)
+{
+	struct cfs_elf_deps d;
+	int ret;
+
+	if (!c->elf || cfs_elf_scan_end(c->elf, &d) < 0 || (!d.interp.len && !d.nneeded))
+		return 0;
+	ret = cfs_builder_set_elf(c->b, c->node, &d);
+	return ret < 0 ? fail(c, ret) : 0;
+}
+
 int cfs_chunker_file_end(struct cfs_chunker *c)
 {
 	int ret;
@@ -257,6 +289,9 @@ int cfs_chunker_file_end(struct cfs_chunker *c)
 		return -EINVAL;
 	c->in_file = false;
 	ret = flush_extent(c);
+	if (ret < 0)
+		return ret;
+	ret = elf_end(c);
 	if (ret < 0)
 		return ret;
 	if (c->small)

@@ -10,11 +10,16 @@
  * zero (or when the next file would not fit), so a change to one small
  * file only changes its own group.  Holes are never stored.
  *
+ * On the way, it reads the headers of every ELF file that goes by (elf.h)
+ * and gives what its loading opens to the builder, for the image's hints
+ * (docs/FORMAT.md, "Hints"): the packer reads each file once.
+ *
  * Not thread-safe: one source feeds it in order.
  */
 #ifndef CFS_CHUNKER_H
 #define CFS_CHUNKER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +34,7 @@ struct cfs_chunker_opts {
 	uint32_t chunk_size; /* 0 = default; 64 KiB..CFS_CHUNK_MAX_SIZE */
 	uint32_t small_max;  /* 0 = default; < chunk_size */
 	uint32_t group_bits; /* 0 = default; groups average 2^bits files */
+	bool no_hints;       /* read no ELF headers: an image without hints */
 };
 
 /* Receives a sealed chunk: number (from cfs_builder_chunk_new), content and

@@ -32,8 +32,10 @@
  * and may ignore unknown compat bits. */
 #define CFS_FEAT_COMPAT_PREFETCH (1ull << 0) /* header.prefetch names a list */
 #define CFS_FEAT_COMPAT_CONFIG (1ull << 1)   /* header.config names an image config */
+#define CFS_FEAT_COMPAT_HINTS (1ull << 2)    /* header.hints holds a hints section */
 #define CFS_FEAT_INCOMPAT_KNOWN 0ull
-#define CFS_FEAT_COMPAT_KNOWN (CFS_FEAT_COMPAT_PREFETCH | CFS_FEAT_COMPAT_CONFIG)
+#define CFS_FEAT_COMPAT_KNOWN (CFS_FEAT_COMPAT_PREFETCH | CFS_FEAT_COMPAT_CONFIG | \
+			       CFS_FEAT_COMPAT_HINTS)
 
 /* Sanity caps, enforced by readers; writers never get close. */
 #define CFS_INDEX_MAX_SIZE (1ull << 31)   /* decompressed index bytes */
@@ -84,9 +86,43 @@ struct cfs_disk_header {
 	                              * zero; non-zero iff CFS_FEAT_COMPAT_CONFIG */
 	uint64_t config_size;        /* its bytes, <= CFS_CONFIG_MAX_SIZE */
 	uint8_t reserved2[8];        /* zero */
+	/* From here on, only in a header of 272 bytes or more, which writers
+	 * write only for an image with hints: readers that know 256 bytes
+	 * skip it, and take the section as absent. */
+	struct cfs_disk_section hints; /* struct cfs_disk_hints; used iff
+					* CFS_FEAT_COMPAT_HINTS */
 };
-static_assert(sizeof(struct cfs_disk_header) == 256, "header size");
-#define CFS_HEADER_SIZE_MIN 208u /* the first layout, still read */
+static_assert(sizeof(struct cfs_disk_header) == 272, "header size");
+#define CFS_HEADER_SIZE_MIN 208u    /* the first layout, still read */
+#define CFS_HEADER_SIZE_CONFIG 256u /* the second: config, no hints */
+
+/*
+ * Hints section (docs/FORMAT.md, "Hints"): for some inodes (triggers),
+ * the inodes that a first read of the trigger leads to; for an ELF file,
+ * the files its loading opens (its interpreter and DT_NEEDED closure).
+ * Lists are stored once and shared by every trigger that has the same.
+ * Content, all u32: this header; triggers records, sorted by ino without
+ * duplicates; lists + 1 list starts (the first 0, strictly increasing, the
+ * last entries); entries inode numbers, each list's strictly increasing.
+ * Only advice: a reader that finds it malformed takes the image as having
+ * no hints, never as corrupt.
+ */
+#define CFS_HINTS_VERSION 1u
+#define CFS_HINTS_LIST_MAX 4096u /* entries per list, enforced by readers */
+
+struct cfs_disk_hints {
+	uint32_t version;     /* CFS_HINTS_VERSION; another: no hints */
+	uint32_t triggers;
+	uint32_t lists;
+	uint32_t entries;
+};
+static_assert(sizeof(struct cfs_disk_hints) == 16, "hints header size");
+
+struct cfs_disk_hint {
+	uint32_t ino;         /* the trigger, 1..inode_count */
+	uint32_t list;        /* < lists */
+};
+static_assert(sizeof(struct cfs_disk_hint) == 8, "hint size");
 
 /*
  * Prefetch list (docs/FORMAT.md, "Prefetch list"): an object of its own,

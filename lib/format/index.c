@@ -13,6 +13,9 @@
  *      their tables, so that the total work stays O(table sizes);
  *   4. each directory's entries: names, order, targets, link counts;
  *   5. the directory graph: a tree rooted at inode 1.
+ *
+ * The hints section is advice, checked on its own after all that: one
+ * that fails leaves the image without hints, never refused.
  */
 #include <endian.h>
 #include <errno.h>
@@ -44,6 +47,9 @@ struct cfs_index {
 	cfs_digest config;
 	uint64_t config_size;
 	uint64_t *blocks; /* per inode (ino - 1), 512-byte units */
+	/* Hints (format.h): NULL and 0 without. */
+	const uint8_t *hint_trig, *hint_starts, *hint_ent;
+	uint32_t hint_ntrig, hint_nlists, hint_nent;
 };
 
 static const size_t sec_rec_size[CFS_SEC_COUNT] = {
@@ -636,6 +642,89 @@ out:
 	return r;
 }
 
+static uint32_t get32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return le32toh(v);
+}
+
+#define NO_HINTS(...)                          \
+	do {                                   \
+		cfs_debug("index: hints ignored: " __VA_ARGS__); \
+		return;                        \
+	} while (0)
+
+/* The hints section (format.h), in time linear in its size: kept when
+ * every rule holds, else left out. */
+static void check_hints(struct cfs_index *idx, const struct cfs_disk_header *h)
+{
+	uint64_t off = le64toh(h->hints.offset), size = le64toh(h->hints.size), end, need;
+	struct cfs_disk_hints hd;
+	const uint8_t *p, *trig, *starts, *ent;
+
+	if (!(le64toh(h->features_compat) & CFS_FEAT_COMPAT_HINTS) ||
+	    le32toh(h->header_size) < sizeof(*h))
+		return;
+	if (off % 8 || __builtin_add_overflow(off, size, &end) || off < le32toh(h->header_size) ||
+	    end > idx->len || size < sizeof(hd))
+		NO_HINTS("section [%llu, +%llu) outside the index", (unsigned long long)off,
+			 (unsigned long long)size);
+	for (int i = 0; i < CFS_SEC_COUNT; i++) {
+		uint64_t so = le64toh(h->sec[i].offset), ss = le64toh(h->sec[i].size);
+
+		if (ss && so < end && off < so + ss)
+			NO_HINTS("section overlaps the %s", sec_name[i]);
+	}
+	p = idx->buf + off;
+	memcpy(&hd, p, sizeof(hd));
+	hd.version = le32toh(hd.version);
+	hd.triggers = le32toh(hd.triggers);
+	hd.lists = le32toh(hd.lists);
+	hd.entries = le32toh(hd.entries);
+	if (hd.version != CFS_HINTS_VERSION)
+		NO_HINTS("version %u", hd.version);
+	need = sizeof(hd) + (uint64_t)hd.triggers * sizeof(struct cfs_disk_hint) +
+	       ((uint64_t)hd.lists + 1 + hd.entries) * 4;
+	if (need != size)
+		NO_HINTS("%u triggers, %u lists, %u entries in %llu bytes", hd.triggers, hd.lists,
+			 hd.entries, (unsigned long long)size);
+	trig = p + sizeof(hd);
+	starts = trig + (size_t)hd.triggers * sizeof(struct cfs_disk_hint);
+	ent = starts + ((size_t)hd.lists + 1) * 4;
+	for (uint32_t i = 0, prev = 0; i < hd.triggers; i++) {
+		uint32_t ino = get32(trig + (size_t)i * 8), list = get32(trig + (size_t)i * 8 + 4);
+
+		if (ino <= prev || ino > idx->ninodes || list >= hd.lists)
+			NO_HINTS("trigger %u (inode %u, list %u)", i, ino, list);
+		prev = ino;
+	}
+	if (get32(starts) != 0 || get32(starts + (size_t)hd.lists * 4) != hd.entries)
+		NO_HINTS("list starts do not span the entries");
+	for (uint32_t l = 0; l < hd.lists; l++) {
+		uint32_t a = get32(starts + (size_t)l * 4), b = get32(starts + (size_t)l * 4 + 4);
+
+		if (b <= a || b > hd.entries || b - a > CFS_HINTS_LIST_MAX)
+			NO_HINTS("list %u [%u, %u)", l, a, b);
+		for (uint32_t k = a, prev = 0; k < b; k++) {
+			uint32_t ino = get32(ent + (size_t)k * 4);
+
+			if (ino <= prev || ino > idx->ninodes)
+				NO_HINTS("list %u: entry %u (inode %u)", l, k - a, ino);
+			prev = ino;
+		}
+	}
+	idx->hint_trig = trig;
+	idx->hint_starts = starts;
+	idx->hint_ent = ent;
+	idx->hint_ntrig = hd.triggers;
+	idx->hint_nlists = hd.lists;
+	idx->hint_nent = hd.entries;
+}
+
+#undef NO_HINTS
+
 CFS_EXPORT int cfs_index_open(void *buf, size_t len, struct cfs_index **out)
 {
 	struct cfs_disk_header h;
@@ -663,6 +752,7 @@ CFS_EXPORT int cfs_index_open(void *buf, size_t len, struct cfs_index **out)
 	r = check_all(idx);
 	if (r)
 		goto err_blocks;
+	check_hints(idx, &h);
 	*out = idx;
 	return 0;
 
@@ -690,6 +780,36 @@ CFS_EXPORT void cfs_index_info(const struct cfs_index *idx, struct cfs_index_inf
 	out->chunk_count = idx->nchunks;
 	out->total_file_bytes = idx->total_file_bytes;
 	out->index_size = idx->len;
+	out->hint_triggers = idx->hint_ntrig;
+	out->hint_lists = idx->hint_nlists;
+	out->hint_entries = idx->hint_nent;
+}
+
+CFS_EXPORT uint32_t cfs_index_hints(const struct cfs_index *idx, uint64_t ino, uint32_t *first)
+{
+	uint32_t lo = 0, hi = idx->hint_ntrig;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		uint32_t t = get32(idx->hint_trig + (size_t)mid * 8);
+
+		if (t == ino) {
+			uint32_t l = get32(idx->hint_trig + (size_t)mid * 8 + 4);
+
+			*first = get32(idx->hint_starts + (size_t)l * 4);
+			return get32(idx->hint_starts + (size_t)l * 4 + 4) - *first;
+		}
+		if (t < ino)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+CFS_EXPORT uint64_t cfs_index_hint(const struct cfs_index *idx, uint32_t k)
+{
+	return k < idx->hint_nent ? get32(idx->hint_ent + (size_t)k * 4) : 0;
 }
 
 /* Loads inode ino, or -ENOENT when it is not in the image. */
@@ -1006,7 +1126,7 @@ CFS_EXPORT int cfs_index_set_config(void *buf, size_t len, const cfs_digest *d, 
 	uint64_t compat;
 	int ret;
 
-	ret = header_edit(buf, len, sizeof(h), &h);
+	ret = header_edit(buf, len, CFS_HEADER_SIZE_CONFIG, &h);
 	if (ret)
 		return ret;
 	if (d && (!size || size > CFS_CONFIG_MAX_SIZE))
@@ -1022,7 +1142,7 @@ CFS_EXPORT int cfs_index_set_config(void *buf, size_t len, const cfs_digest *d, 
 		compat &= ~CFS_FEAT_COMPAT_CONFIG;
 	}
 	h.features_compat = htole64(compat);
-	memcpy(buf, &h, sizeof(h));
+	memcpy(buf, &h, CFS_MIN((size_t)le32toh(h.header_size), sizeof(h)));
 	return 0;
 }
 

@@ -29,6 +29,9 @@ struct cfs_index_info {
 	uint64_t chunk_count;
 	uint64_t total_file_bytes;
 	uint64_t index_size;
+	/* Hints (cfs_index_hints): inodes with some, distinct lists, and the
+	 * inodes in those; 0 for an image without (or with malformed) hints. */
+	uint32_t hint_triggers, hint_lists, hint_entries;
 };
 
 struct cfs_inode {
@@ -122,6 +125,16 @@ int cfs_index_file_extent_find(const struct cfs_index *idx, const struct cfs_ino
 			       uint64_t off, uint32_t *i);
 int cfs_index_file_extent(const struct cfs_index *idx, const struct cfs_inode *in, uint32_t i,
 			  struct cfs_extent *out);
+
+/* The inodes that a first read of ino leads to (docs/FORMAT.md, "Hints"):
+ * for an ELF file, the files its loading opens.  Returns their count, 0
+ * for none (also for an image without hints), with *first for
+ * cfs_index_hint(): entries first .. first + count - 1 are the list, in
+ * increasing inode order, each 1..inode_count.  Only advice: the inodes
+ * may be of any type. */
+uint32_t cfs_index_hints(const struct cfs_index *idx, uint64_t ino, uint32_t *first);
+/* Entry k of the hint lists, or 0 past their end. */
+uint64_t cfs_index_hint(const struct cfs_index *idx, uint32_t k);
 
 /* 0 or -ENOENT. */
 int cfs_index_chunk(const struct cfs_index *idx, uint32_t chunk, struct cfs_chunk *out);

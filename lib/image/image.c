@@ -335,6 +335,7 @@ void cfs_image_stats_get(struct cfs_image *img, struct cfs_image_stats *out)
 	out->prefetch_queued = stat_load(&img->prefetch_queued);
 	out->prefetch_done = stat_load(&img->prefetch_done);
 	out->hint_chunks = stat_load(&img->hint_chunks);
+	out->elf_hint_chunks = stat_load(&img->elf_hint_chunks);
 	out->stream_chunks = stat_load(&img->stream_chunks);
 	out->stream_bytes = stat_load(&img->stream_bytes);
 	out->ra_pending = cfs_image_ra_pending(img);

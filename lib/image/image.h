@@ -34,6 +34,7 @@ struct cfs_image_stats {
 	uint64_t prefetch_queued; /* chunks queued by prefetch at mount */
 	uint64_t prefetch_done;   /* of those, fetched (or found cached) */
 	uint64_t hint_chunks;     /* chunks queued by a first read's prediction */
+	uint64_t elf_hint_chunks; /* of those, of the files the index's hints name */
 	uint64_t stream_chunks;   /* chunks queued by the stream (in prefetch_queued) */
 	uint64_t stream_bytes;    /* their stored size (raw where the index has none) */
 	uint64_t ra_pending;      /* chunks queued on the pool or being fetched by it, now */

@@ -104,6 +104,7 @@ struct cfs_image {
 	_Atomic uint64_t prefetch_queued;
 	_Atomic uint64_t prefetch_done;
 	_Atomic uint64_t hint_chunks;
+	_Atomic uint64_t elf_hint_chunks;
 	_Atomic uint64_t stream_chunks;
 	_Atomic uint64_t stream_bytes;
 	atomic_bool prefetch_warned;

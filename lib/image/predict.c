@@ -16,7 +16,11 @@
  *    Python package's __pycache__, the compiled modules of its subpackages;
  *  - what is read next lies near what was read last: the stream
  *    (prefetch.c) fetches the subtree of the directory of the latest first
- *    read, then its parent's, widening to the root.
+ *    read, then its parent's, widening to the root;
+ *  - a program or library that is loaded has its interpreter and needed
+ *    libraries loaded next, wherever they lie: its first read queues the
+ *    files the image's hints list for it (cfs-pack found them in its ELF
+ *    headers, docs/FORMAT.md "Hints"), whole like a shared object.
  *
  * The packer numbers inodes depth first with entries in name order, so a
  * subtree is one range of inode numbers and its small files share group
@@ -146,37 +150,41 @@ static bool named_shared_object(struct cfs_image *img, uint64_t dir, uint64_t in
 /* Queues chunk ci at level unless a hint or the stream queued it before,
  * or it is skip: the chunk the read that made the guess fetches itself, in
  * the foreground, which a pool thread must not take over in the
- * background.  With ra->lock held. */
-static void queue_chunk(struct cfs_image *img, enum ra_level level, uint32_t ci, uint32_t skip)
+ * background.  Whether it queued it.  With ra->lock held. */
+static bool queue_chunk(struct cfs_image *img, enum ra_level level, uint32_t ci, uint32_t skip)
 {
 	struct ra_pool *ra = img->ra;
 	struct cfs_predict *p = &img->pred;
 
 	if (ci == CFS_CHUNK_NONE || ci == skip || ci >= p->chunks ||
 	    cfs_predict_bit_test(p->queued, ci))
-		return;
+		return false;
 	if (!cfs_image_ra_push(ra, level, ci, false)) {
 		stat_add(&img->ra_dropped, 1);
-		return;
+		return false;
 	}
 	cfs_predict_bit_set(p->queued, ci);
 	stat_add(&img->hint_chunks, 1);
+	return true;
 }
 
 /* The chunks of file in from off to its end, then from its start to off:
- * the read at off fetches its own chunk, and goes on forward. */
-static void queue_file(struct cfs_image *img, enum ra_level level, const struct cfs_inode *in,
-		       uint64_t off, uint32_t skip)
+ * the read at off fetches its own chunk, and goes on forward.  How many
+ * it queued. */
+static uint64_t queue_file(struct cfs_image *img, enum ra_level level, const struct cfs_inode *in,
+			   uint64_t off, uint32_t skip)
 {
 	struct cfs_extent e;
 	uint32_t first = 0, i;
+	uint64_t n = 0;
 
 	if (cfs_index_file_extent_find(img->idx, in, off, &first) != 0)
 		first = 0;
 	for (i = first; cfs_index_file_extent(img->idx, in, i, &e) == 1; i++)
-		queue_chunk(img, level, e.chunk, skip);
+		n += queue_chunk(img, level, e.chunk, skip);
 	for (i = 0; i < first && cfs_index_file_extent(img->idx, in, i, &e) == 1; i++)
-		queue_chunk(img, level, e.chunk, skip);
+		n += queue_chunk(img, level, e.chunk, skip);
+	return n;
 }
 
 /* The small files of directory dir, in entry order, which is the order
@@ -224,6 +232,29 @@ static void queue_package(struct cfs_image *img, uint64_t cache_dir, uint32_t sk
 	}
 }
 
+/* The files the image's hints name for ino (for an ELF file, what its
+ * loading opens), each whole up to the shared object cap, at the level a
+ * first read of it would queue it; files read already queued their own. */
+static void queue_hints(struct cfs_image *img, uint64_t ino, uint32_t skip)
+{
+	struct cfs_predict *p = &img->pred;
+	uint32_t first, n = cfs_index_hints(img->idx, ino, &first);
+	uint64_t queued = 0;
+
+	for (uint32_t k = 0; k < n; k++) {
+		uint64_t h = cfs_index_hint(img->idx, first + k);
+		struct cfs_inode hin;
+
+		if (h < 1 || h > p->inodes || cfs_predict_bit_test(p->touched, h - 1) ||
+		    cfs_index_inode(img->idx, h, &hin) < 0 || !S_ISREG(hin.mode) ||
+		    hin.size > PREDICT_ELF_MAX)
+			continue;
+		queued += queue_file(img, hin.size < PREDICT_SMALL_MAX ? RA_NEAR : RA_AHEAD, &hin, 0,
+				     skip);
+	}
+	stat_add(&img->elf_hint_chunks, queued);
+}
+
 void cfs_predict_touch(struct cfs_image *img, const struct cfs_inode *in, uint64_t off)
 {
 	struct ra_pool *ra = img->ra;
@@ -249,6 +280,7 @@ void cfs_predict_touch(struct cfs_image *img, const struct cfs_inode *in, uint64
 		queue_file(img, in->size < PREDICT_SMALL_MAX ? RA_NEAR : RA_AHEAD, in, off, skip);
 	else if (dir && in->size <= PREDICT_ELF_MAX && named_shared_object(img, dir, in->ino))
 		queue_file(img, RA_AHEAD, in, off, skip);
+	queue_hints(img, in->ino, skip);
 	if (dir && !cfs_predict_bit_set(p->touched, dir - 1)) {
 		queue_dir(img, RA_NEAR, dir, skip);
 		queue_package(img, dir, skip);
