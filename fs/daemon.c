@@ -190,7 +190,7 @@ static void learn_write(struct cfs_daemon *d)
 	/* Its own failures are logged; a hint never fails the mount. */
 	if (d->fs.learned)
 		(void)cfs_image_learned_save(d->fs.img, d->fs.rec,
-					     (uint64_t)CFS_LEARN_WINDOW_SEC * 1000000);
+					     (uint64_t)d->learn_window * 1000000);
 	if (!d->record_path)
 		cfs_recorder_limit(d->fs.rec, 0);
 }
@@ -219,7 +219,7 @@ static void *stats_thread_main(void *arg)
 			if (d->record_path && ++ticks % RECORD_SAVE_SEC == 0)
 				record_write(d, true);
 			if (!d->learn_done &&
-			    cfs_now_ns() - d->learn_t0 >= (uint64_t)CFS_LEARN_WINDOW_SEC * 1000000000)
+			    cfs_now_ns() - d->learn_t0 >= (uint64_t)d->learn_window * 1000000000)
 				learn_write(d);
 			continue;
 		}
@@ -315,6 +315,7 @@ static int open_learning(const struct cfs_mount_args *a, struct cfs_daemon *d,
 		return ret;
 	}
 	d->learn_t0 = cfs_now_ns();
+	d->learn_window = a->learn_window;
 	if (!d->record_path) {
 		/* Learning alone: bounded memory. */
 		cfs_recorder_limit(d->fs.rec, CFS_LEARN_RECORDS_MAX);

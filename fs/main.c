@@ -14,12 +14,13 @@
 #include <string.h>
 
 #include "cfs_config.h"
+#include "learned.h"
 #include "mount_i.h"
 
 enum {
 	/* Beside the store, cache and trust options of lib/image/open.h. */
 	OPT_STATS_FILE = 256, OPT_LOG, OPT_STATS, OPT_READAHEAD, OPT_RECORD, OPT_PREFETCH,
-	OPT_PREFETCH_BUDGET, OPT_LEARN, OPT_LEARN_TO,
+	OPT_PREFETCH_BUDGET, OPT_LEARN, OPT_LEARN_TO, OPT_LEARN_WINDOW,
 	OPT_BUNDLE, OPT_BUNDLE_REMOVE, OPT_STATUS, OPT_UPGRADE,
 	OPT_STORE, /* -o store= only */
 };
@@ -48,7 +49,7 @@ static void usage(FILE *out)
 		"The second form is mount(8)'s (mount -t fuse.cfs IMAGE MNT -o store=STORE,\n"
 		"through mount.fuse3 and a `cfs` link to this program): -o also takes\n"
 		"cache=, cache_size=, mem_cache=, log=, stats_file=, readahead=, prefetch=,\n"
-		"prefetch_budget=, learn=, learn_to=, deadline=, max_inflight=, retries=,\n"
+		"prefetch_budget=, learn=, learn_to=, learn_window=, deadline=, max_inflight=, retries=,\n"
 		"ca_file=, insecure and trust=, and ignores rw, _netdev, nofail, noauto, auto,\n"
 		"defaults, user, users, nouser, x-* and comment=.\n"
 		"--bundle mounts IMAGE at DIR/lower, an overlay with DIR/upper at\n"
@@ -77,7 +78,8 @@ static void usage(FILE *out)
 		"      --record FILE      write the order in which files and chunks are\n"
 		"                         first read (an access profile, docs/PROFILE.md),\n"
 		"                         every 5 s, on SIGUSR1 and at exit\n"
-		"      --learn yes|no     learn what start-up reads (the first 30 s) and\n"
+		"      --learn yes|no     learn what start-up reads (its first\n"
+		"                         --learn-window SEC, default 30) and\n"
 		"                         leave it, merged with earlier runs, in the cache\n"
 		"                         and a writable store, for the next mount of the\n"
 		"                         image to prefetch when it has no list (default\n"
@@ -179,6 +181,7 @@ static int mount_opt(struct cfs_mount_args *a, int opt, const char *name, const 
 	case OPT_RECORD: a->record = v; return 0;
 	case OPT_LEARN: return parse_learn(a, name, v);
 	case OPT_LEARN_TO: a->learn_to = v; return 0;
+	case OPT_LEARN_WINDOW: return parse_count(name, v, 1, 3600, &a->learn_window);
 	case OPT_BUNDLE: a->bundle = v; return 0;
 	case OPT_BUNDLE_REMOVE: a->bundle_down = v; return 0;
 	case OPT_STATUS: a->status_of = v; return 0;
@@ -235,7 +238,8 @@ static int parse_o_value(struct cfs_mount_args *a, const char *s, size_t len)
 					     { "prefetch=", OPT_PREFETCH },
 					     { "prefetch_budget=", OPT_PREFETCH_BUDGET },
 					     { "learn=", OPT_LEARN },
-					     { "learn_to=", OPT_LEARN_TO } };
+					     { "learn_to=", OPT_LEARN_TO },
+					     { "learn_window=", OPT_LEARN_WINDOW } };
 	const struct o_key *k;
 	char name[32], msg[256], *v;
 	int r;
@@ -323,6 +327,7 @@ static int parse_args(int argc, char **argv, struct cfs_mount_args *a)
 		{ "record", required_argument, NULL, OPT_RECORD },
 		{ "learn", required_argument, NULL, OPT_LEARN },
 		{ "learn-to", required_argument, NULL, OPT_LEARN_TO },
+		{ "learn-window", required_argument, NULL, OPT_LEARN_WINDOW },
 		{ "prefetch", required_argument, NULL, OPT_PREFETCH },
 		{ "prefetch-budget", required_argument, NULL, OPT_PREFETCH_BUDGET },
 		{ "bundle", required_argument, NULL, OPT_BUNDLE },
@@ -446,6 +451,7 @@ static int parse_args(int argc, char **argv, struct cfs_mount_args *a)
 int main(int argc, char **argv)
 {
 	struct cfs_mount_args a = { .readahead = CFS_READAHEAD_CHUNKS_DEFAULT,
+				    .learn_window = CFS_LEARN_WINDOW_SEC,
 				    .prefetch = CFS_PREFETCH_STREAM };
 	char err[512] = "";
 	int ret, status;

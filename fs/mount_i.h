@@ -38,6 +38,7 @@ struct cfs_mount_args {
 	unsigned readahead;       /* chunks ahead of a sequential reader; 0: off */
 	const char *record;       /* --record FILE, or NULL */
 	bool learn_off;           /* --learn no */
+	unsigned learn_window;    /* --learn-window SEC: the start-up learned */
 	const char *learn_to;     /* --learn-to LOCATION, or NULL: the store */
 	enum cfs_prefetch_mode prefetch;
 	bool prefetch_set;        /* --prefetch given */
@@ -62,6 +63,7 @@ struct cfs_daemon {
 	size_t record_saved;      /* records in the last save (stats thread) */
 	struct cfs_store *learn_store; /* --learn-to, opened; or NULL */
 	uint64_t learn_t0;        /* when the learned start-up window began */
+	unsigned learn_window;    /* and its length, seconds */
 	bool learn_done;          /* its profile saved, or none to save */
 	pthread_mutex_t stats_lock;
 	pthread_t stats_thread;

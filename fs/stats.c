@@ -46,7 +46,7 @@ int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
 		     ",\"cache_disk_write_errors\":%" PRIu64 ",\"cache_disk_bytes\":%" PRIu64
 		     ",\"cache_mem_bytes\":%" PRIu64 ",\"cache_evictions\":%" PRIu64
 		     ",\"fetch_requests\":%" PRIu64 ",\"fetch_attempts\":%" PRIu64
-		     ",\"fetch_retries\":%" PRIu64 ",\"fetch_errors\":%" PRIu64
+		     ",\"fetch_retries\":%" PRIu64 ",\"fetch_errors\":%" PRIu64 ",\"fetch_not_found\":%" PRIu64
 		     ",\"fetch_timeouts\":%" PRIu64 ",\"fetch_bytes\":%" PRIu64
 		     ",\"fetch_bytes_sent\":%" PRIu64 ",\"fetch_inflight\":%" PRIu64
 		     ",\"fetch_queued\":%" PRIu64 ",\"readahead_chunks\":%" PRIu64
@@ -63,7 +63,8 @@ int cfs_fs_stats_json(struct cfs_fs *fs, char *buf, size_t cap)
 		     ss.gets, ss.get_bytes, ss.get_errors, is.chunk_fetches, is.chunk_bad,
 		     cs.mem_hits, cs.disk_hits, cs.misses, is.reads, is.read_bytes, is.read_errors,
 		     cs.load_errors, cs.disk_bad, cs.disk_write_errors, cs.disk_bytes, cs.mem_bytes,
-		     cs.evictions, fst.requests, fst.attempts, fst.retries, fst.errors, fst.timeouts,
+		     cs.evictions, fst.requests, fst.attempts, fst.retries, fst.errors,
+		     fst.not_found, fst.timeouts,
 		     fst.bytes, fst.bytes_sent, fst.inflight, fst.queued, is.ra_chunks,
 		     is.ra_dropped, cs.rescans, is.prefetch_queued, is.prefetch_done, is.demand_fetches, is.hint_chunks, is.elf_hint_chunks,
 		     is.stream_chunks, is.stream_bytes, is.ra_pending, is.stage_bytes,

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <malloc.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,6 +197,51 @@ int cfs_write_file_at(int dirfd, const char *path, const void *buf, size_t len, 
 out:
 	free(tmp);
 	return ret;
+}
+
+/* The writer's pid in a temporary name of cfs_write_file_at(), or 0. */
+static long tmp_name_pid(const char *name)
+{
+	const char *t = NULL, *p;
+	char *end;
+	long pid;
+
+	for (p = strstr(name, ".tmp."); p; p = strstr(p + 1, ".tmp."))
+		t = p;
+	if (!t || t == name)
+		return 0;
+	t += strlen(".tmp.");
+	pid = strtol(t, &end, 10);
+	if (end == t || *end != '.' || pid <= 0)
+		return 0;
+	t = end + 1;
+	(void)strtol(t, &end, 10);
+	return end == t || *end ? 0 : pid;
+}
+
+int cfs_write_file_sweep(int dirfd)
+{
+	struct dirent *de;
+	int fd, n = 0;
+	DIR *dir;
+
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	dir = fdopendir(fd);
+	if (!dir) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(dir))) {
+		long pid = tmp_name_pid(de->d_name);
+
+		if (pid && kill((pid_t)pid, 0) < 0 && errno == ESRCH &&
+		    unlinkat(dirfd, de->d_name, 0) == 0)
+			n++;
+	}
+	closedir(dir);
+	return n;
 }
 
 static int rm_one(const char *path, const struct stat *sb, int type, struct FTW *ftw)

@@ -57,6 +57,11 @@ int cfs_write_full(int fd, const void *buf, size_t len);
  * process and thread, then renamed over it; mode for a new file; sync:
  * fsync before the rename.  The temporary file is removed on failure.
  * 0 or -errno. */
+/* Removes from directory dirfd the temporary files cfs_write_file_at()
+ * left when its process died mid-write (a crash, SIGKILL): names ending
+ * in .tmp.PID.TID whose PID no longer runs.  Another live writer's are
+ * left alone.  How many it removed, or -errno. */
+int cfs_write_file_sweep(int dirfd);
 int cfs_write_file_at(int dirfd, const char *path, const void *buf, size_t len, mode_t mode,
 		      bool sync);
 

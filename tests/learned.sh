@@ -200,4 +200,39 @@ grep -vE '^(GET|HEAD) ' "$NGINX_ACCESS_LOG" && fail "requests other than GET and
 grep -iE 'error|warn' "$W/log-http" && fail "the http mount logged a problem"
 [ -f "$W/cache-http/learned/$hex.prof" ] || fail "no learned profile in the cache of the http mount"
 
+step "--learn-window 1: the profile is written when the window ends, while mounted"
+# (--learn-to a new place: no earlier run's records to merge with.)
+mount_bg "$m" "$W/store" app --cache "$W/cache-win" --log "$W/log-win" -v --learn-window 1 \
+	--learn-to "$W/learn-win"
+win_pid=$MOUNT_PID
+check a.txt
+for _ in $(seq 100); do
+	[ -f "$W/cache-win/learned/$hex.prof" ] && break
+	sleep 0.1
+done
+[ -f "$W/cache-win/learned/$hex.prof" ] || fail "no learned profile 10 s into a 1 s window"
+grep -q ' /a.txt$' "$W/cache-win/learned/$hex.prof" ||
+	fail "the window's profile lacks a.txt: $(cat "$W/cache-win/learned/$hex.prof")"
+check c.txt
+unmount_clean "$m" "$win_pid"
+grep -q ' /c.txt$' "$W/cache-win/learned/$hex.prof" &&
+	fail "a read after the window was learned"
+timeout 10 "$CFS_MOUNT" --learn-window 0 "$W/store" app "$m" 2> "$W/err-win.out" &&
+	fail "--learn-window 0 mounted"
+[ "$(wc -l < "$W/err-win.out")" -eq 1 ] && grep -q 'learn-window' "$W/err-win.out" ||
+	fail "--learn-window 0: $(cat "$W/err-win.out")"
+
+step "a writer that died mid-write: its temporary file goes with the next save"
+mkdir -p "$W/cache-sweep/learned"
+sh -c 'exit 0' &
+dead=$!
+wait "$dead"
+stale="$W/cache-sweep/learned/$hex.prof.tmp.$dead.$dead"
+echo partial > "$stale"
+run sweep "$W/store" read_c
+[ ! -e "$stale" ] || fail "a dead writer's temporary file is still there"
+[ -f "$W/cache-sweep/learned/$hex.prof" ] || fail "no learned profile after the sweep"
+grep -q 'removed 1 temporary file of writers that died' "$W/log-sweep" ||
+	fail "the sweep was not logged: $(grep learned "$W/log-sweep")"
+
 echo "PASS"

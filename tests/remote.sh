@@ -71,8 +71,8 @@ echo "   $url"
 
 step "http: mount $url rt"
 : >"$NGINX_ACCESS_LOG"
-# --learn no: looking for a learned profile (tests/learned.sh) is a 404,
-# which the request and error counts below would see.
+# --learn no: looking for a learned profile (tests/learned.sh) is a request,
+# which the request counts below would see.
 mount_image "$url" rt "$W/mnt-http" --cache "$W/cache-http" --learn no
 http_mount_ms=$MOUNT_MS
 echo "   mounted in $http_mount_ms ms; $(wc -l <"$NGINX_ACCESS_LOG") requests to nginx"
@@ -179,6 +179,7 @@ mount_stats mnt-https stats-https.json
 [ "$(stat_of stats-https.json read_errors)" -eq 0 ] || fail "read errors over https"
 attempts=$(stat_of stats-https.json fetch_attempts)
 unmount_image "$W/mnt-https"
+
 # "PROTOCOL CONNECTION METHOD URI STATUS BYTES"
 objs=$(grep -c ' GET /objects/' "$NGINX_TLS_ACCESS_LOG" || true)
 h2objs=$(grep -c '^HTTP/2.0 [0-9]* GET /objects/' "$NGINX_TLS_ACCESS_LOG" || true)
@@ -193,6 +194,19 @@ served=$(wc -l <"$NGINX_TLS_ACCESS_LOG")
 # and puts every request on it, instead of opening one per request.
 [ "$conns" -le 2 ] || fail "$served requests over $conns connections: not multiplexed"
 echo "   $served requests, $h2objs objects over HTTP/2, $conns connection(s)"
+
+step "https: learning on: looking for a learned profile there is not is a 404, not an error"
+mount_image "$surl" rt "$W/mnt-https-learn" --cache "$W/cache-https-learn" --ca-file ca.pem
+for _ in $(seq 100); do
+	mount_stats mnt-https-learn stats-learn.json
+	[ "$(stat_of stats-learn.json fetch_not_found)" -ge 1 ] && break
+	sleep 0.1
+done
+[ "$(stat_of stats-learn.json fetch_not_found)" -ge 1 ] ||
+	fail "no 404 counted for the learned profile's lookup: $(cat stats-learn.json)"
+[ "$(stat_of stats-learn.json fetch_errors)" -eq 0 ] ||
+	fail "a learned profile's 404 counted as a fetch error: $(cat stats-learn.json)"
+unmount_image "$W/mnt-https-learn"
 
 step "https: CURL_CA_BUNDLE, then SSL_CERT_FILE, then --insecure"
 CURL_CA_BUNDLE=ca.pem mount_image "$surl" rt "$W/mnt-https-env" --cache "$W/cache-https-env"

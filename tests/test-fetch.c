@@ -1095,6 +1095,7 @@ int main(void)
 	test_reuse(f);
 	cfs_fetcher_stats_get(f, &st);
 	CHECK(st.requests > 300 && st.attempts > st.requests && st.retries > 10 && st.errors > 10 &&
+		      st.not_found >= 1 &&
 		      st.bytes > 20000000 && st.bytes_sent > 9000000 && st.inflight == 0 &&
 		      st.queued == 0,
 	      ": stats: %" PRIu64 " requests, %" PRIu64 " attempts, %" PRIu64 " retries, %" PRIu64

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "test.h"
@@ -104,6 +105,28 @@ static void test_write_file(void)
 	CHECK_EQ(cfs_write_file_at(dfd, "no/f", "x", 1, 0600, false), -ENOENT);
 	CHECK_EQ(cfs_read_file_at(dfd, "f", 5, &buf, &len), -EFBIG);
 	CHECK_EQ(dir_entries(dfd), 1);
+	/* A dead writer's temporary file goes; a live one's, and names that
+	 * only look alike, stay. */
+	{
+		char dead[64], live[64];
+		pid_t child = fork();
+
+		if (child == 0)
+			_exit(0);
+		CHECK(child > 0 && waitpid(child, NULL, 0) == child);
+		snprintf(dead, sizeof(dead), "f.tmp.%ld.%ld", (long)child, (long)child);
+		snprintf(live, sizeof(live), "f.tmp.%ld.7", (long)getpid());
+		CHECK_EQ(cfs_write_file_at(dfd, dead, "x", 1, 0600, false), 0);
+		CHECK_EQ(cfs_write_file_at(dfd, live, "x", 1, 0600, false), 0);
+		CHECK_EQ(cfs_write_file_at(dfd, "f.tmp.x.1", "x", 1, 0600, false), 0);
+		CHECK_EQ(cfs_write_file_at(dfd, "f.tmp.12.", "x", 1, 0600, false), 0);
+		CHECK_EQ(dir_entries(dfd), 5);
+		CHECK_EQ(cfs_write_file_sweep(dfd), 1);
+		CHECK(faccessat(dfd, dead, F_OK, 0) < 0 && errno == ENOENT);
+		CHECK_EQ(dir_entries(dfd), 4);
+		CHECK(unlinkat(dfd, live, 0) == 0 && unlinkat(dfd, "f.tmp.x.1", 0) == 0 &&
+		      unlinkat(dfd, "f.tmp.12.", 0) == 0);
+	}
 	CHECK(unlinkat(dfd, "f", 0) == 0);
 	close(dfd);
 	CHECK(rmdir(dir) == 0);

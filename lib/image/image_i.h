@@ -84,7 +84,7 @@ struct ra_pool {
 	uint64_t pf_stream_budget; /* bytes the stream may fetch; UINT64_MAX: all */
 	uint64_t pf_inflight; /* bytes of prefetch items queued or being fetched */
 	uint64_t pf_budget;   /* at most this many for the list */
-	uint64_t pf_stream_max; /* and for the stream, which leaves threads to hints */
+	uint64_t pf_stream_max; /* and for the stream: a quarter of the threads */
 };
 
 struct cfs_image {

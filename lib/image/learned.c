@@ -52,6 +52,7 @@ struct cfs_learned {
 	_Atomic int used;           /* SRC_* the list came from; SRC_N: none */
 	_Atomic uint64_t chunks, saves, saved_records;
 	pthread_mutex_t save_lock;
+	bool swept;                 /* dead writers' temporary files removed */
 };
 
 int cfs_learned_new(const cfs_digest *image, const char *cache_dir, struct cfs_store *store,
@@ -307,11 +308,26 @@ static int run_profile(struct cfs_recorder *r, uint64_t max_usec, struct cfs_pro
 }
 
 /* Writes len bytes at buf to l->path atomically, owner-only like the
- * cache's entries: it names files the user may not be allowed to see. */
+ * cache's entries: it names files the user may not be allowed to see.
+ * The first write also removes what writers that died mid-write left
+ * (the directory is outside the chunk cache's scans).  With save_lock. */
 static int cache_write(struct cfs_learned *l, const void *buf, size_t len)
 {
 	if (mkdir(l->dir, 0700) < 0 && errno != EEXIST)
 		return -errno;
+	if (!l->swept) {
+		int dfd = open(l->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		if (dfd >= 0) {
+			int n = cfs_write_file_sweep(dfd);
+
+			if (n > 0)
+				cfs_info("learned: removed %d temporary file%s of writers that died",
+					 n, n == 1 ? "" : "s");
+			close(dfd);
+		}
+		l->swept = true;
+	}
 	return cfs_write_file_at(AT_FDCWD, l->path, buf, len, 0600, true);
 }
 

@@ -27,7 +27,8 @@ struct cfs_learned;
 /* Records a learned profile keeps at most (files and chunks): the earliest
  * ones; the tail is dropped when runs are merged. */
 #define CFS_LEARN_RECORDS_MAX 65536u
-/* The start-up a mount learns: its first this many seconds. */
+/* The start-up a mount learns: its first this many seconds, unless
+ * cfs-mount --learn-window says otherwise. */
 #define CFS_LEARN_WINDOW_SEC 30u
 /* The largest learned profile read (bytes); a larger one is ignored. */
 #define CFS_LEARN_FILE_MAX ((size_t)16 << 20)

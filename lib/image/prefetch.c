@@ -9,7 +9,8 @@
  * from where the readers are (docs/FORMAT.md, "Prediction without a
  * profile"): many fetches in flight to fill the link, on the pool's last
  * queue, so that what a reader waits for or was just predicted to want
- * goes first, and a quarter of the pool's threads always free for them.
+ * goes first, and three quarters of the pool's threads always free for
+ * them.
  * Prefetch only ever saves time: its errors are logged once and never fail
  * a read.
  */

@@ -243,7 +243,12 @@ static void req_complete(struct cfs_fetcher *f, struct req *r, int err, uint64_t
 			r->buf = NULL;
 		}
 	} else {
-		stat_add(&f->st.errors, 1);
+		/* Looking for what may not be there (a learned profile, a
+		 * tag, an object before a put) is no failure of the store. */
+		if (err == -ENOENT)
+			stat_add(&f->st.not_found, 1);
+		else
+			stat_add(&f->st.errors, 1);
 		if (err == -ETIMEDOUT)
 			stat_add(&f->st.timeouts, 1);
 		cfs_fetch_log_failure(r, err);
@@ -741,6 +746,7 @@ void cfs_fetcher_stats_get(struct cfs_fetcher *f, struct cfs_fetch_stats *out)
 	GET(attempts);
 	GET(retries);
 	GET(errors);
+	GET(not_found);
 	GET(timeouts);
 	GET(bytes);
 	GET(bytes_sent);

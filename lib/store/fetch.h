@@ -121,7 +121,8 @@ struct cfs_fetch_stats {
 	uint64_t requests;  /* completed, successful or not */
 	uint64_t attempts;  /* transfers started, retries included */
 	uint64_t retries;
-	uint64_t errors;    /* requests that failed */
+	uint64_t errors;    /* requests that failed, but for a 404 */
+	uint64_t not_found; /* 404s: an answer, counted apart from errors */
 	uint64_t timeouts;  /* requests that hit their deadline */
 	uint64_t bytes;     /* body bytes received */
 	uint64_t bytes_sent;

@@ -107,7 +107,8 @@ struct cfs_fetcher {
 	uint64_t rng;
 
 	struct {
-		atomic_uint_fast64_t requests, attempts, retries, errors, timeouts, bytes, bytes_sent,
+		atomic_uint_fast64_t requests, attempts, retries, errors, not_found, timeouts,
+			bytes, bytes_sent,
 			inflight, queued;
 	} st;
 };
