@@ -43,7 +43,9 @@
  *   wholefile  demand, and on the first read of a file all its chunks, the
  *              one read first, when the file is at most --wholefile-max
  *              (64M) or an ELF; ELF is judged by name (*.so, *.so.*, or
- *              directly in a directory named bin or sbin), no data is read
+ *              directly in a directory named bin or sbin), no data is read;
+ *              and the whole of each file the image's hints name for it
+ *              (docs/FORMAT.md "Hints": what loading an ELF file opens)
  *   dir        wholefile, and on the first read of a file in directory D
  *              the chunks of D's own regular files under --small-max (64K:
  *              they share group chunks)
@@ -671,6 +673,12 @@ static int first_touch(struct sim *s, size_t i)
 		if (c->kind == 'c' && c->ino == ino)
 			enqueue(s, c->chunk, K_HINT);
 		enqueue_file(s, ino);
+	}
+	for (uint32_t first, k = 0, n = cfs_index_hints(im->idx, ino, &first); k < n; k++) {
+		uint64_t h = cfs_index_hint(im->idx, first + k);
+
+		if (h >= 1 && h <= im->ninodes && !s->touched[h] && (im->flags[h] & F_REG))
+			enqueue_file(s, h);
 	}
 	if (s->pol != POL_WHOLEFILE && !s->hinted[dir]) {
 		struct cfs_dirent de;
