@@ -1,5 +1,4 @@
 /* SPDX-License-Identifier: MIT */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -219,28 +218,39 @@ static long tmp_name_pid(const char *name)
 	return end == t || *end ? 0 : pid;
 }
 
-int cfs_write_file_sweep(int dirfd)
+DIR *cfs_opendir_at(int dirfd, const char *name)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	DIR *d;
+
+	if (fd < 0)
+		return NULL;
+	d = fdopendir(fd);
+	if (!d) {
+		int err = errno;
+
+		close(fd);
+		errno = err;
+	}
+	return d;
+}
+
+int cfs_write_file_sweep(int at, const char *dir)
 {
 	struct dirent *de;
-	int fd, n = 0;
-	DIR *dir;
+	DIR *d = cfs_opendir_at(at, dir);
+	int n = 0;
 
-	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
+	if (!d)
 		return -errno;
-	dir = fdopendir(fd);
-	if (!dir) {
-		close(fd);
-		return -errno;
-	}
-	while ((de = readdir(dir))) {
+	while ((de = readdir(d))) {
 		long pid = tmp_name_pid(de->d_name);
 
 		if (pid && kill((pid_t)pid, 0) < 0 && errno == ESRCH &&
-		    unlinkat(dirfd, de->d_name, 0) == 0)
+		    unlinkat(dirfd(d), de->d_name, 0) == 0)
 			n++;
 	}
-	closedir(dir);
+	closedir(d);
 	return n;
 }
 

@@ -3,6 +3,7 @@
 #ifndef CFS_UTIL_H
 #define CFS_UTIL_H
 
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -57,17 +58,23 @@ int cfs_write_full(int fd, const void *buf, size_t len);
  * process and thread, then renamed over it; mode for a new file; sync:
  * fsync before the rename.  The temporary file is removed on failure.
  * 0 or -errno. */
-/* Removes from directory dirfd the temporary files cfs_write_file_at()
- * left when its process died mid-write (a crash, SIGKILL): names ending
- * in .tmp.PID.TID whose PID no longer runs.  Another live writer's are
- * left alone.  How many it removed, or -errno. */
-int cfs_write_file_sweep(int dirfd);
 int cfs_write_file_at(int dirfd, const char *path, const void *buf, size_t len, mode_t mode,
 		      bool sync);
+/* Removes from directory dir (relative to at, which may be AT_FDCWD)
+ * the temporary files cfs_write_file_at() left when its process died
+ * mid-write (a crash, SIGKILL): names ending in .tmp.PID.TID whose PID no
+ * longer runs.  Another live writer's are left alone.  How many it
+ * removed, or -errno. */
+int cfs_write_file_sweep(int at, const char *dir);
 
 /* Read a whole file into a malloc'd buffer, refusing files over max bytes
  * (-EFBIG).  The caller frees *buf.  dirfd may be AT_FDCWD. */
 int cfs_read_file_at(int dirfd, const char *path, size_t max, void **buf, size_t *len);
+
+/* Opens directory name (relative to dirfd, which may be AT_FDCWD; "."
+ * for dirfd itself, through a descriptor of its own) for readdir(),
+ * without following a symlink.  NULL with errno set on failure. */
+DIR *cfs_opendir_at(int dirfd, const char *name);
 
 /* Removes the directory tree at path (absent is fine), depth first,
  * without following symlinks or entering another filesystem: a mount

@@ -121,7 +121,7 @@ static void test_write_file(void)
 		CHECK_EQ(cfs_write_file_at(dfd, "f.tmp.x.1", "x", 1, 0600, false), 0);
 		CHECK_EQ(cfs_write_file_at(dfd, "f.tmp.12.", "x", 1, 0600, false), 0);
 		CHECK_EQ(dir_entries(dfd), 5);
-		CHECK_EQ(cfs_write_file_sweep(dfd), 1);
+		CHECK_EQ(cfs_write_file_sweep(dfd, "."), 1);
 		CHECK(faccessat(dfd, dead, F_OK, 0) < 0 && errno == ENOENT);
 		CHECK_EQ(dir_entries(dfd), 4);
 		CHECK(unlinkat(dfd, live, 0) == 0 && unlinkat(dfd, "f.tmp.x.1", 0) == 0 &&

@@ -321,18 +321,11 @@ static int list_dir(struct walk *w, int dirfd, char ***out, size_t *count)
 	char **names = NULL;
 	size_t n = 0, cap = 0;
 	struct dirent *de;
-	DIR *d;
-	int fd, ret = 0;
+	DIR *d = cfs_opendir_at(dirfd, ".");
+	int ret = 0;
 
-	fd = dup(dirfd);
-	if (fd < 0)
+	if (!d)
 		return fail_errno(w, -errno);
-	d = fdopendir(fd);
-	if (!d) {
-		ret = fail_errno(w, -errno);
-		close(fd);
-		return ret;
-	}
 	for (;;) {
 		errno = 0;
 		de = readdir(d);

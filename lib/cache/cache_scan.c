@@ -216,19 +216,6 @@ static bool lower_hex(const char *s, size_t n)
 	return true;
 }
 
-static DIR *opendir_at(int dirfd, const char *name)
-{
-	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-	DIR *d;
-
-	if (fd < 0)
-		return NULL;
-	d = fdopendir(fd);
-	if (!d)
-		close(fd);
-	return d;
-}
-
 struct listing {
 	struct disk_ent **e;
 	size_t n, cap;
@@ -251,7 +238,7 @@ static int scan_fanout(struct cfs_cache *c, const char *hh, struct listing *l)
 	DIR *d;
 	int ret = 0;
 
-	d = opendir_at(c->dirfd, hh);
+	d = cfs_opendir_at(c->dirfd, hh);
 	if (!d)
 		return 0;
 	while ((de = readdir(d))) {
@@ -306,7 +293,7 @@ static int disk_list(struct cfs_cache *c, struct listing *l)
 	DIR *d;
 	int ret = 0;
 
-	d = opendir_at(c->dirfd, ".");
+	d = cfs_opendir_at(c->dirfd, ".");
 	if (!d)
 		return -errno;
 	while (!ret && (de = readdir(d)))

@@ -127,17 +127,11 @@ int64_t cfs_image_willneed(struct cfs_image *img, uint64_t ino, uint64_t off, ui
  * (0: CFS_PREFETCH_BUDGET_DEFAULT); CFS_PREFETCH_ALL streams after a list
  * too, without a budget.  Every mode but CFS_PREFETCH_NONE also
  * turns on the guesses a first read makes (a file whole, its directory's
- * small files: predict.c), which the list and the stream skip.  The stream keeps many fetches in
- * flight but behind every demand read and every prediction.  A demand
+ * small files: predict.c), which the list and the stream skip.  The stream
+ * keeps many fetches in flight but behind every demand read and every
+ * prediction.  A demand
  * read of a chunk that is queued but not started fetches it at once (it
  * jumps the queue); one being fetched waits for that fetch.  0 or -errno. */
-/* Keeps what the stream fetches as the store sent it, in DIR/stage/<image
- * hex>/ (made, emptied now and when the image is freed), for reads to
- * decode and verify when they want it: the stream then costs no
- * decompression or hashing of what nobody reads (lib/image/stage.c).
- * Without it the stream decodes into the cache.  0 or -errno. */
-int cfs_image_set_stage(struct cfs_image *img, const char *dir);
-
 enum cfs_prefetch_mode {
 	CFS_PREFETCH_NONE = 0,
 	CFS_PREFETCH_LIST,
@@ -146,6 +140,13 @@ enum cfs_prefetch_mode {
 };
 #define CFS_PREFETCH_BUDGET_DEFAULT (1ull << 30)
 int cfs_image_prefetch_start(struct cfs_image *img, enum cfs_prefetch_mode mode, uint64_t budget);
+
+/* Keeps what the stream fetches as the store sent it, in DIR/stage/<image
+ * hex>/ (made, emptied now and when the image is freed), for reads to
+ * decode and verify when they want it: the stream then costs no
+ * decompression or hashing of what nobody reads (lib/image/stage.c).
+ * Without it the stream decodes into the cache.  0 or -errno. */
+int cfs_image_set_stage(struct cfs_image *img, const char *dir);
 
 /* The image's prefetch list, fetched from the store now and verified:
  * 0 and the chunk numbers in *chunks (malloc'd, the caller frees; NULL

@@ -316,16 +316,11 @@ static int cache_write(struct cfs_learned *l, const void *buf, size_t len)
 	if (mkdir(l->dir, 0700) < 0 && errno != EEXIST)
 		return -errno;
 	if (!l->swept) {
-		int dfd = open(l->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		int n = cfs_write_file_sweep(AT_FDCWD, l->dir);
 
-		if (dfd >= 0) {
-			int n = cfs_write_file_sweep(dfd);
-
-			if (n > 0)
-				cfs_info("learned: removed %d temporary file%s of writers that died",
-					 n, n == 1 ? "" : "s");
-			close(dfd);
-		}
+		if (n > 0)
+			cfs_info("learned: removed %d temporary file%s of writers that died", n,
+				 n == 1 ? "" : "s");
 		l->swept = true;
 	}
 	return cfs_write_file_at(AT_FDCWD, l->path, buf, len, 0600, true);

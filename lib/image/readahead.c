@@ -93,7 +93,7 @@ static void *ra_worker(void *arg)
 	for (;;) {
 		struct cfs_chunk c = { .raw_size = 0 };
 		enum ra_level level = RA_NEAR;
-		struct cfs_buf *b;
+		struct cfs_buf *b = NULL;
 		struct ra_item it;
 		int ret;
 
@@ -114,7 +114,6 @@ static void *ra_worker(void *arg)
 		ret = cfs_index_chunk(img->idx, it.chunk, &c);
 		if (ret == 0 && level == RA_STREAM && img->stage_fd >= 0) {
 			ret = cfs_image_stage_fetch(img, it.chunk);
-			b = NULL;
 		} else if (ret == 0) {
 			ret = cfs_cache_get(img->cache, &c.digest, c.raw_size, cfs_image_load_chunk, img, &b);
 		}
@@ -222,7 +221,6 @@ void cfs_image_ra_note(struct cfs_image *img, const struct cfs_inode *in, uint64
 	uint64_t ino = in->ino, end = off + n, want;
 	struct ra_file *f = &ra->files[ino % RA_SLOTS];
 	struct cfs_index_info info;
-	bool queued = false;
 
 	cfs_index_info(img->idx, &info);
 
@@ -245,13 +243,10 @@ void cfs_image_ra_note(struct cfs_image *img, const struct cfs_inode *in, uint64
 		want = CFS_MIN(in->size, f->next + (uint64_t)f->window * info.chunk_size);
 		if (f->ahead < f->next)
 			f->ahead = f->next;
-		if (f->ahead < want) {
+		if (f->ahead < want)
 			f->ahead = ra_queue(img, in, f->ahead, want);
-			queued = true;
-		}
 	}
-	if (queued)
-		cfs_image_ra_wake(ra);
+	cfs_image_ra_wake(ra); /* nothing, if nothing was pushed */
 	pthread_mutex_unlock(&ra->lock);
 }
 

@@ -49,16 +49,10 @@ static uint64_t stored_max(uint32_t raw_size)
 static void stage_empty(int dfd)
 {
 	struct dirent *de;
-	DIR *dir;
-	int fd = dup(dfd);
+	DIR *dir = cfs_opendir_at(dfd, ".");
 
-	if (fd < 0)
+	if (!dir)
 		return;
-	dir = fdopendir(fd);
-	if (!dir) {
-		close(fd);
-		return;
-	}
 	while ((de = readdir(dir)))
 		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
 			(void)unlinkat(dfd, de->d_name, 0);

@@ -154,17 +154,11 @@ static int marker_check(const struct dir_store *ds)
 static int dir_adoptable(int fd)
 {
 	struct dirent *de;
-	DIR *d;
-	int dfd, ret = 0;
+	DIR *d = cfs_opendir_at(fd, ".");
+	int ret = 0;
 
-	dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
+	if (!d)
 		return -errno;
-	d = fdopendir(dfd);
-	if (!d) {
-		close(dfd);
-		return -errno;
-	}
 	while ((de = readdir(d))) {
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
 		    !strcmp(de->d_name, "objects") || !strcmp(de->d_name, "tags") ||
