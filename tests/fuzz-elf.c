@@ -13,24 +13,17 @@
 #include <string.h>
 
 #include "elf.h"
+#include "fuzz.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define ASSERT(cond)                                                                 \
-	do {                                                                         \
-		if (!(cond)) {                                                       \
-			fprintf(stderr, "fuzz-elf: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-			abort();                                                     \
-		}                                                                    \
-	} while (0)
 
 static void check_str(const struct cfs_elf_str *s, const uint8_t *data, size_t size)
 {
 	if (!s->len)
 		return;
-	ASSERT(s->len <= CFS_ELF_STR_MAX);
-	ASSERT((const uint8_t *)s->s >= data && (const uint8_t *)s->s + s->len <= data + size);
-	ASSERT(!memchr(s->s, '\0', s->len));
+	FUZZ_ASSERT(s->len <= CFS_ELF_STR_MAX);
+	FUZZ_ASSERT((const uint8_t *)s->s >= data && (const uint8_t *)s->s + s->len <= data + size);
+	FUZZ_ASSERT(!memchr(s->s, '\0', s->len));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -41,9 +34,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t step = size ? (size_t)data[size - 1] * 13 + 1 : 1;
 	int r = cfs_elf_parse(&part, 1, &d), rs;
 
-	ASSERT(r == 0 || r == -EINVAL || r == -ENOEXEC);
+	FUZZ_ASSERT(r == 0 || r == -EINVAL || r == -ENOEXEC);
 	if (r == 0) {
-		ASSERT(d.nneeded <= CFS_ELF_NEEDED_MAX);
+		FUZZ_ASSERT(d.nneeded <= CFS_ELF_NEEDED_MAX);
 		check_str(&d.interp, data, size);
 		check_str(&d.runpath, data, size);
 		for (uint32_t i = 0; i < d.nneeded; i++)
@@ -55,11 +48,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (size_t off = 0; off < size; off += step)
 		cfs_elf_scan_data(s, off, data + off, size - off < step ? size - off : step);
 	rs = cfs_elf_scan_end(s, &e);
-	ASSERT(rs == 0 || rs == -EINVAL || rs == -ENOEXEC || rs == -ENOMEM);
+	FUZZ_ASSERT(rs == 0 || rs == -EINVAL || rs == -ENOEXEC || rs == -ENOMEM);
 	if (size <= (1u << 20) && rs != -ENOMEM) {
-		ASSERT(rs == r);
+		FUZZ_ASSERT(rs == r);
 		if (r == 0)
-			ASSERT(e.nneeded == d.nneeded && e.interp.len == d.interp.len &&
+			FUZZ_ASSERT(e.nneeded == d.nneeded && e.interp.len == d.interp.len &&
 			       e.runpath.len == d.runpath.len);
 	}
 	cfs_elf_scan_free(s);

@@ -37,19 +37,12 @@
 
 #include "digest.h"
 #include "fetch.h"
+#include "fuzz.h"
 #include "store.h"
 #include "store_i.h"
 #include "util.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define ASSERT(cond)                                                                  \
-	do {                                                                          \
-		if (!(cond)) {                                                        \
-			fprintf(stderr, "fuzz-http: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-			abort();                                                      \
-		}                                                                     \
-	} while (0)
 
 #define REQ_HEAD_MAX (64u << 10)
 #define REQ_BODY_MAX (1u << 20)
@@ -181,11 +174,11 @@ static uint16_t server_start(void)
 	int lfd;
 
 	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	ASSERT(lfd >= 0);
-	ASSERT(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
-	ASSERT(listen(lfd, 64) == 0);
-	ASSERT(getsockname(lfd, (struct sockaddr *)&sa, &sl) == 0);
-	ASSERT(pthread_create(&th, NULL, server_main, (void *)(intptr_t)lfd) == 0);
+	FUZZ_ASSERT(lfd >= 0);
+	FUZZ_ASSERT(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+	FUZZ_ASSERT(listen(lfd, 64) == 0);
+	FUZZ_ASSERT(getsockname(lfd, (struct sockaddr *)&sa, &sl) == 0);
+	FUZZ_ASSERT(pthread_create(&th, NULL, server_main, (void *)(intptr_t)lfd) == 0);
 	pthread_detach(th);
 	return ntohs(sa.sin_port);
 }
@@ -224,9 +217,9 @@ static void setup(void)
 	setenv("AWS_SESSION_TOKEN", "fuzztoken", 1);
 	setenv("AWS_REGION", "us-east-1", 1);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%u/store", port);
-	ASSERT(cfs_store_open_opts(url, 0, &so, &http_st) == 0);
-	ASSERT(cfs_store_open_opts("s3://bucket/prefix", 0, &so, &s3_st) == 0);
-	ASSERT(cfs_fetcher_new(&fo, &fetcher) == 0);
+	FUZZ_ASSERT(cfs_store_open_opts(url, 0, &so, &http_st) == 0);
+	FUZZ_ASSERT(cfs_store_open_opts("s3://bucket/prefix", 0, &so, &s3_st) == 0);
+	FUZZ_ASSERT(cfs_fetcher_new(&fo, &fetcher) == 0);
 	snprintf(object_url, sizeof(object_url), "%s/objects/ab/%064x", url, 0xab);
 }
 
@@ -268,10 +261,10 @@ static bool has_ci(const uint8_t *d, size_t n, const char *needle)
 static void check_body(const uint8_t *data, size_t size, bool chunked, const void *body,
 		       size_t len)
 {
-	ASSERT(body);
-	ASSERT(len <= size);
+	FUZZ_ASSERT(body);
+	FUZZ_ASSERT(len <= size);
 	if (!chunked && len)
-		ASSERT(memmem(data, size, body, len));
+		FUZZ_ASSERT(memmem(data, size, body, len));
 }
 
 static void check_store(struct cfs_store *st, const uint8_t *data, size_t size, bool chunked)
@@ -288,19 +281,19 @@ static void check_store(struct cfs_store *st, const uint8_t *data, size_t size, 
 	memset(&d, 0xab, sizeof(d));
 
 	ret = cfs_store_get(st, &d, &buf, &len);
-	ASSERT(ret == 0 || documented(ret));
+	FUZZ_ASSERT(ret == 0 || documented(ret));
 	if (ret == 0)
 		check_body(data, size, chunked, buf, len);
 	free(buf);
 
 	ret = cfs_store_has(st, &d, &osize);
-	ASSERT(ret == 0 || ret == 1 || documented(ret));
+	FUZZ_ASSERT(ret == 0 || ret == 1 || documented(ret));
 
 	ret = cfs_store_tag_get(st, TAG, &tag);
-	ASSERT(ret == 0 || documented(ret));
+	FUZZ_ASSERT(ret == 0 || documented(ret));
 	if (ret == 0 && !chunked) {
 		cfs_digest_ref(&tag, ref);
-		ASSERT(has_ci(data, size, ref));
+		FUZZ_ASSERT(has_ci(data, size, ref));
 	}
 }
 
@@ -324,7 +317,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		ready = true;
 	}
 	copy = malloc(size ? size : 1);
-	ASSERT(copy);
+	FUZZ_ASSERT(copy);
 	memcpy(copy, data, size);
 	pthread_mutex_lock(&reply_lock);
 	free(reply);
@@ -338,16 +331,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	memset(&d, 0xcd, sizeof(d));
 	ret = cfs_store_tag_set(s3_st, TAG, &d);
-	ASSERT(ret == 0 || documented(ret));
+	FUZZ_ASSERT(ret == 0 || documented(ret));
 
 	ret = cfs_fetch(fetcher, &req, &res);
-	ASSERT(ret == res.err);
-	ASSERT(ret == 0 || documented(ret));
+	FUZZ_ASSERT(ret == res.err);
+	FUZZ_ASSERT(ret == 0 || documented(ret));
 	if (ret == 0) {
-		ASSERT(res.len == RANGE_LEN);
+		FUZZ_ASSERT(res.len == RANGE_LEN);
 		check_body(data, size, chunked, res.body, res.len);
 	} else {
-		ASSERT(!res.body);
+		FUZZ_ASSERT(!res.body);
 	}
 	free(res.body);
 	return 0;

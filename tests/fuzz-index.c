@@ -13,17 +13,10 @@
 #include <sys/stat.h>
 
 #include "format.h"
+#include "fuzz.h"
 #include "index.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define ASSERT(cond)                                                                 \
-	do {                                                                         \
-		if (!(cond)) {                                                       \
-			fprintf(stderr, "fuzz-index: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-			abort();                                                     \
-		}                                                                    \
-	} while (0)
 
 static volatile unsigned sink;
 
@@ -36,17 +29,17 @@ static void check_dir(const struct cfs_index *idx, const struct cfs_inode *in)
 		struct cfs_inode child;
 		int r = cfs_index_dirent(idx, in->ino, pos, &de);
 
-		ASSERT(r == 0 || r == 1);
+		FUZZ_ASSERT(r == 0 || r == 1);
 		if (r == 0)
 			break;
-		ASSERT(de.name_len >= 1 && de.name_len <= CFS_NAME_MAX);
-		ASSERT(!memchr(de.name, '/', de.name_len) && !memchr(de.name, 0, de.name_len));
-		ASSERT(cfs_index_lookup(idx, in->ino, de.name, de.name_len, &ino) == 0);
-		ASSERT(ino == de.ino);
-		ASSERT(cfs_index_inode(idx, de.ino, &child) == 0);
-		ASSERT(de.type == ((child.mode & S_IFMT) >> 12));
+		FUZZ_ASSERT(de.name_len >= 1 && de.name_len <= CFS_NAME_MAX);
+		FUZZ_ASSERT(!memchr(de.name, '/', de.name_len) && !memchr(de.name, 0, de.name_len));
+		FUZZ_ASSERT(cfs_index_lookup(idx, in->ino, de.name, de.name_len, &ino) == 0);
+		FUZZ_ASSERT(ino == de.ino);
+		FUZZ_ASSERT(cfs_index_inode(idx, de.ino, &child) == 0);
+		FUZZ_ASSERT(de.type == ((child.mode & S_IFMT) >> 12));
 		if (S_ISDIR(child.mode))
-			ASSERT(child.parent == in->ino);
+			FUZZ_ASSERT(child.parent == in->ino);
 		/* a name just past this one is absent or the next entry */
 		if (de.name_len < CFS_NAME_MAX) {
 			char name[CFS_NAME_MAX + 1];
@@ -55,12 +48,12 @@ static void check_dir(const struct cfs_index *idx, const struct cfs_inode *in)
 			memcpy(name, de.name, de.name_len);
 			name[de.name_len] = '\x01';
 			lr = cfs_index_lookup(idx, in->ino, name, de.name_len + 1, &ino);
-			ASSERT(lr == 0 || lr == -ENOENT);
+			FUZZ_ASSERT(lr == 0 || lr == -ENOENT);
 		}
 	}
-	ASSERT(pos == in->nentries);
-	ASSERT(cfs_index_lookup(idx, in->ino, "", 0, &ino) == -ENOENT);
-	ASSERT(cfs_index_lookup(idx, in->ino, "a/b", 3, &ino) == -ENOENT);
+	FUZZ_ASSERT(pos == in->nentries);
+	FUZZ_ASSERT(cfs_index_lookup(idx, in->ino, "", 0, &ino) == -ENOENT);
+	FUZZ_ASSERT(cfs_index_lookup(idx, in->ino, "a/b", 3, &ino) == -ENOENT);
 }
 
 static uint64_t run_blocks(uint64_t start, uint64_t end)
@@ -80,14 +73,14 @@ static void check_file(const struct cfs_index *idx, const struct cfs_inode *in)
 	for (i = 0;; i++) {
 		int r = cfs_index_extent(idx, in->ino, i, &e);
 
-		ASSERT(r == 0 || r == 1);
+		FUZZ_ASSERT(r == 0 || r == 1);
 		if (r == 0)
 			break;
-		ASSERT(e.file_off == next && e.len > 0);
+		FUZZ_ASSERT(e.file_off == next && e.len > 0);
 		next = e.file_off + e.len;
 		if (e.chunk != CFS_CHUNK_NONE) {
-			ASSERT(cfs_index_chunk(idx, e.chunk, &c) == 0);
-			ASSERT((uint64_t)e.chunk_off + e.len <= c.raw_size);
+			FUZZ_ASSERT(cfs_index_chunk(idx, e.chunk, &c) == 0);
+			FUZZ_ASSERT((uint64_t)e.chunk_off + e.len <= c.raw_size);
 			if (run == UINT64_MAX)
 				run = e.file_off;
 		} else if (run != UINT64_MAX) {
@@ -96,16 +89,16 @@ static void check_file(const struct cfs_index *idx, const struct cfs_inode *in)
 			run = UINT64_MAX;
 		}
 		/* first, last and middle byte of each extent */
-		ASSERT(cfs_index_extent_find(idx, in->ino, e.file_off, &found) == 0 && found == i);
-		ASSERT(cfs_index_extent_find(idx, in->ino, next - 1, &found) == 0 && found == i);
-		ASSERT(cfs_index_extent_find(idx, in->ino, e.file_off + e.len / 2, &found) == 0 &&
+		FUZZ_ASSERT(cfs_index_extent_find(idx, in->ino, e.file_off, &found) == 0 && found == i);
+		FUZZ_ASSERT(cfs_index_extent_find(idx, in->ino, next - 1, &found) == 0 && found == i);
+		FUZZ_ASSERT(cfs_index_extent_find(idx, in->ino, e.file_off + e.len / 2, &found) == 0 &&
 		       found == i);
 	}
 	if (run != UINT64_MAX)
 		blocks += run_blocks(run, next);
-	ASSERT(i == in->nentries && next == in->size && blocks == in->blocks);
-	ASSERT(cfs_index_extent_find(idx, in->ino, in->size, &found) == 1);
-	ASSERT(cfs_index_extent_find(idx, in->ino, UINT64_MAX, &found) == 1);
+	FUZZ_ASSERT(i == in->nentries && next == in->size && blocks == in->blocks);
+	FUZZ_ASSERT(cfs_index_extent_find(idx, in->ino, in->size, &found) == 1);
+	FUZZ_ASSERT(cfs_index_extent_find(idx, in->ino, UINT64_MAX, &found) == 1);
 }
 
 static void check_xattrs(const struct cfs_index *idx, const struct cfs_inode *in)
@@ -117,21 +110,21 @@ static void check_xattrs(const struct cfs_index *idx, const struct cfs_inode *in
 	for (i = 0;; i++) {
 		int r = cfs_index_xattr(idx, in->ino, i, &x);
 
-		ASSERT(r == 0 || r == 1);
+		FUZZ_ASSERT(r == 0 || r == 1);
 		if (r == 0)
 			break;
-		ASSERT(x.name_len >= 1 && x.name_len <= CFS_XATTR_NAME_MAX);
-		ASSERT(x.value_len <= CFS_XATTR_VALUE_MAX);
+		FUZZ_ASSERT(x.name_len >= 1 && x.name_len <= CFS_XATTR_NAME_MAX);
+		FUZZ_ASSERT(x.value_len <= CFS_XATTR_VALUE_MAX);
 		memcpy(name, x.name, x.name_len);
 		name[x.name_len] = 0;
-		ASSERT(cfs_index_getxattr(idx, in->ino, name, &y) == 0);
-		ASSERT(y.name == x.name && y.value == x.value && y.value_len == x.value_len);
+		FUZZ_ASSERT(cfs_index_getxattr(idx, in->ino, name, &y) == 0);
+		FUZZ_ASSERT(y.name == x.name && y.value == x.value && y.value_len == x.value_len);
 		/* touch every byte, for the sanitizers */
 		for (size_t k = 0; k < x.value_len; k++)
 			sink += ((const uint8_t *)x.value)[k];
 	}
-	ASSERT(i == in->nxattrs);
-	ASSERT(cfs_index_getxattr(idx, in->ino, "", &y) == -ENODATA);
+	FUZZ_ASSERT(i == in->nxattrs);
+	FUZZ_ASSERT(cfs_index_getxattr(idx, in->ino, "", &y) == -ENODATA);
 }
 
 /* Hints: each list inside the inodes, increasing; the counts agree. */
@@ -144,19 +137,19 @@ static void check_hints(const struct cfs_index *idx, const struct cfs_index_info
 		uint64_t prev = 0;
 
 		if (ino < 1 || ino > info->inode_count)
-			ASSERT(n == 0);
+			FUZZ_ASSERT(n == 0);
 		triggers += n > 0;
-		ASSERT(n <= CFS_HINTS_LIST_MAX && (uint64_t)first + n <= info->hint_entries);
+		FUZZ_ASSERT(n <= CFS_HINTS_LIST_MAX && (uint64_t)first + n <= info->hint_entries);
 		for (uint32_t k = 0; k < n; k++) {
 			uint64_t h = cfs_index_hint(idx, first + k);
 
-			ASSERT(h > prev && h <= info->inode_count);
+			FUZZ_ASSERT(h > prev && h <= info->inode_count);
 			prev = h;
 		}
 	}
-	ASSERT(triggers == info->hint_triggers);
-	ASSERT(cfs_index_hint(idx, info->hint_entries) == 0);
-	ASSERT(!info->hint_triggers == !info->hint_lists && !info->hint_lists == !info->hint_entries);
+	FUZZ_ASSERT(triggers == info->hint_triggers);
+	FUZZ_ASSERT(cfs_index_hint(idx, info->hint_entries) == 0);
+	FUZZ_ASSERT(!info->hint_triggers == !info->hint_lists && !info->hint_lists == !info->hint_entries);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -176,42 +169,42 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	cfs_index_info(idx, &info);
-	ASSERT(info.inode_count >= 1 && info.index_size == size);
-	ASSERT(cfs_index_inode(idx, 0, &in) == -ENOENT);
-	ASSERT(cfs_index_inode(idx, info.inode_count + 1, &in) == -ENOENT);
-	ASSERT(cfs_index_inode(idx, CFS_ROOT_INO, &in) == 0 && S_ISDIR(in.mode) &&
+	FUZZ_ASSERT(info.inode_count >= 1 && info.index_size == size);
+	FUZZ_ASSERT(cfs_index_inode(idx, 0, &in) == -ENOENT);
+	FUZZ_ASSERT(cfs_index_inode(idx, info.inode_count + 1, &in) == -ENOENT);
+	FUZZ_ASSERT(cfs_index_inode(idx, CFS_ROOT_INO, &in) == 0 && S_ISDIR(in.mode) &&
 	       in.parent == CFS_ROOT_INO);
 	for (ino = 1; ino <= info.inode_count; ino++) {
 		const char *target;
 		size_t tlen;
 		uint32_t i;
 
-		ASSERT(cfs_index_inode(idx, ino, &in) == 0 && in.ino == ino);
+		FUZZ_ASSERT(cfs_index_inode(idx, ino, &in) == 0 && in.ino == ino);
 		check_xattrs(idx, &in);
 		if (S_ISDIR(in.mode)) {
 			check_dir(idx, &in);
-			ASSERT(cfs_index_extent(idx, ino, 0, (struct cfs_extent[1]){}) == -EINVAL);
+			FUZZ_ASSERT(cfs_index_extent(idx, ino, 0, (struct cfs_extent[1]){}) == -EINVAL);
 		} else {
-			ASSERT(cfs_index_dirent(idx, ino, 0, (struct cfs_dirent[1]){}) == -ENOTDIR);
-			ASSERT(in.nlink >= 1 && in.parent == 0);
+			FUZZ_ASSERT(cfs_index_dirent(idx, ino, 0, (struct cfs_dirent[1]){}) == -ENOTDIR);
+			FUZZ_ASSERT(in.nlink >= 1 && in.parent == 0);
 		}
 		if (S_ISREG(in.mode))
 			check_file(idx, &in);
 		else
-			ASSERT(cfs_index_extent_find(idx, ino, 0, &i) == -EINVAL);
+			FUZZ_ASSERT(cfs_index_extent_find(idx, ino, 0, &i) == -EINVAL);
 		if (S_ISLNK(in.mode)) {
-			ASSERT(cfs_index_readlink(idx, ino, &target, &tlen) == 0);
-			ASSERT(tlen >= 1 && tlen <= CFS_SYMLINK_MAX && tlen == in.size);
-			ASSERT(!memchr(target, 0, tlen));
+			FUZZ_ASSERT(cfs_index_readlink(idx, ino, &target, &tlen) == 0);
+			FUZZ_ASSERT(tlen >= 1 && tlen <= CFS_SYMLINK_MAX && tlen == in.size);
+			FUZZ_ASSERT(!memchr(target, 0, tlen));
 		} else {
-			ASSERT(cfs_index_readlink(idx, ino, &target, &tlen) == -EINVAL);
+			FUZZ_ASSERT(cfs_index_readlink(idx, ino, &target, &tlen) == -EINVAL);
 		}
 	}
 	for (uint64_t i = 0; i < info.chunk_count; i++) {
-		ASSERT(cfs_index_chunk(idx, (uint32_t)i, &c) == 0);
-		ASSERT(c.raw_size >= 1 && c.raw_size <= CFS_CHUNK_MAX_SIZE);
+		FUZZ_ASSERT(cfs_index_chunk(idx, (uint32_t)i, &c) == 0);
+		FUZZ_ASSERT(c.raw_size >= 1 && c.raw_size <= CFS_CHUNK_MAX_SIZE);
 	}
-	ASSERT(cfs_index_chunk(idx, (uint32_t)info.chunk_count, &c) == -ENOENT);
+	FUZZ_ASSERT(cfs_index_chunk(idx, (uint32_t)info.chunk_count, &c) == -ENOENT);
 	check_hints(idx, &info);
 	cfs_index_free(idx);
 	return 0;

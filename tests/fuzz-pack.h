@@ -22,21 +22,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fuzz.h"
 #include "index.h"
 #include "store.h"
 #include "util.h"
 
 #include "pack.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define FUZZ_ASSERT(cond)                                                          \
-	do {                                                                       \
-		if (!(cond)) {                                                     \
-			fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, #cond); \
-			abort();                                                   \
-		}                                                                  \
-	} while (0)
 
 #define FUZZ_CHUNK_SIZE (64u << 10)
 #define FUZZ_SMALL_MAX 4096u

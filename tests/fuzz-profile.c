@@ -11,18 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "profile.h"
 #include "util.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define ASSERT(cond)                                                                 \
-	do {                                                                         \
-		if (!(cond)) {                                                       \
-			fprintf(stderr, "fuzz-profile: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-			abort();                                                     \
-		}                                                                    \
-	} while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -40,27 +33,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		cfs_log_setup("fuzz-profile", CFS_LOG_ERR, devnull);
 	}
 	r = cfs_profile_load_buf(data, size, "fuzz", &p);
-	ASSERT(r == 0 || r == -EINVAL || r == -ENOMEM);
+	FUZZ_ASSERT(r == 0 || r == -EINVAL || r == -ENOMEM);
 	if (r < 0)
 		return 0;
 	n = cfs_profile_count(p);
 	for (size_t i = 0; i < n; i++) {
 		const struct cfs_profile_entry *e = cfs_profile_entry(p, i);
 
-		ASSERT(e->kind == 'f' || e->kind == 'c');
-		ASSERT(e->path_len >= 1 && e->path[0] == '/' && e->path[e->path_len] == '\0');
-		ASSERT(strlen(e->path) == e->path_len);
+		FUZZ_ASSERT(e->kind == 'f' || e->kind == 'c');
+		FUZZ_ASSERT(e->path_len >= 1 && e->path[0] == '/' && e->path[e->path_len] == '\0');
+		FUZZ_ASSERT(strlen(e->path) == e->path_len);
 	}
-	ASSERT(cfs_profile_entry(p, n) == NULL);
+	FUZZ_ASSERT(cfs_profile_entry(p, n) == NULL);
 	f = open_memstream(&buf, &len);
-	ASSERT(f);
+	FUZZ_ASSERT(f);
 	in[0] = in[1] = p;
-	ASSERT(cfs_profile_merge(in, 2, f) == 0);
-	ASSERT(fclose(f) == 0);
-	ASSERT(cfs_profile_load_buf(buf, len, "merged", &q) == 0);
-	ASSERT(cfs_profile_count(q) <= n);
+	FUZZ_ASSERT(cfs_profile_merge(in, 2, f) == 0);
+	FUZZ_ASSERT(fclose(f) == 0);
+	FUZZ_ASSERT(cfs_profile_load_buf(buf, len, "merged", &q) == 0);
+	FUZZ_ASSERT(cfs_profile_count(q) <= n);
 	for (size_t i = 1; i < cfs_profile_count(q); i++)
-		ASSERT(cfs_profile_entry(q, i - 1)->usec <= cfs_profile_entry(q, i)->usec);
+		FUZZ_ASSERT(cfs_profile_entry(q, i - 1)->usec <= cfs_profile_entry(q, i)->usec);
 	cfs_profile_free(q);
 	free(buf);
 	cfs_profile_free(p);

@@ -15,18 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "loader_i.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define ASSERT(cond)                                                                       \
-	do {                                                                               \
-		if (!(cond)) {                                                             \
-			fprintf(stderr, "fuzz-safetensors: %s:%d: %s\n", __FILE__, __LINE__, \
-				#cond);                                                    \
-			abort();                                                           \
-		}                                                                          \
-	} while (0)
 
 #define SHARD 3u
 
@@ -40,13 +32,13 @@ static void check_unique(const char **names, size_t n)
 {
 	qsort(names, n, sizeof(*names), name_cmp);
 	for (size_t i = 1; i < n; i++)
-		ASSERT(strcmp(names[i - 1], names[i]) != 0);
+		FUZZ_ASSERT(strcmp(names[i - 1], names[i]) != 0);
 }
 
 static void check_message(int r, const char *err)
 {
-	ASSERT(r == -EUCLEAN || r == -ENOMEM);
-	ASSERT(err[0] && !strchr(err, '\n') && strlen(err) < CFS_ERR_LEN);
+	FUZZ_ASSERT(r == -EUCLEAN || r == -ENOMEM);
+	FUZZ_ASSERT(err[0] && !strchr(err, '\n') && strlen(err) < CFS_ERR_LEN);
 }
 
 static void check_tensors(const struct cfs_tensor *t, size_t n, uint64_t data_off,
@@ -55,35 +47,35 @@ static void check_tensors(const struct cfs_tensor *t, size_t n, uint64_t data_of
 	const char **names = calloc(n ? n : 1, sizeof(*names));
 	uint64_t at = data_off;
 
-	ASSERT(names);
+	FUZZ_ASSERT(names);
 	for (size_t i = 0; i < n; i++) {
 		size_t len;
 		uint64_t nbytes = cfs_dtype_size(t[i].dtype);
 		bool zero = false;
 
-		ASSERT(t[i].name);
+		FUZZ_ASSERT(t[i].name);
 		len = strlen(t[i].name);
-		ASSERT(len >= 1 && len <= 4096);
+		FUZZ_ASSERT(len >= 1 && len <= 4096);
 		names[i] = t[i].name;
-		ASSERT(t[i].dtype >= 0 && t[i].dtype < CFS_DT_COUNT);
-		ASSERT(t[i].ndim <= CFS_TENSOR_MAX_DIMS);
-		ASSERT(t[i].shard == SHARD);
+		FUZZ_ASSERT(t[i].dtype >= 0 && t[i].dtype < CFS_DT_COUNT);
+		FUZZ_ASSERT(t[i].ndim <= CFS_TENSOR_MAX_DIMS);
+		FUZZ_ASSERT(t[i].shard == SHARD);
 		for (unsigned d = 0; d < t[i].ndim; d++)
 			zero |= t[i].shape[d] == 0;
 		for (unsigned d = 0; d < t[i].ndim && !zero; d++)
-			ASSERT(!__builtin_mul_overflow(nbytes, t[i].shape[d], &nbytes));
-		ASSERT(t[i].nbytes == (zero ? 0 : nbytes));
-		ASSERT(t[i].file_off >= data_off && t[i].file_off <= size);
-		ASSERT(t[i].nbytes <= size - t[i].file_off);
+			FUZZ_ASSERT(!__builtin_mul_overflow(nbytes, t[i].shape[d], &nbytes));
+		FUZZ_ASSERT(t[i].nbytes == (zero ? 0 : nbytes));
+		FUZZ_ASSERT(t[i].file_off >= data_off && t[i].file_off <= size);
+		FUZZ_ASSERT(t[i].nbytes <= size - t[i].file_off);
 		if (i)
-			ASSERT(t[i - 1].file_off <= t[i].file_off);
+			FUZZ_ASSERT(t[i - 1].file_off <= t[i].file_off);
 		/* the non-empty tensors tile the byte buffer */
 		if (t[i].nbytes) {
-			ASSERT(t[i].file_off == at);
+			FUZZ_ASSERT(t[i].file_off == at);
 			at += t[i].nbytes;
 		}
 	}
-	ASSERT(at == size);
+	FUZZ_ASSERT(at == size);
 	check_unique(names, n);
 	free(names);
 }
@@ -105,35 +97,35 @@ static void fuzz_safetensors(const uint8_t *data, size_t size)
 		r = cfs_safetensors_parse(data, size, size, SHARD, "fuzz", &t, &n, &data_off, err,
 					  sizeof(err));
 		check_message(r, err);
-		ASSERT(!t && !n);
+		FUZZ_ASSERT(!t && !n);
 		return;
 	}
-	ASSERT(total >= 9 && total <= size);
+	FUZZ_ASSERT(total >= 9 && total <= size);
 	/* exactly the header, so that a read past it is caught */
 	hdr = malloc(total);
-	ASSERT(hdr);
+	FUZZ_ASSERT(hdr);
 	memcpy(hdr, data, total);
 	r = cfs_safetensors_parse(hdr, total, size, SHARD, "fuzz", &t, &n, &data_off, err,
 				  sizeof(err));
 	if (r < 0) {
 		check_message(r, err);
-		ASSERT(!t && !n);
+		FUZZ_ASSERT(!t && !n);
 		free(hdr);
 		return;
 	}
-	ASSERT(data_off == total);
+	FUZZ_ASSERT(data_off == total);
 	check_tensors(t, n, data_off, size);
 
 	/* appending a second time keeps the first part and repeats it */
 	{
 		size_t n1 = n;
 
-		ASSERT(cfs_safetensors_parse(hdr, total, size, SHARD, "fuzz", &t, &n, NULL, err,
+		FUZZ_ASSERT(cfs_safetensors_parse(hdr, total, size, SHARD, "fuzz", &t, &n, NULL, err,
 					     sizeof(err)) == 0);
-		ASSERT(n == 2 * n1);
+		FUZZ_ASSERT(n == 2 * n1);
 		for (size_t i = 0; i < n1; i++) {
-			ASSERT(!strcmp(t[i].name, t[n1 + i].name) && t[i].name != t[n1 + i].name);
-			ASSERT(t[i].file_off == t[n1 + i].file_off && t[i].nbytes == t[n1 + i].nbytes);
+			FUZZ_ASSERT(!strcmp(t[i].name, t[n1 + i].name) && t[i].name != t[n1 + i].name);
+			FUZZ_ASSERT(t[i].file_off == t[n1 + i].file_off && t[i].nbytes == t[n1 + i].nbytes);
 		}
 	}
 	cfs_tensors_free(t, n);
@@ -150,25 +142,25 @@ static void fuzz_index(const uint8_t *data, size_t size)
 
 	if (r < 0) {
 		check_message(r, err);
-		ASSERT(!files && !names && !idx);
+		FUZZ_ASSERT(!files && !names && !idx);
 		return;
 	}
-	ASSERT(nf >= 1 && nm >= nf);
+	FUZZ_ASSERT(nf >= 1 && nm >= nf);
 	{
 		bool *used = calloc(nf, sizeof(*used));
 
-		ASSERT(used);
+		FUZZ_ASSERT(used);
 		for (size_t i = 0; i < nm; i++) {
 			size_t len = strlen(names[i]);
 
-			ASSERT(len >= 1 && len <= 4096);
-			ASSERT(idx[i] < nf);
+			FUZZ_ASSERT(len >= 1 && len <= 4096);
+			FUZZ_ASSERT(idx[i] < nf);
 			used[idx[i]] = true;
 		}
 		for (size_t i = 0; i < nf; i++) {
-			ASSERT(used[i]);
-			ASSERT(files[i][0] && !strchr(files[i], '/'));
-			ASSERT(strcmp(files[i], ".") && strcmp(files[i], ".."));
+			FUZZ_ASSERT(used[i]);
+			FUZZ_ASSERT(files[i][0] && !strchr(files[i], '/'));
+			FUZZ_ASSERT(strcmp(files[i], ".") && strcmp(files[i], ".."));
 		}
 		free(used);
 	}

@@ -20,19 +20,12 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "fuzz.h"
 #include "sign.h"
 #include "store.h"
 #include "util.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define ASSERT(cond)                                                                 \
-	do {                                                                         \
-		if (!(cond)) {                                                       \
-			fprintf(stderr, "fuzz-sig: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-			abort();                                                     \
-		}                                                                    \
-	} while (0)
 
 static struct cfs_key *key;
 static struct cfs_trust *trust;
@@ -46,17 +39,17 @@ static void setup(void)
 	int fd1 = mkstemp(priv), fd2 = mkstemp(pub);
 	FILE *f1, *f2;
 
-	ASSERT(pk && fd1 >= 0 && fd2 >= 0);
+	FUZZ_ASSERT(pk && fd1 >= 0 && fd2 >= 0);
 	f1 = fdopen(fd1, "w");
 	f2 = fdopen(fd2, "w");
-	ASSERT(f1 && f2);
-	ASSERT(PEM_write_PrivateKey(f1, pk, NULL, NULL, 0, NULL, NULL) == 1);
-	ASSERT(PEM_write_PUBKEY(f2, pk) == 1);
+	FUZZ_ASSERT(f1 && f2);
+	FUZZ_ASSERT(PEM_write_PrivateKey(f1, pk, NULL, NULL, 0, NULL, NULL) == 1);
+	FUZZ_ASSERT(PEM_write_PUBKEY(f2, pk) == 1);
 	fclose(f1);
 	fclose(f2);
 	EVP_PKEY_free(pk);
-	ASSERT(cfs_key_load(priv, &key) == 0);
-	ASSERT(cfs_trust_load(pub, &trust) == 0 && cfs_trust_count(trust) == 1);
+	FUZZ_ASSERT(cfs_key_load(priv, &key) == 0);
+	FUZZ_ASSERT(cfs_trust_load(pub, &trust) == 0 && cfs_trust_count(trust) == 1);
 	unlink(priv);
 	unlink(pub);
 }
@@ -75,16 +68,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (cfs_tag_parse(data, size, &d) == 0) {
 		cfs_digest_ref(&d, ref);
-		ASSERT(size == CFS_REF_STRLEN - 1 ||
+		FUZZ_ASSERT(size == CFS_REF_STRLEN - 1 ||
 		       (size == CFS_REF_STRLEN && data[CFS_REF_STRLEN - 1] == '\n'));
-		ASSERT(!strncasecmp((const char *)data, ref, CFS_REF_STRLEN - 1));
+		FUZZ_ASSERT(!strncasecmp((const char *)data, ref, CFS_REF_STRLEN - 1));
 	}
 
 	if (cfs_sig_parse(data, size, &s) < 0)
 		return 0;
-	ASSERT(s.nsigs >= 1 && s.nsigs <= CFS_SIG_MAX && cfs_tag_name_valid(s.tag));
+	FUZZ_ASSERT(s.nsigs >= 1 && s.nsigs <= CFS_SIG_MAX && cfs_tag_name_valid(s.tag));
 	n = cfs_sig_format(&s, out, sizeof(out));
-	ASSERT(n >= 0 && (size_t)n == size && !memcmp(out, data, size));
+	FUZZ_ASSERT(n >= 0 && (size_t)n == size && !memcmp(out, data, size));
 
 	/* Only the test key is trusted: unless the input carries a real
 	 * signature by it (it cannot, short of a forgery), no verify. */
@@ -92,15 +85,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (unsigned i = 0; i < s.nsigs; i++)
 		if (!memcmp(s.sigs[i].key_id, id, sizeof(id)))
 			goto sign;
-	ASSERT(cfs_sig_verify(&s, trust, why, sizeof(why)) == -EPERM && why[0]);
+	FUZZ_ASSERT(cfs_sig_verify(&s, trust, why, sizeof(why)) == -EPERM && why[0]);
 sign:
 	t = s;
 	if (cfs_sig_add(&t, key) == 0) {
-		ASSERT(cfs_sig_verify(&t, trust, why, sizeof(why)) == 0);
+		FUZZ_ASSERT(cfs_sig_verify(&t, trust, why, sizeof(why)) == 0);
 		t.ref.b[size % CFS_DIGEST_LEN] ^= 1;
-		ASSERT(cfs_sig_verify(&t, trust, why, sizeof(why)) == -EPERM);
+		FUZZ_ASSERT(cfs_sig_verify(&t, trust, why, sizeof(why)) == -EPERM);
 	} else {
-		ASSERT(t.nsigs == CFS_SIG_MAX);
+		FUZZ_ASSERT(t.nsigs == CFS_SIG_MAX);
 	}
 	return 0;
 }
