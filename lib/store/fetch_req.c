@@ -23,6 +23,11 @@
 
 #define RECV_BUFFER_SIZE (256 * 1024)
 #define BODY_INITIAL_CAP (64 * 1024)
+/* A server's Content-Length sizes the buffer up front only this far; past
+ * it the buffer grows as the bytes arrive.  Otherwise one reply claiming
+ * the largest object allowed (2 GiB) costs that allocation before a byte
+ * of it came (fuzz-http found it); objects are chunks, far below this. */
+#define BODY_PREALLOC_MAX ((size_t)64 << 20)
 
 static _Thread_local bool tls_background;
 
@@ -166,7 +171,8 @@ static int body_reserve(struct req *r, size_t need)
 }
 
 /* Decides on the first bytes of a reply what to keep of it, and sizes the
- * buffer once when the length is known. */
+ * buffer once when the length is known (a server's up to
+ * BODY_PREALLOC_MAX). */
 static int body_start(struct req *r)
 {
 	curl_off_t cl = -1;
@@ -192,7 +198,7 @@ static int body_start(struct req *r)
 	if (cl > 0) {
 		if ((uint64_t)cl > r->max_size)
 			return -EFBIG;
-		return body_reserve(r, (size_t)cl);
+		return body_reserve(r, CFS_MIN((size_t)cl, BODY_PREALLOC_MAX));
 	}
 	return 0;
 }
