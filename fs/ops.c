@@ -415,7 +415,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 }
 
 /* The inode of a file to read, decoded here once for the whole read. */
-static int read_check(struct cfs_fs *fs, fuse_ino_t ino, off_t off, struct cfs_inode *in)
+static int read_check(struct cfs_fs *fs, fuse_ino_t ino, size_t size, off_t off,
+		      struct cfs_inode *in)
 {
 	int ret;
 
@@ -428,6 +429,13 @@ static int read_check(struct cfs_fs *fs, fuse_ino_t ino, off_t off, struct cfs_i
 		return -EINVAL;
 	if (off < 0)
 		return -EINVAL;
+	/* Noted as asked, not as answered: the kernel's readahead sends a
+	 * file's next reads together and they complete in any order, so a
+	 * profile noted on completion could list a file's tail first. A
+	 * read_splice that falls back to a copy notes twice, which the
+	 * recorder ignores. */
+	if (fs->rec)
+		cfs_recorder_note(fs->rec, ino, (uint64_t)off, (uint64_t)size);
 	return 0;
 }
 
@@ -443,8 +451,6 @@ static ssize_t read_done(struct cfs_fs *fs, fuse_ino_t ino, size_t size, off_t o
 		 * which. */
 		if (n != -ENOMEM && n != -EINVAL)
 			n = -EIO;
-	} else if (fs->rec) {
-		cfs_recorder_note(fs->rec, ino, (uint64_t)off, (uint64_t)n);
 	}
 	return n;
 }
@@ -452,7 +458,7 @@ static ssize_t read_done(struct cfs_fs *fs, fuse_ino_t ino, size_t size, off_t o
 static ssize_t do_read(struct cfs_fs *fs, fuse_ino_t ino, void *buf, size_t size, off_t off)
 {
 	struct cfs_inode in;
-	int ret = read_check(fs, ino, off, &in);
+	int ret = read_check(fs, ino, size, off, &in);
 
 	if (ret < 0)
 		return ret;
@@ -493,7 +499,7 @@ static int read_splice(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
 	ssize_t n;
 	int ret;
 
-	ret = read_check(fs, ino, off, &in);
+	ret = read_check(fs, ino, size, off, &in);
 	if (ret < 0) {
 		reply_err(req, ret);
 		return 0;

@@ -38,6 +38,12 @@ record_run() {
 	mount_bg "$m" "$W/store" rec --cache "$W/cache-$name" --record "$W/$name.prof"
 	[ -s "$W/$name.prof" ] || fail "no profile written at mount"
 	DAEMON=$MOUNT_PID
+	# One read at a time: the kernel's readahead sends a file's next
+	# reads together, and two daemon threads may take them in either
+	# order, which the order checks below would see.
+	local ra
+	ra=/sys/class/bdi/$(mountpoint -d "$m")/read_ahead_kb
+	[ ! -w "$ra" ] || echo 0 > "$ra"
 	"$@"
 	unmount_clean "$m" "$DAEMON"
 	echo "--- $name.prof"
