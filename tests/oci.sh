@@ -21,6 +21,7 @@
 set -euo pipefail
 
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib-registry.sh"
 
 need_root "needs root (umoci unpack makes device nodes, owners, security.capability)"
 need_fuse
@@ -271,38 +272,13 @@ check_mount "$W/store-mixed" mixed mixed
 check_config "$W/store-mixed" mixed "$config_blob"
 
 # --- variants c and d: through a registry, back as zstd OCI and docker-archive ---
-# start_registry: docker-registry on 127.0.0.1:$REG_PORT, storage under $W.
-start_registry() {
-	local d=$W/registry try
-	mkdir -p "$d/data"
-	for ((try = 0; try < 10; try++)); do
-		REG_PORT=$(free_port)
-		cat >"$d/config.yml" <<-EOF
-			version: 0.1
-			log:
-			  level: warn
-			  accesslog:
-			    disabled: true
-			storage:
-			  filesystem:
-			    rootdirectory: $d/data
-			http:
-			  addr: 127.0.0.1:$REG_PORT
-			  secret: cfs-oci-test
-		EOF
-		docker-registry serve "$d/config.yml" >"$d/log" 2>&1 &
-		serving $! 10 curl -sf -o /dev/null "http://127.0.0.1:$REG_PORT/v2/" && return 0
-	done
-	fail "docker-registry did not start: $(tail -n 3 "$d/log")"
-}
-
 step "registry: docker-registry on 127.0.0.1, skopeo copy oci:L:base there"
-start_registry
-remote=docker://127.0.0.1:$REG_PORT/cfs/test:1
-skopeo_q --dest-tls-verify=false "oci:$L:base" "$remote"
+start_registry plain
+remote=docker://$REG_HOST/cfs/test:1
+reg_push "oci:$L:base" cfs/test:1
 
 step "skopeo: registry -> oci:Z:zst with zstd layers"
-skopeo_q --src-tls-verify=false --dest-compress-format zstd "$remote" "oci:$W/Z:zst"
+skopeo_q "${REG_SRC_OPTS[@]}" --dest-compress-format zstd "$remote" "oci:$W/Z:zst"
 jq -e '.layers | length == 3 and all(.mediaType | endswith("tar+zstd"))' "$(manifest_of "$W/Z")" >/dev/null ||
 	fail "skopeo --dest-compress-format zstd wrote no zstd layers: $(cat "$(manifest_of "$W/Z")")"
 r=$(pack "$W/store-zstd" zst "oci:$W/Z:zst")
@@ -312,7 +288,7 @@ check_config "$W/store-zstd" zst "$config_blob"
 
 step "skopeo: registry -> docker-archive:img.tar"
 archive=$W/img.tar
-skopeo_q --src-tls-verify=false "$remote" "docker-archive:$archive:cfs/test:1"
+skopeo_q "${REG_SRC_OPTS[@]}" "$remote" "docker-archive:$archive:cfs/test:1"
 # skopeo writes the name as docker normalizes it; cfs matches what is written.
 repotag=$(tar -xOf "$archive" manifest.json | jq -r '.[0].RepoTags[0]')
 [ -n "$repotag" ] && [ "$repotag" != null ] || fail "img.tar's manifest.json names no RepoTags"
