@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Helpers of the OCI image tests (oci.sh, registry.sh), sourced after lib.sh:
 # the umoci-built image both pack, the checks of a packed image against
-# umoci's tree, hand-made layout blobs, skopeo and a local docker-registry.
+# umoci's tree, hand-made layout blobs and skopeo (the registries are
+# tests/lib-registry.sh's).
 # They use $W, $srcdir, $CFS_PACK, $CFS_LS and $TMPDIR as the tests set them.
 
 # skopeo ARGS...: no signature policy (the host's policy.json is no part of
@@ -166,29 +167,3 @@ check_mount() {
 	check_rules "$mp"
 	unmount_clean "$mp" "$MOUNT_PID"
 }
-
-# start_registry: docker-registry on 127.0.0.1:$REG_PORT, storage under $W.
-start_registry() {
-	local d=$W/registry try
-	mkdir -p "$d/data"
-	for ((try = 0; try < 10; try++)); do
-		REG_PORT=$(free_port)
-		cat >"$d/config.yml" <<-EOF
-			version: 0.1
-			log:
-			  level: warn
-			  accesslog:
-			    disabled: true
-			storage:
-			  filesystem:
-			    rootdirectory: $d/data
-			http:
-			  addr: 127.0.0.1:$REG_PORT
-			  secret: cfs-oci-test
-		EOF
-		docker-registry serve "$d/config.yml" >"$d/log" 2>&1 &
-		serving $! 10 curl -sf -o /dev/null "http://127.0.0.1:$REG_PORT/v2/" && return 0
-	done
-	fail "docker-registry did not start: $(tail -n 3 "$d/log")"
-}
-
