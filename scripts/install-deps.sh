@@ -27,6 +27,9 @@ packages=(
 	# skopeo turn them into zstd layouts and docker-archives, jq edits the
 	# JSON of hand-made layouts
 	umoci skopeo docker-registry jq
+	# the registries of tests/lib-registry.sh: htpasswd writes the bcrypt
+	# hashes that docker-registry's Basic auth needs
+	apache2-utils
 	# container engines on cfs mounts (tests/runtimes.sh)
 	podman containerd
 )

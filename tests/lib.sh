@@ -446,6 +446,29 @@ start_nginx() {
 	fail "nginx did not start: $(tail -n 3 "$d/error.log" 2>/dev/null)"
 }
 
+# make_tls_certs D: a throwaway CA made by the openssl CLI, D/ca.pem (its
+# key D/ca.key), and a server certificate it signs for the address 127.0.0.1
+# (CN and IP SAN, not a name), D/server.pem with its key D/server.key (RSA).
+# Made once: a second call on the same D keeps what is there.
+make_tls_certs() {
+	local d=$1
+	[ -s "$d/server.pem" ] && return 0
+	command -v openssl >/dev/null 2>&1 || fail "openssl is not installed"
+	mkdir -p "$d"
+	openssl req -x509 -new -newkey rsa:2048 -nodes -days 2 -subj "/CN=cfs test CA" \
+		-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+		-keyout "$d/ca.key" -out "$d/ca.pem" >"$d/openssl.log" 2>&1 ||
+		fail "openssl: making the test CA failed: $(tail -n 3 "$d/openssl.log")"
+	openssl req -new -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+		-keyout "$d/server.key" -out "$d/server.csr" >>"$d/openssl.log" 2>&1 ||
+		fail "openssl: the server key failed: $(tail -n 3 "$d/openssl.log")"
+	printf '%s\n' basicConstraints=CA:FALSE keyUsage=digitalSignature,keyEncipherment \
+		extendedKeyUsage=serverAuth subjectAltName=IP:127.0.0.1 >"$d/server.ext"
+	openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
+		-CAcreateserial -days 2 -extfile "$d/server.ext" -out "$d/server.pem" >>"$d/openssl.log" 2>&1 ||
+		fail "openssl: signing the server certificate failed: $(tail -n 3 "$d/openssl.log")"
+}
+
 # start_nginx_tls DIR: serves DIR at https://127.0.0.1:$NGINX_TLS_PORT/
 # with nginx over TLS with HTTP/2 offered (ALPN h2 and http/1.1), with a
 # throwaway CA made here by the openssl CLI: $NGINX_TLS_CA is its
@@ -457,23 +480,9 @@ start_nginx() {
 start_nginx_tls() {
 	local dir=$1 d=$W/nginx-tls try
 	_nginx_require
-	command -v openssl >/dev/null 2>&1 || fail "openssl is not installed"
-	mkdir -p "$d"
 	NGINX_TLS_CA=$d/ca.pem
 	NGINX_TLS_ACCESS_LOG=$d/access.log
-	# A CA, and a server certificate it signs for the address, not a name.
-	openssl req -x509 -new -newkey rsa:2048 -nodes -days 2 -subj "/CN=cfs test CA" \
-		-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
-		-keyout "$d/ca.key" -out "$NGINX_TLS_CA" >"$d/openssl.log" 2>&1 ||
-		fail "openssl: making the test CA failed: $(tail -n 3 "$d/openssl.log")"
-	openssl req -new -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
-		-keyout "$d/server.key" -out "$d/server.csr" >>"$d/openssl.log" 2>&1 ||
-		fail "openssl: the server key failed: $(tail -n 3 "$d/openssl.log")"
-	printf '%s\n' basicConstraints=CA:FALSE keyUsage=digitalSignature,keyEncipherment \
-		extendedKeyUsage=serverAuth subjectAltName=IP:127.0.0.1 >"$d/server.ext"
-	openssl x509 -req -in "$d/server.csr" -CA "$NGINX_TLS_CA" -CAkey "$d/ca.key" \
-		-CAcreateserial -days 2 -extfile "$d/server.ext" -out "$d/server.pem" >>"$d/openssl.log" 2>&1 ||
-		fail "openssl: signing the server certificate failed: $(tail -n 3 "$d/openssl.log")"
+	make_tls_certs "$d"
 	for ((try = 0; try < 10; try++)); do
 		NGINX_TLS_PORT=$(free_port)
 		# shellcheck disable=SC2016 # nginx's variables, for nginx

@@ -22,6 +22,7 @@ set -euo pipefail
 
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib-oci.sh"
+source "$(dirname "$0")/lib-registry.sh"
 
 need_root "needs root (umoci unpack makes device nodes, owners, security.capability)"
 need_fuse
@@ -116,12 +117,12 @@ check_config "$W/store-mixed" mixed "$config_blob"
 
 # --- variants c and d: through a registry, back as zstd OCI and docker-archive ---
 step "registry: docker-registry on 127.0.0.1, skopeo copy oci:L:base there"
-start_registry
-remote=docker://127.0.0.1:$REG_PORT/cfs/test:1
-skopeo_q --dest-tls-verify=false "oci:$L:base" "$remote"
+start_registry plain
+remote=docker://$REG_HOST/cfs/test:1
+reg_push "oci:$L:base" cfs/test:1
 
 step "skopeo: registry -> oci:Z:zst with zstd layers"
-skopeo_q --src-tls-verify=false --dest-compress-format zstd "$remote" "oci:$W/Z:zst"
+skopeo_q "${REG_SRC_OPTS[@]}" --dest-compress-format zstd "$remote" "oci:$W/Z:zst"
 jq -e '.layers | length == 3 and all(.mediaType | endswith("tar+zstd"))' "$(manifest_of "$W/Z")" >/dev/null ||
 	fail "skopeo --dest-compress-format zstd wrote no zstd layers: $(cat "$(manifest_of "$W/Z")")"
 r=$(pack "$W/store-zstd" zst "oci:$W/Z:zst")
@@ -131,7 +132,7 @@ check_config "$W/store-zstd" zst "$config_blob"
 
 step "skopeo: registry -> docker-archive:img.tar"
 archive=$W/img.tar
-skopeo_q --src-tls-verify=false "$remote" "docker-archive:$archive:cfs/test:1"
+skopeo_q "${REG_SRC_OPTS[@]}" "$remote" "docker-archive:$archive:cfs/test:1"
 # skopeo writes the name as docker normalizes it; cfs matches what is written.
 repotag=$(tar -xOf "$archive" manifest.json | jq -r '.[0].RepoTags[0]')
 [ -n "$repotag" ] && [ "$repotag" != null ] || fail "img.tar's manifest.json names no RepoTags"
