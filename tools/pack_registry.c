@@ -598,7 +598,7 @@ static int ping(struct reg *r)
 		curl_easy_setopt(r->h, CURLOPT_WRITEDATA, &rs);
 		c = curl_easy_perform(r->h);
 		curl_easy_getinfo(r->h, CURLINFO_RESPONSE_CODE, &rs.status);
-		if (c == CURLE_SSL_CONNECT_ERROR || c == CURLE_RECV_ERROR) {
+		if (c == CURLE_SSL_CONNECT_ERROR || c == CURLE_RECV_ERROR || c == CURLE_GOT_NOTHING) {
 			snprintf(r->base, sizeof(r->base), "http://%s", r->ref.host);
 			snprintf(url, sizeof(url), "%s/v2/", r->base);
 		}
@@ -616,7 +616,8 @@ static int ping(struct reg *r)
 		}
 		ret = auth_flow(r, &ch);
 	} else if (rs.status != 200) {
-		ret = http_fail(&r->o, url, rs.status, rs.body, rs.len, " (not a registry?)");
+		ret = http_fail(&r->o, url, rs.status, rs.body, rs.len,
+				rs.status < 500 ? " (not a registry?)" : NULL);
 	}
 out:
 	resp_reset(&rs, 0);

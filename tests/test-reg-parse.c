@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test-registry: the parsers of the docker:// source (tools/pack_reg.h):
+ * test-reg-parse: the parsers of the docker:// source (tools/pack_reg.h):
  * image references (hosts, ports, docker.io's defaults, tags, digests,
  * and what they refuse), WWW-Authenticate challenges (Bearer over Basic,
  * quoted strings with commas and escapes, unknown schemes, malformed and
@@ -173,5 +173,5 @@ int main(void)
 	test_challenge();
 	test_json();
 	test_auth();
-	return cfs_test_done("test-registry");
+	return cfs_test_done("test-reg-parse");
 }
