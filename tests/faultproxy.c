@@ -295,7 +295,10 @@ static int conn_read_head(struct fp_conn *c, struct fp_head *h)
 			c->start += h->head_len;
 			return 1;
 		}
-		if (avail >= FP_HEAD_MAX)
+		/* A head starts with a method or "HTTP/": anything else (a TLS
+		 * hello to a plain-http port) is refused at once, as an HTTP
+		 * server does, not waited on. */
+		if (avail >= FP_HEAD_MAX || (avail && (s[0] < 'A' || s[0] > 'Z')))
 			return -EPROTO;
 		n = conn_fill(c);
 		if (n < 0)

@@ -41,6 +41,7 @@
 static const struct cfs_pack_source *const prefixed[] = {
 	&cfs_pack_source_oci,
 	&cfs_pack_source_docker_archive,
+	&cfs_pack_source_registry,
 };
 
 /* A tag moved without --sign keeps its old signature, which --trust mounts
@@ -71,19 +72,30 @@ static void usage(FILE *f)
 		"usage: " PROG " [-q] [--tag NAME [--sign KEY]] [-j N] [--chunk-size SIZE] [--level N]\n"
 		"                [--small-max SIZE] [--group-bits N] [store options]\n"
 		"                [--profile FILE | --profile-run CMD [--profile-timeout SEC]]\n"
-		"                [--platform OS/ARCH[/VARIANT]] SOURCE STORE\n"
+		"                [--platform OS/ARCH[/VARIANT]] [--authfile FILE] [--ca-file FILE]\n"
+		"                [--tls-verify=false] SOURCE STORE\n"
 		"       " PROG " --add-profile FILE [-q] [--tag NAME [--sign KEY]]\n"
 		"                [store options] STORE IMAGE\n"
 		"\n"
 		"Packs SOURCE into STORE (a directory, created if absent, or\n"
 		"s3://BUCKET[/PREFIX]) and prints the image reference, sha256:<hex>, on\n"
 		"stdout.  SOURCE is a directory, a tar archive (plain, gzip, zstd, xz,\n"
-		"bzip2), an OCI image layout as oci:DIR[:REF], or a docker save archive as\n"
-		"docker-archive:FILE[:NAME:TAG]; an image's config is stored with it.\n"
+		"bzip2), an OCI image layout as oci:DIR[:REF], a docker save archive as\n"
+		"docker-archive:FILE[:NAME:TAG], or an image in a registry as\n"
+		"docker://HOST[:PORT]/REPO[:TAG|@sha256:HEX] (tag latest by default; its\n"
+		"layers stream into the store, nothing is written to disk on the way); an\n"
+		"image's config is stored with it.\n"
 		"\n"
 		"  -q, --quiet           no summary on stderr\n"
 		"      --platform OS/ARCH[/VARIANT]  the image to take from a multi-platform\n"
 		"                        index (default: this machine's)\n"
+		"      --authfile FILE   docker:// credentials ({\"auths\":{\"HOST\":{\"auth\":..}}});\n"
+		"                        default: $REGISTRY_AUTH_FILE, else\n"
+		"                        $XDG_RUNTIME_DIR/containers/auth.json, else\n"
+		"                        ~/.docker/config.json; --ca-file FILE (below) is\n"
+		"                        trusted beside the system's CAs for the registry\n"
+		"      --tls-verify=false  docker://: no TLS verification, and plain http when\n"
+		"                        the registry does not speak TLS\n"
 		"  -t, --tag NAME        point tag NAME at the image\n"
 		"      --sign KEY        sign the tag with the Ed25519 private key in KEY (PEM,\n"
 		"                        openssl genpkey -algorithm ed25519): cfs-mount --trust\n"
@@ -355,6 +367,8 @@ int main(int argc, char **argv)
 		{ "profile-run", required_argument, NULL, 'R' },
 		{ "profile-timeout", required_argument, NULL, 'T' },
 		{ "platform", required_argument, NULL, 'p' },
+		{ "authfile", required_argument, NULL, 'A' },
+		{ "tls-verify", required_argument, NULL, 'V' },
 		{ "sign", required_argument, NULL, 'K' },
 		{ "no-hints", no_argument, NULL, 'H' },
 		{ "help", no_argument, NULL, 'h' },
@@ -437,6 +451,16 @@ int main(int argc, char **argv)
 			break;
 		case 'p':
 			po.platform = optarg;
+			break;
+		case 'A':
+			po.reg_authfile = optarg;
+			break;
+		case 'V':
+			if (strcmp(optarg, "true") && strcmp(optarg, "false")) {
+				fprintf(stderr, PROG ": --tls-verify: true or false: %s\n", optarg);
+				goto usage;
+			}
+			po.reg_insecure = !strcmp(optarg, "false");
 			break;
 		case 'K':
 			sign_path = optarg;
@@ -535,6 +559,7 @@ int main(int argc, char **argv)
 		goto out;
 	if (cfs_store_is_remote(st) && !jobs_set && jobs < REMOTE_JOBS_MIN)
 		jobs = REMOTE_JOBS_MIN;
+	po.reg_ca_file = oo.ca_file;
 	po.level = (int)level;
 	po.jobs = (unsigned)jobs;
 	po.progress = !quiet && isatty(STDERR_FILENO);

@@ -49,6 +49,14 @@ struct cfs_pack_opts {
 	/* Image sources: the image to take from a multi-platform index,
 	 * "os/arch[/variant]", or NULL for the host's. */
 	const char *platform;
+	/* docker:// sources (pack_registry.c), borrowed: the credentials file
+	 * (NULL: $REGISTRY_AUTH_FILE, ${XDG_RUNTIME_DIR}/containers/auth.json,
+	 * ~/.docker/config.json), a CA bundle trusted beside the system's
+	 * (NULL: none), and reg_insecure: no TLS verification, plain http
+	 * allowed (--tls-verify=false). */
+	const char *reg_authfile;
+	const char *reg_ca_file;
+	bool reg_insecure;
 	/* --profile: the sources feed its files first, and the image gets
 	 * their chunks as its prefetch list.  Borrowed for the context's life;
 	 * NULL for none. */
@@ -74,6 +82,8 @@ struct cfs_pack_ctx {
 	 * profile. */
 	struct cfs_pack_prof *prof;
 	const char *platform;   /* cfs_pack_opts.platform */
+	const char *reg_authfile, *reg_ca_file;   /* and the registry's */
+	bool reg_insecure;
 
 	/* Counted by the sources. */
 	uint64_t files, dirs, other;
@@ -108,6 +118,7 @@ extern const struct cfs_pack_source cfs_pack_source_dir;     /* pack_dir.c */
 extern const struct cfs_pack_source cfs_pack_source_tar;     /* pack_tar.c */
 extern const struct cfs_pack_source cfs_pack_source_oci;     /* pack_oci.c */
 extern const struct cfs_pack_source cfs_pack_source_docker_archive;
+extern const struct cfs_pack_source cfs_pack_source_registry; /* pack_registry.c */
 
 /* What a finished pack did, for the summary line. */
 struct cfs_pack_stats {

@@ -1,15 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Image sources for cfs-pack: an OCI image layout (oci:DIR[:REF]) and the
+ * Image sources for cfs-pack: what every image source shares, and the two
+ * that read local files, an OCI image layout (oci:DIR[:REF]) and the
  * archive `docker save` / `podman save` / `skopeo copy docker-archive:`
- * write (docker-archive:FILE[:REF]).
+ * write (docker-archive:FILE[:REF]).  The registry (docker://) is
+ * pack_registry.c, over the same logic.
  *
  * The image is picked (a REF, the host's platform or --platform through
  * nested indexes), every blob read is checked against its descriptor's
  * digest and size, and the layers are applied in order through pack_tar.c
  * with the OCI whiteout rules, each decompressed and hashed on both sides
  * by pack_oci_layer.c.  The image config goes to the pipeline, which
- * stores it with the image.
+ * stores it with the image.  Where the blobs come from is a table of
+ * functions (struct cfs_pack_oci_blobs): here pread on a layout's files
+ * or an archive's members.
  *
  * A layer is verified as it streams, so a layer that fails its digest has
  * already fed chunks to the store; they are content-addressed and
@@ -22,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,22 +44,15 @@
 #include "pack.h"
 #include "pack_oci_i.h"
 
-#define OCI_JSON_MAX (4u << 20)       /* an index or a manifest */
 #define OCI_DEPTH_MAX 4               /* nested indexes */
 #define OCI_LAYERS_MAX 1000u
 #define DAR_MEMBERS_MAX 100000u
 #define DAR_NAME_MAX 4096u
 #define DAR_LINK_HOPS 8
 
-#define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
-#define MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
-#define MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
-#define MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
-#define MT_DOCKER_V1 "application/vnd.docker.distribution.manifest.v1"
-
-struct plat {
-	char os[32], arch[32], variant[32];
-};
+/* The short name, in this file. */
+#define fail cfs_pack_oci_fail
+#define lfail(lc, ...) cfs_pack_oci_fail(&(lc)->o, __VA_ARGS__)
 
 /* A member of a docker-archive. */
 struct dar_member {
@@ -63,36 +61,28 @@ struct dar_member {
 	uint64_t off, size;
 };
 
-struct oci {
-	struct cfs_pack_ctx *p;
-	char *loc;      /* "oci:DIR" or "docker-archive:FILE", for messages */
+/* A layout or an archive: o first, so that the blobs' functions find the
+ * rest. */
+struct local {
+	struct cfs_pack_oci o;
 	int dirfd;      /* the layout */
 	int fd;         /* the archive */
 	uint64_t fd_size;
 	struct dar_member *mem;
 	size_t nmem;
-	struct plat want;
 };
 
-/* A byte range holding a blob. */
+/* A byte range holding a blob, and the read position of a layer in it. */
 struct blob {
+	struct local *lc;
 	int fd;
 	bool own;
-	uint64_t off, len;
+	uint64_t off, len, pos;
 };
 
-struct desc {
-	const char *media;  /* "" when absent */
-	char digest[CFS_REF_STRLEN];
-	cfs_digest d;
-	uint64_t size;
-	json_t *obj;
-};
-
-static int fail(struct oci *o, int err, const char *fmt, ...) CFS_PRINTF(3, 4);
-static int fail(struct oci *o, int err, const char *fmt, ...)
+int cfs_pack_oci_fail(struct cfs_pack_oci *o, int err, const char *fmt, ...)
 {
-	char msg[512];
+	char msg[1024];
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -199,17 +189,17 @@ static void member_norm(char *s)
 	*w = '\0';
 }
 
-static int dar_read(struct oci *o, void *buf, size_t n, uint64_t off)
+static int dar_read(struct local *o, void *buf, size_t n, uint64_t off)
 {
 	int ret = cfs_pread_full(o->fd, buf, n, (off_t)off);
 
 	if (ret == -ENODATA || ret == 0)
-		return ret == 0 ? 0 : fail(o, -EUCLEAN, "truncated at byte %llu",
+		return ret == 0 ? 0 : lfail(o, -EUCLEAN, "truncated at byte %llu",
 					   (unsigned long long)off);
-	return ret < 0 ? fail(o, ret, "read: %s", cfs_strerror(ret)) : 0;
+	return ret < 0 ? lfail(o, ret, "read: %s", cfs_strerror(ret)) : 0;
 }
 
-static int dar_members(struct oci *o)
+static int dar_members(struct local *o)
 {
 	char *long_name = NULL, *long_link = NULL, *pax_path = NULL, *pax_link = NULL;
 	uint8_t h[512];
@@ -223,7 +213,7 @@ static int dar_members(struct oci *o)
 		bool zero = true;
 
 		if (pos + 512 > o->fd_size) {
-			ret = fail(o, -EUCLEAN, "truncated tar (no end marker)");
+			ret = lfail(o, -EUCLEAN, "truncated tar (no end marker)");
 			break;
 		}
 		ret = dar_read(o, h, sizeof(h), pos);
@@ -238,12 +228,12 @@ static int dar_members(struct oci *o)
 		chk = tar_num(h + 148, 8);
 		size = tar_num(h + 124, 12);
 		if (chk < 0 || (unsigned)chk != sum) {
-			ret = fail(o, -EUCLEAN, "not a tar archive (bad header at byte %llu)",
+			ret = lfail(o, -EUCLEAN, "not a tar archive (bad header at byte %llu)",
 				   (unsigned long long)pos);
 			break;
 		}
 		if (size < 0 || (uint64_t)size > o->fd_size - pos - 512) {
-			ret = fail(o, -EUCLEAN, "tar member at byte %llu runs past the end",
+			ret = lfail(o, -EUCLEAN, "tar member at byte %llu runs past the end",
 				   (unsigned long long)pos);
 			break;
 		}
@@ -252,13 +242,13 @@ static int dar_members(struct oci *o)
 			char *d, **dst = type == 'L' ? &long_name : &long_link;
 
 			if (size > (int64_t)(type == 'x' ? 1u << 20 : DAR_NAME_MAX)) {
-				ret = fail(o, -EUCLEAN, "tar extension header too large at byte %llu",
+				ret = lfail(o, -EUCLEAN, "tar extension header too large at byte %llu",
 					   (unsigned long long)pos);
 				break;
 			}
 			d = malloc((size_t)size + 1);
 			if (!d) {
-				ret = fail(o, -ENOMEM, "%s", cfs_strerror(-ENOMEM));
+				ret = lfail(o, -ENOMEM, "%s", cfs_strerror(-ENOMEM));
 				break;
 			}
 			ret = dar_read(o, d, (size_t)size, pos + 512);
@@ -266,7 +256,7 @@ static int dar_members(struct oci *o)
 			if (ret == 0 && type == 'x') {
 				ret = pax_parse(d, (size_t)size, &pax_path, &pax_link);
 				if (ret < 0)
-					ret = fail(o, -EUCLEAN, "bad pax header at byte %llu",
+					ret = lfail(o, -EUCLEAN, "bad pax header at byte %llu",
 						   (unsigned long long)pos);
 				free(d);
 			} else if (ret == 0) {
@@ -313,7 +303,7 @@ static int dar_members(struct oci *o)
 		if (!name || ((type == '1' || type == '2') && !link)) {
 			free(name);
 			free(link);
-			ret = fail(o, -ENOMEM, "%s", cfs_strerror(-ENOMEM));
+			ret = lfail(o, -ENOMEM, "%s", cfs_strerror(-ENOMEM));
 			break;
 		}
 		if (type == '0' || type == '\0' || type == '7' || type == '1' || type == '2') {
@@ -322,14 +312,14 @@ static int dar_members(struct oci *o)
 			if (o->nmem >= DAR_MEMBERS_MAX) {
 				free(name);
 				free(link);
-				ret = fail(o, -EFBIG, "more than %u members", DAR_MEMBERS_MAX);
+				ret = lfail(o, -EFBIG, "more than %u members", DAR_MEMBERS_MAX);
 				break;
 			}
 			m = realloc(o->mem, (o->nmem + 1) * sizeof(*o->mem));
 			if (!m) {
 				free(name);
 				free(link);
-				ret = fail(o, -ENOMEM, "%s", cfs_strerror(-ENOMEM));
+				ret = lfail(o, -ENOMEM, "%s", cfs_strerror(-ENOMEM));
 				break;
 			}
 			o->mem = m;
@@ -351,7 +341,7 @@ static int dar_members(struct oci *o)
 
 /* The member a name leads to, through symlinks (relative to the link's
  * directory) and hard links (relative to the root). */
-static const struct dar_member *dar_find(struct oci *o, const char *want)
+static const struct dar_member *dar_find(struct local *o, const char *want)
 {
 	char name[DAR_NAME_MAX + 1];
 	int hops = 0;
@@ -422,76 +412,186 @@ static const struct dar_member *dar_find(struct oci *o, const char *want)
 	}
 }
 
-/* ---- blobs ---- */
+/* The digest a docker-archive member's name gives, "<hex>.json",
+ * "<hex>/layer.tar" or "blobs/sha256/<hex>", if any. */
+static bool name_digest(const char *name, cfs_digest *d)
+{
+	const char *base = strrchr(name, '/');
+	char hex[CFS_DIGEST_HEX_LEN + 1];
 
-static int blob_by_digest(struct oci *o, const struct desc *dsc, struct blob *b)
+	base = base ? base + 1 : name;
+	if (!strncmp(name, "blobs/sha256/", 13) && strlen(base) == CFS_DIGEST_HEX_LEN)
+		return cfs_digest_parse(base, true, d) == 0;
+	if (strlen(base) == CFS_DIGEST_HEX_LEN + 5 && !strcmp(base + CFS_DIGEST_HEX_LEN, ".json")) {
+		memcpy(hex, base, CFS_DIGEST_HEX_LEN);
+		hex[CFS_DIGEST_HEX_LEN] = '\0';
+		return cfs_digest_parse(hex, true, d) == 0;
+	}
+	return false;
+}
+
+/* ---- local blobs ---- */
+
+static int blob_by_digest(struct local *o, const struct cfs_pack_oci_desc *dsc, struct blob *b)
 {
 	char hex[CFS_DIGEST_HEX_LEN + 1], path[16 + CFS_DIGEST_HEX_LEN];
 	struct stat sb;
 
 	cfs_digest_hex(&dsc->d, hex);
 	snprintf(path, sizeof(path), "blobs/sha256/%s", hex);
+	b->lc = o;
 	if (o->fd >= 0) {
 		const struct dar_member *m = dar_find(o, path);
 
 		if (!m)
-			return fail(o, -ENOENT, "blob %s missing", dsc->digest);
-		*b = (struct blob){ .fd = o->fd, .off = m->off, .len = m->size };
+			return lfail(o, -ENOENT, "blob %s missing", dsc->digest);
+		*b = (struct blob){ .lc = o, .fd = o->fd, .off = m->off, .len = m->size };
 		return 0;
 	}
 	b->fd = openat(o->dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (b->fd < 0)
-		return fail(o, -errno, "blob %s: %s", dsc->digest,
-			    errno == ENOENT ? "missing from the layout" : strerror(errno));
+		return lfail(o, -errno, "blob %s: %s", dsc->digest,
+			     errno == ENOENT ? "missing from the layout" : strerror(errno));
 	b->own = true;
 	b->off = 0;
 	if (fstat(b->fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
 		blob_close(b);
-		return fail(o, -EINVAL, "blob %s: not a regular file", dsc->digest);
+		return lfail(o, -EINVAL, "blob %s: not a regular file", dsc->digest);
 	}
 	b->len = (uint64_t)sb.st_size;
 	return 0;
 }
 
-/* A whole small blob, checked against want (if any) and its size (if
- * want).  NUL-terminated for the JSON parser. */
-static int blob_slurp(struct oci *o, const struct blob *b, const struct desc *want, size_t max,
-		      const char *what, char **out, size_t *len)
+/* A whole small blob, NUL-terminated for the JSON parser. */
+static int blob_slurp(struct local *o, const struct blob *b, size_t max, const char *what,
+		      char **out, size_t *len)
 {
-	cfs_digest d;
 	char *buf;
 	int ret;
 
-	if (want && b->len != want->size)
-		return fail(o, -EBADMSG, "%s %s: %llu bytes, the descriptor says %llu", what,
-			    want->digest, (unsigned long long)b->len,
-			    (unsigned long long)want->size);
 	if (b->len > max)
-		return fail(o, -EFBIG, "%s: %llu bytes, more than %zu", what,
-			    (unsigned long long)b->len, max);
+		return lfail(o, -EFBIG, "%s: %llu bytes, more than %zu", what,
+			     (unsigned long long)b->len, max);
 	buf = malloc((size_t)b->len + 1);
 	if (!buf)
-		return fail(o, -ENOMEM, "%s: %s", what, cfs_strerror(-ENOMEM));
+		return lfail(o, -ENOMEM, "%s: %s", what, cfs_strerror(-ENOMEM));
 	ret = cfs_pread_full(b->fd, buf, (size_t)b->len, (off_t)b->off);
 	if (ret < 0) {
 		free(buf);
-		return fail(o, ret == -ENODATA ? -EUCLEAN : ret, "%s: %s", what,
-			    ret == -ENODATA ? "truncated" : cfs_strerror(ret));
+		return lfail(o, ret == -ENODATA ? -EUCLEAN : ret, "%s: %s", what,
+			     ret == -ENODATA ? "truncated" : cfs_strerror(ret));
 	}
 	buf[b->len] = '\0';
-	if (want) {
-		cfs_sha256(buf, (size_t)b->len, &d);
-		if (!cfs_digest_eq(&d, &want->d)) {
-			free(buf);
-			return fail(o, -EBADMSG, "%s %s: digest mismatch", what, want->digest);
-		}
-	}
 	*out = buf;
 	*len = (size_t)b->len;
 	return 0;
 }
 
-static int json_parse(struct oci *o, const char *buf, size_t len, const char *what, json_t **out)
+static int local_get(struct cfs_pack_oci *o, const struct cfs_pack_oci_desc *d, bool manifest,
+		     size_t max, const char *what, char **buf, size_t *len)
+{
+	struct local *lc = (struct local *)o;
+	struct blob b = { .fd = -1 };
+	int ret;
+
+	(void)manifest;
+	ret = blob_by_digest(lc, d, &b);
+	if (ret < 0)
+		return ret;
+	/* A wrong size is told before a large blob is read. */
+	if (b.len != d->size)
+		ret = fail(o, -EBADMSG, "%s %s: %llu bytes, the descriptor says %llu", what,
+			   d->digest, (unsigned long long)b.len, (unsigned long long)d->size);
+	else
+		ret = blob_slurp(lc, &b, max, what, buf, len);
+	blob_close(&b);
+	return ret;
+}
+
+/* cfs_pack_oci_read_fn over a blob's byte range. */
+static ssize_t local_read(void *ctx, void *buf, size_t len)
+{
+	struct blob *b = ctx;
+	size_t n = (size_t)CFS_MIN((uint64_t)len, b->len - b->pos);
+	int ret;
+
+	if (!n)
+		return 0;
+	ret = cfs_pread_full(b->fd, buf, n, (off_t)(b->off + b->pos));
+	if (ret < 0)
+		return lfail(b->lc, ret == -ENODATA ? -EUCLEAN : ret, "blob read: %s",
+			     ret == -ENODATA ? "truncated" : cfs_strerror(ret));
+	b->pos += n;
+	return (ssize_t)n;
+}
+
+static void local_layer_close(struct cfs_pack_oci *o, void *ctx)
+{
+	(void)o;
+	if (ctx)
+		blob_close(ctx);
+	free(ctx);
+}
+
+/* Layer i: a descriptor d (a layout), or a member path l (a
+ * docker-archive, where only a blobs/sha256/<hex> path gives the
+ * compressed digest; <hex>/layer.tar of the old layout is a layer id). */
+static int local_layer_open(struct cfs_pack_oci *o, json_t *l, const struct cfs_pack_oci_desc *d,
+			    size_t i, cfs_pack_oci_read_fn *rd, void **ctx, cfs_digest *cd,
+			    bool *have_cd)
+{
+	struct local *lc = (struct local *)o;
+	struct blob *b = calloc(1, sizeof(*b));
+	int ret;
+
+	if (!b)
+		return fail(o, -ENOMEM, "%s", cfs_strerror(-ENOMEM));
+	b->fd = -1;
+	b->lc = lc;
+	if (!d) {
+		const char *path = json_string_value(l);
+		const struct dar_member *m = path ? dar_find(lc, path) : NULL;
+
+		if (!m) {
+			free(b);
+			return fail(o, -ENOENT, "layer %zu (%.200s) missing from the archive", i + 1,
+				    path ? path : "?");
+		}
+		*have_cd = !strncmp(path, "blobs/", 6) && name_digest(path, cd);
+		b->fd = lc->fd;
+		b->off = m->off;
+		b->len = m->size;
+	} else {
+		ret = blob_by_digest(lc, d, b);
+		if (ret < 0) {
+			free(b);
+			return ret;
+		}
+		if (b->len != d->size) {
+			ret = fail(o, -EBADMSG, "layer %zu (%.19s): %llu bytes, the manifest says %llu",
+				   i + 1, d->digest, (unsigned long long)b->len,
+				   (unsigned long long)d->size);
+			local_layer_close(o, b);
+			return ret;
+		}
+		*cd = d->d;
+		*have_cd = true;
+	}
+	*rd = local_read;
+	*ctx = b;
+	return 0;
+}
+
+static const struct cfs_pack_oci_blobs local_blobs = {
+	.get = local_get,
+	.layer_open = local_layer_open,
+	.layer_close = local_layer_close,
+};
+
+/* ---- what every image source shares ---- */
+
+static int json_parse(struct cfs_pack_oci *o, const char *buf, size_t len, const char *what,
+		      json_t **out)
 {
 	json_error_t err;
 
@@ -501,22 +601,34 @@ static int json_parse(struct oci *o, const char *buf, size_t len, const char *wh
 	return 0;
 }
 
-/* Reads a small blob named by a descriptor and parses it. */
-static int blob_json(struct oci *o, const struct desc *dsc, const char *what, json_t **out)
+/* A whole blob is what d says: its size, its digest. */
+static int blob_verify(struct cfs_pack_oci *o, const struct cfs_pack_oci_desc *d, const char *buf,
+		       size_t len, const char *what)
 {
-	struct blob b = { .fd = -1 };
-	char *buf;
-	size_t len;
+	cfs_digest got;
+
+	if (len != d->size)
+		return fail(o, -EBADMSG, "%s %s: %zu bytes, the descriptor says %llu", what,
+			    d->digest, len, (unsigned long long)d->size);
+	cfs_sha256(buf, len, &got);
+	if (!cfs_digest_eq(&got, &d->d))
+		return fail(o, -EBADMSG, "%s %s: digest mismatch", what, d->digest);
+	return 0;
+}
+
+/* The small blob d names, fetched, verified and parsed. */
+static int get_json(struct cfs_pack_oci *o, const struct cfs_pack_oci_desc *d, bool manifest,
+		    const char *what, json_t **out)
+{
+	char *buf = NULL;
+	size_t len = 0;
 	int ret;
 
-	ret = blob_by_digest(o, dsc, &b);
-	if (ret < 0)
-		return ret;
-	ret = blob_slurp(o, &b, dsc, OCI_JSON_MAX, what, &buf, &len);
-	blob_close(&b);
-	if (ret < 0)
-		return ret;
-	ret = json_parse(o, buf, len, what, out);
+	ret = o->blobs->get(o, d, manifest, CFS_OCI_JSON_MAX, what, &buf, &len);
+	if (ret == 0)
+		ret = blob_verify(o, d, buf, len, what);
+	if (ret == 0)
+		ret = json_parse(o, buf, len, what, out);
 	free(buf);
 	return ret;
 }
@@ -528,7 +640,7 @@ static const char *jstr(json_t *obj, const char *key)
 	return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-static int desc_parse(struct oci *o, json_t *j, const char *what, struct desc *out)
+static int desc_parse(struct cfs_pack_oci *o, json_t *j, const char *what, struct cfs_pack_oci_desc *out)
 {
 	const char *dg = jstr(j, "digest");
 	json_t *size = json_is_object(j) ? json_object_get(j, "size") : NULL;
@@ -545,9 +657,7 @@ static int desc_parse(struct oci *o, json_t *j, const char *what, struct desc *o
 	return 0;
 }
 
-/* ---- picking the image ---- */
-
-static void plat_host(struct plat *p)
+static void plat_host(struct cfs_pack_oci_plat *p)
 {
 	static const struct { const char *m, *arch, *variant; } map[] = {
 		{ "x86_64", "amd64", "" },   { "aarch64", "arm64", "" }, { "armv7l", "arm", "v7" },
@@ -570,7 +680,7 @@ static void plat_host(struct plat *p)
 	}
 }
 
-static int plat_parse(const char *s, struct plat *p)
+static int plat_parse(const char *s, struct cfs_pack_oci_plat *p)
 {
 	const char *a = strchr(s, '/'), *v;
 
@@ -590,7 +700,7 @@ static int plat_parse(const char *s, struct plat *p)
 
 /* 2: the descriptor names the wanted platform; 1: it names none (a
  * single-image layout); 0: another one. */
-static int plat_match(const struct oci *o, json_t *d)
+static int plat_match(const struct cfs_pack_oci *o, json_t *d)
 {
 	json_t *pl = json_object_get(d, "platform");
 	const char *os, *arch, *variant;
@@ -610,12 +720,12 @@ static int plat_match(const struct oci *o, json_t *d)
 
 static bool is_index(const char *mt)
 {
-	return !strcmp(mt, MT_OCI_INDEX) || !strcmp(mt, MT_DOCKER_LIST);
+	return !strcmp(mt, CFS_MT_OCI_INDEX) || !strcmp(mt, CFS_MT_DOCKER_LIST);
 }
 
 static bool is_manifest(const char *mt)
 {
-	return !strcmp(mt, MT_OCI_MANIFEST) || !strcmp(mt, MT_DOCKER_MANIFEST);
+	return !strcmp(mt, CFS_MT_OCI_MANIFEST) || !strcmp(mt, CFS_MT_DOCKER_MANIFEST);
 }
 
 static bool ref_matches(json_t *d, const char *ref)
@@ -639,7 +749,7 @@ static bool ref_matches(json_t *d, const char *ref)
 }
 
 struct pick {
-	struct desc best;
+	struct cfs_pack_oci_desc best;
 	json_t *keep;   /* holds best.obj */
 	int score;      /* plat_match of best */
 	int found;      /* images seen with that score */
@@ -647,7 +757,7 @@ struct pick {
 	int named;      /* entries the REF named */
 };
 
-static int pick_index(struct oci *o, json_t *idx, const char *ref, int depth, struct pick *pk)
+static int pick_index(struct cfs_pack_oci *o, json_t *idx, const char *ref, int depth, struct pick *pk)
 {
 	json_t *ms = json_object_get(idx, "manifests"), *m;
 	size_t i;
@@ -656,7 +766,7 @@ static int pick_index(struct oci *o, json_t *idx, const char *ref, int depth, st
 	if (!json_is_array(ms))
 		return fail(o, -EUCLEAN, "an index without a manifests array");
 	json_array_foreach(ms, i, m) {
-		struct desc d;
+		struct cfs_pack_oci_desc d;
 		const char *kind;
 		int score;
 
@@ -669,7 +779,7 @@ static int pick_index(struct oci *o, json_t *idx, const char *ref, int depth, st
 		kind = jstr(json_object_get(m, "annotations"), "vnd.docker.reference.type");
 		if (kind && !strcmp(kind, "attestation-manifest"))
 			continue;
-		if (!strncmp(d.media, MT_DOCKER_V1, strlen(MT_DOCKER_V1)))
+		if (!strncmp(d.media, CFS_MT_DOCKER_V1, strlen(CFS_MT_DOCKER_V1)))
 			return fail(o, -EPROTONOSUPPORT, "%s: a schema 1 manifest: not supported "
 				    "(convert it with skopeo copy --format v2s2)", d.digest);
 		score = plat_match(o, m);
@@ -683,7 +793,7 @@ static int pick_index(struct oci *o, json_t *idx, const char *ref, int depth, st
 			if (depth >= OCI_DEPTH_MAX)
 				return fail(o, -ELOOP, "indexes nested more than %d deep",
 					    OCI_DEPTH_MAX);
-			ret = blob_json(o, &d, "index", &sub);
+			ret = get_json(o, &d, true, "index", &sub);
 			if (ret < 0)
 				return ret;
 			ret = pick_index(o, sub, NULL, depth + 1, pk);
@@ -708,7 +818,7 @@ static int pick_index(struct oci *o, json_t *idx, const char *ref, int depth, st
 }
 
 /* The config's rootfs.diff_ids, n of them. */
-static int diff_ids(struct oci *o, json_t *cfg, size_t n, cfs_digest **out)
+static int diff_ids(struct cfs_pack_oci *o, json_t *cfg, size_t n, cfs_digest **out)
 {
 	json_t *rootfs = json_object_get(cfg, "rootfs"), *ids, *v;
 	const char *type = jstr(rootfs, "type");
@@ -735,46 +845,164 @@ static int diff_ids(struct oci *o, json_t *cfg, size_t n, cfs_digest **out)
 	return 0;
 }
 
-/* ---- the two sources ---- */
 
-/* The manifest of the image in layout dir, and its config's blob (*cb,
- * the caller's to close) and descriptor. */
-static int layout_open(struct oci *o, const char *dir, const char *ref, json_t **man_out,
-		       struct blob *cb, struct desc *cd)
+/* A layer descriptor of a manifest, with a media type that is a layer's. */
+static int layer_desc(struct cfs_pack_oci *o, json_t *l, size_t i, struct cfs_pack_oci_desc *d)
+{
+	char what[32];
+	int ret;
+
+	snprintf(what, sizeof(what), "layer %zu", i + 1);
+	ret = desc_parse(o, l, what, d);
+	if (ret < 0)
+		return ret;
+	if (!strstr(d->media, ".layer.") && !strstr(d->media, ".rootfs."))
+		return fail(o, -EPROTONOSUPPORT, "%s: media type %.100s is not a layer", what,
+			    d->media[0] ? d->media : "(none)");
+	return 0;
+}
+
+/* Applies the layers in order, each checked against its diff_id.  ds:
+ * their descriptors, NULL when the layers are member paths (a
+ * docker-archive). */
+static int apply_layers(struct cfs_pack_oci *o, json_t *layers, const struct cfs_pack_oci_desc *ds,
+			json_t *cfg, struct cfs_pack_tar *t)
+{
+	cfs_digest *ids = NULL;
+	json_t *l;
+	size_t i;
+	int ret;
+
+	ret = diff_ids(o, cfg, json_array_size(layers), &ids);
+	if (ret < 0)
+		return ret;
+	json_array_foreach(layers, i, l) {
+		cfs_pack_oci_read_fn rd = NULL;
+		void *ctx = NULL;
+		cfs_digest cd;
+		bool have_cd = false;
+
+		ret = o->blobs->layer_open(o, l, ds ? &ds[i] : NULL, i, &rd, &ctx, &cd, &have_cd);
+		if (ret < 0)
+			break;
+		ret = cfs_pack_oci_layer(o->p, o->loc, t, i, rd, ctx, have_cd ? &cd : NULL, &ids[i]);
+		o->blobs->layer_close(o, ctx);
+		if (ret < 0)
+			break;
+	}
+	free(ids);
+	return ret;
+}
+
+static int layers_check(struct cfs_pack_oci *o, json_t *layers)
+{
+	if (!json_is_array(layers))
+		return fail(o, -EUCLEAN, "manifest: no layers array");
+	if (json_array_size(layers) > OCI_LAYERS_MAX)
+		return fail(o, -EFBIG, "manifest: %zu layers, more than %u", json_array_size(layers),
+			    OCI_LAYERS_MAX);
+	return 0;
+}
+
+/* The image from its layers and its config (cfg_buf, cfg_len bytes,
+ * handed to the pipeline on success, freed here otherwise). */
+static int image_apply(struct cfs_pack_oci *o, json_t *layers, const struct cfs_pack_oci_desc *ds,
+		       char *cfg_buf, size_t cfg_len)
+{
+	struct cfs_pack_tar *t = NULL;
+	json_t *cfg = NULL;
+	int ret;
+
+	ret = json_parse(o, cfg_buf, cfg_len, "image config", &cfg);
+	if (ret < 0)
+		goto out;
+	ret = cfs_pack_tar_begin(o->p, true, &t);
+	if (ret < 0)
+		goto out;
+	ret = apply_layers(o, layers, ds, cfg, t);
+	ret = cfs_pack_tar_end(t, ret == 0) ?: ret;
+	if (ret < 0)
+		goto out;
+	cfs_pack_set_config(o->p, cfg_buf, cfg_len);
+	cfg_buf = NULL;
+out:
+	json_decref(cfg);
+	free(cfg_buf);
+	return ret;
+}
+
+/* An image manifest (parsed; digest names it in messages): its config
+ * and layers through o->blobs. */
+static int pack_manifest(struct cfs_pack_oci *o, json_t *man, const char *digest)
+{
+	struct cfs_pack_oci_desc cd, *ds = NULL;
+	json_t *v = json_object_get(man, "schemaVersion"), *layers, *l;
+	char *cfg_buf = NULL;
+	size_t cfg_len = 0, i, n;
+	int ret;
+
+	if (json_is_integer(v) && json_integer_value(v) == 1)
+		return fail(o, -EPROTONOSUPPORT, "%s: a schema 1 manifest: not supported "
+			    "(convert it with skopeo copy --format v2s2)", digest);
+	if (!json_is_integer(v) || json_integer_value(v) != 2 ||
+	    (jstr(man, "mediaType") && !is_manifest(jstr(man, "mediaType"))))
+		return fail(o, -EUCLEAN, "%s: not an image manifest", digest);
+	ret = desc_parse(o, json_object_get(man, "config"), "manifest config", &cd);
+	if (ret < 0)
+		return ret;
+	layers = json_object_get(man, "layers");
+	ret = layers_check(o, layers);
+	if (ret < 0)
+		return ret;
+	n = json_array_size(layers);
+	ds = calloc(n ? n : 1, sizeof(*ds));
+	if (!ds)
+		return fail(o, -ENOMEM, "%s", cfs_strerror(-ENOMEM));
+	json_array_foreach(layers, i, l) {
+		ret = layer_desc(o, l, i, &ds[i]);
+		if (ret < 0)
+			goto out;
+	}
+	if (o->blobs->layers_start) {
+		ret = o->blobs->layers_start(o, ds, n);
+		if (ret < 0)
+			goto out;
+	}
+	ret = o->blobs->get(o, &cd, false, CFS_CONFIG_MAX_SIZE, "image config", &cfg_buf,
+			    &cfg_len);
+	if (ret == 0)
+		ret = blob_verify(o, &cd, cfg_buf, cfg_len, "image config");
+	if (ret < 0) {
+		free(cfg_buf);
+		goto out;
+	}
+	ret = image_apply(o, layers, ds, cfg_buf, cfg_len);
+out:
+	free(ds);
+	return ret;
+}
+
+int cfs_pack_oci_top(struct cfs_pack_oci *o, const char *buf, size_t len, const char *media,
+		     const cfs_digest *d, const char *ref)
 {
 	struct pick pk = { 0 };
-	struct blob b = { .fd = -1 };
-	json_t *idx = NULL, *man = NULL, *v;
-	char *buf = NULL;
-	size_t len;
-	int ret, fd;
-	struct stat sb;
+	char digest[CFS_REF_STRLEN] = "the manifest";
+	json_t *top = NULL, *man = NULL;
+	int ret;
 
-	o->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (o->dirfd < 0)
-		return fail(o, -errno, "%s", strerror(errno));
-	fd = openat(o->dirfd, "oci-layout", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return fail(o, -EINVAL, "not an OCI image layout (no oci-layout file)");
-	close(fd);
-	fd = openat(o->dirfd, "index.json", O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &sb) < 0) {
-		ret = fail(o, -errno, "index.json: %s", strerror(errno));
-		if (fd >= 0)
-			close(fd);
+	if (d)
+		cfs_digest_ref(d, digest);
+	ret = json_parse(o, buf, len, d ? digest : "index.json", &top);
+	if (ret < 0)
 		return ret;
+	if (!media || !media[0])
+		media = jstr(top, "mediaType") ? jstr(top, "mediaType") :
+			json_object_get(top, "manifests") ? CFS_MT_OCI_INDEX : CFS_MT_OCI_MANIFEST;
+	if (!is_index(media)) {
+		ret = pack_manifest(o, top, digest);
+		goto out;
 	}
-	b = (struct blob){ .fd = fd, .own = true, .len = (uint64_t)sb.st_size };
-	ret = blob_slurp(o, &b, NULL, OCI_JSON_MAX, "index.json", &buf, &len);
-	blob_close(&b);
-	if (ret < 0)
-		return ret;
-	ret = json_parse(o, buf, len, "index.json", &idx);
-	free(buf);
-	buf = NULL;
-	if (ret < 0)
-		return ret;
-	ret = pick_index(o, idx, ref, 0, &pk);
+	ret = pick_index(o, top, ref, 0, &pk);
 	if (ret < 0)
 		goto out;
 	if (!pk.found) {
@@ -787,98 +1015,112 @@ static int layout_open(struct oci *o, const char *dir, const char *ref, json_t *
 		goto out;
 	}
 	if (pk.found > 1) {
-		ret = fail(o, -EINVAL, "%d images for %s/%s: name one (oci:DIR:REF)", pk.found,
-			   o->want.os, o->want.arch);
+		ret = fail(o, -EINVAL, "%d images for %s/%s: name one (%s)", pk.found,
+			   o->want.os, o->want.arch, ref || d ? "--platform" : "oci:DIR:REF");
 		goto out;
 	}
-	ret = blob_json(o, &pk.best, "manifest", &man);
-	if (ret < 0)
-		goto out;
-	v = json_object_get(man, "schemaVersion");
-	if (json_is_integer(v) && json_integer_value(v) == 1) {
-		ret = fail(o, -EPROTONOSUPPORT, "%s: a schema 1 manifest: not supported "
-			   "(convert it with skopeo copy --format v2s2)", pk.best.digest);
-		goto out;
-	}
-	if (!json_is_integer(v) || json_integer_value(v) != 2 ||
-	    (jstr(man, "mediaType") && !is_manifest(jstr(man, "mediaType")))) {
-		ret = fail(o, -EUCLEAN, "%s: not an image manifest", pk.best.digest);
-		goto out;
-	}
-	ret = desc_parse(o, json_object_get(man, "config"), "manifest config", cd);
-	if (ret < 0)
-		goto out;
-	ret = blob_by_digest(o, cd, cb);
-	if (ret < 0)
-		goto out;
-	*man_out = man;
-	man = NULL;
+	ret = get_json(o, &pk.best, true, "manifest", &man);
+	if (ret == 0)
+		ret = pack_manifest(o, man, pk.best.digest);
 out:
 	json_decref(pk.keep);
-	json_decref(idx);
 	json_decref(man);
+	json_decref(top);
 	return ret;
 }
 
-/* The digest a docker-archive member's name gives, "<hex>.json",
- * "<hex>/layer.tar" or "blobs/sha256/<hex>", if any. */
-static bool name_digest(const char *name, cfs_digest *d)
+int cfs_pack_oci_init(struct cfs_pack_oci *o, struct cfs_pack_ctx *p, const char *prefix,
+		      const char *spec)
 {
-	const char *base = strrchr(name, '/');
-	char hex[CFS_DIGEST_HEX_LEN + 1];
-
-	base = base ? base + 1 : name;
-	if (!strncmp(name, "blobs/sha256/", 13) && strlen(base) == CFS_DIGEST_HEX_LEN)
-		return cfs_digest_parse(base, true, d) == 0;
-	if (strlen(base) == CFS_DIGEST_HEX_LEN + 5 && !strcmp(base + CFS_DIGEST_HEX_LEN, ".json")) {
-		memcpy(hex, base, CFS_DIGEST_HEX_LEN);
-		hex[CFS_DIGEST_HEX_LEN] = '\0';
-		return cfs_digest_parse(hex, true, d) == 0;
+	o->p = p;
+	if (asprintf(&o->loc, "%s%s", prefix, spec) < 0) {
+		o->loc = NULL;
+		return cfs_pack_fail(p, -ENOMEM, "%s", cfs_strerror(-ENOMEM));
 	}
-	return false;
+	if (!p->platform) {
+		plat_host(&o->want);
+		return 0;
+	}
+	if (plat_parse(p->platform, &o->want) < 0)
+		return fail(o, -EINVAL, "--platform %s: want OS/ARCH[/VARIANT]", p->platform);
+	return 0;
 }
 
-/* The manifest.json entry of the image in docker-archive file, and its
- * config's member (*cb) and descriptor (cd->digest "" when the member's
- * name gives no digest). */
-static int archive_open(struct oci *o, const char *file, const char *ref, json_t **entry_out,
-			struct blob *cb, struct desc *cd)
+/* ---- the two local sources ---- */
+
+/* The image in layout dir. */
+static int layout_pack(struct local *lc, const char *dir, const char *ref)
+{
+	struct blob b = { .fd = -1 };
+	char *buf = NULL;
+	size_t len;
+	int ret, fd;
+	struct stat sb;
+
+	lc->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (lc->dirfd < 0)
+		return lfail(lc, -errno, "%s", strerror(errno));
+	fd = openat(lc->dirfd, "oci-layout", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return lfail(lc, -EINVAL, "not an OCI image layout (no oci-layout file)");
+	close(fd);
+	fd = openat(lc->dirfd, "index.json", O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &sb) < 0) {
+		ret = lfail(lc, -errno, "index.json: %s", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return ret;
+	}
+	b = (struct blob){ .fd = fd, .own = true, .len = (uint64_t)sb.st_size };
+	ret = blob_slurp(lc, &b, CFS_OCI_JSON_MAX, "index.json", &buf, &len);
+	blob_close(&b);
+	if (ret < 0)
+		return ret;
+	ret = cfs_pack_oci_top(&lc->o, buf, len, CFS_MT_OCI_INDEX, NULL, ref);
+	free(buf);
+	return ret;
+}
+
+/* The image in docker-archive file: its manifest.json entry, its config
+ * (checked when the member's name gives its digest), its layers. */
+static int archive_pack(struct local *o, const char *file, const char *ref)
 {
 	const struct dar_member *m;
 	json_t *man = NULL, *e, *pick = NULL;
+	struct cfs_pack_oci_desc cd = { 0 };
 	struct blob b;
 	struct stat sb;
 	uint8_t magic[4];
-	char *buf = NULL;
-	size_t len, i;
+	char *buf = NULL, *cfg_buf = NULL;
+	size_t len, i, cfg_len = 0;
 	const char *cpath;
 	int ret, found = 0;
 
 	o->fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (o->fd < 0 || fstat(o->fd, &sb) < 0)
-		return fail(o, -errno, "%s", strerror(errno));
+		return lfail(o, -errno, "%s", strerror(errno));
 	if (!S_ISREG(sb.st_mode))
-		return fail(o, -EINVAL, "not a regular file");
+		return lfail(o, -EINVAL, "not a regular file");
 	o->fd_size = (uint64_t)sb.st_size;
 	if (o->fd_size >= 4 && cfs_pread_full(o->fd, magic, 4, 0) == 0 &&
 	    ((magic[0] == 0x1f && magic[1] == 0x8b) || !memcmp(magic, "\x28\xb5\x2f\xfd", 4)))
-		return fail(o, -EINVAL, "a compressed archive: decompress it first");
+		return lfail(o, -EINVAL, "a compressed archive: decompress it first");
 	ret = dar_members(o);
 	if (ret < 0)
 		return ret;
 	m = dar_find(o, "manifest.json");
 	if (!m)
-		return fail(o, -EINVAL, "no manifest.json: not a docker-archive");
+		return lfail(o, -EINVAL, "no manifest.json: not a docker-archive");
 	b = (struct blob){ .fd = o->fd, .off = m->off, .len = m->size };
-	ret = blob_slurp(o, &b, NULL, OCI_JSON_MAX, "manifest.json", &buf, &len);
+	ret = blob_slurp(o, &b, CFS_OCI_JSON_MAX, "manifest.json", &buf, &len);
 	if (ret < 0)
 		return ret;
-	ret = json_parse(o, buf, len, "manifest.json", &man);
+	ret = json_parse(&o->o, buf, len, "manifest.json", &man);
 	free(buf);
 	if (ret < 0)
 		return ret;
 	if (!json_is_array(man)) {
-		ret = fail(o, -EUCLEAN, "manifest.json: not an array");
+		ret = lfail(o, -EUCLEAN, "manifest.json: not an array");
 		goto out;
 	}
 	json_array_foreach(man, i, e) {
@@ -898,141 +1140,61 @@ static int archive_open(struct oci *o, const char *file, const char *ref, json_t
 			pick = e;
 	}
 	if (!found) {
-		ret = fail(o, -ENOENT, ref ? "no image tagged %s" : "no image in manifest.json%s",
+		ret = lfail(o, -ENOENT, ref ? "no image tagged %s" : "no image in manifest.json%s",
 			   ref ? ref : "");
 		goto out;
 	}
 	if (found > 1) {
-		ret = fail(o, -EINVAL, "%d images: name one (docker-archive:FILE:NAME:TAG)", found);
+		ret = lfail(o, -EINVAL, "%d images: name one (docker-archive:FILE:NAME:TAG)", found);
 		goto out;
 	}
 	cpath = jstr(pick, "Config");
 	if (!cpath) {
-		ret = fail(o, -EUCLEAN, "manifest.json: no Config");
+		ret = lfail(o, -EUCLEAN, "manifest.json: no Config");
 		goto out;
 	}
 	m = dar_find(o, cpath);
 	if (!m) {
-		ret = fail(o, -ENOENT, "config %.200s missing from the archive", cpath);
+		ret = lfail(o, -ENOENT, "config %.200s missing from the archive", cpath);
 		goto out;
 	}
-	*cb = (struct blob){ .fd = o->fd, .off = m->off, .len = m->size };
-	if (name_digest(cpath, &cd->d)) {
-		cfs_digest_ref(&cd->d, cd->digest);
-		cd->size = m->size;
+	b = (struct blob){ .fd = o->fd, .off = m->off, .len = m->size };
+	ret = blob_slurp(o, &b, CFS_CONFIG_MAX_SIZE, "image config", &cfg_buf, &cfg_len);
+	if (ret < 0)
+		goto out;
+	if (name_digest(cpath, &cd.d)) {
+		cfs_digest_ref(&cd.d, cd.digest);
+		cd.size = m->size;
+		ret = blob_verify(&o->o, &cd, cfg_buf, cfg_len, "image config");
+		if (ret < 0)
+			goto out;
 	}
-	*entry_out = json_incref(pick);
+	ret = layers_check(&o->o, json_object_get(pick, "Layers"));
+	if (ret < 0)
+		goto out;
+	ret = image_apply(&o->o, json_object_get(pick, "Layers"), NULL, cfg_buf, cfg_len);
+	cfg_buf = NULL;
 out:
+	free(cfg_buf);
 	json_decref(man);
 	return ret;
 }
 
-/* Layer i as the manifest names it: a descriptor (a layout), or a member
- * path (a docker-archive, where only a blobs/sha256/<hex> path gives the
- * compressed digest; <hex>/layer.tar of the old layout is a layer id). */
-static int layer_blob(struct oci *o, json_t *l, size_t i, struct blob *b, cfs_digest *cd,
-		      bool *have_cd)
+/* Both local sources: spec is the part after the prefix. */
+static int pack_local(struct cfs_pack_ctx *p, const char *spec, bool docker_archive)
 {
-	char what[32];
-	struct desc d;
-	int ret;
-
-	snprintf(what, sizeof(what), "layer %zu", i + 1);
-	if (o->fd >= 0) {
-		const char *path = json_string_value(l);
-		const struct dar_member *m = path ? dar_find(o, path) : NULL;
-
-		if (!m)
-			return fail(o, -ENOENT, "%s (%.200s) missing from the archive", what,
-				    path ? path : "?");
-		*have_cd = !strncmp(path, "blobs/", 6) && name_digest(path, cd);
-		*b = (struct blob){ .fd = o->fd, .off = m->off, .len = m->size };
-		return 0;
-	}
-	ret = desc_parse(o, l, what, &d);
-	if (ret < 0)
-		return ret;
-	if (!strstr(d.media, ".layer.") && !strstr(d.media, ".rootfs."))
-		return fail(o, -EPROTONOSUPPORT, "%s: media type %.100s is not a layer", what,
-			    d.media[0] ? d.media : "(none)");
-	ret = blob_by_digest(o, &d, b);
-	if (ret < 0)
-		return ret;
-	if (b->len != d.size) {
-		blob_close(b);
-		return fail(o, -EBADMSG, "%s (%.19s): %llu bytes, the manifest says %llu", what,
-			    d.digest, (unsigned long long)b->len, (unsigned long long)d.size);
-	}
-	*cd = d.d;
-	*have_cd = true;
-	return 0;
-}
-
-/* Applies the layers in order, each checked against its diff_id. */
-static int apply_layers(struct oci *o, json_t *layers, json_t *cfg, struct cfs_pack_tar *t)
-{
-	cfs_digest *ids = NULL;
-	json_t *l;
-	size_t i, n;
-	int ret;
-
-	if (!json_is_array(layers))
-		return fail(o, -EUCLEAN, "manifest: no layers array");
-	n = json_array_size(layers);
-	if (n > OCI_LAYERS_MAX)
-		return fail(o, -EFBIG, "manifest: %zu layers, more than %u", n, OCI_LAYERS_MAX);
-	ret = diff_ids(o, cfg, n, &ids);
-	if (ret < 0)
-		return ret;
-	json_array_foreach(layers, i, l) {
-		struct blob b = { .fd = -1 };
-		cfs_digest cd;
-		bool have_cd = false;
-
-		ret = layer_blob(o, l, i, &b, &cd, &have_cd);
-		if (ret < 0)
-			break;
-		ret = cfs_pack_oci_layer(o->p, o->loc, t, i, b.fd, b.off, b.len,
-					 have_cd ? &cd : NULL, &ids[i]);
-		blob_close(&b);
-		if (ret < 0)
-			break;
-	}
-	free(ids);
-	return ret;
-}
-
-/* The image config: read whole (checked against cd when it has a
- * digest), then parsed.  Closes cb. */
-static int config_load(struct oci *o, struct blob *cb, const struct desc *cd, char **buf,
-		       size_t *len, json_t **cfg)
-{
-	int ret = blob_slurp(o, cb, cd->digest[0] ? cd : NULL, CFS_CONFIG_MAX_SIZE,
-			     "image config", buf, len);
-
-	blob_close(cb);
-	return ret < 0 ? ret : json_parse(o, *buf, *len, "image config", cfg);
-}
-
-/* Both sources: spec is the part after the prefix, the image config goes
- * to the pipeline. */
-static int pack_image(struct cfs_pack_ctx *p, const char *spec, bool docker_archive)
-{
-	struct oci o = { .p = p, .dirfd = -1, .fd = -1 };
-	struct cfs_pack_tar *t = NULL;
-	struct blob cb = { .fd = -1 };
-	struct desc cd = { 0 };
-	json_t *cfg = NULL, *man = NULL;
-	char *path = NULL, *ref, *cfg_buf = NULL;
-	size_t cfg_len = 0;
+	struct local lc = { .o.blobs = &local_blobs, .dirfd = -1, .fd = -1 };
+	char *path = NULL, *ref;
 	struct stat sb;
 	int ret;
 
+	ret = cfs_pack_oci_init(&lc.o, p, docker_archive ? "docker-archive:" : "oci:", spec);
+	if (ret < 0)
+		goto out;
 	path = strdup(spec);
-	if (!path || asprintf(&o.loc, "%s:%s", docker_archive ? "docker-archive" : "oci",
-			      spec) < 0) {
-		free(path);
-		return cfs_pack_fail(p, -ENOMEM, "%s", cfs_strerror(-ENOMEM));
+	if (!path) {
+		ret = fail(&lc.o, -ENOMEM, "%s", cfs_strerror(-ENOMEM));
+		goto out;
 	}
 	/* PATH:REF, split at the first colon (as skopeo does) unless the
 	 * whole spec names something that exists. */
@@ -1043,52 +1205,24 @@ static int pack_image(struct cfs_pack_ctx *p, const char *spec, bool docker_arch
 			ref = NULL;
 	}
 	if (!*path) {
-		ret = fail(&o, -EINVAL, "no path given");
+		ret = fail(&lc.o, -EINVAL, "no path given");
 		goto out;
 	}
-	if (p->platform) {
-		if (plat_parse(p->platform, &o.want) < 0) {
-			ret = fail(&o, -EINVAL, "--platform %s: want OS/ARCH[/VARIANT]",
-				   p->platform);
-			goto out;
-		}
-	} else {
-		plat_host(&o.want);
-	}
-
 	if (docker_archive)
-		ret = archive_open(&o, path, ref, &man, &cb, &cd);
+		ret = archive_pack(&lc, path, ref);
 	else
-		ret = layout_open(&o, path, ref, &man, &cb, &cd);
-	if (ret < 0)
-		goto out;
-	ret = config_load(&o, &cb, &cd, &cfg_buf, &cfg_len, &cfg);
-	if (ret < 0)
-		goto out;
-	ret = cfs_pack_tar_begin(p, true, &t);
-	if (ret < 0)
-		goto out;
-	ret = apply_layers(&o, json_object_get(man, docker_archive ? "Layers" : "layers"), cfg, t);
-	ret = cfs_pack_tar_end(t, ret == 0) ?: ret;
-	if (ret < 0)
-		goto out;
-	cfs_pack_set_config(p, cfg_buf, cfg_len);
-	cfg_buf = NULL;
+		ret = layout_pack(&lc, path, ref);
 out:
-	blob_close(&cb);
-	json_decref(cfg);
-	json_decref(man);
-	free(cfg_buf);
-	for (size_t i = 0; i < o.nmem; i++) {
-		free(o.mem[i].name);
-		free(o.mem[i].link);
+	for (size_t i = 0; i < lc.nmem; i++) {
+		free(lc.mem[i].name);
+		free(lc.mem[i].link);
 	}
-	free(o.mem);
-	if (o.dirfd >= 0)
-		close(o.dirfd);
-	if (o.fd >= 0)
-		close(o.fd);
-	free(o.loc);
+	free(lc.mem);
+	if (lc.dirfd >= 0)
+		close(lc.dirfd);
+	if (lc.fd >= 0)
+		close(lc.fd);
+	free(lc.o.loc);
 	free(path);
 	return ret;
 }
@@ -1097,13 +1231,13 @@ out:
 static int pack_oci(struct cfs_pack_ctx *p, const char *spec, int fd)
 {
 	(void)fd;
-	return pack_image(p, spec, false);
+	return pack_local(p, spec, false);
 }
 
 static int pack_docker_archive(struct cfs_pack_ctx *p, const char *spec, int fd)
 {
 	(void)fd;
-	return pack_image(p, spec, true);
+	return pack_local(p, spec, true);
 }
 
 const struct cfs_pack_source cfs_pack_source_oci = {

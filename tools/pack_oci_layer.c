@@ -7,7 +7,9 @@
  * diff_id.  The compression is sniffed from the bytes (gzip, multi-member
  * too, zstd or none), as container engines do.  Apart from pack_oci.c so
  * that the image formats (JSON, docker-archive members) and the byte
- * streams of a layer each have a file.
+ * streams of a layer each have a file.  The bytes come from a reader, so
+ * that a layer streams from a file (pread) or from the network alike,
+ * never staged in a temporary copy.
  */
 #include <errno.h>
 #include <limits.h>
@@ -33,8 +35,8 @@ enum comp { COMP_NONE, COMP_GZIP, COMP_ZSTD };
 struct layer {
 	struct cfs_pack_ctx *p;
 	const char *where;     /* "<source>: layer N (<digest>)", for messages */
-	int fd;
-	uint64_t pos, end;
+	cfs_pack_oci_read_fn rd;
+	void *rd_ctx;
 	EVP_MD_CTX *cmd, *umd;
 	enum comp comp;
 	z_stream z;
@@ -56,24 +58,20 @@ static int bad(struct layer *l, int err, const char *why, const char *detail)
 
 static int layer_fill(struct layer *l)
 {
-	size_t n;
-	int ret;
+	ssize_t n;
 
 	if (l->in_pos < l->in_len || l->in_eof)
 		return 0;
-	n = (size_t)CFS_MIN((uint64_t)OCI_IO_SIZE, l->end - l->pos);
-	if (!n) {
+	n = l->rd(l->rd_ctx, l->in, OCI_IO_SIZE);
+	if (n < 0)
+		return (int)n;
+	if (n == 0) {
 		l->in_eof = true;
 		l->in_len = l->in_pos = 0;
 		return 0;
 	}
-	ret = cfs_pread_full(l->fd, l->in, n, (off_t)l->pos);
-	if (ret < 0)
-		return bad(l, ret == -ENODATA ? -EUCLEAN : ret,
-			   ret == -ENODATA ? "truncated" : cfs_strerror(ret), NULL);
-	EVP_DigestUpdate(l->cmd, l->in, n);
-	l->pos += n;
-	l->in_len = n;
+	EVP_DigestUpdate(l->cmd, l->in, (size_t)n);
+	l->in_len = (size_t)n;
 	l->in_pos = 0;
 	return 0;
 }
@@ -178,10 +176,10 @@ static void layer_free(struct layer *l)
 }
 
 int cfs_pack_oci_layer(struct cfs_pack_ctx *p, const char *loc, struct cfs_pack_tar *t, size_t i,
-		       int fd, uint64_t off, uint64_t len, const cfs_digest *cd,
+		       cfs_pack_oci_read_fn rd, void *ctx, const cfs_digest *cd,
 		       const cfs_digest *diff_id)
 {
-	struct layer l = { .p = p, .fd = fd, .pos = off, .end = off + len };
+	struct layer l = { .p = p, .rd = rd, .rd_ctx = ctx };
 	char what[64], where[PATH_MAX + 96], ref[CFS_REF_STRLEN];
 	unsigned char md[EVP_MAX_MD_SIZE];
 	const void *buf;

@@ -314,6 +314,9 @@ int cfs_pack_new(struct cfs_store *st, const struct cfs_pack_opts *o, struct cfs
 	p->st = st;
 	p->level = o->level;
 	p->platform = o->platform;
+	p->reg_authfile = o->reg_authfile;
+	p->reg_ca_file = o->reg_ca_file;
+	p->reg_insecure = o->reg_insecure;
 	p->profile = o->profile;
 	p->small_max = o->chunker.small_max;
 	pp->p = p;

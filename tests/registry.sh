@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# docker:// sources: cfs-pack straight from a docker-registry (plain http, Basic over TLS, Bearer tokens), compared with umoci unpack and with oci: of the same image; by tag, by digest, multi-platform; and the errors a user meets, each one line, no tag.
+#
+# The umoci-built image of oci.sh (tests/lib-oci.sh) is pushed with skopeo
+# to registries of tests/lib-registry.sh.  Packed from the registry it must
+# give the very reference `cfs-pack oci:` gives for the layout it came from
+# (the index depends on the tree and the config blob only) and mount equal
+# to `umoci unpack`.  The error cases: a tag or repository that is not
+# there (the registry's MANIFEST_UNKNOWN in the message), a registry that
+# is down, one that hangs (cfs-faultproxy hang=1: the stall timeout must
+# end it, not the test's timeout), a flipped byte in the config and in a
+# layer (cfs-faultproxy flip=1), TLS without the CA, a wrong password and
+# no credentials; each must fail by itself with one line on stderr and
+# point no tag.
+#
+# Env (set by tests/meson.build): CFS_PACK, CFS_MOUNT, CFS_LS, CFS_TREECMP,
+# CFS_FAULTPROXY, CFS_SRCDIR.  Needs root, FUSE, umoci, skopeo,
+# docker-registry, htpasswd, openssl, jq and python3; exits 77 without them
+# (fails under CI=true without the tools).
+set -euo pipefail
+
+here=$(dirname "$0")
+source "$here/lib.sh"
+source "$here/lib-oci.sh"
+source "$here/lib-registry.sh"
+
+need_root "needs root: umoci unpack of the reference tree, and FUSE mounts"
+need_ci_tools umoci skopeo jq python3 sha256sum getfattr curl docker-registry htpasswd openssl
+need_fuse
+: "${CFS_PACK:?}" "${CFS_MOUNT:?}" "${CFS_LS:?}" "${CFS_TREECMP:?}" "${CFS_FAULTPROXY:?}"
+srcdir=${CFS_SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
+
+make_workdir registry
+mkdir -p "$W/tmp"
+export TMPDIR=$W/tmp
+# No auth file of the host's may answer for the test registries.
+export HOME=$W/home XDG_RUNTIME_DIR=$W/run
+unset REGISTRY_AUTH_FILE
+mkdir -p "$HOME" "$XDG_RUNTIME_DIR"
+
+umoci_base_image
+ref=$(pack "$W/store-oci" base "oci:$L:base")
+echo "   oci:L:base gives $ref"
+
+# refuse NAME HINT SOURCE [OPTS...]: cfs-pack must fail by itself within
+# the test's timeout (30 s, three times the stall timeout) with one line on
+# stderr naming SOURCE's host and matching the extended regex HINT, and
+# point no tag in the store.
+hstore=$W/store-bad
+refuse() {
+	local name=$1 hint=$2 src=$3
+	shift 3
+	fails_one_line "$name: cfs-pack $src" timeout 30 "$CFS_PACK" -q --tag "bad-$name" "$@" "$src" "$hstore"
+	grep -Eq -- "$hint" "$W/err" || fail "$name: the message does not match /$hint/: $(cat "$W/err")"
+	[ ! -e "$hstore/tags/bad-$name" ] || fail "$name: a failed cfs-pack pointed tag bad-$name"
+	printf '   %-14s exit %d: %s\n' "$name" "$FAILED_RC" "$(cat "$W/err")"
+}
+
+# --- plain http -------------------------------------------------------------
+step "plain: docker-registry over http, skopeo copy oci:L:base there"
+start_registry plain
+reg_push "oci:$L:base" cfs/test:1
+reg_push "oci:$L:base" cfs/test:latest
+plain=$REG_HOST
+
+step "plain: cfs-pack --tls-verify=false docker://$plain/cfs/test:1"
+r=$(pack "$W/store" base "docker://$plain/cfs/test:1" --tls-verify=false)
+[ "$r" = "$ref" ] || fail "docker:// gave $r, oci: of the same image $ref"
+check_mount "$W/store" base registry
+check_config "$W/store" base "$config_blob"
+r=$(pack "$W/store" latest "docker://$plain/cfs/test" --tls-verify=false)
+[ "$r" = "$ref" ] || fail "docker://.../cfs/test (tag latest) gave $r, want $ref"
+
+step "plain: by digest"
+digest=sha256:$(skopeo inspect --raw --tls-verify=false "docker://$plain/cfs/test:1" | sha256sum | cut -d' ' -f1)
+[ "$digest" = "$(jq -r '.manifests[0].digest' "$L/index.json")" ] ||
+	fail "the registry's manifest $digest is not the layout's"
+r=$(pack "$W/store" bydigest "docker://$plain/cfs/test@$digest" --tls-verify=false)
+[ "$r" = "$ref" ] || fail "docker://...@$digest gave $r, want $ref"
+
+step "plain: a multi-platform index, --platform"
+M=$W/M
+cp -a "$L" "$M"
+for plat in amd64:amd64 arm64:arm64; do
+	umoci raw add-layer --image "$M:base" --tag "${plat%%:*}" "$lay/arch-${plat%%:*}.tar" ||
+		fail "umoci raw add-layer arch-${plat%%:*}.tar exited $?"
+	umoci config --image "$M:${plat%%:*}" --os linux --architecture "${plat#*:}" ||
+		fail "umoci config exited $?"
+done
+jq -c '{schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json",
+	manifests: [.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] as $t |
+		$t == "arm64" or $t == "amd64") | {mediaType, digest, size,
+		platform: {os: "linux", architecture: .annotations["org.opencontainers.image.ref.name"]}}]}' \
+	"$M/index.json" >"$W/tmp/multi.json"
+[ "$(jq '.manifests | length' "$W/tmp/multi.json")" = 2 ] || fail "the index lacks a platform: $(cat "$W/tmp/multi.json")"
+blob "$M" "$W/tmp/multi.json"
+set_index "$M" "$(descriptor application/vnd.oci.image.index.v1+json)" multi
+skopeo_q --dest-tls-verify=false --all "oci:$M:multi" "docker://$plain/cfs/multi:1"
+r_amd=$(pack "$W/store-multi" amd "oci:$M:multi" --platform linux/amd64)
+r_arm=$(pack "$W/store-multi" arm "oci:$M:multi" --platform linux/arm64)
+[ "$r_amd" != "$r_arm" ] || fail "linux/amd64 and linux/arm64 gave the same image"
+for p in amd:linux/amd64 arm:linux/arm64; do
+	r=$(pack "$W/store-multi" "reg-${p%%:*}" "docker://$plain/cfs/multi:1" --tls-verify=false --platform "${p#*:}")
+	want=r_${p%%:*}
+	[ "$r" = "${!want}" ] || fail "docker:// --platform ${p#*:} gave $r, oci: ${!want}"
+done
+refuse no-platform 's390x' "docker://$plain/cfs/multi:1" --tls-verify=false --platform linux/s390x
+
+step "plain: errors"
+refuse no-tag "MANIFEST_UNKNOWN" "docker://$plain/cfs/test:nope" --tls-verify=false
+refuse no-repo "_UNKNOWN" "docker://$plain/cfs/nope:1" --tls-verify=false
+refuse bad-digest "MANIFEST_UNKNOWN|digest" "docker://$plain/cfs/test@sha256:$(printf x | sha256sum | cut -d' ' -f1)" --tls-verify=false
+refuse tls-to-http "TLS|tls-verify" "docker://$plain/cfs/test:1"
+port=$(free_port)
+refuse down "$port.*cannot connect" "docker://127.0.0.1:$port/cfs/test:1" --tls-verify=false
+refuse bad-ref "repository" "docker://$plain/Cfs/Test:1" --tls-verify=false
+
+step "plain: through cfs-faultproxy: a hang, flipped bytes"
+proxy_start "${plain#*:}"
+via=127.0.0.1:$PROXY_PORT
+r=$(pack "$W/store" proxied "docker://$via/cfs/test:1" --tls-verify=false)
+[ "$r" = "$ref" ] || fail "docker:// through the proxy gave $r, want $ref"
+proxy_set hang=1 path=/manifests/
+refuse hang "hangs" "docker://$via/cfs/test:1" --tls-verify=false
+proxy_set hang=1 path=/blobs/
+refuse hang-blob "hangs" "docker://$via/cfs/test:1" --tls-verify=false
+proxy_set flip=1 "path=${config_digest#sha256:}"
+refuse flip-config "digest mismatch" "docker://$via/cfs/test:1" --tls-verify=false
+layer0=$(jq -r '.layers[0].digest' "$manifest")
+proxy_set flip=1 "path=${layer0#sha256:}"
+refuse flip-layer "digest|diff_id|gzip" "docker://$via/cfs/test:1" --tls-verify=false
+proxy_set status=503
+refuse unavailable "HTTP 503" "docker://$via/cfs/test:1" --tls-verify=false
+proxy_set
+
+# --- Basic auth over TLS ------------------------------------------------------
+step "basic: htpasswd over TLS, --ca-file, --authfile"
+start_registry basic
+reg_push "oci:$L:base" cfs/test:1
+r=$(pack "$W/store" basic "docker://$REG_HOST/cfs/test:1" --ca-file "$REG_CA" --authfile "$REG_AUTHFILE")
+[ "$r" = "$ref" ] || fail "docker:// with Basic auth gave $r, want $ref"
+# The auth file where podman keeps it, found without --authfile.
+mkdir -p "$XDG_RUNTIME_DIR/containers"
+cp "$REG_AUTHFILE" "$XDG_RUNTIME_DIR/containers/auth.json"
+r=$(pack "$W/store" basic-xdg "docker://$REG_HOST/cfs/test:1" --ca-file "$REG_CA")
+[ "$r" = "$ref" ] || fail "docker:// with \$XDG_RUNTIME_DIR/containers/auth.json gave $r, want $ref"
+rm "$XDG_RUNTIME_DIR/containers/auth.json"
+refuse no-ca "TLS|certificate" "docker://$REG_HOST/cfs/test:1" --authfile "$REG_AUTHFILE"
+printf '{"auths":{"https://%s":{"auth":"%s"}}}\n' "$REG_HOST" \
+	"$(printf '%s:wrong' "$REG_USER" | base64 -w0)" >"$W/wrong.json"
+refuse wrong-pass "401.*(wrong|password)" "docker://$REG_HOST/cfs/test:1" --ca-file "$REG_CA" --authfile "$W/wrong.json"
+refuse no-creds "user name|credentials" "docker://$REG_HOST/cfs/test:1" --ca-file "$REG_CA"
+refuse no-authfile "$W/nope.json" "docker://$REG_HOST/cfs/test:1" --ca-file "$REG_CA" --authfile "$W/nope.json"
+
+# --- Bearer tokens ------------------------------------------------------------
+step "token: Bearer from tests/registry-token.py, anonymous for a public repository"
+start_registry token
+reg_push "oci:$L:base" cfs/test:1
+reg_push "oci:$L:base" "$REG_PUBLIC:1"
+r=$(pack "$W/store" token "docker://$REG_HOST/cfs/test:1" --ca-file "$REG_CA" --authfile "$REG_AUTHFILE")
+[ "$r" = "$ref" ] || fail "docker:// with a Bearer token gave $r, want $ref"
+grep -q "$REG_USER" "$REG_TOKEN_LOG" || fail "no token request with the account: $(cat "$REG_TOKEN_LOG")"
+r=$(pack "$W/store" anon "docker://$REG_HOST/$REG_PUBLIC:1" --ca-file "$REG_CA")
+[ "$r" = "$ref" ] || fail "docker:// of the public repository, anonymous, gave $r, want $ref"
+refuse token-anon "401|UNAUTHORIZED|DENIED|credentials" "docker://$REG_HOST/cfs/test:1" --ca-file "$REG_CA"
+printf '{"auths":{"%s":{"auth":"%s"}}}\n' "$REG_HOST" \
+	"$(printf '%s:wrong' "$REG_USER" | base64 -w0)" >"$W/wrong.json"
+refuse token-wrong "401.*(wrong|password)" "docker://$REG_HOST/cfs/test:1" --ca-file "$REG_CA" --authfile "$W/wrong.json"
+
+echo "PASS"
