@@ -3,7 +3,9 @@
  * fuzz-profile: libFuzzer target for the access-profile parser.  Whatever
  * the input, cfs_profile_load_buf() must not crash; when it accepts one,
  * every entry must be well-formed, and merging it with itself must give a
- * profile that parses again to the same entries, deduplicated.
+ * profile that parses again to the same entries, deduplicated.  The same
+ * bytes go to the origins parser (origin.h), which shares the profile's
+ * escaping: an origin it accepts must format and parse back unchanged.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -12,10 +14,26 @@
 #include <string.h>
 
 #include "fuzz.h"
+#include "origin.h"
 #include "profile.h"
 #include "util.h"
 
+/* The origins parser on the same bytes. */
+static void fuzz_origin(const uint8_t *data, size_t size)
+{
+	struct cfs_origin o, back;
+	char *buf;
+	size_t len;
 
+	if (cfs_origin_parse(data, size, &o) < 0)
+		return;
+	FUZZ_ASSERT(o.source[0] && strlen(o.source) <= CFS_ORIGIN_SOURCE_MAX);
+	FUZZ_ASSERT(cfs_origin_format(&o, &buf, &len) == 0);
+	FUZZ_ASSERT(cfs_origin_parse(buf, len, &back) == 0);
+	FUZZ_ASSERT(!strcmp(o.source, back.source) && cfs_digest_eq(&o.manifest, &back.manifest));
+	FUZZ_ASSERT(o.has_top == back.has_top && (!o.has_top || cfs_digest_eq(&o.top, &back.top)));
+	free(buf);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -32,6 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		devnull = fopen("/dev/null", "we");
 		cfs_log_setup("fuzz-profile", CFS_LOG_ERR, devnull);
 	}
+	fuzz_origin(data, size);
 	r = cfs_profile_load_buf(data, size, "fuzz", &p);
 	FUZZ_ASSERT(r == 0 || r == -EINVAL || r == -ENOMEM);
 	if (r < 0)

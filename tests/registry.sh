@@ -78,6 +78,24 @@ digest=sha256:$(skopeo inspect --raw --tls-verify=false "docker://$plain/cfs/tes
 r=$(pack "$W/store" bydigest "docker://$plain/cfs/test@$digest" --tls-verify=false)
 [ "$r" = "$ref" ] || fail "docker://...@$digest gave $r, want $ref"
 
+step "origin: cfs-ls --info names the source and the manifest"
+# info_has STORE IMAGE LINE: cfs-ls --info of IMAGE prints LINE.
+info_has() {
+	"$CFS_LS" --info "$1" "$2" >"$W/info" || fail "cfs-ls --info $2 exited $?"
+	grep -qxF -- "$3" "$W/info" || fail "cfs-ls --info $2 lacks '$3': $(grep ^origin "$W/info")"
+}
+info_has "$W/store" bydigest "origin docker://$plain/cfs/test@$digest"
+info_has "$W/store" bydigest "origin_manifest $digest"
+! grep -q '^origin_top' "$W/info" || fail "a lone manifest came with an origin_top"
+info_has "$W/store-oci" base "origin oci:$L:base"
+info_has "$W/store-oci" base "origin_manifest $digest"
+# A store that never heard of origins, or a malformed file: a line, no failure.
+rm -r "$W/store-oci/origins"
+info_has "$W/store-oci" base "origin none"
+mkdir -p "$W/store-oci/origins"
+printf 'cfs-origin 1\nsource x\n' >"$W/store-oci/origins/${ref#sha256:}"
+info_has "$W/store-oci" base "origin unknown"
+
 step "plain: a multi-platform index, --platform"
 M=$W/M
 cp -a "$L" "$M"
@@ -104,6 +122,10 @@ for p in amd:linux/amd64 arm:linux/arm64; do
 	want=r_${p%%:*}
 	[ "$r" = "${!want}" ] || fail "docker:// --platform ${p#*:} gave $r, oci: ${!want}"
 done
+# Through an index: the platform's manifest, and the index the tag named.
+multi=sha256:$(skopeo inspect --raw --tls-verify=false "docker://$plain/cfs/multi:1" | sha256sum | cut -d' ' -f1)
+info_has "$W/store-multi" reg-arm "origin_top $multi"
+info_has "$W/store-multi" reg-arm "origin_manifest $(jq -r '.manifests[] | select(.platform.architecture == "arm64") | .digest' "$W/tmp/multi.json")"
 refuse no-platform 's390x' "docker://$plain/cfs/multi:1" --tls-verify=false --platform linux/s390x
 
 step "plain: errors"

@@ -121,7 +121,9 @@ cmp -s ls-local.out ls-http.out || fail "cfs-ls over http differs from the local
 step "http: a store that refuses a chunk: EIO within the deadline, the 403 in the log, the mount stays up"
 big=$(find src -type f -size +2M -printf '%s %P\n' | sort -n | tail -n 1 | cut -d' ' -f2-)
 [ -n "$big" ] || fail "no file over 2 MiB in the tree"
-mount_image "$url" rt "$W/mnt-deny" --cache "$W/cache-deny" --log "$W/deny.log" --deadline 5000
+# No prefetch: the stream could fetch the file before the store refuses.
+mount_image "$url" rt "$W/mnt-deny" --cache "$W/cache-deny" --log "$W/deny.log" --deadline 5000 \
+	--prefetch none --learn no
 touch store/.deny-objects
 t0=$(now_ms)
 timeout 30 cat "mnt-deny/$big" >/dev/null 2>deny-read.err && fail "reading $big worked while objects were 403"

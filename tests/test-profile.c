@@ -20,6 +20,7 @@
 #include "builder.h"
 #include "format.h"
 #include "index.h"
+#include "origin.h"
 #include "profile.h"
 #include "util.h"
 #include "test.h"
@@ -523,6 +524,46 @@ static void test_limit(void)
 	cfs_index_free(idx);
 }
 
+/* Origins share the profile's escaping: a source with spaces, a newline
+ * and a backslash comes back whole, on one line. */
+#define HEX64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+static void test_origin(void)
+{
+	static const char *const bad[] = {
+		"",
+		"cfs-origin 2\nsource x\nmanifest sha256:" HEX64 "\n",
+		"cfs-origin 1\nsource x\n",                              /* no manifest */
+		"cfs-origin 1\nmanifest sha256:" HEX64 "\n",             /* no source */
+		"cfs-origin 1\nsource a b\nmanifest sha256:" HEX64 "\n", /* unescaped space */
+		"cfs-origin 1\nsource a\\x0\nmanifest sha256:" HEX64 "\n",
+		"cfs-origin 1\nsource x\nmanifest sha256:12\n",
+		"cfs-origin 1\nsource x\nmanifest sha256:" HEX64 "\nmanifest sha256:" HEX64 "\n",
+		"cfs-origin 1\nsource x\nmanifest sha256:" HEX64,         /* cut short */
+	};
+	struct cfs_origin o = { .has_top = true }, back;
+	char *buf;
+	size_t len;
+
+	snprintf(o.source, sizeof(o.source), "oci:/a dir/x\\y\nz:1");
+	memset(&o.manifest, 0xab, sizeof(o.manifest));
+	memset(&o.top, 0xcd, sizeof(o.top));
+	CHECK_EQ(cfs_origin_format(&o, &buf, &len), 0);
+	CHECK(memchr(buf, '\n', len) && !strstr(buf, "a dir"), "source not escaped: %s", buf);
+	CHECK_EQ(cfs_origin_parse(buf, len, &back), 0);
+	CHECK(!strcmp(back.source, o.source), "source %s, want %s", back.source, o.source);
+	CHECK(cfs_digest_eq(&back.manifest, &o.manifest) && back.has_top &&
+	      cfs_digest_eq(&back.top, &o.top), "digests changed");
+	/* Unknown lines are skipped. */
+	buf = realloc(buf, len + 16);
+	CHECK(buf, "out of memory");
+	memcpy(buf + len, "future x y\n", 11);
+	CHECK_EQ(cfs_origin_parse(buf, len + 11, &back), 0);
+	free(buf);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK(cfs_origin_parse(bad[i], strlen(bad[i]), &back) == -EINVAL, "bad[%zu] accepted", i);
+}
+
 int main(void)
 {
 	cfs_log_setup("test-profile", CFS_LOG_ERR, NULL);
@@ -532,6 +573,7 @@ int main(void)
 	test_malformed();
 	test_merge();
 	test_limit();
+	test_origin();
 	cfs_test_rmtree(dir);
 	return cfs_test_done("test-profile");
 }

@@ -9,9 +9,11 @@
  * that every entry is exactly one line.  Reads only the index object.
  *
  * cfs-ls --info STORE IMAGE prints the index header instead, one
- * "key value" line each, the prefetch list's length and the image config
- * on one line included (which read those objects too).  cfs-ls --config STORE IMAGE prints the image
- * config the image was packed with (an OCI image's config JSON), as it was.
+ * "key value" line each, the prefetch list's length, the image config on
+ * one line and where cfs-pack found the image (origins/, origin.h)
+ * included (which read those too).  cfs-ls --config STORE IMAGE prints the
+ * image config the image was packed with (an OCI image's config JSON), as
+ * it was.
  * The store and trust options are cfs-mount's (lib/image/open.h).
  */
 #include <dirent.h>
@@ -28,6 +30,8 @@
 #include "image.h"
 #include "open.h"
 #include "index.h"
+#include "origin.h"
+#include "profile.h"
 #include "store.h"
 #include "util.h"
 
@@ -207,7 +211,42 @@ static int print_config(struct cfs_image *img, const char *image)
 	return ret;
 }
 
-static int print_info(struct cfs_image *img, const char *ref)
+/* Where cfs-pack found the image (origin.h), when it said: informational,
+ * so a missing or malformed file is a line of output, never a failure. */
+static void print_origin(struct cfs_store *st, const cfs_digest *image)
+{
+	struct cfs_origin o;
+	char ref[CFS_REF_STRLEN];
+	void *buf = NULL;
+	size_t len = 0;
+	int ret;
+
+	ret = cfs_store_image_file_get(st, CFS_IMAGE_ORIGIN, image, CFS_ORIGIN_MAX, &buf, &len);
+	if (ret == 0)
+		ret = cfs_origin_parse(buf, len, &o);
+	free(buf);
+	if (ret == -ENOENT || ret == -EROFS) {
+		printf("origin none\n");
+		return;
+	}
+	if (ret < 0) {
+		fprintf(stderr, PROG ": the image's origin: %s\n", cfs_strerror(ret));
+		printf("origin unknown\n");
+		return;
+	}
+	/* The source as the file escapes it: one line, whatever it holds. */
+	printf("origin ");
+	cfs_profile_put_escaped(stdout, o.source, strlen(o.source));
+	cfs_digest_ref(&o.manifest, ref);
+	printf("\norigin_manifest %s\n", ref);
+	if (o.has_top) {
+		cfs_digest_ref(&o.top, ref);
+		printf("origin_top %s\n", ref);
+	}
+}
+
+static int print_info(struct cfs_store *st, struct cfs_image *img, const cfs_digest *digest,
+		      const char *ref)
 {
 	const struct cfs_index *idx = cfs_image_index(img);
 	struct cfs_index_info info;
@@ -246,6 +285,7 @@ static int print_info(struct cfs_image *img, const char *ref)
 	} else {
 		printf("config_digest none\nconfig_size 0\n");
 	}
+	print_origin(st, digest);
 	if (cfs_index_prefetch(idx, &d) < 0) {
 		printf("prefetch none\nprefetch_chunks 0\n");
 		return 0;
@@ -329,7 +369,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (info || config) {
-		if ((info ? print_info(op.img, op.ref) : print_config(op.img, image)) < 0)
+		if ((info ? print_info(op.store, op.img, &op.digest, op.ref) : print_config(op.img, image)) < 0)
 			goto out;
 		goto flush;
 	}

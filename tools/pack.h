@@ -27,6 +27,7 @@
 #include "util.h"
 
 struct cfs_index;
+struct cfs_origin;
 struct cfs_profile;
 struct cfs_store;
 struct cfs_pack_pipe;
@@ -96,6 +97,9 @@ struct cfs_pack_ctx {
 	/* The image config a source handed over (cfs_pack_set_config). */
 	void *config;
 	size_t config_len;
+	/* Where the image came from (cfs_pack_set_origin), when a source
+	 * with manifests said. */
+	struct cfs_origin *origin;
 	/* The first failure: see cfs_pack_fail(). */
 	pthread_mutex_t fail_mu;
 	int fail_err;
@@ -148,7 +152,8 @@ void cfs_pack_free(struct cfs_pack_ctx *p);
 int cfs_pack_run(struct cfs_pack_ctx *p, const struct cfs_pack_source *src, const char *arg,
 		 int fd);
 /* After cfs_pack_run(): builds the index, stores the image config and
- * the prefetch list, writes the index object and syncs the store; *ref
+ * the prefetch list, writes the index object and the origin (a warning
+ * when that fails: it is only informational) and syncs the store; *ref
  * names the image.  0, or -errno with cfs_pack_error() set. */
 int cfs_pack_finish(struct cfs_pack_ctx *p, cfs_digest *ref, struct cfs_pack_stats *stats);
 /* The first failure as "<what>: <why>", "" if none.  Lives as long as p. */
@@ -168,6 +173,13 @@ int cfs_pack_data(struct cfs_pack_ctx *p, const char *path, uint64_t off, const 
 /* Hands the image config (malloc'd, stored with the image) to the
  * pipeline, which frees it. */
 void cfs_pack_set_config(struct cfs_pack_ctx *p, void *config, size_t len);
+/* Says where the image came from (a source with manifests: a registry, an
+ * OCI layout): cfs_pack_finish() stores it beside the image (origin.h,
+ * origins/), informational only.  source names what cfs-pack was given;
+ * top, when not NULL, is what the reference resolved to when that was an
+ * index.  -ENOMEM after cfs_pack_fail(), else 0. */
+int cfs_pack_set_origin(struct cfs_pack_ctx *p, const char *source, const cfs_digest *manifest,
+			const cfs_digest *top);
 
 /* Writes one whole object (an index, a prefetch list, an image config),
  * named by its content: *d its digest, *stored its size when it was new

@@ -1000,6 +1000,8 @@ int cfs_pack_oci_top(struct cfs_pack_oci *o, const char *buf, size_t len, const 
 			json_object_get(top, "manifests") ? CFS_MT_OCI_INDEX : CFS_MT_OCI_MANIFEST;
 	if (!is_index(media)) {
 		ret = pack_manifest(o, top, digest);
+		if (ret == 0 && d)
+			ret = cfs_pack_set_origin(o->p, o->loc, d, NULL);
 		goto out;
 	}
 	ret = pick_index(o, top, ref, 0, &pk);
@@ -1022,6 +1024,9 @@ int cfs_pack_oci_top(struct cfs_pack_oci *o, const char *buf, size_t len, const 
 	ret = get_json(o, &pk.best, true, "manifest", &man);
 	if (ret == 0)
 		ret = pack_manifest(o, man, pk.best.digest);
+	/* A layout's index.json is not content-addressed: no top then. */
+	if (ret == 0)
+		ret = cfs_pack_set_origin(o->p, o->loc, &pk.best.d, d);
 out:
 	json_decref(pk.keep);
 	json_decref(man);

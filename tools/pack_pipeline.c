@@ -25,6 +25,7 @@
 #include "digest.h"
 #include "format.h"
 #include "index.h"
+#include "origin.h"
 #include "store.h"
 #include "util.h"
 
@@ -84,6 +85,40 @@ void cfs_pack_set_config(struct cfs_pack_ctx *p, void *config, size_t len)
 	free(p->config);
 	p->config = config;
 	p->config_len = len;
+}
+
+int cfs_pack_set_origin(struct cfs_pack_ctx *p, const char *source, const cfs_digest *manifest,
+			const cfs_digest *top)
+{
+	struct cfs_origin *o = calloc(1, sizeof(*o));
+
+	if (!o)
+		return cfs_pack_fail(p, -ENOMEM, "%s", cfs_strerror(-ENOMEM));
+	snprintf(o->source, sizeof(o->source), "%s", source);
+	o->manifest = *manifest;
+	if (top && !cfs_digest_eq(top, manifest)) {
+		o->has_top = true;
+		o->top = *top;
+	}
+	free(p->origin);
+	p->origin = o;
+	return 0;
+}
+
+/* The origin beside image ref: a warning when it cannot be written. */
+static void origin_put(struct cfs_pack_ctx *p, const cfs_digest *ref)
+{
+	char *buf;
+	size_t len;
+	int ret;
+
+	ret = cfs_origin_format(p->origin, &buf, &len);
+	if (ret == 0) {
+		ret = cfs_store_image_file_set(p->st, CFS_IMAGE_ORIGIN, ref, buf, len);
+		free(buf);
+	}
+	if (ret < 0)
+		cfs_warn("%s: the image's origin: %s", cfs_store_location(p->st), cfs_strerror(ret));
 }
 
 /* ---- workers ---- */
@@ -373,6 +408,7 @@ void cfs_pack_free(struct cfs_pack_ctx *p)
 	cfs_builder_free(p->b);
 	cfs_pack_prof_free(p->prof);
 	free(p->config);
+	free(p->origin);
 	pthread_mutex_destroy(&p->fail_mu);
 	free(p);
 }
@@ -437,6 +473,8 @@ int cfs_pack_finish(struct cfs_pack_ctx *p, cfs_digest *ref, struct cfs_pack_sta
 		cfs_pack_fail(p, ret, "%s: writing the index: %s", loc, cfs_strerror(ret));
 		goto out;
 	}
+	if (p->origin)
+		origin_put(p, ref);
 	ret = cfs_store_sync(p->st);
 	if (ret < 0) {
 		cfs_pack_fail(p, ret, "%s: sync: %s", loc, cfs_strerror(ret));

@@ -262,7 +262,7 @@ out:
 	return ret;
 }
 
-static int put_escaped(FILE *f, const char *s, size_t len)
+CFS_EXPORT int cfs_profile_put_escaped(FILE *f, const char *s, size_t len)
 {
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
@@ -295,7 +295,7 @@ static int put_path(FILE *f, const struct cfs_recorder *r, uint64_t ino)
 	while (n--) {
 		const struct name *nm = &r->names[chain[n] - 1];
 
-		if (putc('/', f) == EOF || put_escaped(f, nm->name, nm->name_len) < 0)
+		if (putc('/', f) == EOF || cfs_profile_put_escaped(f, nm->name, nm->name_len) < 0)
 			return -EIO;
 	}
 	return 0;
@@ -490,12 +490,38 @@ static int parse_u64(const char *s, uint64_t *out)
 	return 0;
 }
 
+CFS_EXPORT const char *cfs_profile_unescape(const char *s, char *out, size_t *len)
+{
+	char *d = out;
+
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		int hi, lo;
+
+		if (c < 0x21 || c > 0x7e)
+			return "unescaped byte";
+		if (c != '\\') {
+			*d++ = (char)c;
+			continue;
+		}
+		if (s[1] != 'x' || (hi = cfs_hex_value(s[2])) < 0 || (lo = cfs_hex_value(s[3])) < 0)
+			return "bad escape (expected \\xHH)";
+		if (hi == 0 && lo == 0)
+			return "NUL byte";
+		*d++ = (char)(hi << 4 | lo);
+		s += 3;
+	}
+	*d = '\0';
+	*len = (size_t)(d - out);
+	return NULL;
+}
+
 /* Unescapes path s into the profile's path store; its offset in *off.
  * Returns NULL or the reason it is malformed. */
 static const char *path_add(struct cfs_profile *p, const char *s, size_t *off, size_t *len)
 {
-	size_t n = strlen(s), start = p->paths_len;
-	char *d;
+	size_t n = strlen(s);
+	const char *why;
 
 	if (s[0] != '/')
 		return "path is not absolute";
@@ -508,28 +534,11 @@ static const char *path_add(struct cfs_profile *p, const char *s, size_t *off, s
 		p->paths = np;
 		p->paths_cap = cap;
 	}
-	d = p->paths + start;
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		int hi, lo;
-
-		if (c < 0x21 || c > 0x7e)
-			return "unescaped byte in path";
-		if (c != '\\') {
-			*d++ = (char)c;
-			continue;
-		}
-		if (s[1] != 'x' || (hi = cfs_hex_value(s[2])) < 0 || (lo = cfs_hex_value(s[3])) < 0)
-			return "bad escape in path (expected \\xHH)";
-		if (hi == 0 && lo == 0)
-			return "NUL byte in path";
-		*d++ = (char)(hi << 4 | lo);
-		s += 3;
-	}
-	*d++ = '\0';
-	*off = start;
-	*len = (size_t)(d - (p->paths + start)) - 1;
-	p->paths_len = (size_t)(d - p->paths);
+	why = cfs_profile_unescape(s, p->paths + p->paths_len, len);
+	if (why)
+		return why;
+	*off = p->paths_len;
+	p->paths_len += *len + 1;
 	return NULL;
 }
 
@@ -761,14 +770,14 @@ static int put_entry(FILE *f, const struct cfs_profile_entry *e)
 	char hex[CFS_DIGEST_HEX_LEN + 1];
 
 	if (e->kind == 'f') {
-		if (fprintf(f, "f %" PRIu64 " ", e->usec) < 0 || put_escaped(f, e->path, e->path_len) < 0 ||
+		if (fprintf(f, "f %" PRIu64 " ", e->usec) < 0 || cfs_profile_put_escaped(f, e->path, e->path_len) < 0 ||
 		    putc('\n', f) == EOF)
 			return -EIO;
 		return 0;
 	}
 	cfs_digest_hex(&e->digest, hex);
 	if (fprintf(f, "c %" PRIu64 " %s ", e->usec, hex) < 0 ||
-	    put_escaped(f, e->path, e->path_len) < 0 || fprintf(f, " %" PRIu64 "\n", e->offset) < 0)
+	    cfs_profile_put_escaped(f, e->path, e->path_len) < 0 || fprintf(f, " %" PRIu64 "\n", e->offset) < 0)
 		return -EIO;
 	return 0;
 }

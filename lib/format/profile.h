@@ -91,4 +91,13 @@ typedef bool cfs_profile_keep_fn(const struct cfs_profile_entry *e, void *arg);
 int cfs_profile_merge_max(struct cfs_profile *const *in, size_t n, size_t max,
 			  cfs_profile_keep_fn *keep, void *arg, FILE *out);
 
+/* The escaping of profile paths, which origins (origin.h) share: writes
+ * s (len bytes) with '\\', spaces and bytes outside 0x21..0x7e as \xHH.
+ * 0 or -EIO. */
+int cfs_profile_put_escaped(FILE *f, const char *s, size_t len);
+/* Unescapes NUL-terminated s into out, which has room for strlen(s) + 1
+ * bytes; *len is the result's length.  NULL, or why s is malformed (a
+ * byte that should have been escaped, a bad \xHH, an escaped NUL). */
+const char *cfs_profile_unescape(const char *s, char *out, size_t *len);
+
 #endif /* CFS_PROFILE_H */

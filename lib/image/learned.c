@@ -146,7 +146,8 @@ static int learned_read(struct cfs_learned *l, int src, struct cfs_profile **out
 	if (src == SRC_CACHE)
 		ret = cfs_read_file_at(AT_FDCWD, l->path, CFS_LEARN_FILE_MAX, &buf, &len);
 	else
-		ret = cfs_store_profile_get(l->store, &l->image, CFS_LEARN_FILE_MAX, &buf, &len);
+		ret = cfs_store_image_file_get(l->store, CFS_IMAGE_PROFILE, &l->image,
+					       CFS_LEARN_FILE_MAX, &buf, &len);
 	if (ret == -ENOENT)
 		return 0;
 	if (ret == -ENOMEM)
@@ -417,7 +418,7 @@ int cfs_image_learned_save(struct cfs_image *img, struct cfs_recorder *r, uint64
 		cfs_warn("learned profile %s: %s", l->path, cfs_strerror(ret));
 	}
 	if (l->store && (!store_raw || store_len != len || memcmp(store_raw, out, len))) {
-		ret = cfs_store_profile_set(l->store, &l->image, out, len);
+		ret = cfs_store_image_file_set(l->store, CFS_IMAGE_PROFILE, &l->image, out, len);
 		if (ret == 0) {
 			atomic_store(&l->bad[SRC_STORE], false);
 			strcat(where, wrote ? " and the store" : "the store");

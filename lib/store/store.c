@@ -590,36 +590,42 @@ int cfs_store_sig_set(struct cfs_store *st, const char *name, const void *buf, s
 	return ret < 0 ? ret : mutable_set(st, key, buf, len);
 }
 
-/* "profiles/" + 64 hex + NUL */
-#define PROFILE_KEY_LEN (9 + CFS_DIGEST_HEX_LEN + 1)
+/* "profiles/" or "origins/" + 64 hex + NUL */
+#define IMAGE_KEY_LEN (9 + CFS_DIGEST_HEX_LEN + 1)
 
-static void profile_key(const cfs_digest *image, char key[PROFILE_KEY_LEN])
+/* The key of a mutable file about an image: dir/<its index's hex>. */
+static void image_key(const char *dir, const cfs_digest *image, char key[IMAGE_KEY_LEN])
 {
 	char hex[CFS_DIGEST_HEX_LEN + 1];
 
 	cfs_digest_hex(image, hex);
-	snprintf(key, PROFILE_KEY_LEN, "profiles/%s", hex);
+	snprintf(key, IMAGE_KEY_LEN, "%s/%s", dir, hex);
 }
 
-int cfs_store_profile_get(struct cfs_store *st, const cfs_digest *image, size_t max, void **buf,
-			  size_t *len)
-{
-	char key[PROFILE_KEY_LEN];
+static const char *const image_file_dir[] = {
+	[CFS_IMAGE_PROFILE] = "profiles",
+	[CFS_IMAGE_ORIGIN] = "origins",
+};
 
-	if (!st || !image)
+int cfs_store_image_file_get(struct cfs_store *st, enum cfs_image_file kind,
+			     const cfs_digest *image, size_t max, void **buf, size_t *len)
+{
+	char key[IMAGE_KEY_LEN];
+
+	if (!st || !image || (unsigned)kind >= CFS_ARRAY_SIZE(image_file_dir))
 		return -EINVAL;
-	profile_key(image, key);
+	image_key(image_file_dir[kind], image, key);
 	return mutable_get(st, key, max, buf, len);
 }
 
-int cfs_store_profile_set(struct cfs_store *st, const cfs_digest *image, const void *buf,
-			  size_t len)
+int cfs_store_image_file_set(struct cfs_store *st, enum cfs_image_file kind,
+			     const cfs_digest *image, const void *buf, size_t len)
 {
-	char key[PROFILE_KEY_LEN];
+	char key[IMAGE_KEY_LEN];
 
-	if (!st || !image)
+	if (!st || !image || (unsigned)kind >= CFS_ARRAY_SIZE(image_file_dir))
 		return -EINVAL;
-	profile_key(image, key);
+	image_key(image_file_dir[kind], image, key);
 	return mutable_set(st, key, buf, len);
 }
 

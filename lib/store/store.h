@@ -146,15 +146,20 @@ int cfs_store_sig_get(struct cfs_store *st, const char *name, size_t max, void *
 /* Writes sigs/<name> atomically. */
 int cfs_store_sig_set(struct cfs_store *st, const char *name, const void *buf, size_t len);
 
-/* Learned profiles (docs/PROFILE.md), profiles/<64 hex> for the image
- * whose index is image: an access profile as text, at most max bytes
- * (-EFBIG beyond); -ENOENT when there is none, and the remote errors of
- * cfs_store_tag_get().  Mutable like a tag: _set replaces it atomically;
- * -EROFS on an http(s) store or a list. */
-int cfs_store_profile_get(struct cfs_store *st, const cfs_digest *image, size_t max, void **buf,
-			  size_t *len);
-int cfs_store_profile_set(struct cfs_store *st, const cfs_digest *image, const void *buf,
-			  size_t len);
+/* The mutable files a store keeps about an image, <dir>/<64 hex> for the
+ * image whose index is image: its learned profile (docs/PROFILE.md,
+ * profiles/) and where cfs-pack found it (origin.h, origins/).  Text, at
+ * most max bytes (-EFBIG beyond); -ENOENT when there is none, and the
+ * remote errors of cfs_store_tag_get().  Mutable like a tag: _set replaces
+ * it atomically; -EROFS on an http(s) store or a list. */
+enum cfs_image_file {
+	CFS_IMAGE_PROFILE,
+	CFS_IMAGE_ORIGIN,
+};
+int cfs_store_image_file_get(struct cfs_store *st, enum cfs_image_file kind,
+			     const cfs_digest *image, size_t max, void **buf, size_t *len);
+int cfs_store_image_file_set(struct cfs_store *st, enum cfs_image_file kind,
+			     const cfs_digest *image, const void *buf, size_t len);
 
 /* An image argument: "sha256:<hex>" is a reference, anything else a tag. */
 int cfs_store_resolve(struct cfs_store *st, const char *image, cfs_digest *out);

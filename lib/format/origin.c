@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The origins file (origin.h): written whole by cfs-pack, read by cfs-ls.
+ * The reader is bounded like every parser of what a store holds: the
+ * file's size, one header, a line at a time, each field checked, the
+ * source unescaped into a fixed buffer.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "origin.h"
+#include "profile.h"
+#include "util.h"
+
+#define ORIGIN_HEADER "cfs-origin 1"
+
+CFS_EXPORT int cfs_origin_format(const struct cfs_origin *o, char **buf, size_t *len)
+{
+	char ref[CFS_REF_STRLEN];
+	FILE *f;
+	int ret = 0;
+
+	*buf = NULL;
+	*len = 0;
+	f = open_memstream(buf, len);
+	if (!f)
+		return -ENOMEM;
+	cfs_digest_ref(&o->manifest, ref);
+	if (fprintf(f, ORIGIN_HEADER "\nsource ") < 0 ||
+	    cfs_profile_put_escaped(f, o->source, strnlen(o->source, CFS_ORIGIN_SOURCE_MAX)) < 0 ||
+	    fprintf(f, "\nmanifest %s\n", ref) < 0)
+		ret = -ENOMEM;
+	if (ret == 0 && o->has_top) {
+		cfs_digest_ref(&o->top, ref);
+		if (fprintf(f, "top %s\n", ref) < 0)
+			ret = -ENOMEM;
+	}
+	if (fclose(f) != 0)
+		ret = -ENOMEM;
+	if (ret < 0) {
+		free(*buf);
+		*buf = NULL;
+	}
+	return ret;
+}
+
+/* One line after the header, NUL-terminated, into o. */
+static int origin_line(char *line, struct cfs_origin *o, bool *source, bool *manifest)
+{
+	char *sp = strchr(line, ' '), *val;
+	size_t n;
+
+	if (!sp)
+		return 0; /* a line this version does not know */
+	*sp = '\0';
+	val = sp + 1;
+	if (!strcmp(line, "source")) {
+		/* The escaped form is at most 4x the source. */
+		char tmp[4 * CFS_ORIGIN_SOURCE_MAX + 1];
+
+		if (*source || strlen(val) > 4 * CFS_ORIGIN_SOURCE_MAX)
+			return -EINVAL;
+		if (cfs_profile_unescape(val, tmp, &n) || n == 0 || n > CFS_ORIGIN_SOURCE_MAX)
+			return -EINVAL;
+		memcpy(o->source, tmp, n + 1);
+		*source = true;
+	} else if (!strcmp(line, "manifest")) {
+		if (*manifest || cfs_digest_parse(val, false, &o->manifest) < 0)
+			return -EINVAL;
+		*manifest = true;
+	} else if (!strcmp(line, "top")) {
+		if (o->has_top || cfs_digest_parse(val, false, &o->top) < 0)
+			return -EINVAL;
+		o->has_top = true;
+	}
+	return 0;
+}
+
+CFS_EXPORT int cfs_origin_parse(const void *buf, size_t len, struct cfs_origin *out)
+{
+	struct cfs_origin o = { 0 };
+	bool source = false, manifest = false;
+	const char *p = buf;
+	char *copy, *line, *next;
+	int ret = 0;
+
+	if (!buf || len > CFS_ORIGIN_MAX || memchr(buf, '\0', len))
+		return -EINVAL;
+	copy = malloc(len + 1);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, p, len);
+	copy[len] = '\0';
+	next = strchr(copy, '\n');
+	if (!next || (size_t)(next - copy) != strlen(ORIGIN_HEADER) ||
+	    memcmp(copy, ORIGIN_HEADER, strlen(ORIGIN_HEADER))) {
+		ret = -EINVAL;
+		goto out;
+	}
+	for (line = next + 1; *line && ret == 0; line = next) {
+		next = strchr(line, '\n');
+		if (!next) {
+			ret = -EINVAL; /* cut short: written whole or not at all */
+			break;
+		}
+		*next++ = '\0';
+		ret = origin_line(line, &o, &source, &manifest);
+	}
+	if (ret == 0 && (!source || !manifest))
+		ret = -EINVAL;
+	if (ret == 0)
+		*out = o;
+out:
+	free(copy);
+	return ret;
+}
