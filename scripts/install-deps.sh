@@ -27,8 +27,9 @@ packages=(
 	# skopeo turn them into zstd layouts and docker-archives, jq edits the
 	# JSON of hand-made layouts
 	umoci skopeo docker-registry jq
-	# container engines on cfs mounts (tests/runtimes.sh)
-	podman containerd
+	# container engines on cfs mounts (tests/runtimes.sh); podman build
+	# and setcap for the conformance corpus (tests/conformance.sh)
+	podman containerd libcap2-bin
 )
 # s3rver for tests/remote.sh, in a cache directory outside the tree.
 S3RVER_VERSION=3.7.1

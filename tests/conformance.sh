@@ -257,15 +257,16 @@ start_registry() {
 	done
 	fail "docker-registry did not start: $(tail -n 3 "$d/log")"
 }
-# registry_hook NAME LAYOUT:TAG WANT [ARCH]: packs
+# registry_hook NAME LAYOUT:TAG WANT [ARCH [SKOPEO-OPTS...]]: packs
 # docker://127.0.0.1:PORT/cfs/NAME:1 (pushed from oci:LAYOUT:TAG, the whole
 # index for multi) and checks that the reference is WANT.
 registry_hook() {
 	local name=$1 tag=$2 want=$3 arch=${4:-} r
 	local -a plat=()
+	shift $(($# < 4 ? $# : 4))
 	have_registry_source || return 0
 	[ -n "$REG_PORT" ] || start_registry
-	skopeo_q --all --dest-tls-verify=false "oci:$tag" "docker://127.0.0.1:$REG_PORT/cfs/$name:1"
+	skopeo_q --all --dest-tls-verify=false "$@" "oci:$tag" "docker://127.0.0.1:$REG_PORT/cfs/$name:1"
 	[ -z "$arch" ] || plat=(--platform "linux/$arch")
 	r=$(pack "$name-registry" "docker://127.0.0.1:$REG_PORT/cfs/$name:1" "${plat[@]}" --tls-verify=false)
 	[ "$r" = "$want" ] || fail "$name: docker:// gave $r, the OCI layout $want"
@@ -350,7 +351,11 @@ for v in zstd gzip plain v2s2; do
 		[ "$r" = "$built_ref" ] || fail "built-$v as a docker-archive gave $r, built $built_ref"
 		rm -f "$W/built-$v.tar"
 	fi
-	registry_hook "built-$v" "$C-$v:built" "$built_ref"
+	if [ "$v" = v2s2 ]; then
+		registry_hook "built-$v" "$L:built" "$built_ref" "" --format v2s2
+	else
+		registry_hook "built-$v" "$C-$v:built" "$built_ref"
+	fi
 done
 for arch in amd64 arm64; do
 	step "conform: multi --platform linux/$arch"
