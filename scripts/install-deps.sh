@@ -30,8 +30,9 @@ packages=(
 	# the registries of tests/lib-registry.sh: htpasswd writes the bcrypt
 	# hashes that docker-registry's Basic auth needs
 	apache2-utils
-	# container engines on cfs mounts (tests/runtimes.sh)
-	podman containerd
+	# container engines on cfs mounts (tests/runtimes.sh); podman build
+	# and setcap for the conformance corpus (tests/conformance.sh)
+	podman containerd libcap2-bin
 )
 # s3rver for tests/remote.sh, in a cache directory outside the tree.
 S3RVER_VERSION=3.7.1

@@ -94,10 +94,9 @@ static struct cfs_store *fuzz_pack_store(void)
 
 /* Runs src over arg (and fd, see struct cfs_pack_source) through the
  * pipeline, platform as --platform gives it.  Returns the outcome, 0 or
- * -errno.  On success, *index is the image's index (to be freed with
- * cfs_index_free()) when index is not NULL. */
-static int fuzz_pack_run(const struct cfs_pack_source *src, const char *arg, int fd,
-			 const char *platform, struct cfs_index **index)
+ * -errno; on success *ref is the image's reference. */
+static inline int fuzz_pack_ref(const struct cfs_pack_source *src, const char *arg, int fd,
+				const char *platform, cfs_digest *ref)
 {
 	struct cfs_pack_opts o = {
 		.chunker = { .chunk_size = FUZZ_CHUNK_SIZE, .small_max = FUZZ_SMALL_MAX },
@@ -105,25 +104,35 @@ static int fuzz_pack_run(const struct cfs_pack_source *src, const char *arg, int
 		.jobs = 1,
 		.platform = platform,
 	};
-	struct cfs_store *st = fuzz_pack_store();
-	struct cfs_index *idx = NULL;
 	struct cfs_pack_ctx *p;
+	int ret;
+
+	FUZZ_ASSERT(cfs_pack_new(fuzz_pack_store(), &o, &p) == 0);
+	ret = cfs_pack_run(p, src, arg, fd);
+	if (ret == 0)
+		ret = cfs_pack_finish(p, ref, NULL);
+	FUZZ_ASSERT(ret <= 0);
+	if (ret < 0)
+		FUZZ_ASSERT(cfs_pack_error(p)[0]);
+	cfs_pack_free(p);
+	return ret;
+}
+
+/* fuzz_pack_ref(), and on success the image's index opens; *index is
+ * that index (to be freed with cfs_index_free()) when index is not NULL. */
+static inline int fuzz_pack_run(const struct cfs_pack_source *src, const char *arg, int fd,
+				const char *platform, struct cfs_index **index)
+{
+	struct cfs_index *idx = NULL;
 	cfs_digest ref;
 	void *raw;
 	size_t len;
 	int ret;
 
-	FUZZ_ASSERT(cfs_pack_new(st, &o, &p) == 0);
-	ret = cfs_pack_run(p, src, arg, fd);
-	if (ret == 0)
-		ret = cfs_pack_finish(p, &ref, NULL);
-	FUZZ_ASSERT(ret <= 0);
-	if (ret < 0)
-		FUZZ_ASSERT(cfs_pack_error(p)[0]);
-	cfs_pack_free(p);
+	ret = fuzz_pack_ref(src, arg, fd, platform, &ref);
 	if (ret < 0)
 		return ret;
-	FUZZ_ASSERT(cfs_pack_index_get(st, &ref, &raw, &len) == 0);
+	FUZZ_ASSERT(cfs_pack_index_get(fuzz_store, &ref, &raw, &len) == 0);
 	FUZZ_ASSERT(cfs_index_open(raw, len, &idx) == 0); /* idx owns raw */
 	if (index)
 		*index = idx;

@@ -560,12 +560,26 @@ static void test_layers(void)
 	a = F(4); CHECK_EQ(cfs_builder_add_path(b, "opq/sub/lower2", &a, &n), 0);
 	a = F(5); CHECK_EQ(cfs_builder_add_path(b, "again", &a, &n), 0);
 	a = F(6); CHECK_EQ(cfs_builder_add_path(b, "dir/x", &a, &n), 0);
+	a = F(14); CHECK_EQ(cfs_builder_add_path(b, "swap/x", &a, &n), 0);
+	a = A(S_IFDIR | 0755); CHECK_EQ(cfs_builder_add_path(b, "e", &a, &n), 0);
+	a = F(15); CHECK_EQ(cfs_builder_add_path(b, "e/x", &a, &n), 0);
+	a = A(S_IFLNK | 0777); CHECK_EQ(cfs_builder_add_path(b, "lnk", &a, &n), 0);
+	CHECK_EQ(cfs_builder_set_symlink(b, n, "e", 1), 0);
 	cfs_builder_layer_begin(b);
 	CHECK_EQ(cfs_builder_whiteout(b, "etc", "gone", 4), 0);
 	CHECK_EQ(cfs_builder_whiteout(b, "etc", "never-there", 11), 0);
 	CHECK_EQ(cfs_builder_whiteout(b, "nodir/deeper", "x", 1), 0); /* made, like an extraction */
 	CHECK_EQ(cfs_builder_whiteout(b, "etc", "..", 2), -EINVAL);
-	CHECK_EQ(cfs_builder_whiteout(b, "etc/kept", "x", 1), -ENOTDIR);
+	/* Under a non-directory: nothing to hide, nothing made (as umoci). */
+	CHECK_EQ(cfs_builder_whiteout(b, "etc/kept", "x", 1), 0);
+	CHECK_EQ(cfs_builder_whiteout(b, "etc/kept/deeper", "x", 1), 0);
+	CHECK_EQ(cfs_builder_opaque(b, "etc/kept"), 0);
+	a = F(16); CHECK_EQ(cfs_builder_add_path(b, "swap", &a, &n), 0);        /* a file over swap/ */
+	CHECK_EQ(cfs_builder_whiteout(b, "swap", "x", 1), 0);                  /* umoci writes it next */
+	CHECK_EQ(cfs_builder_opaque(b, "swap"), 0);
+	/* Through a symlink: refused (umoci follows it, podman fails). */
+	CHECK_EQ(cfs_builder_whiteout(b, "lnk", "x", 1), -ENOTDIR);
+	CHECK_EQ(cfs_builder_opaque(b, "lnk"), -ENOTDIR);
 	a = F(7); CHECK_EQ(cfs_builder_add_path(b, "opq/new", &a, &n), 0);      /* before the marker */
 	a = F(8); CHECK_EQ(cfs_builder_add_path(b, "opq/sub/new2", &a, &n), 0); /* sub: this layer's too */
 	CHECK_EQ(cfs_builder_opaque(b, "opq"), 0);
@@ -590,6 +604,8 @@ static void test_layers(void)
 	CHECK_EQ(INO(&d, "opq/new")->size, 7); CHECK_EQ(INO(&d, "opq/sub/new2")->size, 8);
 	CHECK_EQ(INO(&d, "opq/after")->size, 9); CHECK_EQ(INO(&d, "again")->size, 10);
 	CHECK(dec_lookup(&d, "nodir/deeper") != 0);
+	CHECK_EQ(INO(&d, "etc/kept2")->mode, S_IFDIR | 0700);
+	CHECK_EQ(INO(&d, "swap")->size, 16); CHECK_EQ(INO(&d, "e/x")->size, 15);
 	CHECK_EQ(INO(&d, "dir")->mode, S_IFDIR | 0711); CHECK_EQ(dec_lookup(&d, "dir/x"), 0);
 	CHECK_EQ(INO(&d, "dir/y")->size, 13);
 	CHECK_EQ(INO(&d, "etc")->nlink, 3); /* etc, ., kept2 */

@@ -653,6 +653,8 @@ static int layer_whiteout(struct cfs_pack_ctx *p, const char *src, const char *r
 		ret = cfs_builder_whiteout(p->b, dir, base + 4, strlen(base + 4));
 	if (ret == -EINVAL)
 		return cfs_pack_fail(p, ret, "%s: %s: bad whiteout name", src, raw);
+	if (ret == -ENOTDIR)
+		return cfs_pack_fail(p, ret, "%s: %s: a whiteout through a symlink", src, raw);
 	if (ret < 0)
 		return cfs_pack_fail(p, ret, "%s: %s: %s", src, raw, cfs_strerror(ret));
 	return 1;
@@ -690,8 +692,65 @@ int cfs_pack_tar_end(struct cfs_pack_tar *t, bool feed)
 	return ret;
 }
 
-/* Reads the entries of an opened archive into the tree. */
-static int tar_entries(struct cfs_pack_tar *t, struct archive *ar, const char *src)
+/* A layer's bytes, for libarchive.  Writers that stop right after the
+ * last member's data, without its padding to the 512-byte block and the
+ * two zero blocks of the end marker (`umoci insert`), write what Go's
+ * archive/tar reads to the end, and so umoci and podman: when the stream
+ * ends inside the padding of the member just read, the missing zeros are
+ * supplied here, and libarchive meets the end at a block boundary, which
+ * it takes as the end.  A member whose data is cut short still fails: the
+ * zeros are only ever those past its data. */
+struct layer_read {
+	cfs_pack_read_fn rd;
+	void *ctx;
+	uint64_t at;          /* bytes rd has given */
+	bool eof;
+	uint64_t pad_from, pad_to; /* the current member's padding, if any */
+};
+
+static const uint8_t zero_block[512];
+
+static la_ssize_t layer_read_cb(struct archive *ar, void *ctx, const void **buf)
+{
+	struct layer_read *lr = ctx;
+	ssize_t n;
+
+	if (lr->eof)
+		return 0;
+	n = lr->rd(lr->ctx, buf);
+	if (n < 0) {
+		archive_set_error(ar, (int)-n, "%s", cfs_strerror((int)n));
+		return -1;
+	}
+	if (n > 0) {
+		lr->at += (uint64_t)n;
+		return n;
+	}
+	lr->eof = true;
+	if (lr->at < lr->pad_from || lr->at >= lr->pad_to)
+		return 0;
+	*buf = zero_block;
+	return (la_ssize_t)(lr->pad_to - lr->at);
+}
+
+/* After a header: where the padding of a regular member's data lies in
+ * the stream (a sparse member's stored size is not its size: none). */
+static void layer_member(struct layer_read *lr, struct archive *ar, struct archive_entry *e)
+{
+	la_int64_t at = archive_filter_bytes(ar, -1), size = archive_entry_size(e);
+
+	lr->pad_from = lr->pad_to = 0;
+	if (!S_ISREG(archive_entry_mode(e)) || archive_entry_hardlink(e) ||
+	    archive_entry_sparse_count(e) > 0 || at < 0 || size <= 0 || size % 512 == 0)
+		return;
+	lr->pad_from = (uint64_t)at + (uint64_t)size;
+	lr->pad_to = (uint64_t)at + ((uint64_t)size + 511) / 512 * 512;
+}
+
+/* Reads the entries of an opened archive into the tree; lr is the layer's
+ * reader, NULL for the tar source. */
+static int tar_entries(struct cfs_pack_tar *t, struct archive *ar, const char *src,
+		       struct layer_read *lr)
 {
 	struct cfs_pack_ctx *p = t->p;
 	struct archive_entry *e;
@@ -713,6 +772,8 @@ static int tar_entries(struct cfs_pack_tar *t, struct archive *ar, const char *s
 					     archive_error_string(ar) ? archive_error_string(ar) :
 									"read error");
 		}
+		if (lr)
+			layer_member(lr, ar, e);
 		if (++n > TAR_MAX_ENTRIES)
 			return cfs_pack_fail(p, -EFBIG, "%s: more than %llu entries", src,
 					     TAR_MAX_ENTRIES);
@@ -747,26 +808,9 @@ static int tar_entries(struct cfs_pack_tar *t, struct archive *ar, const char *s
 	return 0;
 }
 
-struct layer_read {
-	cfs_pack_read_fn rd;
-	void *ctx;
-};
-
-static la_ssize_t layer_read_cb(struct archive *ar, void *ctx, const void **buf)
-{
-	struct layer_read *lr = ctx;
-	ssize_t n = lr->rd(lr->ctx, buf);
-
-	if (n < 0) {
-		archive_set_error(ar, (int)-n, "%s", cfs_strerror((int)n));
-		return -1;
-	}
-	return n;
-}
-
 int cfs_pack_tar_layer(struct cfs_pack_tar *t, cfs_pack_read_fn rd, void *ctx, const char *src)
 {
-	struct layer_read lr = { rd, ctx };
+	struct layer_read lr = { .rd = rd, .ctx = ctx };
 	struct archive *ar;
 	int ret;
 
@@ -780,7 +824,7 @@ int cfs_pack_tar_layer(struct cfs_pack_tar *t, cfs_pack_read_fn rd, void *ctx, c
 	if (archive_read_open(ar, &lr, NULL, layer_read_cb, NULL) != ARCHIVE_OK)
 		ret = cfs_pack_fail(t->p, -EIO, "%s: %s", src, archive_error_string(ar));
 	else
-		ret = tar_entries(t, ar, src);
+		ret = tar_entries(t, ar, src, &lr);
 	archive_read_free(ar);
 	return ret;
 }
@@ -820,7 +864,7 @@ static int pack_tar(struct cfs_pack_ctx *p, const char *src, int fd)
 		ret = cfs_pack_fail(p, -EIO, "%s: %s", src, archive_error_string(ar));
 		goto out;
 	}
-	ret = tar_entries(t, ar, src);
+	ret = tar_entries(t, ar, src, NULL);
 out:
 	archive_read_free(ar);
 	ret = cfs_pack_tar_end(t, ret == 0) ?: ret;

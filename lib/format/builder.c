@@ -602,6 +602,36 @@ static int dir_walk(struct cfs_builder *b, const char *path, uint32_t *dir)
 	return 0;
 }
 
+/* 1 when a component of path (the last one too) is a file, a device, a
+ * fifo or a socket: nothing can be below it, so a whiteout or an opaque
+ * marker there has nothing to hide, as umoci and podman find (umoci
+ * writes "swap" and then "swap/.wh.x" when a layer makes a directory a
+ * file).  -ENOTDIR at a symlink, which extractors disagree on (umoci
+ * follows it, podman fails): refused, as for any other entry.  0 when every
+ * component met is a directory, up to the first that is missing. */
+static int under_nondir(struct cfs_builder *b, const char *path)
+{
+	const char *p = path, *name;
+	uint32_t cur = CFS_NODE_ROOT;
+	size_t len;
+	int ret, ent;
+
+	while ((ret = path_next(&p, &name, &len)) > 0) {
+		uint32_t mode;
+
+		ent = ent_find(b, cur, name, len);
+		if (ent < 0 || b->ents[ent].child == ENT_GONE)
+			return 0;
+		cur = b->ents[ent].child;
+		mode = b->nodes[cur].attr.mode;
+		if (S_ISLNK(mode))
+			return -ENOTDIR;
+		if (!S_ISDIR(mode))
+			return 1;
+	}
+	return ret;
+}
+
 int cfs_builder_whiteout(struct cfs_builder *b, const char *dir_path, const char *name,
 			 size_t name_len)
 {
@@ -610,6 +640,9 @@ int cfs_builder_whiteout(struct cfs_builder *b, const char *dir_path, const char
 
 	if (b->finished || !name_valid(name, name_len))
 		return -EINVAL;
+	ret = under_nondir(b, dir_path);
+	if (ret)
+		return ret < 0 ? ret : 0;
 	ret = dir_walk(b, dir_path, &dir);
 	if (ret)
 		return ret;
@@ -644,6 +677,9 @@ int cfs_builder_opaque(struct cfs_builder *b, const char *dir_path)
 
 	if (b->finished)
 		return -EINVAL;
+	ret = under_nondir(b, dir_path);
+	if (ret)
+		return ret < 0 ? ret : 0;
 	ret = dir_walk(b, dir_path, &dir);
 	if (ret)
 		return ret;

@@ -64,12 +64,17 @@ int cfs_builder_link_path(struct cfs_builder *b, const char *path, const char *t
 void cfs_builder_layer_begin(struct cfs_builder *b);
 /* A whiteout in the current layer: removes dir_path/name if a lower layer
  * gave it (not if this layer did, before or after).  dir_path ("" for the
- * root) is made as an add would make it.  0 also when there was nothing to
- * remove; -EINVAL for a bad name, -ENOTDIR. */
+ * root) is made as an add would make it, unless a component of it is a
+ * non-directory (a file this layer put over a lower directory, say): then
+ * there is nothing below it to remove and nothing is made.  0 also when
+ * there was nothing to remove; -EINVAL for a bad name, -ENOTDIR when
+ * dir_path goes through a symlink. */
 int cfs_builder_whiteout(struct cfs_builder *b, const char *dir_path, const char *name,
 			 size_t name_len);
 /* An opaque directory in the current layer: removes everything lower
- * layers gave under dir_path, this layer's own entries kept. */
+ * layers gave under dir_path, this layer's own entries kept.  Nothing
+ * (0) when dir_path is or goes through a non-directory, -ENOTDIR through
+ * a symlink, as for a whiteout. */
 int cfs_builder_opaque(struct cfs_builder *b, const char *dir_path);
 
 int cfs_builder_set_symlink(struct cfs_builder *b, uint32_t node, const char *target, size_t len);

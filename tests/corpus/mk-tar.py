@@ -116,6 +116,20 @@ def seeds():
     s["bzip2"] = bz2.compress(s["whiteouts"])
     s["xz"] = lzma.compress(s["pax-long"], format=lzma.FORMAT_XZ)
     s["empty"] = b"\0" * (2 * BLOCK)
+    # As `umoci insert` writes a layer: it stops right after the last
+    # member's data, no padding, no end marker (accepted, as Go reads it);
+    # and one cut inside that data (refused).
+    ins = tar([("opt/ins", b"", DIR), ("opt/ins/f", b"hello\n", REG)])
+    s["unpadded"] = ins[: 3 * BLOCK + 6]
+    s["unpadded-short"] = ins[: 3 * BLOCK + 3]
+    # umoci's layer that makes the directory swap/ a file: the file, then
+    # whiteouts and an opaque marker under it (nothing to hide: accepted);
+    # and one under a symlink it made (refused).
+    l1 = tar([("swap/x", b"1", REG), ("swap/y", b"2", REG), ("e/x", b"3", REG)])
+    s["whiteout-under-file"] = l1 + tar([("swap", b"a file now", REG), ("swap/.wh.x", b"", REG),
+                                         ("swap/.wh..wh..opq", b"", REG),
+                                         ("e/x/.wh.z", b"", REG)])
+    s["whiteout-under-symlink"] = l1 + tar([("swap", b"", sym("e")), ("swap/.wh.x", b"", REG)])
     return s
 
 
