@@ -155,6 +155,38 @@ proxy_set status=503
 refuse unavailable "HTTP 503" "docker://$via/cfs/test:1" --tls-verify=false
 proxy_set
 
+step "plain: blobs redirected to another host get no Authorization"
+# nginx A (127.0.0.1) asks for Basic credentials and sends every blob on to
+# nginx B ("localhost", another host to libcurl) with a 307, as a registry
+# does to its blob storage; both pass the rest to the registry.  B logs
+# the Authorization header of what it serves: the credentials are A's.
+need_ci_tools nginx htpasswd
+_nginx_require
+rd=$W/redirect
+mkdir -p "$rd/a" "$rd/b"
+htpasswd -b -c "$rd/htpasswd" cfs-redir s3cret >/dev/null 2>&1 || fail "htpasswd exited $?"
+pb=$(free_port)
+# shellcheck disable=SC2016 # nginx's variables, for nginx
+_nginx_conf "$rd/b" '$request_uri $status auth=[$http_authorization]' "$rd/b/access.log" \
+	"127.0.0.1:$pb" "$rd/b" "location / { proxy_pass http://$plain; }"
+_nginx_launch "$rd/b" 10 "http://127.0.0.1:$pb/v2/" || fail "nginx B did not start: $(tail -n 3 "$rd/b/error.log")"
+pa=$(free_port)
+# shellcheck disable=SC2016 # nginx's variables, for nginx
+_nginx_conf "$rd/a" '$request_uri $status auth=[$http_authorization]' "$rd/a/access.log" \
+	"127.0.0.1:$pa" "$rd/a" "location /v2/ {
+		auth_basic cfs-redirect; auth_basic_user_file $rd/htpasswd;
+		location ~ /blobs/ { return 307 http://localhost:$pb\$request_uri; }
+		proxy_pass http://$plain; }"
+_nginx_launch "$rd/a" 10 "http://127.0.0.1:$pa/v2/" || fail "nginx A did not start: $(tail -n 3 "$rd/a/error.log")"
+printf '{"auths":{"127.0.0.1:%s":{"auth":"%s"}}}\n' "$pa" "$(printf cfs-redir:s3cret | base64)" >"$rd/auth.json"
+r=$(pack "$W/store" redirected "docker://127.0.0.1:$pa/cfs/test:1" --tls-verify=false --authfile "$rd/auth.json")
+[ "$r" = "$ref" ] || fail "docker:// with redirected blobs gave $r, want $ref"
+grep -q '/manifests/.* 200 auth=\[Basic ' "$rd/a/access.log" || fail "A never saw the credentials: $(cat "$rd/a/access.log")"
+grep -q '/blobs/.* 200 ' "$rd/b/access.log" || fail "no blob came from B: $(cat "$rd/b/access.log")"
+# nginx logs an absent header as "-".
+! grep -v 'auth=\[-\]$' "$rd/b/access.log" | grep -q . || fail "B saw credentials: $(grep -v 'auth=\[-\]$' "$rd/b/access.log")"
+echo "   $(grep -c /blobs/ "$rd/b/access.log") blobs from B, none with an Authorization header"
+
 # --- Basic auth over TLS ------------------------------------------------------
 step "basic: htpasswd over TLS, --ca-file, --authfile"
 start_registry basic
