@@ -97,8 +97,9 @@ else
 		# layouts (cfs-pack's image sources: tar members, JSON, layers),
 		# tar streams, HTTP and S3 replies (through libcurl and the
 		# fetcher), tags and signature files (docs/SECURITY.md), ELF
-		# headers (cfs-pack's hints).
-		for target in index profile safetensors oci oci-layout tar http sig elf; do
+		# headers (cfs-pack's hints), the docker:// source's references,
+		# challenges, tokens, error bodies and auth files.
+		for target in index profile safetensors oci oci-layout tar http sig elf registry; do
 			if ! { [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz "tests/fuzz-$target"; }; then
 				fail "build of build-fuzz/tests/fuzz-$target"
 				continue
