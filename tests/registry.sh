@@ -5,7 +5,8 @@
 # to registries of tests/lib-registry.sh.  Packed from the registry it must
 # give the very reference `cfs-pack oci:` gives for the layout it came from
 # (the index depends on the tree and the config blob only) and mount equal
-# to `umoci unpack`.  The error cases: a tag or repository that is not
+# to `umoci unpack`; a layer of several parts comes in ranges, resumed
+# when cut, and whole from a registry without ranges.  The error cases: a tag or repository that is not
 # there (the registry's MANIFEST_UNKNOWN in the message), a registry that
 # is down, one that hangs (cfs-faultproxy hang=1: the stall timeout must
 # end it, not the test's timeout), a flipped byte in the config and in a
@@ -186,6 +187,62 @@ grep -q '/blobs/.* 200 ' "$rd/b/access.log" || fail "no blob came from B: $(cat 
 # nginx logs an absent header as "-".
 ! grep -v 'auth=\[-\]$' "$rd/b/access.log" | grep -q . || fail "B saw credentials: $(grep -v 'auth=\[-\]$' "$rd/b/access.log")"
 echo "   $(grep -c /blobs/ "$rd/b/access.log") blobs from B, none with an Authorization header"
+
+step "plain: a layer of several parts: ranges, a cut part resumed, a registry without ranges"
+# A 20 MiB layer of random bytes is three parts (PART_SIZE 8 MiB): asked
+# as ranges; a part cut short by the proxy asked again for the rest only;
+# and through an nginx that drops the Range header (a registry without
+# ranges), the whole layer on one request.
+mkdir -p "$W/bigtree/data"
+head -c $((20 << 20)) /dev/urandom >"$W/bigtree/data/random.bin"
+echo small >"$W/bigtree/data/small.txt"
+tar -C "$W/bigtree" --numeric-owner -cf "$W/big.tar" data
+BL=$W/BL
+umoci init --layout "$BL" && umoci new --image "$BL:1" && umoci raw add-layer --image "$BL:1" "$W/big.tar" ||
+	fail "umoci: the image with a 20 MiB layer"
+ref_big=$(pack "$W/store-oci" big "oci:$BL:1")
+reg_push "oci:$BL:1" cfs/big:1
+big_layer=$(jq -r '.layers[0].digest' "$(manifest_of "$BL")")
+big_size=$(jq -r '.layers[0].size' "$(manifest_of "$BL")")
+rg=$W/ranges
+# range_nginx NAME LOCATION_LINES: an nginx in front of the registry that
+# logs each request's Range header and bytes sent to $rg/NAME/access.log;
+# its port in $rport.
+range_nginx() {
+	mkdir -p "$rg/$1"
+	rport=$(free_port)
+	# shellcheck disable=SC2016 # nginx's variables, for nginx
+	_nginx_conf "$rg/$1" '$request_uri $status range=[$http_range] $body_bytes_sent' \
+		"$rg/$1/access.log" "127.0.0.1:$rport" "$rg/$1" "location / { $2 proxy_pass http://$plain; }"
+	_nginx_launch "$rg/$1" 10 "http://127.0.0.1:$rport/v2/" ||
+		fail "nginx $1 did not start: $(tail -n 3 "$rg/$1/error.log")"
+}
+range_nginx c ""
+pc=$rport
+r=$(pack "$W/store" ranged "docker://127.0.0.1:$pc/cfs/big:1" --tls-verify=false)
+[ "$r" = "$ref_big" ] || fail "docker:// of the 20 MiB layer gave $r, oci: $ref_big"
+n=$(grep -c "/blobs/$big_layer 206 range=\[bytes=" "$rg/c/access.log" || true)
+[ "$n" -eq 3 ] || fail "the 20 MiB layer came in $n ranged replies, want 3: $(grep "$big_layer" "$rg/c/access.log")"
+echo "   the $big_size-byte layer in $n ranges"
+range_nginx d 'proxy_set_header Range "";'
+pd=$rport
+r=$(pack "$W/store" unranged "docker://127.0.0.1:$pd/cfs/big:1" --tls-verify=false)
+[ "$r" = "$ref_big" ] || fail "docker:// without ranges gave $r, oci: $ref_big"
+grep "/blobs/$big_layer " "$rg/d/access.log" >"$rg/d/big.log" || true
+[ "$(wc -l <"$rg/d/big.log")" -eq 1 ] && grep -q " 200 range=\[bytes=0-" "$rg/d/big.log" ||
+	fail "without ranges: want one whole reply to a ranged request: $(cat "$rg/d/big.log")"
+echo "   without ranges: one whole reply ($(cut -d' ' -f4 "$rg/d/big.log") bytes)"
+proxy_set truncate_after=3M count=1 "path=${big_layer#sha256:}"
+down0=$(proxy_stat bytes_down)
+r=$(pack "$W/store" resumed "docker://$via/cfs/big:1" --tls-verify=false)
+[ "$r" = "$ref_big" ] || fail "docker:// with a part cut gave $r, oci: $ref_big"
+[ "$(proxy_faults truncate)" -ge 1 ] || fail "the proxy cut no part: $(tail -n 5 "$PROXY_LOG")"
+down=$(($(proxy_stat bytes_down) - down0))
+# the layer once, and the small blobs and heads: not the 3 MiB cut again
+[ "$down" -lt $((big_size + (1 << 20))) ] ||
+	fail "with a part cut at 3 MiB the proxy sent $down bytes for a $big_size-byte layer: not resumed"
+echo "   a part cut at 3 MiB: resumed, $down bytes through the proxy"
+proxy_set
 
 # --- Basic auth over TLS ------------------------------------------------------
 step "basic: htpasswd over TLS, --ca-file, --authfile"

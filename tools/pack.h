@@ -4,11 +4,14 @@
  *
  * A pack runs in one context: a source, on the calling thread, feeds the
  * builder and the chunker; sealed chunks go to the workers through the
- * chunker's emit callback, which hash, compress and store them.  Sources
- * are plug-ins, one const struct cfs_pack_source a file (pack_dir.c,
- * pack_tar.c, pack_oci.c), that call down into the pipeline only: the
- * builder, the chunker, cfs_pack_data(), cfs_pack_fail().  cfs-pack's
- * main (pack.c) and the fuzzers in tests/ drive the same entry points.
+ * chunker's emit callback, which hash, compress and store them.  The
+ * image sources read, hash and decompress each layer on a decode thread
+ * of its own, a few blocks ahead of the tar reader (pack_oci_layer.c).
+ * Sources are plug-ins, one const struct cfs_pack_source a file
+ * (pack_dir.c, pack_tar.c, pack_oci.c), that call down into the pipeline
+ * only: the builder, the chunker, cfs_pack_data(), cfs_pack_fail().
+ * cfs-pack's main (pack.c) and the fuzzers in tests/ drive the same
+ * entry points.
  *
  * Not thread-safe unless said: one thread runs a context's source.
  */

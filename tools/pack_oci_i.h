@@ -33,7 +33,9 @@ struct cfs_pack_tar;
 #define CFS_MT_DOCKER_V1 "application/vnd.docker.distribution.manifest.v1"
 
 /* The next bytes of a blob into buf (at most len): their count, 0 at its
- * end, or -errno after cfs_pack_fail(). */
+ * end, or -errno after cfs_pack_fail().  A layer's is called on its
+ * decode thread (pack_oci_layer.c), not the one that opened it, between
+ * layer_open and layer_close only. */
 typedef ssize_t (*cfs_pack_oci_read_fn)(void *ctx, void *buf, size_t len);
 
 struct cfs_pack_oci_plat {
@@ -100,7 +102,8 @@ int cfs_pack_oci_top(struct cfs_pack_oci *o, const char *buf, size_t len, const 
 /* Applies layer i, read through rd, on top of the layers before it in t:
  * decompressed as its bytes say, its compressed digest checked against cd
  * (when known, else NULL) and its uncompressed stream against diff_id.
- * loc names the source in messages.  0, or -errno after cfs_pack_fail(). */
+ * rd runs on a thread of this call's, joined before it returns.  loc
+ * names the source in messages.  0, or -errno after cfs_pack_fail(). */
 int cfs_pack_oci_layer(struct cfs_pack_ctx *p, const char *loc, struct cfs_pack_tar *t, size_t i,
 		       cfs_pack_oci_read_fn rd, void *ctx, const cfs_digest *cd,
 		       const cfs_digest *diff_id);

@@ -15,14 +15,20 @@
  * token flow once more with the scope it names.
  *
  * The layers stream.  As soon as the manifest is known, one thread of
- * this source drives a curl multi handle that downloads up to STREAMS_MAX
- * layers at a time, in order, into memory: the layer being applied may
- * hold HEAD_MAX bytes, all the layers together WINDOW_MAX; a transfer
- * with no room is paused (CURL_WRITEFUNC_PAUSE) until the packing thread
- * takes its bytes.  So the network runs ahead of the packing by a bounded
- * window, whatever the layers' sizes, and nothing touches the disk.  The
- * bytes are hashed as they are applied (pack_oci_layer.c): a layer that
- * fails its digest fails the pack, which writes no index and no tag.
+ * this source drives a curl multi handle that downloads the layers in
+ * order, in parts of PART_SIZE bytes (HTTP ranges), STREAMS_MAX parts at
+ * a time, into memory, and starts a part only while the bytes fetched
+ * and not yet packed stay within WINDOW_MAX.  So a large layer comes
+ * over several connections at once (a per-connection cap is what a
+ * registry's CDN and a long fat link impose), the network runs ahead of
+ * the packing by a bounded window whatever the layers' sizes, and
+ * nothing touches the disk.  A part cut short is asked again for the
+ * rest of its range.  The first ranged reply tells whether the registry
+ * serves ranges; one that answers with the whole blob gets each layer
+ * whole from then on, on one connection, paused (CURL_WRITEFUNC_PAUSE)
+ * while PART_SIZE of it waits.  The bytes are hashed as they are applied
+ * (pack_oci_layer.c): a layer that fails its digest fails the pack,
+ * which writes no index and no tag.
  *
  * Authorization goes in a header of our own; libcurl sends such a header
  * to the host of the URL only, not to the blob storage a redirect leads
@@ -30,6 +36,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,9 +60,9 @@
 #define STALL_TIMEOUT_S 8L     /* no byte for this long: the registry hangs */
 #define TRIES 4                /* attempts of a request */
 #define BACKOFF_MS 250u        /* then x2 */
-#define STREAMS_MAX 4u         /* layer transfers at a time */
-#define HEAD_MAX (8u << 20)    /* buffered bytes of the layer being applied */
-#define WINDOW_MAX (64u << 20) /* and of every layer */
+#define STREAMS_MAX 4u         /* transfers at a time */
+#define PART_SIZE (8u << 20)   /* a layer is fetched in ranges of this size */
+#define WINDOW_MAX (64u << 20) /* bytes fetched or on the way, not yet read */
 #define PIECE_SIZE (256u << 10)
 #define ERRBODY_MAX 4096u
 #define AUTHFILE_MAX (1u << 20)
@@ -80,27 +87,48 @@ struct piece {
 	unsigned char data[];
 };
 
-/* One layer on the wire.  The fields below mu's line are under reg.mu. */
+/* Range support, as the first ranged reply tells it. */
+enum ranges { RANGES_UNKNOWN, RANGES_YES, RANGES_NO };
+
+/* A byte range of a layer on the wire: [off, off + len), or the whole
+ * layer without a Range header (one part, or a registry without
+ * ranges).  The fields below mu's line are under reg.mu. */
+struct part {
+	struct stream *s;
+	uint64_t off;
+	CURL *h;
+	struct curl_slist *hdrs;
+	char curl_err[CURL_ERROR_SIZE];
+	char range[48];
+	unsigned attempts;
+	uint64_t retry_ns;     /* when a retry may start */
+	bool in_multi, asked_range;
+	/* -- under mu -- */
+	uint64_t len;
+	bool ranged, probe, checked;
+	struct part *next;     /* the layer's next part */
+	struct piece *head, *tail;
+	size_t buffered;
+	uint64_t received;     /* of the range */
+	uint64_t taken;        /* of them, read by the packing */
+	uint64_t charge;       /* what the part holds of reg.reserved */
+	bool done, paused;
+	int err;
+	char msg[768];
+	char errbody[ERRBODY_MAX];
+	size_t errlen;
+};
+
+/* One layer: its parts, started in order and read in order. */
 struct stream {
 	struct reg *r;
 	size_t i;
 	char *url;
 	uint64_t size;
-	CURL *h;
-	struct curl_slist *hdrs;
-	char curl_err[CURL_ERROR_SIZE];
-	unsigned attempts;
-	uint64_t retry_ns;     /* when a retry may start */
-	bool in_multi;
 	/* -- under mu -- */
-	struct piece *head, *tail;
-	size_t buffered;
-	uint64_t received;
-	bool started, done, paused;
-	int err;
-	char msg[768];
-	char errbody[ERRBODY_MAX];
-	size_t errlen;
+	uint64_t next_off;     /* where the next part starts */
+	struct part *parts, *last;  /* started, not yet read */
+	uint64_t taken;
 };
 
 struct reg {
@@ -122,10 +150,13 @@ struct reg {
 	CURLM *multi;
 	struct stream *s;
 	size_t n;
-	size_t next;            /* the next stream to start */
-	size_t active;          /* started, not done */
-	size_t cur;             /* the layer being applied */
-	size_t buffered;        /* every stream's */
+	size_t next;            /* the first layer with parts to start */
+	struct part *xfer[STREAMS_MAX];  /* the parts on the wire */
+	size_t active;
+	uint64_t reserved;      /* bytes of started parts not yet read */
+	enum ranges ranges;
+	bool probing;           /* a ranged request's reply is awaited */
+	bool oom;
 	size_t npaused;
 };
 
@@ -666,73 +697,166 @@ static int reg_blob_get(struct cfs_pack_oci *o, const struct cfs_pack_oci_desc *
 
 /* ---- layer streams ---- */
 
-static bool room(const struct reg *r, const struct stream *s, size_t n)
+/* What a part costs the window: its bytes, or, for a whole layer beyond
+ * PART_SIZE (a registry without ranges), the PART_SIZE it may buffer. */
+static bool part_big(const struct part *p)
 {
-	if (s->i == r->cur)
-		return s->buffered < HEAD_MAX;
-	return r->buffered + n <= WINDOW_MAX;
+	return p->len > PART_SIZE;
+}
+
+/* Starts the next part in order (on the stream thread, mu held), or
+ * returns false when there is none or no room for it. */
+static bool part_next(struct reg *r)
+{
+	struct stream *s;
+	struct part *p;
+	uint64_t len, cost;
+	size_t slot;
+
+	while (r->next < r->n && r->s[r->next].next_off >= r->s[r->next].size)
+		r->next++;
+	if (r->next == r->n || r->active == STREAMS_MAX)
+		return false;
+	s = &r->s[r->next];
+	len = s->size - s->next_off;
+	/* Until a ranged request has told whether ranges work, no other
+	 * layer of several parts starts. */
+	if (len > PART_SIZE && r->ranges == RANGES_UNKNOWN && r->probing)
+		return false;
+	if (r->ranges != RANGES_NO)
+		len = CFS_MIN(len, (uint64_t)PART_SIZE);
+	cost = CFS_MIN(len, (uint64_t)PART_SIZE);
+	if (r->reserved && r->reserved + cost > WINDOW_MAX)
+		return false;
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		/* the layer being read waits on a part that never comes */
+		r->oom = true;
+		pthread_cond_broadcast(&r->cv);
+		return false;
+	}
+	p->s = s;
+	p->off = s->next_off;
+	p->len = len;
+	p->ranged = len < s->size;
+	p->probe = p->ranged && r->ranges == RANGES_UNKNOWN;
+	r->probing |= p->probe;
+	p->charge = cost;
+	r->reserved += cost;
+	s->next_off += len;
+	if (s->last)
+		s->last->next = p;
+	else
+		s->parts = p;
+	s->last = p;
+	for (slot = 0; r->xfer[slot]; slot++)
+		;
+	r->xfer[slot] = p;
+	r->active++;
+	return true;
+}
+
+static size_t part_error(struct part *p, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Fails the part with a message (mu held); 0, which ends its transfer. */
+static size_t part_error(struct part *p, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	p->err = err;
+	va_start(ap, fmt);
+	vsnprintf(p->msg, sizeof(p->msg), fmt, ap);
+	va_end(ap);
+	return 0;
+}
+
+/* The first bytes of an attempt's body (mu held): is the reply the range
+ * asked for?  The first ranged reply tells whether the registry serves
+ * ranges; one that sends the whole blob instead makes its part the whole
+ * layer, and every later one. */
+static bool part_check(struct reg *r, struct part *p, long st)
+{
+	struct stream *s = p->s;
+
+	if (st == 206 && p->asked_range) {
+		if (p->probe)
+			r->ranges = RANGES_YES;
+	} else if (st == 200 && p->probe && !p->received) {
+		r->ranges = RANGES_NO;
+		p->ranged = false;
+		p->len = s->size - p->off;
+		s->next_off = s->size;
+	} else if (st != 200 || p->asked_range) {
+		part_error(p, -EPROTO, "GET %s: HTTP %ld to a request for bytes %s", s->url, st,
+			   p->asked_range ? p->range : "(all)");
+		return false;
+	}
+	if (p->probe)
+		r->probing = p->probe = false;
+	p->checked = true;
+	return true;
 }
 
 static size_t stream_write(char *data, size_t size, size_t n, void *arg)
 {
-	struct stream *s = arg;
-	struct reg *r = s->r;
+	struct part *p = arg;
+	struct reg *r = p->s->r;
 	long st = 0;
 	size_t ret = n;
 
 	(void)size;
-	curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &st);
+	curl_easy_getinfo(p->h, CURLINFO_RESPONSE_CODE, &st);
 	pthread_mutex_lock(&r->mu);
-	if (st != 200) {
+	if (st != 200 && st != 206) {
 		/* an error's body, for its code */
-		size_t k = CFS_MIN(n, sizeof(s->errbody) - 1 - s->errlen);
+		size_t k = CFS_MIN(n, sizeof(p->errbody) - 1 - p->errlen);
 
-		memcpy(s->errbody + s->errlen, data, k);
-		s->errlen += k;
-		s->errbody[s->errlen] = '\0';
+		memcpy(p->errbody + p->errlen, data, k);
+		p->errlen += k;
+		p->errbody[p->errlen] = '\0';
 		goto out;
 	}
-	if (s->received + n > s->size) {
-		s->err = -EBADMSG;
-		snprintf(s->msg, sizeof(s->msg), "GET %s: more bytes than the %llu the manifest says",
-			 s->url, (unsigned long long)s->size);
+	if (!p->checked && !part_check(r, p, st)) {
 		ret = 0;
 		goto out;
 	}
-	if (!room(r, s, n)) {
-		if (!s->paused)
+	if (p->received + n > p->len) {
+		ret = part_error(p, -EBADMSG, "GET %s: more bytes than the %llu the manifest says",
+				 p->s->url, (unsigned long long)p->s->size);
+		goto out;
+	}
+	if (part_big(p) && p->buffered + n > PART_SIZE) {
+		if (!p->paused)
 			r->npaused++;
-		s->paused = true;
+		p->paused = true;
 		ret = CURL_WRITEFUNC_PAUSE;
 		goto out;
 	}
 	while (n) {
-		struct piece *pc = s->tail;
+		struct piece *pc = p->tail;
 		size_t k;
 
 		if (!pc || pc->len == PIECE_SIZE) {
 			pc = malloc(sizeof(*pc) + PIECE_SIZE);
 			if (!pc) {
-				s->err = -ENOMEM;
-				snprintf(s->msg, sizeof(s->msg), "%s", cfs_strerror(-ENOMEM));
-				ret = 0;
+				ret = part_error(p, -ENOMEM, "%s", cfs_strerror(-ENOMEM));
 				goto out;
 			}
 			*pc = (struct piece){ 0 };
-			if (s->tail)
-				s->tail->next = pc;
+			if (p->tail)
+				p->tail->next = pc;
 			else
-				s->head = pc;
-			s->tail = pc;
+				p->head = pc;
+			p->tail = pc;
 		}
 		k = CFS_MIN(n, PIECE_SIZE - pc->len);
 		memcpy(pc->data + pc->len, data, k);
 		pc->len += k;
 		data += k;
 		n -= k;
-		s->buffered += k;
-		r->buffered += k;
-		s->received += k;
+		p->buffered += k;
+		p->received += k;
 	}
 	pthread_cond_broadcast(&r->cv);
 out:
@@ -740,61 +864,80 @@ out:
 	return ret;
 }
 
-static int stream_setup(struct reg *r, struct stream *s)
+/* The easy handle of a part's next attempt: the rest of its range. */
+static int part_setup(struct reg *r, struct part *p)
 {
 	struct curl_slist *t = NULL;
 
-	curl_slist_free_all(s->hdrs);
-	s->hdrs = NULL;
+	if (!p->h && !(p->h = curl_easy_init()))
+		return -ENOMEM;
+	curl_slist_free_all(p->hdrs);
+	p->hdrs = NULL;
 	if (r->auth) {
 		t = curl_slist_append(NULL, r->auth);
 		if (!t)
 			return -ENOMEM;
 	}
-	s->hdrs = t;
-	easy_setup(r, s->h, s->url, s->hdrs, s->curl_err);
-	curl_easy_setopt(s->h, CURLOPT_WRITEFUNCTION, stream_write);
-	curl_easy_setopt(s->h, CURLOPT_WRITEDATA, s);
-	curl_easy_setopt(s->h, CURLOPT_PRIVATE, s);
+	p->hdrs = t;
+	easy_setup(r, p->h, p->s->url, p->hdrs, p->curl_err);
+	p->asked_range = p->ranged || p->received;
+	if (p->asked_range) {
+		snprintf(p->range, sizeof(p->range), "%llu-%llu",
+			 (unsigned long long)(p->off + p->received),
+			 (unsigned long long)(p->off + p->len - 1));
+		curl_easy_setopt(p->h, CURLOPT_RANGE, p->range);
+	}
+	p->checked = false;
+	p->errlen = 0;
+	curl_easy_setopt(p->h, CURLOPT_WRITEFUNCTION, stream_write);
+	curl_easy_setopt(p->h, CURLOPT_WRITEDATA, p);
+	curl_easy_setopt(p->h, CURLOPT_PRIVATE, p);
 	return 0;
 }
 
 /* A finished transfer (on the stream thread, mu held): done, or tried
- * again while none of its bytes were taken. */
-static void stream_end(struct reg *r, struct stream *s, CURLcode c)
+ * again: from its start while none of its bytes came, else from where
+ * it stopped, where the registry serves ranges. */
+static void stream_end(struct reg *r, struct part *p, CURLcode c)
 {
+	const char *url = p->s->url;
 	long st = 0;
 
-	curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &st);
-	curl_multi_remove_handle(r->multi, s->h);
-	s->in_multi = false;
-	if (!s->err && s->received == 0 && ++s->attempts < TRIES &&
-	    (c != CURLE_OK ? retryable(c) : status_retryable(st))) {
-		s->errlen = 0;
-		s->retry_ns = cfs_now_ns() + (uint64_t)(BACKOFF_MS << (s->attempts - 1)) * 1000000u;
+	curl_easy_getinfo(p->h, CURLINFO_RESPONSE_CODE, &st);
+	curl_multi_remove_handle(r->multi, p->h);
+	p->in_multi = false;
+	if (!p->err && c == CURLE_OK && p->received == p->len && (st == 200 || st == 206))
+		goto done;
+	if (!p->err && ++p->attempts < TRIES && (!p->received || r->ranges == RANGES_YES) &&
+	    (c != CURLE_OK ? retryable(c) : status_retryable(st) || p->received < p->len)) {
+		p->retry_ns = cfs_now_ns() + (uint64_t)(BACKOFF_MS << (p->attempts - 1)) * 1000000u;
 		return;
 	}
-	if (!s->err && c == CURLE_OPERATION_TIMEDOUT) {
-		s->err = -ETIMEDOUT;
-		snprintf(s->msg, sizeof(s->msg), "GET %s: no data for %ld s (the registry hangs)",
-			 s->url, STALL_TIMEOUT_S);
-	} else if (!s->err && c != CURLE_OK) {
-		s->err = c == CURLE_COULDNT_CONNECT ? -ECONNREFUSED : -EIO;
-		snprintf(s->msg, sizeof(s->msg), "GET %s: %s", s->url,
-			 s->curl_err[0] ? s->curl_err : curl_easy_strerror(c));
-	} else if (!s->err && st != 200) {
+	if (p->err)
+		;
+	else if (c == CURLE_OPERATION_TIMEDOUT)
+		part_error(p, -ETIMEDOUT, "GET %s: no data for %ld s (the registry hangs)", url,
+			   STALL_TIMEOUT_S);
+	else if (c != CURLE_OK)
+		part_error(p, c == CURLE_COULDNT_CONNECT ? -ECONNREFUSED : -EIO, "GET %s: %s", url,
+			   p->curl_err[0] ? p->curl_err : curl_easy_strerror(c));
+	else if (st != 200 && st != 206) {
 		char code[64], msg[256];
 
-		cfs_reg_error_parse(s->errbody, s->errlen, code, sizeof(code), msg, sizeof(msg));
-		s->err = status_errno(st);
-		snprintf(s->msg, sizeof(s->msg), "GET %s: HTTP %ld%s%s%s%s", s->url, st,
-			 code[0] ? " " : "", code, msg[0] ? ": " : "", msg);
-	} else if (!s->err && s->received != s->size) {
-		s->err = -EBADMSG;
-		snprintf(s->msg, sizeof(s->msg), "GET %s: %llu bytes, the manifest says %llu",
-			 s->url, (unsigned long long)s->received, (unsigned long long)s->size);
-	}
-	s->done = true;
+		cfs_reg_error_parse(p->errbody, p->errlen, code, sizeof(code), msg, sizeof(msg));
+		part_error(p, status_errno(st), "GET %s: HTTP %ld%s%s%s%s", url, st,
+			   code[0] ? " " : "", code, msg[0] ? ": " : "", msg);
+	} else
+		part_error(p, -EBADMSG, "GET %s: %llu bytes, the manifest says %llu", url,
+			   (unsigned long long)(p->off + p->received),
+			   (unsigned long long)p->s->size);
+done:
+	p->done = true;
+	if (p->probe)
+		r->probing = p->probe = false;
+	for (size_t k = 0; k < STREAMS_MAX; k++)
+		if (r->xfer[k] == p)
+			r->xfer[k] = NULL;
 	r->active--;
 	pthread_cond_broadcast(&r->cv);
 }
@@ -806,37 +949,32 @@ static void *stream_thread(void *arg)
 	pthread_mutex_lock(&r->mu);
 	while (!r->stop) {
 		uint64_t now = cfs_now_ns();
+		bool ended = false;
 		CURLMsg *m;
 		int left, running;
 
-		/* start (or retry) in order, STREAMS_MAX at a time */
-		while (r->next < r->n && r->active < STREAMS_MAX) {
-			struct stream *s = &r->s[r->next++];
+		while (part_next(r))
+			;
+		for (size_t k = 0; k < STREAMS_MAX; k++) {
+			struct part *p = r->xfer[k];
 
-			s->started = true;
-			r->active++;
-			if (stream_setup(r, s) < 0) {
-				s->err = -ENOMEM;
-				snprintf(s->msg, sizeof(s->msg), "%s", cfs_strerror(-ENOMEM));
-				s->done = true;
-				r->active--;
-				pthread_cond_broadcast(&r->cv);
-			}
-		}
-		for (size_t k = 0; k < r->next; k++) {
-			struct stream *s = &r->s[k];
-
-			if (s->done)
+			if (!p)
 				continue;
-			if (!s->in_multi && s->retry_ns <= now) {
-				s->in_multi = true;
-				curl_multi_add_handle(r->multi, s->h);
+			if (!p->in_multi && p->retry_ns <= now) {
+				if (part_setup(r, p) < 0) {
+					part_error(p, -ENOMEM, "%s", cfs_strerror(-ENOMEM));
+					p->attempts = TRIES;
+					stream_end(r, p, CURLE_OUT_OF_MEMORY);
+					continue;
+				}
+				p->in_multi = true;
+				curl_multi_add_handle(r->multi, p->h);
 			}
-			if (s->paused && room(r, s, 1)) {
-				s->paused = false;
+			if (p->paused && p->buffered < PART_SIZE / 2) {
+				p->paused = false;
 				r->npaused--;
 				pthread_mutex_unlock(&r->mu);
-				curl_easy_pause(s->h, CURLPAUSE_CONT);
+				curl_easy_pause(p->h, CURLPAUSE_CONT);
 				pthread_mutex_lock(&r->mu);
 			}
 		}
@@ -844,16 +982,20 @@ static void *stream_thread(void *arg)
 		curl_multi_perform(r->multi, &running);
 		pthread_mutex_lock(&r->mu);
 		while ((m = curl_multi_info_read(r->multi, &left))) {
-			struct stream *s = NULL;
+			struct part *p = NULL;
 
 			if (m->msg != CURLMSG_DONE)
 				continue;
-			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&s);
-			if (s)
-				stream_end(r, s, m->data.result);
+			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&p);
+			if (p) {
+				stream_end(r, p, m->data.result);
+				ended = true;
+			}
 		}
 		if (r->stop)
 			break;
+		if (ended)
+			continue;  /* its slot takes the next part at once */
 		pthread_mutex_unlock(&r->mu);
 		curl_multi_poll(r->multi, NULL, 0, 100, NULL);
 		pthread_mutex_lock(&r->mu);
@@ -877,10 +1019,7 @@ static int reg_layers_start(struct cfs_pack_oci *o, const struct cfs_pack_oci_de
 		s->r = r;
 		s->i = i;
 		s->size = ds[i].size;
-		s->h = curl_easy_init();
 		r->n = i + 1;
-		if (!s->h)
-			return fail(o, -ENOMEM, "%s", cfs_strerror(-ENOMEM));
 		ret = blob_url(r, false, ds[i].digest, &s->url);
 		if (ret < 0)
 			return ret;
@@ -892,41 +1031,87 @@ static int reg_layers_start(struct cfs_pack_oci *o, const struct cfs_pack_oci_de
 	return 0;
 }
 
+/* Takes a read part off its layer (mu held). */
+static void part_free(struct reg *r, struct stream *s, struct part *p)
+{
+	while (p->head) {
+		struct piece *pc = p->head;
+
+		p->head = pc->next;
+		free(pc);
+	}
+	s->parts = p->next;
+	if (!s->parts)
+		s->last = NULL;
+	r->reserved -= p->charge;
+	if (p->h)
+		curl_easy_cleanup(p->h);
+	curl_slist_free_all(p->hdrs);
+	free(p);
+}
+
 static ssize_t stream_read(void *ctx, void *buf, size_t len)
 {
 	struct stream *s = ctx;
 	struct reg *r = s->r;
+	struct part *p;
 	size_t got = 0;
 	bool wake = false;
-	int err;
+	int err = 0;
+	char msg[sizeof(p->msg)];
 
 	pthread_mutex_lock(&r->mu);
-	while (!s->buffered && !s->done)
+	for (;;) {
+		p = s->parts;
+		if (!p) {
+			if (s->taken >= s->size)
+				break;
+			if (r->oom) {
+				err = -ENOMEM;
+				snprintf(msg, sizeof(msg), "%s", cfs_strerror(err));
+				break;
+			}
+		} else if (p->buffered) {
+			break;
+		} else if (p->done && p->err) {
+			err = p->err;
+			memcpy(msg, p->msg, sizeof(msg));
+			break;
+		} else if (p->done && p->taken == p->len) {
+			part_free(r, s, p);
+			wake = true;
+			continue;
+		}
 		pthread_cond_wait(&r->cv, &r->mu);
-	while (got < len && s->head) {
-		struct piece *pc = s->head;
+	}
+	while (p && got < len && p->head) {
+		struct piece *pc = p->head;
 		size_t k = CFS_MIN(len - got, pc->len - pc->off);
 
 		memcpy((char *)buf + got, pc->data + pc->off, k);
 		pc->off += k;
 		got += k;
-		s->buffered -= k;
-		r->buffered -= k;
+		p->buffered -= k;
+		p->taken += k;
+		s->taken += k;
+		if (!part_big(p)) {
+			p->charge -= k;
+			r->reserved -= k;
+		}
 		/* the tail, while the transfer still appends to it, stays */
-		if (pc->off < pc->len || (!pc->next && pc->len < PIECE_SIZE && !s->done))
+		if (pc->off < pc->len || (!pc->next && pc->len < PIECE_SIZE && !p->done))
 			break;
-		s->head = pc->next;
-		if (!s->head)
-			s->tail = NULL;
+		p->head = pc->next;
+		if (!p->head)
+			p->tail = NULL;
 		free(pc);
-		wake |= r->npaused > 0;
+		wake |= p->paused;
 	}
-	err = got ? 0 : s->err;
 	pthread_mutex_unlock(&r->mu);
 	if (wake)
 		curl_multi_wakeup(r->multi);
 	if (err)
-		return fail(&r->o, err, "layer %zu: %s", s->i + 1, s->msg);
+		return fail(&r->o, err, "layer %zu: %s", s->i + 1, msg);
 	return (ssize_t)got;
 }
 
@@ -939,10 +1124,6 @@ static int reg_layer_open(struct cfs_pack_oci *o, json_t *l, const struct cfs_pa
 	(void)l;
 	if (i >= r->n)
 		return fail(o, -EINVAL, "layer %zu: not started", i + 1);
-	pthread_mutex_lock(&r->mu);
-	r->cur = i;
-	pthread_mutex_unlock(&r->mu);
-	curl_multi_wakeup(r->multi);
 	*cd = d->d;
 	*have_cd = true;
 	*rd = stream_read;
@@ -950,25 +1131,12 @@ static int reg_layer_open(struct cfs_pack_oci *o, json_t *l, const struct cfs_pa
 	return 0;
 }
 
-/* What is left of a layer's bytes is dropped. */
+/* What is left of a layer's bytes stays until reg_release(): a part may
+ * still be on the wire. */
 static void reg_layer_close(struct cfs_pack_oci *o, void *ctx)
 {
-	struct stream *s = ctx;
-	struct reg *r = (struct reg *)o;
-
-	if (!s)
-		return;
-	pthread_mutex_lock(&r->mu);
-	while (s->head) {
-		struct piece *pc = s->head;
-
-		s->head = pc->next;
-		r->buffered -= pc->len - pc->off;
-		free(pc);
-	}
-	s->tail = NULL;
-	s->buffered = 0;
-	pthread_mutex_unlock(&r->mu);
+	(void)o;
+	(void)ctx;
 }
 
 static const struct cfs_pack_oci_blobs reg_blobs = {
@@ -990,11 +1158,11 @@ static void reg_release(struct reg *r)
 	for (size_t i = 0; i < r->n; i++) {
 		struct stream *s = &r->s[i];
 
-		reg_layer_close(&r->o, s);
-		if (s->in_multi)
-			curl_multi_remove_handle(r->multi, s->h);
-		curl_easy_cleanup(s->h);
-		curl_slist_free_all(s->hdrs);
+		while (s->parts) {
+			if (s->parts->in_multi)
+				curl_multi_remove_handle(r->multi, s->parts->h);
+			part_free(r, s, s->parts);
+		}
 		free(s->url);
 	}
 	free(r->s);
