@@ -369,7 +369,9 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (info || config) {
-		if ((info ? print_info(op.store, op.img, &op.digest, op.ref) : print_config(op.img, image)) < 0)
+		ret = info ? print_info(op.store, op.img, &op.digest, op.ref)
+			   : print_config(op.img, image);
+		if (ret < 0)
 			goto out;
 		goto flush;
 	}

@@ -3,7 +3,7 @@
  * The origins file (origin.h): written whole by cfs-pack, read by cfs-ls.
  * The reader is bounded like every parser of what a store holds: the
  * file's size, one header, a line at a time, each field checked, the
- * source unescaped into a fixed buffer.
+ * source unescaped in place and bounded before it is copied.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -57,14 +57,11 @@ static int origin_line(char *line, struct cfs_origin *o, bool *source, bool *man
 	*sp = '\0';
 	val = sp + 1;
 	if (!strcmp(line, "source")) {
-		/* The escaped form is at most 4x the source. */
-		char tmp[4 * CFS_ORIGIN_SOURCE_MAX + 1];
-
-		if (*source || strlen(val) > 4 * CFS_ORIGIN_SOURCE_MAX)
+		/* in place: the line is the reader's own copy */
+		if (*source || cfs_profile_unescape(val, val, &n) || n == 0 ||
+		    n > CFS_ORIGIN_SOURCE_MAX)
 			return -EINVAL;
-		if (cfs_profile_unescape(val, tmp, &n) || n == 0 || n > CFS_ORIGIN_SOURCE_MAX)
-			return -EINVAL;
-		memcpy(o->source, tmp, n + 1);
+		memcpy(o->source, val, n + 1);
 		*source = true;
 	} else if (!strcmp(line, "manifest")) {
 		if (*manifest || cfs_digest_parse(val, false, &o->manifest) < 0)

@@ -96,7 +96,7 @@ int cfs_profile_merge_max(struct cfs_profile *const *in, size_t n, size_t max,
  * 0 or -EIO. */
 int cfs_profile_put_escaped(FILE *f, const char *s, size_t len);
 /* Unescapes NUL-terminated s into out, which has room for strlen(s) + 1
- * bytes; *len is the result's length.  NULL, or why s is malformed (a
+ * bytes and may be s itself; *len is the result's length.  NULL, or why s is malformed (a
  * byte that should have been escaped, a bad \xHH, an escaped NUL). */
 const char *cfs_profile_unescape(const char *s, char *out, size_t *len);
 
