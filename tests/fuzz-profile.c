@@ -5,7 +5,8 @@
  * every entry must be well-formed, and merging it with itself must give a
  * profile that parses again to the same entries, deduplicated.  The same
  * bytes go to the origins parser (origin.h), which shares the profile's
- * escaping: an origin it accepts must format and parse back unchanged.
+ * escaping: an origin it accepts must format and parse back unchanged;
+ * and to the layer records' (layer.h), with the same round trip.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include "fuzz.h"
+#include "layer.h"
 #include "origin.h"
 #include "profile.h"
 #include "util.h"
@@ -35,6 +37,22 @@ static void fuzz_origin(const uint8_t *data, size_t size)
 	free(buf);
 }
 
+/* The layer records' parser on the same bytes. */
+static void fuzz_layer_rec(const uint8_t *data, size_t size)
+{
+	struct cfs_layer_rec r, back;
+	char *buf;
+	size_t len;
+
+	if (cfs_layer_rec_parse(data, size, &r) < 0)
+		return;
+	FUZZ_ASSERT(cfs_layer_rec_format(&r, &buf, &len) == 0);
+	FUZZ_ASSERT(cfs_layer_rec_parse(buf, len, &back) == 0);
+	FUZZ_ASSERT(cfs_digest_eq(&r.image, &back.image) && cfs_digest_eq(&r.diff_id, &back.diff_id) &&
+		    r.diff_size == back.diff_size && r.size == back.size && r.comp == back.comp);
+	free(buf);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static FILE *devnull;
@@ -51,6 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		cfs_log_setup("fuzz-profile", CFS_LOG_ERR, devnull);
 	}
 	fuzz_origin(data, size);
+	fuzz_layer_rec(data, size);
 	r = cfs_profile_load_buf(data, size, "fuzz", &p);
 	FUZZ_ASSERT(r == 0 || r == -EINVAL || r == -ENOMEM);
 	if (r < 0)

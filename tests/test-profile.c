@@ -20,6 +20,7 @@
 #include "builder.h"
 #include "format.h"
 #include "index.h"
+#include "layer.h"
 #include "origin.h"
 #include "profile.h"
 #include "util.h"
@@ -564,6 +565,49 @@ static void test_origin(void)
 		CHECK(cfs_origin_parse(bad[i], strlen(bad[i]), &back) == -EINVAL, "bad[%zu] accepted", i);
 }
 
+/* Layer records: every field given once, and back unchanged. */
+#define LREC(img, extra) "cfs-layer 1\nimage sha256:" img "\ndiff_id sha256:" HEX64 \
+	"\ndiff_size 3584\nsize 189\ncompression gzip\n" extra
+
+static void test_layer_rec(void)
+{
+	static const char *const bad[] = {
+		"",
+		"cfs-layer 2\nimage sha256:" HEX64 "\n",
+		LREC("12", ""),                               /* short digest */
+		LREC(HEX64, "size 7\n"),                      /* repeated */
+		"cfs-layer 1\nimage sha256:" HEX64 "\ndiff_id sha256:" HEX64
+		"\ndiff_size 1\nsize 1\n",                     /* no compression */
+		"cfs-layer 1\nimage sha256:" HEX64 "\ndiff_id sha256:" HEX64
+		"\ndiff_size 01\nsize 1\ncompression none\n",  /* leading zero */
+		"cfs-layer 1\nimage sha256:" HEX64 "\ndiff_id sha256:" HEX64
+		"\ndiff_size 18446744073709551616\nsize 1\ncompression none\n",
+		"cfs-layer 1\nimage sha256:" HEX64 "\ndiff_id sha256:" HEX64
+		"\ndiff_size 1\nsize 1\ncompression xz\n",
+		"cfs-layer 1\nimage sha256:" HEX64 "\ndiff_id sha256:" HEX64
+		"\ndiff_size 1\nsize 1\ncompression none",      /* cut short */
+	};
+	struct cfs_layer_rec r = { .diff_size = 1ull << 40, .size = 0, .comp = CFS_LAYER_ZSTD }, back;
+	const char *good = LREC(HEX64, "future x y\n");
+	char *buf;
+	size_t len;
+
+	memset(&r.image, 0x12, sizeof(r.image));
+	memset(&r.diff_id, 0x34, sizeof(r.diff_id));
+	CHECK_EQ(cfs_layer_rec_format(&r, &buf, &len), 0);
+	CHECK_EQ(cfs_layer_rec_parse(buf, len, &back), 0);
+	CHECK(cfs_digest_eq(&back.image, &r.image) && cfs_digest_eq(&back.diff_id, &r.diff_id) &&
+	      back.diff_size == r.diff_size && back.size == 0 && back.comp == CFS_LAYER_ZSTD,
+	      "record changed: %s", buf);
+	free(buf);
+	CHECK_EQ(cfs_layer_rec_parse(good, strlen(good), &back), 0);
+	CHECK(back.diff_size == 3584 && back.size == 189 && back.comp == CFS_LAYER_GZIP,
+	      "fields of %s", good);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK(cfs_layer_rec_parse(bad[i], strlen(bad[i]), &back) == -EINVAL,
+		      "bad[%zu] accepted", i);
+}
+
 int main(void)
 {
 	cfs_log_setup("test-profile", CFS_LOG_ERR, NULL);
@@ -574,6 +618,7 @@ int main(void)
 	test_merge();
 	test_limit();
 	test_origin();
+	test_layer_rec();
 	cfs_test_rmtree(dir);
 	return cfs_test_done("test-profile");
 }

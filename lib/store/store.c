@@ -605,6 +605,7 @@ static void image_key(const char *dir, const cfs_digest *image, char key[IMAGE_K
 static const char *const image_file_dir[] = {
 	[CFS_IMAGE_PROFILE] = "profiles",
 	[CFS_IMAGE_ORIGIN] = "origins",
+	[CFS_LAYER_RECORD] = "layers",
 };
 
 int cfs_store_image_file_get(struct cfs_store *st, enum cfs_image_file kind,

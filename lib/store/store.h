@@ -148,13 +148,16 @@ int cfs_store_sig_set(struct cfs_store *st, const char *name, const void *buf, s
 
 /* The mutable files a store keeps about an image, <dir>/<64 hex> for the
  * image whose index is image: its learned profile (docs/PROFILE.md,
- * profiles/) and where cfs-pack found it (origin.h, origins/).  Text, at
+ * profiles/) and where cfs-pack found it (origin.h, origins/); and about
+ * a layer, for the digest of its compressed blob: its record (layer.h,
+ * layers/).  Text, at
  * most max bytes (-EFBIG beyond); -ENOENT when there is none, and the
  * remote errors of cfs_store_tag_get().  Mutable like a tag: _set replaces
  * it atomically; -EROFS on an http(s) store or a list. */
 enum cfs_image_file {
 	CFS_IMAGE_PROFILE,
 	CFS_IMAGE_ORIGIN,
+	CFS_LAYER_RECORD,
 };
 int cfs_store_image_file_get(struct cfs_store *st, enum cfs_image_file kind,
 			     const cfs_digest *image, size_t max, void **buf, size_t *len);
