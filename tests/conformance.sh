@@ -266,6 +266,36 @@ pack() {
 	ref_of "$W/pack.out"
 }
 
+# layer_conform NAME MANIFEST: each layer's own cfs image (its record in
+# the store, layers/<hex of the manifest's digest>) mounted and compared
+# with the layer of the same diff_id in podman's overlay storage, which
+# c/storage extracted from the same blob (or, for podman build's own
+# layers, the build's upper directory): whiteouts as 0:0 devices, opaque
+# directories by trusted.overlay.opaque.  Not compared: the whiteouts'
+# mtimes and the directories' (c/storage dates what it makes: a whiteout,
+# a directory the layer holds entries in without naming it), and the
+# diff's root, c/storage's own directory.
+layer_conform() {
+	local name=$1 man=$2 d rec img id diff mp=$W/lmnt-$1 n=0
+	for d in $(jq -r '.layers[].digest' "$man"); do
+		rec=$S/layers/${d#sha256:}
+		[ -f "$rec" ] || fail "$name: no layer record layers/${d#sha256:}"
+		img=$(sed -n 's/^image //p' "$rec")
+		# by diff_id: podman build's own layers have no compressed digest
+		id=$(jq -r --arg d "$(sed -n 's/^diff_id //p' "$rec")" \
+			'map(select(."diff-digest" == $d)) | .[0].id // empty' "$W/proot/overlay-layers/layers.json")
+		[ -n "$id" ] || fail "$name: podman's storage has no layer of blob $d"
+		diff=$W/proot/overlay/$id/diff
+		mount_bg "$mp" "$S" "$img" --cache "$W/cache" -o allow_other,dev,suid
+		chmod --reference="$mp" "$diff"
+		chown --reference="$mp" "$diff"
+		compare --approx-blocks --no-mtime-dirs --no-mtime-whiteouts "$diff" "$mp" >/dev/null
+		unmount_clean "$mp" "$MOUNT_PID"
+		n=$((n + 1))
+	done
+	echo "   $name: $n layers' own images equal to podman's overlay diffs of them"
+}
+
 # conform NAME TAG [ARCH]: the checks above for the layout's TAG (an index
 # with ARCH, whose own tag multi-ARCH umoci unpacks); prints the reference.
 conform() {
@@ -313,6 +343,7 @@ conform() {
 	echo "   $name: podman export"
 	compare --approx-blocks "$ex" "$mp"
 	unmount_clean "$mp" "$MOUNT_PID"
+	layer_conform "$name" "$(manifest_of "$L" "$utag")"
 	rm -rf "$ex" "$W/unpack-$name" "$W/export.tar" "$W/$name.tar"
 	LAST_REF=$r
 }

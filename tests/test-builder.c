@@ -612,6 +612,141 @@ static void test_layers(void)
 	dec_free(&d); cfs_builder_free(b);
 }
 
+/* ---- layers in overlay form, stacked ---- */
+
+/* One step of a layer, as the tar reader gives it: 'f' a file of size
+ * (data in one chunk of digest v when v), 'd' a directory of mode, 'l' a
+ * symlink, 'w' a whiteout of name under path, 'o' an opaque path, 'h' a
+ * hard link at path to name, 'x' an xattr name on path. */
+struct lop { int layer; char kind; const char *path, *name; uint32_t mode; uint64_t size; int v; };
+
+static const struct lop lops[] = {
+	{ 1, 'f', "etc/gone", 0, 0, 1, 0 }, { 1, 'f', "etc/kept", 0, 0, 2, 3 },
+	{ 1, 'f', "opq/lower", 0, 0, 3, 0 }, { 1, 'f', "opq/sub/lower2", 0, 0, 4, 0 },
+	{ 1, 'f', "again", 0, 0, 5, 0 }, { 1, 'f', "dir/x", 0, 0, 6, 4 },
+	{ 1, 'f', "swap/x", 0, 0, 14, 0 }, { 1, 'd', "e", 0, S_IFDIR | 0750, 0, 0 },
+	{ 1, 'x', "e", "user.e", 0, 0, 0 }, { 1, 'f', "e/x", 0, 0, 15, 5 },
+	{ 1, 'l', "lnk", "e", 0, 0, 0 }, { 1, 'h', "e/x2", "e/x", 0, 0, 0 },
+	{ 2, 'w', "etc", "gone", 0, 0, 0 }, { 2, 'w', "etc", "never-there", 0, 0, 0 },
+	{ 2, 'w', "nodir/deeper", "x", 0, 0, 0 }, { 2, 'w', "etc/kept", "x", 0, 0, 0 },
+	{ 2, 'o', "etc/kept", 0, 0, 0, 0 }, { 2, 'f', "swap", 0, 0, 16, 0 },
+	{ 2, 'w', "swap", "x", 0, 0, 0 }, { 2, 'o', "swap", 0, 0, 0, 0 },
+	{ 2, 'f', "opq/new", 0, 0, 7, 6 }, { 2, 'f', "opq/sub/new2", 0, 0, 8, 0 },
+	{ 2, 'o', "opq", 0, 0, 0, 0 }, { 2, 'f', "opq/after", 0, 0, 9, 0 },
+	{ 2, 'f', "again", 0, 0, 10, 0 }, { 2, 'w', "", "again", 0, 0, 0 },
+	{ 2, 'd', "etc/kept2", 0, S_IFDIR | 0700, 0, 0 }, { 2, 'h', "hard", "e/x", 0, 0, 0 },
+	{ 2, 'f', "dir", 0, 0, 11, 0 }, { 2, 'd', "e", 0, S_IFDIR | 0755, 0, 0 },
+	{ 3, 'w', "etc", "kept", 0, 0, 0 }, { 3, 'f', "etc/gone", 0, 0, 12, 7 },
+	{ 3, 'w', "", "dir", 0, 0, 0 }, { 3, 'd', "dir", 0, S_IFDIR | 0711, 0, 0 },
+	{ 3, 'f', "dir/y", 0, 0, 13, 0 }, { 3, 'o', "e", 0, 0, 0, 0 },
+};
+
+/* Applies op to b; *pending gets a hard link whose target b lacks (a
+ * lower layer's file, in overlay form). */
+static void lop_do(struct cfs_builder *b, const struct lop *o, const struct lop **pending)
+{
+	struct cfs_attr a; uint32_t n, c; cfs_digest dg; int r;
+	switch (o->kind) {
+	case 'f':
+		a = F(o->size); CHECK_EQ(cfs_builder_add_path(b, o->path, &a, &n), 0);
+		if (o->v) {
+			CHECK_EQ(cfs_builder_chunk_new(b, &c), 0);
+			CHECK_EQ(cfs_builder_add_extent(b, n, 0, o->size, c, 0), 0);
+			dig(&dg, o->v); CHECK_EQ(cfs_builder_chunk_set(b, c, &dg, (uint32_t)o->size, 9), 0);
+		}
+		break;
+	case 'd': a = A(o->mode); CHECK_EQ(cfs_builder_add_path(b, o->path, &a, &n), 0); break;
+	case 'l': a = A(S_IFLNK | 0777); CHECK_EQ(cfs_builder_add_path(b, o->path, &a, &n), 0);
+		CHECK_EQ(cfs_builder_set_symlink(b, n, o->name, strlen(o->name)), 0); break;
+	case 'w': CHECK_EQ(cfs_builder_whiteout(b, o->path, o->name, strlen(o->name)), 0); break;
+	case 'o': CHECK_EQ(cfs_builder_opaque(b, o->path), 0); break;
+	case 'x': CHECK_EQ(cfs_builder_find_path(b, o->path, &n), 0);
+		CHECK_EQ(cfs_builder_set_xattr(b, n, o->name, "v", 1), 0); break;
+	case 'h':
+		r = cfs_builder_link_path(b, o->path, o->name);
+		if (r == -ENOENT && pending) *pending = o;
+		else CHECK_EQ(r, 0);
+		break;
+	}
+}
+
+/* The same layers read one at a time into overlay builders and stacked
+ * give the very index the layers applied in place give; the overlay
+ * form holds whiteouts and opaque marks as an overlay driver's diff. */
+static void test_overlay_stack(void)
+{
+	struct cfs_builder *one, *stack, *l = NULL; struct dec d; uint32_t n, t = 0;
+	const struct lop *pend = NULL;
+	void *a, *b; size_t alen, blen;
+	const struct cfs_disk_inode *in;
+	char where[256];
+
+	CHECK_EQ(cfs_builder_new(0, &one), 0);
+	CHECK_EQ(cfs_builder_new(0, &stack), 0);
+	for (size_t i = 0; i < sizeof(lops) / sizeof(lops[0]); i++) {
+		if (i == 0 || lops[i].layer != lops[i - 1].layer) cfs_builder_layer_begin(one);
+		lop_do(one, &lops[i], NULL);
+	}
+	for (size_t i = 0; i <= sizeof(lops) / sizeof(lops[0]); i++) {
+		if (l && (i == sizeof(lops) / sizeof(lops[0]) || lops[i].layer != lops[i - 1].layer)) {
+			if (pend) {
+				CHECK_EQ(cfs_builder_find_path(stack, pend->name, &t), 0);
+				CHECK_EQ(cfs_builder_copy_node(l, pend->path, stack, t), 0);
+			}
+			if (lops[i - 1].layer == 2) {
+				/* the overlay form of layer 2, before it is stacked */
+				finish_check(l, &d, NULL, NULL, NULL);
+				CHECK_EQ(INO(&d, "etc/gone")->mode, S_IFCHR); CHECK_EQ(INO(&d, "etc/gone")->a, 0);
+				CHECK_EQ(dec_lookup(&d, "again") != 0, 1); CHECK_EQ(INO(&d, "again")->size, 10);
+				CHECK_EQ(INO(&d, "swap")->mode & S_IFMT, S_IFREG); /* its own file: nothing hidden */
+				CHECK_EQ(INO(&d, "hard")->size, 15);               /* a copy of the lower file */
+				dec_free(&d);
+				cfs_builder_free(l); l = NULL;
+				/* read again: finish consumes the builder */
+				CHECK_EQ(cfs_builder_new(0, &l), 0); cfs_builder_set_overlay(l);
+				for (size_t k = 0; k < i; k++) if (lops[k].layer == 2) lop_do(l, &lops[k], &pend);
+				CHECK_EQ(cfs_builder_copy_node(l, pend->path, stack, t), 0);
+			}
+			CHECK_EQ(cfs_builder_apply_layer(stack, l, where, sizeof(where)), 0);
+			if (pend) { CHECK_EQ(cfs_builder_link_at(stack, pend->path, t), 0); pend = NULL; }
+			cfs_builder_free(l); l = NULL;
+		}
+		if (i == sizeof(lops) / sizeof(lops[0])) break;
+		if (!l) { CHECK_EQ(cfs_builder_new(0, &l), 0); cfs_builder_set_overlay(l); }
+		lop_do(l, &lops[i], &pend);
+	}
+	CHECK_EQ(cfs_builder_finish(one, &a, &alen, NULL), 0);
+	CHECK_EQ(cfs_builder_finish(stack, &b, &blen, NULL), 0);
+	CHECK(alen == blen && !memcmp(a, b, alen), "the stacked layers give another index (%zu, %zu bytes)", alen, blen);
+	free(a); free(b);
+	cfs_builder_free(one); cfs_builder_free(stack);
+
+	/* Overlay form alone: an opaque mark outlives the directory given
+	 * again; a directory over its own whiteout is opaque. */
+	CHECK_EQ(cfs_builder_new(0, &l), 0); cfs_builder_set_overlay(l);
+	{ struct cfs_attr at = A(S_IFDIR | 0755);
+	  CHECK_EQ(cfs_builder_opaque(l, "o"), 0);
+	  CHECK_EQ(cfs_builder_add_path(l, "o", &at, &n), 0);
+	  CHECK_EQ(cfs_builder_whiteout(l, "", "w", 1), 0);
+	  CHECK_EQ(cfs_builder_add_path(l, "w", &at, &n), 0);
+	  CHECK_EQ(cfs_builder_whiteout(l, "lnkless", "x", 1), 0); }
+	finish_check(l, &d, NULL, NULL, NULL);
+	in = INO(&d, "o"); CHECK(in && in->xattr_count == 1, "o: no opaque mark");
+	in = INO(&d, "w"); CHECK(in && in->xattr_count == 1 && S_ISDIR(in->mode), "w: not an opaque directory");
+	dec_free(&d); cfs_builder_free(l);
+
+	/* Stacking through a lower symlink is refused, naming the entry. */
+	CHECK_EQ(cfs_builder_new(0, &stack), 0);
+	CHECK_EQ(cfs_builder_new(0, &l), 0); cfs_builder_set_overlay(l);
+	{ struct cfs_attr at = A(S_IFLNK | 0777);
+	  CHECK_EQ(cfs_builder_add_path(stack, "s", &at, &n), 0);
+	  CHECK_EQ(cfs_builder_set_symlink(stack, n, "t", 1), 0); }
+	CHECK_EQ(cfs_builder_whiteout(l, "s", "x", 1), 0);
+	CHECK_EQ(cfs_builder_apply_layer(stack, l, where, sizeof(where)), -ENOTDIR);
+	CHECK(!strcmp(where, "s/x"), "where: %s", where);
+	cfs_builder_free(l); cfs_builder_free(stack);
+}
+
 static void test_links(void)
 {
 	struct cfs_builder *b; struct dec d; uint32_t f, dn, n; struct cfs_attr a; cfs_digest dg; uint32_t c;
@@ -836,6 +971,7 @@ int main(void)
 	test_tar();
 	test_links();
 	test_layers();
+	test_overlay_stack();
 	test_sparse_and_chunks();
 	test_errors_at_finish();
 	test_determinism();

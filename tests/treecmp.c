@@ -2,7 +2,11 @@
  * container cares about, symlink targets, xattrs, contents and hard-link
  * structure.  Exit 0 identical, 1 different, 2 on error.
  *
- * Usage: cfs-treecmp [--no-mtime-dirs] [--ignore-blocks | --approx-blocks] A B
+ * Usage: cfs-treecmp [--no-mtime-dirs] [--no-mtime-whiteouts] [--ignore-blocks | --approx-blocks] A B
+ *
+ * --no-mtime-whiteouts skips the mtime of character devices 0:0, the
+ * whiteouts of a layer in overlay form, which an engine makes when it
+ * extracts the layer and dates then.
  *
  * --approx-blocks lets st_blocks differ by up to 64 KiB: a filesystem
  * counts its own metadata there (ext4 counts an external xattr block or
@@ -49,7 +53,7 @@ struct cfs_linkmap {
 };
 
 struct cfs_treecmp {
-	bool no_mtime_dirs;
+	bool no_mtime_dirs, no_mtime_whiteouts;
 	bool ignore_blocks;
 	bool approx_blocks;
 	uint64_t entries;
@@ -621,6 +625,7 @@ static int cfs_cmp_entry(struct cfs_treecmp *c, int da, int db, const char *name
 		cfs_diff(c, p, "rdev differs: A %u:%u, B %u:%u",
 			 major(sa.st_rdev), minor(sa.st_rdev), major(sb.st_rdev), minor(sb.st_rdev));
 	if (!(S_ISDIR(sa.st_mode) && c->no_mtime_dirs) &&
+	    !(S_ISCHR(sa.st_mode) && sa.st_rdev == 0 && c->no_mtime_whiteouts) &&
 	    (sa.st_mtim.tv_sec != sb.st_mtim.tv_sec || sa.st_mtim.tv_nsec != sb.st_mtim.tv_nsec))
 		cfs_diff(c, p, "mtime differs: A %lld.%09ld, B %lld.%09ld",
 			 (long long)sa.st_mtim.tv_sec, sa.st_mtim.tv_nsec,
@@ -778,7 +783,8 @@ out:
 
 static void cfs_usage(FILE *f)
 {
-	fputs("usage: cfs-treecmp [--no-mtime-dirs] [--ignore-blocks | --approx-blocks] A B\n", f);
+	fputs("usage: cfs-treecmp [--no-mtime-dirs] [--no-mtime-whiteouts] "
+	      "[--ignore-blocks | --approx-blocks] A B\n", f);
 }
 
 int main(int argc, char **argv)
@@ -790,6 +796,8 @@ int main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--no-mtime-dirs")) {
 			c.no_mtime_dirs = true;
+		} else if (!strcmp(argv[i], "--no-mtime-whiteouts")) {
+			c.no_mtime_whiteouts = true;
 		} else if (!strcmp(argv[i], "--ignore-blocks")) {
 			c.ignore_blocks = true;
 		} else if (!strcmp(argv[i], "--approx-blocks")) {

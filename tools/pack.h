@@ -27,6 +27,7 @@
 #include "builder.h"
 #include "chunker.h"
 #include "digest.h"
+#include "layer.h"
 #include "util.h"
 
 struct cfs_index;
@@ -70,8 +71,17 @@ struct cfs_pack_opts {
 /* A pack in progress.  The fields above pipe are the sources' to use; the
  * rest is the pipeline's. */
 struct cfs_pack_ctx {
+	/* The builder the source fills and the chunker feeds: the image's
+	 * (img), or while an image source reads a layer, the layer's. */
 	struct cfs_builder *b;
 	struct cfs_chunker *ch;
+	struct cfs_builder *img;
+	/* An image source's layers (pack_layers.c), and whether the last one
+	 * is being read. */
+	struct cfs_pack_layer *layers;
+	size_t nlayers, layers_cap;
+	bool in_layer;
+	size_t layers_stored;   /* their indexes' bytes new to the store */
 
 	/* The store directory, skipped if the walk meets it. */
 	bool store_known;
@@ -81,6 +91,7 @@ struct cfs_pack_ctx {
 	/* The chunker's small_max: files below it share group chunks, so a
 	 * source must feed them in the builder's order (pack_tar.c). */
 	uint32_t small_max;
+	uint32_t chunk_size;  /* the builders' */
 
 	/* The sources feed these files first, in this order.  NULL without a
 	 * profile. */
@@ -168,6 +179,10 @@ const char *cfs_pack_error(const struct cfs_pack_ctx *p);
  * consequences. */
 int cfs_pack_fail(struct cfs_pack_ctx *p, int err, const char *fmt, ...) CFS_PRINTF(3, 4);
 
+/* Waits until the workers have stored every chunk emitted so far (their
+ * digests are in the builders).  0, or their first error. */
+int cfs_pack_drain(struct cfs_pack_ctx *p);
+
 /* Feeds one regular file's data range to the chunker; counts bytes_in.
  * Errors are recorded with the path. */
 int cfs_pack_data(struct cfs_pack_ctx *p, const char *path, uint64_t off, const void *buf,
@@ -194,11 +209,37 @@ int cfs_pack_obj_put(struct cfs_store *st, const void *buf, size_t len, int leve
  * -ENOMEM or the store's errors. */
 int cfs_pack_index_get(struct cfs_store *st, const cfs_digest *ref, void **raw, size_t *len);
 
+/* ---- an image source's layers, each an image too (pack_layers.c) ---- */
+
+/* The next layer: a builder of its own in overlay form, which p->b and the
+ * chunker fill until cfs_pack_layer_end().  0, or -errno after
+ * cfs_pack_fail(). */
+int cfs_pack_layer_begin(struct cfs_pack_ctx *p);
+/* A hard link in the layer to target, which the layer does not have: a
+ * file of a lower layer, resolved when the layers are stacked. */
+int cfs_pack_layer_link(struct cfs_pack_ctx *p, const char *path, const char *target);
+/* Seals the layer's last group chunk; p->b is the image's again. */
+int cfs_pack_layer_end(struct cfs_pack_ctx *p);
+/* What the layer record of the last layer says (layer.h): its blob's
+ * digest (NULL when unknown: no record is written), diff_id, uncompressed
+ * and compressed sizes and compression. */
+void cfs_pack_layer_meta(struct cfs_pack_ctx *p, const cfs_digest *blob, const cfs_digest *diff_id,
+			 uint64_t diff_size, uint64_t size, enum cfs_layer_comp comp);
+/* After the last layer (cfs_pack_tar_end): waits for the workers to
+ * store every chunk so far, stacks the layers into p->img in order,
+ * writes each layer's index and record, and frees them.  0, or -errno
+ * after cfs_pack_fail(). */
+int cfs_pack_layers_done(struct cfs_pack_ctx *p);
+/* Frees the layers (after a failure; NULL-safe, idempotent). */
+void cfs_pack_layers_free(struct cfs_pack_ctx *p);
+
 /* ---- tar streams (pack_tar.c), for the tar source and image layers ---- */
 
 /* Tar streams applied in order by the OCI rules (whiteouts, opaque
- * directories) when layers is set.  Small files of every layer wait in
- * one spool, fed by cfs_pack_tar_end(t, true). */
+ * directories) when layers is set: each layer read into a builder of its
+ * own, its small files fed at its end, and the image stacked from them
+ * by cfs_pack_tar_end(t, true) (pack_layers.c).  Without layers, small
+ * files wait in a spool fed by cfs_pack_tar_end(t, true). */
 struct cfs_pack_tar;
 /* The next bytes of an uncompressed layer: *buf and their count, 0 at the
  * end, or -errno after cfs_pack_fail(). */

@@ -53,6 +53,7 @@ struct layer {
 	uint8_t *in;
 	size_t in_len, in_pos;
 	bool in_eof;
+	uint64_t craw, raw;   /* bytes read, bytes decoded: the record's sizes */
 	/* The hand-off, under mu: blocks [head, head + count) of the ring are
 	 * decoded, the first one held by the reader while held is set. */
 	pthread_mutex_t mu;
@@ -86,6 +87,7 @@ static int layer_fill(struct layer *l)
 		return 0;
 	}
 	EVP_DigestUpdate(l->cmd, l->in, (size_t)n);
+	l->craw += (uint64_t)n;
 	l->in_len = (size_t)n;
 	l->in_pos = 0;
 	return 0;
@@ -197,6 +199,7 @@ static void *decode_thread(void *arg)
 			got += (size_t)n;
 		if (got)
 			EVP_DigestUpdate(l->umd, out, got);
+		l->raw += got;
 		pthread_mutex_lock(&l->mu);
 		if (got) {
 			l->blk_len[slot] = got;
@@ -358,6 +361,9 @@ int cfs_pack_oci_layer(struct cfs_pack_ctx *p, const char *loc, struct cfs_pack_
 				    "config's diff_id %s", where, ref);
 		goto out;
 	}
+	cfs_pack_layer_meta(p, cd, diff_id, l.raw, l.craw,
+			    l.comp == COMP_GZIP ? CFS_LAYER_GZIP :
+			    l.comp == COMP_ZSTD ? CFS_LAYER_ZSTD : CFS_LAYER_NONE);
 	ret = 0;
 out:
 	layer_free(&l);

@@ -34,6 +34,7 @@
 #define PROGRESS_NS 500000000ull
 
 struct job {
+	struct cfs_builder *b;  /* whose chunk it is: a layer's, for image sources */
 	uint32_t chunk;
 	void *data;
 	size_t len;
@@ -41,9 +42,10 @@ struct job {
 
 struct cfs_pack_pipe {
 	pthread_mutex_t mu;
-	pthread_cond_t not_empty, not_full;
+	pthread_cond_t not_empty, not_full, idle;
 	struct job *q;
 	size_t cap, head, count;
+	size_t busy;           /* jobs taken and not done */
 	bool closing;
 	int err;               /* first worker error; stops the feed */
 
@@ -156,7 +158,7 @@ static int store_chunk(struct cfs_pack_pipe *pp, const struct job *j, void *obj,
 	*is_new = ret == 1;
 	*stored = (size_t)n;
 set:
-	ret = cfs_builder_chunk_set(p->b, j->chunk, &d, (uint32_t)j->len, (uint32_t)*stored);
+	ret = cfs_builder_chunk_set(j->b, j->chunk, &d, (uint32_t)j->len, (uint32_t)*stored);
 	if (ret < 0)
 		return cfs_pack_fail(p, ret, "recording chunk %u: %s", j->chunk, cfs_strerror(ret));
 	return 0;
@@ -188,6 +190,7 @@ static void *worker(void *arg)
 		j = pp->q[pp->head];
 		pp->head = (pp->head + 1) % pp->cap;
 		pp->count--;
+		pp->busy++;
 		pthread_cond_signal(&pp->not_full);
 		if (!obj && !pp->err) {
 			pp->err = cfs_pack_fail(pp->p, -ENOMEM, "worker buffer: %s",
@@ -201,10 +204,14 @@ static void *worker(void *arg)
 		 * never waits on a full queue nobody serves. */
 		ret = skip ? 0 : store_chunk(pp, &j, obj, cap, &is_new, &stored);
 		free(j.data);
-		if (skip)
-			continue;
 
 		pthread_mutex_lock(&pp->mu);
+		if (--pp->busy == 0 && !pp->count)
+			pthread_cond_broadcast(&pp->idle);
+		if (skip) {
+			pthread_mutex_unlock(&pp->mu);
+			continue;
+		}
 		if (ret < 0) {
 			if (!pp->err)
 				pp->err = ret;
@@ -250,7 +257,8 @@ static int emit(void *ctx, uint32_t chunk, void *data, size_t len)
 		pthread_cond_wait(&pp->not_full, &pp->mu);
 	err = pp->err;
 	if (!err) {
-		pp->q[(pp->head + pp->count) % pp->cap] = (struct job){ chunk, data, len };
+		/* the builder the chunker fills, which the source owns */
+		pp->q[(pp->head + pp->count) % pp->cap] = (struct job){ pp->p->b, chunk, data, len };
 		pp->count++;
 		pp->chunks++;
 		pthread_cond_signal(&pp->not_empty);
@@ -301,6 +309,19 @@ static int pipe_stop(struct cfs_pack_pipe *pp)
 	return pp->err;
 }
 
+int cfs_pack_drain(struct cfs_pack_ctx *p)
+{
+	struct cfs_pack_pipe *pp = p->pipe;
+	int err;
+
+	pthread_mutex_lock(&pp->mu);
+	while ((pp->count || pp->busy) && pp->started)
+		pthread_cond_wait(&pp->idle, &pp->mu);
+	err = pp->err;
+	pthread_mutex_unlock(&pp->mu);
+	return err;
+}
+
 int cfs_pack_data(struct cfs_pack_ctx *p, const char *path, uint64_t off, const void *buf,
 		  size_t len)
 {
@@ -345,6 +366,7 @@ int cfs_pack_new(struct cfs_store *st, const struct cfs_pack_opts *o, struct cfs
 	pthread_mutex_init(&pp->mu, NULL);
 	pthread_cond_init(&pp->not_empty, NULL);
 	pthread_cond_init(&pp->not_full, NULL);
+	pthread_cond_init(&pp->idle, NULL);
 	p->pipe = pp;
 	p->st = st;
 	p->level = o->level;
@@ -354,6 +376,7 @@ int cfs_pack_new(struct cfs_store *st, const struct cfs_pack_opts *o, struct cfs
 	p->reg_insecure = o->reg_insecure;
 	p->profile = o->profile;
 	p->small_max = o->chunker.small_max;
+	p->chunk_size = o->chunker.chunk_size;
 	pp->p = p;
 	pp->chunk_size = o->chunker.chunk_size;
 	pp->progress = o->progress;
@@ -367,11 +390,12 @@ int cfs_pack_new(struct cfs_store *st, const struct cfs_pack_opts *o, struct cfs
 			goto fail;
 		}
 	}
-	ret = cfs_builder_new(o->chunker.chunk_size, &p->b);
+	ret = cfs_builder_new(o->chunker.chunk_size, &p->img);
 	if (ret < 0) {
 		cfs_err("builder: %s", cfs_strerror(ret));
 		goto fail;
 	}
+	p->b = p->img;
 	ret = cfs_chunker_new(&o->chunker, p->b, emit, pp, &p->ch);
 	if (ret < 0) {
 		cfs_err("chunker: %s", cfs_strerror(ret));
@@ -402,10 +426,11 @@ void cfs_pack_free(struct cfs_pack_ctx *p)
 	free(pp->threads);
 	pthread_cond_destroy(&pp->not_empty);
 	pthread_cond_destroy(&pp->not_full);
+	pthread_cond_destroy(&pp->idle);
 	pthread_mutex_destroy(&pp->mu);
 	free(pp);
 	cfs_chunker_free(p->ch);
-	cfs_builder_free(p->b);
+	cfs_builder_free(p->img);
 	cfs_pack_prof_free(p->prof);
 	free(p->config);
 	free(p->origin);
@@ -445,7 +470,7 @@ int cfs_pack_finish(struct cfs_pack_ctx *p, cfs_digest *ref, struct cfs_pack_sta
 	void *idx = NULL;
 	int ret;
 
-	ret = cfs_builder_finish(p->b, &idx, &idx_len, &bs);
+	ret = cfs_builder_finish(p->img, &idx, &idx_len, &bs);
 	if (ret < 0)
 		return cfs_pack_fail(p, ret, "building the index: %s", cfs_strerror(ret));
 	if (p->config) {
@@ -488,7 +513,8 @@ int cfs_pack_finish(struct cfs_pack_ctx *p, cfs_digest *ref, struct cfs_pack_sta
 			.chunks = pp->chunks,
 			.new_objects = pp->new_objects,
 			.present = pp->present,
-			.written = pp->stored_bytes + idx_stored + list_stored + config_stored,
+			.written = pp->stored_bytes + idx_stored + list_stored + config_stored +
+				   p->layers_stored,
 			.index_len = idx_len,
 			.prefetch_count = count,
 			.t0_ns = pp->t0,

@@ -553,6 +553,9 @@ static int do_entry(struct cfs_pack_ctx *p, struct spool *sp, struct archive *ar
 		if (!*path || !*tpath)
 			return cfs_pack_fail(p, -EINVAL, "%s: hard link to or of the root", raw);
 		ret = cfs_builder_link_path(p->b, path, tpath);
+		/* a layer's link to a file of a lower layer */
+		if (ret == -ENOENT && p->in_layer)
+			return cfs_pack_layer_link(p, path, tpath);
 		if (ret == -ENOENT)
 			return cfs_pack_fail(p, ret, "%s: hard link to a missing file: %s", raw, hl);
 		if (ret < 0)
@@ -687,6 +690,11 @@ int cfs_pack_tar_end(struct cfs_pack_tar *t, bool feed)
 		return 0;
 	if (feed)
 		ret = spool_feed(t->p, &t->sp);
+	/* The layers, each fed at its end, make the image now. */
+	if (t->layers && feed && ret == 0)
+		ret = cfs_pack_layers_done(t->p);
+	if (t->layers)
+		cfs_pack_layers_free(t->p);
 	spool_free(&t->sp);
 	free(t);
 	return ret;
@@ -814,10 +822,16 @@ int cfs_pack_tar_layer(struct cfs_pack_tar *t, cfs_pack_read_fn rd, void *ctx, c
 	struct archive *ar;
 	int ret;
 
-	cfs_builder_layer_begin(t->p->b);
+	/* The layer into a builder of its own, its small files fed at its
+	 * end, so that its chunks are its own (pack_layers.c). */
+	ret = cfs_pack_layer_begin(t->p);
+	if (ret < 0)
+		return ret;
 	ar = archive_read_new();
-	if (!ar)
-		return cfs_pack_fail(t->p, -ENOMEM, "%s: %s", src, cfs_strerror(-ENOMEM));
+	if (!ar) {
+		ret = cfs_pack_fail(t->p, -ENOMEM, "%s: %s", src, cfs_strerror(-ENOMEM));
+		goto out;
+	}
 	/* The caller decompresses (it hashes both sides): the tar family only. */
 	archive_read_support_format_tar(ar);
 	archive_read_support_format_gnutar(ar);
@@ -826,7 +840,12 @@ int cfs_pack_tar_layer(struct cfs_pack_tar *t, cfs_pack_read_fn rd, void *ctx, c
 	else
 		ret = tar_entries(t, ar, src, &lr);
 	archive_read_free(ar);
-	return ret;
+	if (ret == 0)
+		ret = spool_feed(t->p, &t->sp);
+	spool_free(&t->sp);
+	t->sp = (struct spool){ .fd = -1 };
+out:
+	return cfs_pack_layer_end(t->p) ?: ret;
 }
 
 /* A tar archive, plain or compressed: read from fd, or from src opened

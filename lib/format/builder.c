@@ -128,6 +128,7 @@ static int node_new(struct cfs_builder *b, const struct cfs_attr *a, uint32_t *i
 		return ret;
 	memset(&b->nodes[b->nnodes], 0, sizeof(b->nodes[0]));
 	b->nodes[b->nnodes].attr = *a;
+	b->nodes[b->nnodes].implicit = a == &cfs_implicit_dir;
 	*id = (uint32_t)b->nnodes++;
 	return 0;
 }
@@ -341,17 +342,47 @@ int cfs_builder_set_attr(struct cfs_builder *b, uint32_t node, const struct cfs_
 	if (!attr_valid(a) || (a->mode & S_IFMT) != (b->nodes[node].attr.mode & S_IFMT))
 		return -EINVAL;
 	b->nodes[node].attr = *a;
+	b->nodes[node].implicit = false;
 	return 0;
 }
 
+/* The overlay form's opaque mark, as a rootful overlay driver writes it
+ * (a rootless one uses user.overlay.opaque: a mount can alias it). */
+#define OVERLAY_OPAQUE "trusted.overlay.opaque"
+
+static bool is_opaque(const struct cfs_builder *b, uint32_t node)
+{
+	const struct cfs_bnode *n = &b->nodes[node];
+
+	for (uint32_t i = 0; i < n->nxa; i++)
+		if (n->xa[i].name_len == strlen(OVERLAY_OPAQUE) &&
+		    !memcmp(b->arena + n->xa[i].name_off, OVERLAY_OPAQUE, n->xa[i].name_len))
+			return true;
+	return false;
+}
+
+static int set_opaque(struct cfs_builder *b, uint32_t node)
+{
+	return cfs_builder_set_xattr(b, node, OVERLAY_OPAQUE, "y", 1);
+}
+
+static bool is_whiteout(const struct cfs_builder *b, uint32_t node)
+{
+	return S_ISCHR(b->nodes[node].attr.mode) && b->nodes[node].attr.rdev == 0;
+}
+
 /* A directory added over a directory: a later tar member for the same
- * directory describes it afresh, so its xattrs go too; children stay. */
-static void dir_redefine(struct cfs_builder *b, uint32_t node, const struct cfs_attr *a)
+ * directory describes it afresh, so its xattrs go too; children stay, and
+ * in overlay form its opaque mark (a ".wh..wh..opq" may come first). */
+static int dir_redefine(struct cfs_builder *b, uint32_t node, const struct cfs_attr *a)
 {
 	struct cfs_bnode *n = &b->nodes[node];
+	bool opaque = b->overlay && is_opaque(b, node);
 
 	n->attr = *a;
+	n->implicit = false;
 	n->nxa = 0;
+	return opaque ? set_opaque(b, node) : 0;
 }
 
 int cfs_builder_add(struct cfs_builder *b, uint32_t parent, const char *name, size_t name_len,
@@ -371,10 +402,9 @@ int cfs_builder_add(struct cfs_builder *b, uint32_t parent, const char *name, si
 		uint32_t old = b->ents[ent].child;
 
 		if (old != ENT_GONE && S_ISDIR(b->nodes[old].attr.mode) && S_ISDIR(a->mode)) {
-			dir_redefine(b, old, a);
 			b->ents[ent].layer = b->layer;
 			*node = old;
-			return 0;
+			return dir_redefine(b, old, a);
 		}
 		/* The old node stays allocated: other names may link to it,
 		 * and finish only writes what is reachable. */
@@ -391,6 +421,10 @@ int cfs_builder_add(struct cfs_builder *b, uint32_t parent, const char *name, si
 		b->ents[ent].child = id;
 		b->ents[ent].layer = b->layer;
 		*node = id;
+		/* overlay form: this layer's directory in place of the lower
+		 * one its whiteout hid, not merged with it */
+		if (b->overlay && old != ENT_GONE && is_whiteout(b, old) && S_ISDIR(a->mode))
+			return set_opaque(b, id);
 		return 0;
 	}
 
@@ -647,9 +681,23 @@ int cfs_builder_whiteout(struct cfs_builder *b, const char *dir_path, const char
 	if (ret)
 		return ret;
 	ent = ent_find(b, dir, name, name_len);
+	if (b->overlay) {
+		static const struct cfs_attr wh = { .mode = S_IFCHR };
+		uint32_t node;
+
+		if (ent < 0 || b->ents[ent].child == ENT_GONE)
+			return cfs_builder_add(b, dir, name, name_len, &wh, &node);
+		node = b->ents[ent].child;
+		return S_ISDIR(b->nodes[node].attr.mode) ? set_opaque(b, node) : 0;
+	}
 	if (ent >= 0 && b->ents[ent].child != ENT_GONE && b->ents[ent].layer < b->layer)
 		ent_remove(b, (uint32_t)ent);
 	return 0;
+}
+
+void cfs_builder_set_overlay(struct cfs_builder *b)
+{
+	b->overlay = true;
 }
 
 /* Removes what lower layers gave under dir, and looks into the
@@ -683,20 +731,32 @@ int cfs_builder_opaque(struct cfs_builder *b, const char *dir_path)
 	ret = dir_walk(b, dir_path, &dir);
 	if (ret)
 		return ret;
+	if (b->overlay)
+		return set_opaque(b, dir);
 	opaque_dir(b, dir);
 	return 0;
 }
 
 int cfs_builder_link_path(struct cfs_builder *b, const char *path, const char *target_path)
 {
-	const char *last;
-	uint32_t target, dir;
-	size_t len;
+	uint32_t target;
 	int ret;
 
 	ret = cfs_builder_find_path(b, target_path, &target);
 	if (ret)
 		return ret;
+	return cfs_builder_link_at(b, path, target);
+}
+
+int cfs_builder_link_at(struct cfs_builder *b, const char *path, uint32_t target)
+{
+	const char *last;
+	uint32_t dir;
+	size_t len;
+	int ret;
+
+	if (target >= b->nnodes)
+		return -EINVAL;
 	if (S_ISDIR(b->nodes[target].attr.mode))
 		return -EPERM;
 	ret = path_walk(b, path, true, &dir, &last, &len);

@@ -77,6 +77,33 @@ int cfs_builder_whiteout(struct cfs_builder *b, const char *dir_path, const char
  * a symlink, as for a whiteout. */
 int cfs_builder_opaque(struct cfs_builder *b, const char *dir_path);
 
+/* One layer in overlay form, as a container engine's overlay driver
+ * keeps a layer's diff (docs/FORMAT.md, "Layers"): from now on, a whiteout
+ * is a character device 0:0 under the hidden name (none where this layer
+ * has its own entry of that name, which hides the lower one anyway; a
+ * directory of its own becomes opaque instead), and an opaque directory
+ * carries the xattr trusted.overlay.opaque "y", kept when the directory
+ * is given again.  Call before anything is added;
+ * layer numbers have no use then. */
+void cfs_builder_set_overlay(struct cfs_builder *b);
+/* Applies layer, a builder in overlay form whose chunks are all set, on
+ * top of b as its next layer (cfs_builder_layer_begin() is called): every
+ * entry as cfs_builder_add_path(), whiteout() and opaque() would take it
+ * from the layer's tar, files with the same chunks, directories the layer
+ * only made on the way left as they are below.  On failure, where (cap
+ * bytes) names the entry's path.  0 or -errno (-ENOTDIR as add_path). */
+int cfs_builder_apply_layer(struct cfs_builder *b, const struct cfs_builder *layer, char *where,
+			    size_t cap);
+/* Adds at path a copy of src's non-directory node: attributes, xattrs,
+ * target or data (the same chunks, set in src).  For a hard link in a
+ * layer to a file of a lower one, which the layer alone can only show so.
+ * 0 or -errno. */
+int cfs_builder_copy_node(struct cfs_builder *dst, const char *path, const struct cfs_builder *src,
+			  uint32_t node);
+/* A new name at path (parents made as add_path makes them) for existing
+ * non-directory node target. */
+int cfs_builder_link_at(struct cfs_builder *b, const char *path, uint32_t target);
+
 int cfs_builder_set_symlink(struct cfs_builder *b, uint32_t node, const char *target, size_t len);
 
 /* Sets (or replaces) one xattr.  -EINVAL for names or values over the

@@ -43,6 +43,9 @@ struct cfs_bnode {
 	} u;
 	struct cfs_bxattr *xa;
 	uint32_t nxa, xa_cap;
+	/* A directory made on the way to something (its attributes are the
+	 * default, not given): applying a layer leaves the one below as is. */
+	bool implicit;
 	/* Set by finish. */
 	uint32_t ino, nlink, parent_ino;
 };
@@ -88,6 +91,7 @@ struct cfs_builder {
 	size_t arena_len, arena_cap;
 
 	uint32_t layer; /* cfs_builder_layer_begin() count */
+	bool overlay;   /* cfs_builder_set_overlay(): one layer, overlay form */
 
 	struct cfs_belf *elfs;
 	size_t nelfs, elfs_cap;

@@ -307,3 +307,13 @@ int cfs_chunker_flush(struct cfs_chunker *c)
 		return -EINVAL;
 	return seal(c, &c->group);
 }
+
+int cfs_chunker_set_builder(struct cfs_chunker *c, struct cfs_builder *b)
+{
+	if (c->err)
+		return c->err;
+	if (c->in_file || c->group.len)
+		return -EINVAL;
+	c->b = b;
+	return 0;
+}

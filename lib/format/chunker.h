@@ -54,5 +54,8 @@ int cfs_chunker_file_data(struct cfs_chunker *c, uint64_t off, const void *data,
 int cfs_chunker_file_end(struct cfs_chunker *c);
 /* Seals the open group chunk.  Call once after the last file. */
 int cfs_chunker_flush(struct cfs_chunker *c);
+/* Files from now on go to builder b (an image source's next layer, say):
+ * only between files, with no group open (after a flush).  0, -EINVAL. */
+int cfs_chunker_set_builder(struct cfs_chunker *c, struct cfs_builder *b);
 
 #endif /* CFS_CHUNKER_H */
