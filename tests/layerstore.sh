@@ -132,6 +132,9 @@ echo garbage >"$W/store/layers/${bad#sha256:}"
 errno EIO "os.stat('$ALS/$B64/$bad/info')"
 grep -q "layer $bad: its record (layers/${bad#sha256:}) is corrupt" "$W/als.log" ||
 	fail "no log line for the corrupt record"
+head -c 5000 /dev/zero >"$W/store/layers/${bad#sha256:}" # over CFS_LAYER_REC_MAX
+errno EIO "os.stat('$ALS/$B64/$bad')"
+grep -q "layer $bad: reading its record: " "$W/als.log" || fail "no log line for the store's error"
 rm "$W/store/layers/${bad#sha256:}"
 errno ENOENT "os.stat('$ALS/$B64/$bad')"
 # still serving, and never restarted
@@ -139,6 +142,30 @@ errno ENOENT "os.stat('$ALS/$B64/$bad')"
 "$CFS_MOUNT" --status "$ALS" >"$W/status.json" || fail "--status of the layer store failed"
 [ "$(stat_of "$W/status.json" restarts)" -eq 0 ] || fail "the layer store's daemon restarted: $(cat "$W/status.json")"
 mountpoint -q "$LM/${IMAGES[0]#sha256:}" || fail "no layer mount"
+
+step "1b. layer mounts outlive the layer store, and a new one uses them again"
+# mounts_at DIR: how many mounts are stacked at DIR
+mounts_at() { awk -v d="$1" '$2 == d' /proc/mounts | wc -l; }
+unmount_image "$ALS"
+for i in 0 1 2; do
+	[ "$(mounts_at "$LM/${IMAGES[$i]#sha256:}")" -eq 1 ] || fail "layer mount $i gone with the store"
+done
+# A layer mount taken away meanwhile is started again, once for lookups at
+# the same time.
+umount "$LM/${IMAGES[1]#sha256:}"
+timeout 60 "$CFS_MOUNT" --layer-store -v --cache "$W/cache" --layer-mounts "$LM" --log "$W/als.log" \
+	"$W/store" "$ALS" >"$W/mount.out" 2>&1 || fail "cfs-mount --layer-store again: $(cat "$W/mount.out")"
+remember_daemon "$ALS"
+: >"$W/als.log"
+for j in 1 2 3 4; do stat -L "$ALS/$B64/${LAYERS[1]}/diff/etc" >/dev/null & done
+wait
+for i in 0 1 2; do
+	[ -d "$ALS/$B64/${LAYERS[$i]}/diff/." ] || fail "layer $i: diff is no directory"
+	[ "$(mounts_at "$LM/${IMAGES[$i]#sha256:}")" -eq 1 ] ||
+		fail "layer mount $i: $(mounts_at "$LM/${IMAGES[$i]#sha256:}") mounts, not 1"
+done
+[ "$(grep -c "mounting layer image" "$W/als.log")" -eq 1 ] ||
+	fail "expected one layer mount started: $(grep "mounting layer image" "$W/als.log")"
 
 step "2. podman with the layer store, from a registry behind a logging proxy"
 start_registry plain
