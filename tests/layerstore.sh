@@ -157,7 +157,7 @@ timeout 60 "$CFS_MOUNT" --layer-store -v --cache "$W/cache" --layer-mounts "$LM"
 	"$W/store" "$ALS" >"$W/mount.out" 2>&1 || fail "cfs-mount --layer-store again: $(cat "$W/mount.out")"
 remember_daemon "$ALS"
 : >"$W/als.log"
-for j in 1 2 3 4; do stat -L "$ALS/$B64/${LAYERS[1]}/diff/etc" >/dev/null & done
+for _ in 1 2 3 4; do stat -L "$ALS/$B64/${LAYERS[1]}/diff/etc" >/dev/null & done
 wait
 for i in 0 1 2; do
 	[ -d "$ALS/$B64/${LAYERS[$i]}/diff/." ] || fail "layer $i: diff is no directory"
@@ -223,7 +223,7 @@ storage_conf p2
 timeout 120 "${PODMAN[@]}" pull -q --tls-verify=false "$REF" >"$W/pull2.out" 2>"$W/pull2.err" ||
 	fail "podman pull (a layer missing): $(tail -n 3 "$W/pull2.err")"
 n=$(layer_gets)
-[ "$n" -eq 1 ] && grep -q "GET /v2/cfs/app/blobs/${LAYERS[2]} -> 200" "$W/proxy.new" ||
+{ [ "$n" -eq 1 ] && grep -q "GET /v2/cfs/app/blobs/${LAYERS[2]} -> 200" "$W/proxy.new"; } ||
 	fail "expected layer 2 alone fetched, got $n: $(grep blobs "$W/proxy.new")"
 timeout 120 "${PODMAN[@]}" run "${RUN_OPTS[@]}" "$REF" >"$W/run2.out" 2>"$W/run2.err" ||
 	fail "podman run (a layer pulled): $(tail -n 3 "$W/run2.err")"
