@@ -96,49 +96,6 @@ static void read_bench_knobs(struct cfs_daemon *d)
 	}
 }
 
-/* An absolute version of path (which need not exist): the daemon changes
- * to / when it detaches. */
-static char *abs_path(const char *path)
-{
-	char cwd[PATH_MAX];
-	char *out;
-
-	if (path[0] == '/' || strstr(path, "://"))
-		return strdup(path);
-	if (!getcwd(cwd, sizeof(cwd)))
-		return NULL;
-	if (asprintf(&out, "%s/%s", cwd, path) < 0)
-		return NULL;
-	return out;
-}
-
-/* A store argument with each member of a list ("A,B,...") absolute: the
- * daemon leaves the working directory. */
-static char *abs_store(const char *loc)
-{
-	char *out = NULL, *one, *joined;
-	const char *p = loc;
-
-	for (;;) {
-		size_t n = strcspn(p, ",");
-		char *member = strndup(p, n);
-
-		one = member ? abs_path(member) : NULL;
-		free(member);
-		if (!one || asprintf(&joined, "%s%s%s", out ? out : "", out ? "," : "", one) < 0) {
-			free(one);
-			free(out);
-			return NULL;
-		}
-		free(one);
-		free(out);
-		out = joined;
-		if (!p[n])
-			return out;
-		p += n + 1;
-	}
-}
-
 /* stats ------------------------------------------------------------------ */
 
 static int stats_write(struct cfs_daemon *d)
@@ -287,7 +244,7 @@ static int open_learning(const struct cfs_mount_args *a, struct cfs_daemon *d,
 	d->learn_done = a->learn_off || restart;
 	if (!a->learn_off) {
 		if (a->learn_to) {
-			loc = abs_path(a->learn_to);
+			loc = cfs_mount_abs_path(a->learn_to);
 			if (!loc)
 				snprintf(msg, sizeof(msg), "%s", strerror(ENOMEM));
 			ret = loc ? cfs_open_store(&a->open, loc, CFS_STORE_CREATE, &d->learn_store, msg,
@@ -339,8 +296,8 @@ static int open_image(const struct cfs_mount_args *a, struct cfs_daemon *d, cons
 	cfs_digest dg;
 	int ret;
 
-	cache_dir = o.cache_dir ? abs_path(o.cache_dir) : default_cache_dir();
-	if (!cache_dir || (o.trust && !(trust = abs_path(o.trust)))) {
+	cache_dir = o.cache_dir ? cfs_mount_abs_path(o.cache_dir) : default_cache_dir();
+	if (!cache_dir || (o.trust && !(trust = cfs_mount_abs_path(o.trust)))) {
 		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
 		ret = -ENOMEM;
 		goto out;
@@ -511,6 +468,8 @@ static void daemon_failed(int *ready_fd)
 
 static void close_image(struct cfs_daemon *d)
 {
+	cfs_layerstore_free(d->fs.layers);
+	d->fs.layers = NULL;
 	cfs_recorder_free(d->fs.rec);
 	d->fs.rec = NULL;
 	cfs_image_free(d->fs.img);
@@ -608,7 +567,7 @@ int cfs_daemon_main(struct cfs_mount_args *a, int argc, char **argv)
 
 	level = a->debug || a->verbose >= 2 ? CFS_LOG_DEBUG : a->verbose ? CFS_LOG_INFO : CFS_LOG_WARN;
 	if (a->log_file) {
-		char *p = abs_path(a->log_file);
+		char *p = cfs_mount_abs_path(a->log_file);
 
 		d.log = p ? fopen(p, "ae") : NULL;
 		if (!d.log) {
@@ -627,17 +586,17 @@ int cfs_daemon_main(struct cfs_mount_args *a, int argc, char **argv)
 		goto out_log;
 	}
 
-	if ((a->stats_file && !(d.stats_path = abs_path(a->stats_file))) ||
-	    (a->record && !(d.record_path = abs_path(a->record)))) {
+	if ((a->stats_file && !(d.stats_path = cfs_mount_abs_path(a->stats_file))) ||
+	    (a->record && !(d.record_path = cfs_mount_abs_path(a->record)))) {
 		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
 		goto out_log;
 	}
 	/* A daemon under a holder must not look at the mount point: nothing
 	 * serves it until this daemon does. */
-	if (serve ? !(mountpoint = abs_path(a->mountpoint)) :
+	if (serve ? !(mountpoint = cfs_mount_abs_path(a->mountpoint)) :
 		    check_mountpoint(a->mountpoint, &mountpoint) < 0)
 		goto out_log;
-	store_abs = abs_store(a->store);
+	store_abs = cfs_mount_abs_store(a->store);
 	if (!store_abs) {
 		fprintf(stderr, PROG ": %s\n", strerror(ENOMEM));
 		goto out_log;
@@ -666,6 +625,9 @@ int cfs_daemon_main(struct cfs_mount_args *a, int argc, char **argv)
 	 * (serve) and a foreground one open the image and serve here. */
 	holder = !a->foreground && !serve;
 	read_bench_knobs(&d);
+	/* A layer store replies with a few hundred bytes at most. */
+	if (a->layer_store)
+		d.fs.splice = false;
 	if (d.fs.splice) {
 		d.fs.max_read = cfs_fs_splice_probe();
 		d.fs.splice = d.fs.max_read > 0;
@@ -696,9 +658,11 @@ int cfs_daemon_main(struct cfs_mount_args *a, int argc, char **argv)
 			goto out_image;
 		}
 	}
-	if (open_image(a, &d, store_abs) < 0)
+	if ((a->layer_store ? cfs_layerstore_open(a, store_abs, &d.fs) :
+			      open_image(a, &d, store_abs)) < 0)
 		goto out_image;
-	se = fuse_session_new(&args, &cfs_fs_ops, sizeof(cfs_fs_ops), &d.fs);
+	se = fuse_session_new(&args, a->layer_store ? &cfs_layerstore_ops : &cfs_fs_ops,
+			      sizeof(cfs_fs_ops), &d.fs);
 	if (!se) {
 		fprintf(stderr, PROG ": invalid mount options (see above)\n");
 		goto out_image;

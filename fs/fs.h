@@ -19,6 +19,7 @@ struct cfs_image;
 struct cfs_recorder;
 struct cfs_learned;
 struct cfs_image_seg;
+struct cfs_layerstore;
 
 /* Everything the daemon has; passed to libfuse as the session's userdata
  * and reached in every op through fuse_req_userdata().  Read-only once the
@@ -43,6 +44,8 @@ struct cfs_fs {
 	bool serve_drop_replies;
 	struct cfs_recorder *rec;    /* --record or learning, or NULL */
 	struct cfs_learned *learned; /* learned profiles (lib/image/learned.h), or NULL */
+	struct cfs_layerstore *layers; /* --layer-store (layerstore.c): all it serves; the
+	                              * image fields above are then NULL */
 	_Atomic uint64_t read_splice; /* READ replies spliced */
 	_Atomic uint64_t read_copy;   /* READ replies through a buffer */
 };
@@ -79,6 +82,26 @@ size_t cfs_fs_splice_probe(void);
 
 /* The low-level operations; every one replies exactly once. */
 extern const struct fuse_lowlevel_ops cfs_fs_ops;
+
+/* readonly.c: each replies EROFS. */
+void cfs_ro_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		struct fuse_file_info *fi);
+void cfs_ro_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev);
+void cfs_ro_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode);
+void cfs_ro_unlink(fuse_req_t req, fuse_ino_t parent, const char *name);
+void cfs_ro_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name);
+void cfs_ro_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		const char *newname, unsigned int flags);
+void cfs_ro_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname);
+void cfs_ro_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		struct fuse_file_info *fi);
+void cfs_ro_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		struct fuse_file_info *fi);
+void cfs_ro_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+		size_t size, int flags);
+void cfs_ro_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+void cfs_ro_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+		struct fuse_file_info *fi);
 
 /* OCI runtime bundles (bundle.c): DIR/lower (the cfs mount), DIR/upper,
  * DIR/work, DIR/rootfs (their overlay) and DIR/config.json.  Each returns 0

@@ -6,9 +6,11 @@
  * other.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mount_i.h"
 
@@ -59,9 +61,13 @@ int cfs_mount_fuse_args(const struct cfs_mount_args *a, const char *store_abs, s
 		return -ENOMEM;
 	if (a->debug && fuse_opt_add_arg(args, "-d") < 0)
 		return -ENOMEM;
-	if (cfs_mount_opt_append(&opts, "ro", 2) < 0 ||
+	/* A layer store is read-only too, but must see CREATE and RMDIR, which
+	 * the VFS refuses on a read-only mount before they reach it
+	 * (layerstore.c). */
+	if ((!a->layer_store && cfs_mount_opt_append(&opts, "ro", 2) < 0) ||
 	    opt_append_escaped(&opts, "fsname=cfs:", store_abs) < 0 ||
-	    cfs_mount_opt_append(&opts, "subtype=cfs", 11) < 0)
+	    (a->layer_store ? cfs_mount_opt_append(&opts, "subtype=cfs-layers", 18) :
+			      cfs_mount_opt_append(&opts, "subtype=cfs", 11)) < 0)
 		goto out;
 	/* With other users let in, let the kernel check permissions. */
 	if (a->allow_other && !a->default_permissions &&
@@ -83,4 +89,47 @@ int cfs_mount_fuse_args(const struct cfs_mount_args *a, const char *store_abs, s
 out:
 	free(opts);
 	return ret;
+}
+
+/* An absolute version of path (which need not exist): the daemon changes
+ * to / when it detaches. */
+char *cfs_mount_abs_path(const char *path)
+{
+	char cwd[PATH_MAX];
+	char *out;
+
+	if (path[0] == '/' || strstr(path, "://"))
+		return strdup(path);
+	if (!getcwd(cwd, sizeof(cwd)))
+		return NULL;
+	if (asprintf(&out, "%s/%s", cwd, path) < 0)
+		return NULL;
+	return out;
+}
+
+/* A store argument with each member of a list ("A,B,...") absolute: the
+ * daemon leaves the working directory. */
+char *cfs_mount_abs_store(const char *loc)
+{
+	char *out = NULL, *one, *joined;
+	const char *p = loc;
+
+	for (;;) {
+		size_t n = strcspn(p, ",");
+		char *member = strndup(p, n);
+
+		one = member ? cfs_mount_abs_path(member) : NULL;
+		free(member);
+		if (!one || asprintf(&joined, "%s%s%s", out ? out : "", out ? "," : "", one) < 0) {
+			free(one);
+			free(out);
+			return NULL;
+		}
+		free(one);
+		free(out);
+		out = joined;
+		if (!p[n])
+			return out;
+		p += n + 1;
+	}
 }

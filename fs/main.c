@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cfs_config.h"
 #include "learned.h"
@@ -22,6 +23,7 @@ enum {
 	OPT_STATS_FILE = 256, OPT_LOG, OPT_STATS, OPT_READAHEAD, OPT_RECORD, OPT_PREFETCH,
 	OPT_PREFETCH_BUDGET, OPT_LEARN, OPT_LEARN_TO, OPT_LEARN_WINDOW,
 	OPT_BUNDLE, OPT_BUNDLE_REMOVE, OPT_STATUS, OPT_UPGRADE,
+	OPT_LAYER_STORE, OPT_LAYER_MOUNTS,
 	OPT_STORE, /* -o store= only */
 };
 
@@ -37,6 +39,7 @@ static void usage(FILE *out)
 		"usage: " PROG " [options] STORE IMAGE MOUNTPOINT\n"
 		"       " PROG " [options] IMAGE MOUNTPOINT -o store=STORE[,OPT...]\n"
 		"       " PROG " [options] --bundle DIR STORE IMAGE\n"
+		"       " PROG " [options] --layer-store STORE MOUNTPOINT\n"
 		"       " PROG " --bundle-remove DIR\n"
 		"       " PROG " --stats MOUNTPOINT\n"
 		"       " PROG " --status MOUNTPOINT | --upgrade MOUNTPOINT\n"
@@ -55,6 +58,10 @@ static void usage(FILE *out)
 		"--bundle mounts IMAGE at DIR/lower, an overlay with DIR/upper at\n"
 		"DIR/rootfs, and writes DIR/config.json from the image config, so that\n"
 		"`runc run -b DIR NAME` starts the image; --bundle-remove takes it down.\n"
+		"--layer-store serves the layers cfs-pack recorded in STORE as an additional\n"
+		"layer store of podman and CRI-O (storage.conf: additionallayerstores =\n"
+		"[\"MOUNTPOINT:ref\"]; docs/LAYER-STORE.md); each layer's diff is a cfs mount\n"
+		"of its own, started on first use with the options given here.\n"
 		"\n"
 		"  -f, --foreground       stay in the foreground\n"
 		"  -d, --debug            libfuse debug output (implies -f)\n"
@@ -86,6 +93,10 @@ static void usage(FILE *out)
 		"                         yes; docs/PROFILE.md, \"Learned profiles\")\n"
 		"      --learn-to LOCATION  read and write learned profiles there (a\n"
 		"                         directory or s3:// URL) instead of the store\n"
+		"      --layer-mounts DIR where --layer-store mounts the layers (DIR/<hex of\n"
+		"                         the layer's image>; default " CFS_LAYER_MOUNTS_ROOT "\n"
+		"                         as root, else $XDG_RUNTIME_DIR/cfs/layer-mounts);\n"
+		"                         they outlive the layer store and are used again\n"
 		"\n"
 		CFS_OPEN_STORE_USAGE
 		"\n"
@@ -186,6 +197,8 @@ static int mount_opt(struct cfs_mount_args *a, int opt, const char *name, const 
 	case OPT_BUNDLE_REMOVE: a->bundle_down = v; return 0;
 	case OPT_STATUS: a->status_of = v; return 0;
 	case OPT_UPGRADE: a->upgrade_of = v; return 0;
+	case OPT_LAYER_STORE: a->layer_store = true; return 0;
+	case OPT_LAYER_MOUNTS: a->layer_mounts = v; return 0;
 	default: return 1;
 	}
 }
@@ -247,8 +260,10 @@ static int parse_o_value(struct cfs_mount_args *a, const char *s, size_t len)
 	r = cfs_open_kv(&a->open, s, len, msg, sizeof(msg));
 	if (r < 0)
 		fprintf(stderr, PROG ": %s\n", msg);
-	if (r != 0)
+	if (r != 0) {
+		a->o_cfs_keys = true;
 		return r < 0 ? -1 : 1;
+	}
 	k = o_key_find(keys, CFS_ARRAY_SIZE(keys), s, len);
 	if (!k)
 		return 0;
@@ -273,6 +288,7 @@ static int parse_o_value(struct cfs_mount_args *a, const char *s, size_t len)
 		a->store_from_o = true;
 		return 1;
 	}
+	a->o_cfs_keys = true;
 	snprintf(name, sizeof(name), "-o %.*s", (int)strlen(k->key) - 1, k->key);
 	r = mount_opt(a, k->opt, name, v);
 	return r < 0 ? -1 : 1;
@@ -308,6 +324,66 @@ static int parse_o(struct cfs_mount_args *a, const char *s)
 	return 0;
 }
 
+/* ---- --layer-store ------------------------------------------------------- */
+
+/* The options a layer store gives its layer mounts too: the store's, the
+ * cache's, the trust and how the image is read.  Not its own, and not
+ * what names one file for one mount (--stats-file, --record). */
+static bool forwarded(int opt)
+{
+	switch (opt) {
+	case OPT_LOG: case OPT_READAHEAD: case OPT_PREFETCH: case OPT_PREFETCH_BUDGET:
+	case OPT_LEARN: case OPT_LEARN_TO: case OPT_LEARN_WINDOW:
+		return true;
+	default:
+		return opt >= CFS_OPT_CACHE && opt <= CFS_OPT_TRUST;
+	}
+}
+
+/* Noted for any mount (--layer-store may come later); more than fit
+ * fail a layer store only. */
+static void fwd_add(struct cfs_mount_args *a, const char *name, const char *value)
+{
+	if (a->n_fwd < CFS_ARRAY_SIZE(a->fwd)) {
+		a->fwd[a->n_fwd].name = name;
+		a->fwd[a->n_fwd].value = value;
+	}
+	a->n_fwd++;
+}
+
+/* --layer-store STORE MOUNTPOINT (n, args: the operands). */
+static int layer_store_args(struct cfs_mount_args *a, int n, char **args)
+{
+	const char *other = a->bundle ? "--bundle" : a->stats_file ? "--stats-file" :
+			    a->record ? "--record" : NULL;
+
+	if (other) {
+		fprintf(stderr, PROG ": --layer-store: %s is for one image's mount\n", other);
+		return -1;
+	}
+	/* The layer mounts take the long options only. */
+	if (a->o_cfs_keys || a->store) {
+		fprintf(stderr, PROG ": --layer-store: give cfs's options as --KEY VALUE, "
+			"not -o KEY=VALUE\n");
+		return -1;
+	}
+	if (a->n_fwd > CFS_ARRAY_SIZE(a->fwd)) {
+		fprintf(stderr, PROG ": --layer-store: too many options\n");
+		return -1;
+	}
+	if (n != 2) {
+		fprintf(stderr, PROG ": expected --layer-store STORE MOUNTPOINT\n");
+		return -1;
+	}
+	a->store = args[0];
+	a->mountpoint = args[1];
+	a->image = "layer-store"; /* what the holder's state names */
+	/* podman asks as root; any user may look (stargz-store does the same). */
+	if (geteuid() == 0 && !a->allow_other && parse_o(a, "allow_other") < 0)
+		return -1;
+	return 0;
+}
+
 /* 0, 1 when the program should exit 0 (help, version), or -1. */
 static int parse_args(int argc, char **argv, struct cfs_mount_args *a)
 {
@@ -334,6 +410,8 @@ static int parse_args(int argc, char **argv, struct cfs_mount_args *a)
 		{ "bundle-remove", required_argument, NULL, OPT_BUNDLE_REMOVE },
 		{ "status", required_argument, NULL, OPT_STATUS },
 		{ "upgrade", required_argument, NULL, OPT_UPGRADE },
+		{ "layer-store", no_argument, NULL, OPT_LAYER_STORE },
+		{ "layer-mounts", required_argument, NULL, OPT_LAYER_MOUNTS },
 		{ NULL, 0, NULL, 0 },
 	};
 	char name[32], msg[256];
@@ -376,6 +454,8 @@ static int parse_args(int argc, char **argv, struct cfs_mount_args *a)
 				usage(stderr);
 			if (r != 0)
 				return -1;
+			if (forwarded(c))
+				fwd_add(a, longopts[li].name, optarg);
 			break;
 		}
 	}
@@ -406,6 +486,8 @@ static int parse_args(int argc, char **argv, struct cfs_mount_args *a)
 		}
 		return 0;
 	}
+	if (a->layer_store)
+		return layer_store_args(a, argc - optind, argv + optind);
 	if (a->bundle) {
 		if (argc - optind != 2) {
 			fprintf(stderr, PROG ": expected --bundle DIR STORE IMAGE\n");

@@ -5,7 +5,8 @@
  * (daemon.c), which runs the holder (holder.c) and serves (serve.c).
  * Calls only go down: main.c -> client.c, daemon.c; daemon.c -> serve.c
  * -> holder.c; client.c -> holder.c; fuse_args.c, mountinfo.c and log.c
- * sit below all of them and call none.
+ * sit below all of them and call none.  --layer-store (layerstore.c)
+ * is the daemon's other personality: daemon.c opens it instead of an image.
  */
 #ifndef CFS_MOUNT_I_H
 #define CFS_MOUNT_I_H
@@ -49,6 +50,15 @@ struct cfs_mount_args {
 	const char *bundle;       /* --bundle DIR, or NULL */
 	const char *bundle_down;  /* --bundle-remove DIR, or NULL */
 	char *bundle_lower;       /* DIR/lower, the mount point */
+	bool layer_store;         /* --layer-store STORE MOUNTPOINT */
+	const char *layer_mounts; /* --layer-mounts DIR, or NULL: the default */
+	bool o_cfs_keys;          /* -o took a KEY=VALUE of cfs's own */
+	/* --layer-store: the options its layer mounts are given too, as
+	 * --NAME[=VALUE] (borrowed from argv; value NULL: none). */
+	struct cfs_mount_fwd {
+		const char *name, *value;
+	} fwd[32];
+	unsigned n_fwd;
 	/* -o store=... and the other values of the mount(8) form, owned. */
 	char *o_vals[16];
 	unsigned n_o_vals;
@@ -88,10 +98,20 @@ int cfs_mount_opt_append(char **list, const char *opt, size_t len);
 int cfs_mount_fuse_args(const struct cfs_mount_args *a, const char *store_abs, size_t max_read,
 			struct fuse_args *args);
 
+/* The absolute form of a path argument (which need not exist; a URL is
+ * left as it is), and of each member of a store list "A,B,...": the
+ * daemon leaves the working directory.  malloc'd, or NULL (ENOMEM). */
+char *cfs_mount_abs_path(const char *path);
+char *cfs_mount_abs_store(const char *loc);
+
 /* mountinfo.c: the device number of the last mount at mp (absolute) in
  * /proc/self/mountinfo, which names it without entering it.  0, -ENOENT
  * when nothing is mounted there, or -errno. */
 int cfs_mountinfo_dev(const char *mp, unsigned *major, unsigned *minor);
+/* The same, and the mount's type ("fuse.cfs") in fstype[cap]; any of
+ * major, minor and fstype may be NULL. */
+int cfs_mountinfo_find(const char *mp, unsigned *major, unsigned *minor, char *fstype,
+		       size_t cap);
 
 /* log.c: a line-buffered FILE whose lines go to syslog (LOG_ERR), for a
  * process whose stderr is /dev/null.  NULL on failure. */
@@ -125,6 +145,18 @@ int cfs_holder_mount(const struct cfs_mount_args *a, struct cfs_daemon *d,
  * Returns the exit status. */
 int cfs_holder_takeover(const struct cfs_mount_args *a, int argc, char **argv,
 			struct cfs_daemon *d, enum cfs_log_level level);
+
+/* layerstore.c: cfs-mount --layer-store (docs/LAYER-STORE.md), the
+ * daemon's other personality.  _open opens the store (fs->store) and the
+ * context of cfs_layerstore_ops (fs->layers), printing one line for what
+ * fails: 0 or -errno.  _free frees that context (NULL is fine); the
+ * layer mounts it started stay. */
+int cfs_layerstore_open(const struct cfs_mount_args *a, const char *store_abs, struct cfs_fs *fs);
+void cfs_layerstore_free(struct cfs_layerstore *ls);
+extern const struct fuse_lowlevel_ops cfs_layerstore_ops;
+/* Where layer mounts go without --layer-mounts: /run/cfs/layer-mounts
+ * as root, else $XDG_RUNTIME_DIR/cfs/layer-mounts. */
+#define CFS_LAYER_MOUNTS_ROOT "/run/cfs/layer-mounts"
 
 /* daemon.c: everything but the clients and --bundle-remove: opens the
  * image, mounts (in the background under a holder), serves until

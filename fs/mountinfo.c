@@ -30,28 +30,42 @@ static void unescape(char *s)
 	*out = '\0';
 }
 
-int cfs_mountinfo_dev(const char *mp, unsigned *major, unsigned *minor)
+int cfs_mountinfo_find(const char *mp, unsigned *major, unsigned *minor, char *fstype,
+		       size_t cap)
 {
-	char line[PATH_MAX + 1024], path[PATH_MAX];
+	char line[PATH_MAX + 1024], path[PATH_MAX], type[64];
 	unsigned maj, min;
 	int ret = -ENOENT;
+	const char *sep;
 	FILE *f;
 
 	f = fopen("/proc/self/mountinfo", "re");
 	if (!f)
 		return -errno;
 	while (fgets(line, sizeof(line), f)) {
-		/* id parent major:minor root mountpoint ...; the last match is
-		 * the one on top */
+		/* id parent major:minor root mountpoint [optional...] - fstype
+		 * ...; the last match is the one on top */
 		if (sscanf(line, "%*s %*s %u:%u %*s %4095s", &maj, &min, path) != 3)
 			continue;
 		unescape(path);
 		if (strcmp(path, mp))
 			continue;
-		*major = maj;
-		*minor = min;
+		sep = strstr(line, " - ");
+		if (!sep || sscanf(sep + 3, "%63s", type) != 1)
+			type[0] = '\0';
+		if (major)
+			*major = maj;
+		if (minor)
+			*minor = min;
+		if (fstype && cap)
+			snprintf(fstype, cap, "%s", type);
 		ret = 0;
 	}
 	fclose(f);
 	return ret;
+}
+
+int cfs_mountinfo_dev(const char *mp, unsigned *major, unsigned *minor)
+{
+	return cfs_mountinfo_find(mp, major, minor, NULL, 0);
 }

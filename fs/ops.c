@@ -719,75 +719,6 @@ static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 	reply_err(req, do_access(fs_of(req), req, ino, mask));
 }
 
-/* everything that would write ----------------------------------------- */
-
-static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
-		       struct fuse_file_info *fi)
-{
-	fuse_reply_err(req, EROFS);
-}
-
-static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-		     dev_t rdev)
-{
-	fuse_reply_err(req, EROFS);
-}
-
-static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
-{
-	fuse_reply_err(req, EROFS);
-}
-
-static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-	fuse_reply_err(req, EROFS);
-}
-
-static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
-{
-	fuse_reply_err(req, EROFS);
-}
-
-static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
-		      const char *newname, unsigned int flags)
-{
-	fuse_reply_err(req, EROFS);
-}
-
-static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
-{
-	fuse_reply_err(req, EROFS);
-}
-
-static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
-		     struct fuse_file_info *fi)
-{
-	fuse_reply_err(req, EROFS);
-}
-
-static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-		      struct fuse_file_info *fi)
-{
-	fuse_reply_err(req, EROFS);
-}
-
-static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
-			size_t size, int flags)
-{
-	fuse_reply_err(req, EROFS);
-}
-
-static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
-{
-	fuse_reply_err(req, EROFS);
-}
-
-static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
-			 struct fuse_file_info *fi)
-{
-	fuse_reply_err(req, EROFS);
-}
-
 const struct fuse_lowlevel_ops cfs_fs_ops = {
 	.init = op_init,
 	.lookup = op_lookup,
@@ -809,17 +740,17 @@ const struct fuse_lowlevel_ops cfs_fs_ops = {
 	.getxattr = op_getxattr,
 	.listxattr = op_listxattr,
 	.access = op_access,
-	.setattr = op_setattr,
-	.mknod = op_mknod,
-	.mkdir = op_mkdir,
-	.unlink = op_unlink,
-	.rmdir = op_unlink,
-	.symlink = op_symlink,
-	.rename = op_rename,
-	.link = op_link,
-	.write = op_write,
-	.create = op_create,
-	.setxattr = op_setxattr,
-	.removexattr = op_removexattr,
-	.fallocate = op_fallocate,
+	.setattr = cfs_ro_setattr,
+	.mknod = cfs_ro_mknod,
+	.mkdir = cfs_ro_mkdir,
+	.unlink = cfs_ro_unlink,
+	.rmdir = cfs_ro_unlink,
+	.symlink = cfs_ro_symlink,
+	.rename = cfs_ro_rename,
+	.link = cfs_ro_link,
+	.write = cfs_ro_write,
+	.create = cfs_ro_create,
+	.setxattr = cfs_ro_setxattr,
+	.removexattr = cfs_ro_removexattr,
+	.fallocate = cfs_ro_fallocate,
 };
