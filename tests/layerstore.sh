@@ -2,9 +2,11 @@
 # cfs-mount --layer-store: podman 4.3.1 pulls an image with only the manifest and config from the registry and runs it from cfs (docs/LAYER-STORE.md).
 #
 # A 3-layer image (busybox; a whiteout of /etc/motd; an opaque /opq) made
-# with umoci, each layer packed into a store in overlay form with a layer
-# record written by hand (tests/layer-records.py), the store mounted with
-# --layer-store in the background (holder and daemon).
+# with umoci and packed by cfs-pack oci:, which keeps each layer as an
+# image of its own in overlay form with its layer record; the store
+# mounted with --layer-store in the background (holder and daemon).  Each
+# layer's diff is compared with the layer extracted apart by Python's
+# tarfile (tests/overlay-extract.py).
 #  1. The FUSE view alone: info's JSON, blob's size and EIO, diff resolving
 #     to a layer mount whose tree is the layer's, use and rmdir answering
 #     ENOENT, unknown digests and names ENOENT, a corrupt record EIO, and
@@ -24,7 +26,7 @@ source "$(dirname "$0")/lib-registry.sh"
 
 need_root "needs root (mknod, trusted.* xattrs, podman's overlay)"
 need_fuse
-need_ci_tools podman runc umoci skopeo docker-registry python3
+need_ci_tools podman runc umoci skopeo docker-registry python3 getfattr
 grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null ||
 	skip "no overlay filesystem in this kernel"
 : "${CFS_PACK:?}" "${CFS_MOUNT:?}" "${CFS_TREECMP:?}" "${CFS_FAULTPROXY:?}"
@@ -60,16 +62,25 @@ tar -C "$W/l3" --numeric-owner --owner 0 --group 0 -cf "$W/l3.tar" opq/.wh..wh..
 		--config.cmd 'cat /etc/motd.d/x; test ! -e /etc/motd && echo whiteout-ok; ls /opq') \
 	>"$W/umoci.log" 2>&1 || fail "umoci: $(tail -n 3 "$W/umoci.log")"
 
-step "each layer packed in overlay form, with its layer record"
+step "cfs-pack oci: the image, each layer an image of its own with its record"
+timeout 120 "$CFS_PACK" -q --tag app "oci:$W/oci:app" "$W/store" >"$W/pack.out" 2>"$W/pack.err" ||
+	fail "cfs-pack: $(tail -n 3 "$W/pack.err")"
 mkdir -p "$W/trees"
-python3 "$srcdir/tests/layer-records.py" "$CFS_PACK" "$W/oci" app "$W/trees" "$W/store" \
-	>"$W/layers" 2>"$W/layers.err" || fail "layer-records.py: $(grep -v "^ " "$W/layers.err" | tail -n 3)"
-cat "$W/layers"
+python3 "$srcdir/tests/overlay-extract.py" "$W/oci" app "$W/trees" \
+	>"$W/layers" 2>"$W/layers.err" || fail "overlay-extract.py: $(grep -v "^ " "$W/layers.err" | tail -n 3)"
 mapfile -t LAYERS < <(awk '{print $3}' "$W/layers")
 mapfile -t SIZES < <(awk '{print $4}' "$W/layers")
 mapfile -t DIFF_IDS < <(awk '{print $5}' "$W/layers")
-mapfile -t IMAGES < <(awk '{print $6}' "$W/layers")
 [ "${#LAYERS[@]}" -eq 3 ] || fail "expected 3 layers"
+IMAGES=()
+for i in 0 1 2; do
+	rec=$W/store/layers/${LAYERS[$i]#sha256:}
+	[ -f "$rec" ] || fail "cfs-pack wrote no record for layer $i (${LAYERS[$i]})"
+	grep -qx "diff_id ${DIFF_IDS[$i]}" "$rec" && grep -qx "size ${SIZES[$i]}" "$rec" &&
+		grep -qx "compression gzip" "$rec" || fail "layer $i: record $(cat "$rec")"
+	IMAGES+=("$(sed -n 's/^image //p' "$rec")")
+	echo "   layer $i ${LAYERS[$i]}: image ${IMAGES[$i]}"
+done
 
 step "cfs-mount --layer-store (background, under a holder)"
 mkdir -p "$ALS"
@@ -102,7 +113,7 @@ grep -q "layer ${LAYERS[0]}: blob read.*podman save and push need the original b
 for i in 0 1 2; do
 	d=$ALS/$B64/${LAYERS[$i]}/diff
 	[ "$(readlink "$d")" = "$LM/${IMAGES[$i]#sha256:}" ] || fail "diff -> $(readlink "$d")"
-	compare --no-mtime-dirs --ignore-blocks "$W/trees/layer$i" "$d/"
+	compare --no-mtime-dirs --no-mtime-whiteouts --ignore-blocks "$W/trees/layer$i" "$d/"
 done
 [ -c "$ALS/$B64/${LAYERS[1]}/diff/etc/motd" ] || fail "layer 1: no whiteout device"
 [ "$(getfattr --only-values -n trusted.overlay.opaque "$ALS/$B64/${LAYERS[2]}/diff/opq" 2>/dev/null)" = y ] ||
