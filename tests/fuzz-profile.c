@@ -34,6 +34,11 @@ static void fuzz_origin(const uint8_t *data, size_t size)
 	FUZZ_ASSERT(cfs_origin_parse(buf, len, &back) == 0);
 	FUZZ_ASSERT(!strcmp(o.source, back.source) && cfs_digest_eq(&o.manifest, &back.manifest));
 	FUZZ_ASSERT(o.has_top == back.has_top && (!o.has_top || cfs_digest_eq(&o.top, &back.top)));
+	FUZZ_ASSERT(o.nlayers == back.nlayers && o.nlayers <= CFS_ORIGIN_LAYERS_MAX);
+	for (size_t i = 0; i < o.nlayers; i++)
+		FUZZ_ASSERT(cfs_digest_eq(&o.layers[i], &back.layers[i]));
+	cfs_origin_release(&o);
+	cfs_origin_release(&back);
 	free(buf);
 }
 

@@ -29,7 +29,7 @@ need_fuse
 need_ci_tools podman runc umoci skopeo docker-registry python3 getfattr
 grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null ||
 	skip "no overlay filesystem in this kernel"
-: "${CFS_PACK:?}" "${CFS_MOUNT:?}" "${CFS_TREECMP:?}" "${CFS_FAULTPROXY:?}"
+: "${CFS_PACK:?}" "${CFS_MOUNT:?}" "${CFS_LS:?}" "${CFS_TREECMP:?}" "${CFS_FAULTPROXY:?}"
 srcdir=${CFS_SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
 
 make_workdir layerstore
@@ -80,6 +80,12 @@ for i in 0 1 2; do
 		grep -qx "compression gzip" "$rec" || fail "layer $i: record $(cat "$rec")"
 	IMAGES+=("$(sed -n 's/^image //p' "$rec")")
 	echo "   layer $i ${LAYERS[$i]}: image ${IMAGES[$i]}"
+done
+# cfs-ls --info lists them, in order, from the image's origin
+"$CFS_LS" --info "$W/store" app >"$W/info" || fail "cfs-ls --info exited $?"
+for i in 0 1 2; do
+	grep -q "^layer $((i + 1)) ${LAYERS[$i]} image ${IMAGES[$i]} diff_id ${DIFF_IDS[$i]} .* size ${SIZES[$i]} compression gzip$" "$W/info" ||
+		fail "cfs-ls --info: no line for layer $i: $(grep ^layer "$W/info")"
 done
 
 step "cfs-mount --layer-store (background, under a holder)"

@@ -542,24 +542,31 @@ static void test_origin(void)
 		"cfs-origin 1\nsource x\nmanifest sha256:" HEX64 "\nmanifest sha256:" HEX64 "\n",
 		"cfs-origin 1\nsource x\nmanifest sha256:" HEX64,         /* cut short */
 	};
-	struct cfs_origin o = { .has_top = true }, back;
+	cfs_digest layers[2];
+	struct cfs_origin o = { .has_top = true, .layers = layers, .nlayers = 2 }, back;
 	char *buf;
 	size_t len;
 
 	snprintf(o.source, sizeof(o.source), "oci:/a dir/x\\y\nz:1");
 	memset(&o.manifest, 0xab, sizeof(o.manifest));
 	memset(&o.top, 0xcd, sizeof(o.top));
+	memset(&layers[0], 0x01, sizeof(layers[0]));
+	memset(&layers[1], 0x02, sizeof(layers[1]));
 	CHECK_EQ(cfs_origin_format(&o, &buf, &len), 0);
 	CHECK(memchr(buf, '\n', len) && !strstr(buf, "a dir"), "source not escaped: %s", buf);
 	CHECK_EQ(cfs_origin_parse(buf, len, &back), 0);
 	CHECK(!strcmp(back.source, o.source), "source %s, want %s", back.source, o.source);
 	CHECK(cfs_digest_eq(&back.manifest, &o.manifest) && back.has_top &&
 	      cfs_digest_eq(&back.top, &o.top), "digests changed");
+	CHECK(back.nlayers == 2 && cfs_digest_eq(&back.layers[0], &layers[0]) &&
+	      cfs_digest_eq(&back.layers[1], &layers[1]), "layers changed");
+	cfs_origin_release(&back);
 	/* Unknown lines are skipped. */
 	buf = realloc(buf, len + 16);
 	CHECK(buf, "out of memory");
 	memcpy(buf + len, "future x y\n", 11);
 	CHECK_EQ(cfs_origin_parse(buf, len + 11, &back), 0);
+	cfs_origin_release(&back);
 	free(buf);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		CHECK(cfs_origin_parse(bad[i], strlen(bad[i]), &back) == -EINVAL, "bad[%zu] accepted", i);

@@ -30,6 +30,7 @@
 #include "image.h"
 #include "open.h"
 #include "index.h"
+#include "layer.h"
 #include "origin.h"
 #include "profile.h"
 #include "store.h"
@@ -211,6 +212,39 @@ static int print_config(struct cfs_image *img, const char *image)
 	return ret;
 }
 
+/* Layer i of the image, by its blob's digest, and what its record says
+ * (layer.h): "layer I BLOB image REF diff_id D diff_size N size N
+ * compression C", or "layer I BLOB none" when the store has no record
+ * ("unknown" and a line on stderr when it is malformed). */
+static void print_layer(struct cfs_store *st, size_t i, const cfs_digest *blob)
+{
+	char ref[CFS_REF_STRLEN], img[CFS_REF_STRLEN], id[CFS_REF_STRLEN];
+	struct cfs_layer_rec r;
+	void *buf = NULL;
+	size_t len = 0;
+	int ret;
+
+	cfs_digest_ref(blob, ref);
+	ret = cfs_store_image_file_get(st, CFS_LAYER_RECORD, blob, CFS_LAYER_REC_MAX, &buf, &len);
+	if (ret == 0)
+		ret = cfs_layer_rec_parse(buf, len, &r);
+	free(buf);
+	if (ret == -ENOENT || ret == -EROFS) {
+		printf("layer %zu %s none\n", i + 1, ref);
+		return;
+	}
+	if (ret < 0) {
+		fprintf(stderr, PROG ": layer %zu's record: %s\n", i + 1, cfs_strerror(ret));
+		printf("layer %zu %s unknown\n", i + 1, ref);
+		return;
+	}
+	cfs_digest_ref(&r.image, img);
+	cfs_digest_ref(&r.diff_id, id);
+	printf("layer %zu %s image %s diff_id %s diff_size %llu size %llu compression %s\n", i + 1,
+	       ref, img, id, (unsigned long long)r.diff_size, (unsigned long long)r.size,
+	       cfs_layer_comp_name(r.comp));
+}
+
 /* Where cfs-pack found the image (origin.h), when it said: informational,
  * so a missing or malformed file is a line of output, never a failure. */
 static void print_origin(struct cfs_store *st, const cfs_digest *image)
@@ -243,6 +277,9 @@ static void print_origin(struct cfs_store *st, const cfs_digest *image)
 		cfs_digest_ref(&o.top, ref);
 		printf("origin_top %s\n", ref);
 	}
+	for (size_t i = 0; i < o.nlayers; i++)
+		print_layer(st, i, &o.layers[i]);
+	cfs_origin_release(&o);
 }
 
 static int print_info(struct cfs_store *st, struct cfs_image *img, const cfs_digest *digest,

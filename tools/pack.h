@@ -82,6 +82,8 @@ struct cfs_pack_ctx {
 	size_t nlayers, layers_cap;
 	bool in_layer;
 	size_t layers_stored;   /* their indexes' bytes new to the store */
+	cfs_digest *layer_blobs; /* the blobs whose records were written, for the origin */
+	size_t nlayer_blobs;
 
 	/* The store directory, skipped if the walk meets it. */
 	bool store_known;

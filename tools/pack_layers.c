@@ -220,6 +220,14 @@ static int layers_put(struct cfs_pack_ctx *p)
 		if (ret == 0)
 			ret = cfs_store_image_file_set(p->st, CFS_LAYER_RECORD, &l->blob, rec, len);
 		free(rec);
+		if (ret == 0) {
+			cfs_digest *v = realloc(p->layer_blobs, (p->nlayer_blobs + 1) * sizeof(*v));
+
+			if (!v)
+				ret = -ENOMEM;
+			else
+				(p->layer_blobs = v)[p->nlayer_blobs++] = l->blob;
+		}
 		if (ret < 0) {
 			cfs_digest_hex(&l->blob, hex);
 			return cfs_pack_fail(p, ret, "%s: layers/%s: %s", loc, hex, cfs_strerror(ret));

@@ -114,6 +114,9 @@ static void origin_put(struct cfs_pack_ctx *p, const cfs_digest *ref)
 	size_t len;
 	int ret;
 
+	/* the layers whose records went to the store (borrowed) */
+	p->origin->layers = p->layer_blobs;
+	p->origin->nlayers = p->nlayer_blobs;
 	ret = cfs_origin_format(p->origin, &buf, &len);
 	if (ret == 0) {
 		ret = cfs_store_image_file_set(p->st, CFS_IMAGE_ORIGIN, ref, buf, len);
@@ -434,6 +437,7 @@ void cfs_pack_free(struct cfs_pack_ctx *p)
 	cfs_pack_prof_free(p->prof);
 	free(p->config);
 	free(p->origin);
+	free(p->layer_blobs);
 	pthread_mutex_destroy(&p->fail_mu);
 	free(p);
 }

@@ -37,6 +37,11 @@ CFS_EXPORT int cfs_origin_format(const struct cfs_origin *o, char **buf, size_t 
 		if (fprintf(f, "top %s\n", ref) < 0)
 			ret = -ENOMEM;
 	}
+	for (size_t i = 0; ret == 0 && i < CFS_MIN(o->nlayers, (size_t)CFS_ORIGIN_LAYERS_MAX); i++) {
+		cfs_digest_ref(&o->layers[i], ref);
+		if (fprintf(f, "layer %s\n", ref) < 0)
+			ret = -ENOMEM;
+	}
 	if (fclose(f) != 0)
 		ret = -ENOMEM;
 	if (ret < 0) {
@@ -71,8 +76,27 @@ static int origin_line(char *line, struct cfs_origin *o, bool *source, bool *man
 		if (o->has_top || cfs_digest_parse(val, false, &o->top) < 0)
 			return -EINVAL;
 		o->has_top = true;
+	} else if (!strcmp(line, "layer")) {
+		cfs_digest *v;
+
+		if (o->nlayers == CFS_ORIGIN_LAYERS_MAX)
+			return -EINVAL;
+		v = realloc(o->layers, (o->nlayers + 1) * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		o->layers = v;
+		if (cfs_digest_parse(val, false, &v[o->nlayers]) < 0)
+			return -EINVAL;
+		o->nlayers++;
 	}
 	return 0;
+}
+
+CFS_EXPORT void cfs_origin_release(struct cfs_origin *o)
+{
+	free(o->layers);
+	o->layers = NULL;
+	o->nlayers = 0;
 }
 
 CFS_EXPORT int cfs_origin_parse(const void *buf, size_t len, struct cfs_origin *out)
@@ -109,6 +133,8 @@ CFS_EXPORT int cfs_origin_parse(const void *buf, size_t len, struct cfs_origin *
 		ret = -EINVAL;
 	if (ret == 0)
 		*out = o;
+	else
+		cfs_origin_release(&o);
 out:
 	free(copy);
 	return ret;

@@ -18,6 +18,9 @@
  *   top sha256:<64 hex>                        optional: what the reference
  *                                              resolved to, when that was
  *                                              an index or manifest list
+ *   layer sha256:<64 hex>                      each layer's blob, in order,
+ *                                              whose record (layer.h) the
+ *                                              pack wrote
  *
  * The source is escaped as profile paths are: '\\', spaces and bytes
  * outside 0x21..0x7e as \xHH.  Unknown lines are skipped, so the format
@@ -32,20 +35,26 @@
 #include "digest.h"
 
 #define CFS_ORIGIN_SOURCE_MAX 1024u /* bytes of a source, unescaped */
-#define CFS_ORIGIN_MAX 8192u        /* bytes of an origins file */
+#define CFS_ORIGIN_LAYERS_MAX 1000u /* layer lines */
+#define CFS_ORIGIN_MAX (128u << 10) /* bytes of an origins file */
 
 struct cfs_origin {
 	char source[CFS_ORIGIN_SOURCE_MAX + 1];
 	cfs_digest manifest;
 	bool has_top;
 	cfs_digest top;
+	cfs_digest *layers;     /* malloc'd by cfs_origin_parse() */
+	size_t nlayers;
 };
 
 /* o as text in a malloc'd *buf of *len bytes (a source longer than
  * CFS_ORIGIN_SOURCE_MAX is cut there).  0 or -ENOMEM. */
 int cfs_origin_format(const struct cfs_origin *o, char **buf, size_t *len);
 /* Parses an origins file: 0, or -EINVAL when it is not one (no header,
- * no source or manifest line, a bad digest or escape, too long). */
+ * no source or manifest line, a bad digest or escape, more than
+ * CFS_ORIGIN_LAYERS_MAX layers, too long), -ENOMEM.  Release *out. */
 int cfs_origin_parse(const void *buf, size_t len, struct cfs_origin *out);
+/* Frees what cfs_origin_parse() gave o. */
+void cfs_origin_release(struct cfs_origin *o);
 
 #endif /* CFS_ORIGIN_H */
