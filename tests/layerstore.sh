@@ -15,7 +15,9 @@
 #     docker-registry behind cfs-faultproxy, which logs every request: pull
 #     fetches no layer blob, run prints the image's output, rmi leaves the
 #     store as it was; with one layer's record missing, the pull fetches
-#     that layer only and the image still runs.
+#     that layer only and the image still runs; a running container reads
+#     on through SIGKILL of its layer mounts' daemons and of the layer
+#     store's (the holders start the next ones).
 # Env: CFS_PACK, CFS_MOUNT, CFS_TREECMP, CFS_FAULTPROXY (tests/meson.build).
 # Exit 77 without root, FUSE, overlay, podman, runc, umoci, skopeo or
 # docker-registry (a failure under CI=true).
@@ -250,4 +252,36 @@ timeout 120 "${PODMAN[@]}" rmi "$REF" >/dev/null 2>&1 || fail "podman rmi (2b)"
 echo "  only the missing layer was fetched; run OK"
 "$CFS_MOUNT" --status "$ALS" >"$W/status.json" || fail "--status of the layer store failed"
 [ "$(stat_of "$W/status.json" restarts)" -eq 0 ] || fail "the layer store's daemon restarted"
+
+step "2c. a running container outlives its layer mounts' daemons and the layer store's"
+# As for an image mount: the holder keeps each mount, SIGKILL of a daemon
+# starts the next one, and the container's reads go on.
+storage_conf p3
+timeout 120 "${PODMAN[@]}" pull -q --tls-verify=false "$REF" >/dev/null 2>"$W/pull3.err" ||
+	fail "podman pull (2c): $(tail -n 3 "$W/pull3.err")"
+timeout 120 "${PODMAN[@]}" run -d --name cfs-loop --network none --ulimit nofile=1024:1024 \
+	--ulimit nproc=1024:1024 "$REF" -c 'while :; do cat /etc/motd.d/x; ls /opq; sleep 0.2; done' \
+	>"$W/run3.out" 2>"$W/run3.err" || fail "podman run -d: $(tail -n 3 "$W/run3.err")"
+# logged: how many passes the container has printed; printed N: at least N
+logged() { "${PODMAN[@]}" logs cfs-loop 2>/dev/null | grep -c layer2 || true; }
+printed() { [ "$(logged)" -ge "$1" ]; }
+wait_until 30 printed 2 || fail "the container printed nothing: $("${PODMAN[@]}" logs cfs-loop 2>&1 | tail -n 3)"
+# daemon_of MOUNTPOINT: its daemon's pid, from --status
+daemon_of() { "$CFS_MOUNT" --status "$1" | grep -o '"daemon_pid":[0-9]*' | cut -d: -f2; }
+for i in 0 1 2; do kill -9 "$(daemon_of "$LM/${IMAGES[$i]#sha256:}")"; done
+kill -9 "$(daemon_of "$ALS")"
+before=$(logged)
+wait_until 30 printed $((before + 5)) ||
+	fail "the container stopped reading after the kills: $("${PODMAN[@]}" logs cfs-loop 2>&1 | tail -n 3)"
+"${PODMAN[@]}" logs cfs-loop >"$W/loop.log" 2>&1 || fail "podman logs exited $?"
+if grep -qi 'error\|transport endpoint' "$W/loop.log"; then
+	fail "the container met errors: $(grep -i 'error\|endpoint' "$W/loop.log" | head -n 3)"
+fi
+for m in "$LM/${IMAGES[0]#sha256:}" "$ALS"; do
+	"$CFS_MOUNT" --status "$m" >"$W/status.json" || fail "--status of $m failed"
+	[ "$(stat_of "$W/status.json" restarts)" -ge 1 ] || fail "$m: no restart after SIGKILL: $(cat "$W/status.json")"
+done
+[ -s "$ALS/$B64/${LAYERS[1]}/info" ] || fail "the layer store stopped serving after SIGKILL"
+"${PODMAN[@]}" rm -f cfs-loop >/dev/null 2>&1 || fail "podman rm -f"
+echo "  the container read on through SIGKILL of 3 layer daemons and the store's"
 echo "PASS"
