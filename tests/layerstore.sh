@@ -37,10 +37,15 @@ srcdir=${CFS_SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
 make_workdir layerstore
 ALS=$W/als LM=$W/layer-mounts
 cleanup_extra() {
-	local mp
+	local mp i
 	# podman's overlays, the layer mounts (their holders end with them),
-	# the layer store: innermost first.
-	grep -o " $W/[^ ]*" /proc/mounts | sort -r | while read -r mp; do umount -l "$mp"; done
+	# the layer store: innermost first; again while a podman that was
+	# still ending (a container's cleanup) mounts its storage once more.
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		grep -q " $W/" /proc/mounts || break
+		grep -o " $W/[^ ]*" /proc/mounts | sort -r | while read -r mp; do umount -l "$mp"; done
+		sleep 0.5
+	done
 	return 0
 }
 PODMAN=(podman --runtime runc --cgroup-manager cgroupfs --events-backend file)
@@ -283,5 +288,7 @@ for m in "$LM/${IMAGES[0]#sha256:}" "$ALS"; do
 done
 [ -s "$ALS/$B64/${LAYERS[1]}/info" ] || fail "the layer store stopped serving after SIGKILL"
 "${PODMAN[@]}" rm -f cfs-loop >/dev/null 2>&1 || fail "podman rm -f"
+# conmon's "podman container cleanup" may still be running
+wait_until 30 not pgrep -f "container cleanup" || true
 echo "  the container read on through SIGKILL of 3 layer daemons and the store's"
 echo "PASS"
