@@ -38,6 +38,9 @@ make_workdir layerstore
 ALS=$W/als LM=$W/layer-mounts
 cleanup_extra() {
 	local mp i
+	# a container of step 2c that a failure left running
+	[ ! -f "$W/p3.conf" ] || CONTAINERS_STORAGE_CONF=$W/p3.conf timeout 30 \
+		"${PODMAN[@]}" rm -f -t 0 cfs-loop >/dev/null 2>&1 || true
 	# podman's overlays, the layer mounts (their holders end with them),
 	# the layer store: innermost first; again while a podman that was
 	# still ending (a container's cleanup) mounts its storage once more.
