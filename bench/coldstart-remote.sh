@@ -222,17 +222,8 @@ start_proxy proxy "$ngx_port" "$(link_control "${links%% *}")" -v
 # shellcheck disable=SC2154 # set by start_proxy
 P=$port_proxy
 U=http://127.0.0.1:$P
-# rounds FROM_LINE: serial round trips among the GETs the proxy logged
-# (-v: one line per response head, ms clock) after line FROM_LINE: a
-# response more than LATENCY/2 ms after the previous one starts a new round.
-# Requests in flight together answer within a few ms of each other, so this
-# counts the chain of dependent (or one-at-a-time) requests.
-rounds() {
-	tail -n +"$(($1 + 1))" "$W/proxy.log" | awk -v gap="$((latency > 2 ? latency / 2 : 1))" '
-		/ GET / && !/__proxy_stats/ { split($2, a, ":"); t = a[1] * 3600000 + a[2] * 60000 + a[3] * 1000
-			if (n++ == 0 || t - p > gap) r++; p = t }
-		END { print r + 0 }'
-}
+# rounds FROM_LINE: the serial round trips (lib.sh) the proxy logged after line FROM_LINE
+rounds() { serial_rounds "$W/proxy.log" "$1" "$latency"; }
 
 # --- methods -------------------------------------------------------------------------
 # Each prep_M WORKLOAD makes the container's root ready at $root (mount, or

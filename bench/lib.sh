@@ -174,3 +174,50 @@ cpu_ticks() {
 	echo $((${12} + ${13}))
 }
 hz=$(getconf CLK_TCK)
+
+# --- images ----------------------------------------------------------------------
+# make_oci_image ROOTFS LAYOUT: the OCI layout LAYOUT:1 from the tree ROOTFS
+# in four gzip layers at most (usr/lib/x86_64-linux-gnu, the rest of
+# usr/lib, var, everything else; umoci raw add-layer), the layer tars
+# passing through $C.  The large image of bench/pack-registry.sh and
+# bench/podman.sh, made once and kept: its config is umoci's bare one (no
+# Env, no Cmd).
+make_oci_image() {
+	local rootfs=$1 image=$2 i=0 part t0
+	[ -d "$rootfs/usr" ] ||
+		die "$rootfs: no tree (make it: WORKLOADS=torch bench/coldstart-remote.sh 1, or set ROOTFS)"
+	note "making $image from $rootfs (once; cached for reruns)"
+	t0=$(now)
+	rm -rf --one-file-system "$image.tmp"
+	umoci init --layout "$image.tmp" > /dev/null
+	umoci new --image "$image.tmp:1" > /dev/null
+	for part in lib rest-lib var rest; do
+		local -a sel=()
+		case $part in
+		lib) sel=(./usr/lib/x86_64-linux-gnu);;
+		rest-lib) sel=(--exclude=./usr/lib/x86_64-linux-gnu ./usr/lib);;
+		var) sel=(./var);;
+		rest) sel=(--exclude=./usr/lib --exclude=./var .);;
+		esac
+		[ -e "$rootfs/${sel[-1]}" ] || continue
+		tar -C "$rootfs" --numeric-owner --xattrs --xattrs-include='*' -cf "$C/layer.tar" "${sel[@]}"
+		umoci raw add-layer --image "$image.tmp:1" "$C/layer.tar" > /dev/null
+		rm -f "$C/layer.tar"
+		i=$((i + 1))
+	done
+	mv "$image.tmp" "$image"
+	note "made $i layers in $(calc "int(($(now) - $t0) / 1e9)") s"
+}
+
+# serial_rounds LOG FROM_LINE LATENCY_MS: serial round trips among the GETs
+# a cfs-faultproxy -v LOG (one line per response head, ms clock) holds after
+# line FROM_LINE: a response more than LATENCY/2 ms after the previous one
+# starts a new round.  Requests in flight together answer within a few ms
+# of each other, so this counts the chain of dependent (or one-at-a-time)
+# requests.
+serial_rounds() {
+	tail -n +"$(($2 + 1))" "$1" | awk -v gap="$(($3 > 2 ? $3 / 2 : 1))" '
+		/ GET / && !/__proxy_stats/ { split($2, a, ":"); t = a[1] * 3600000 + a[2] * 60000 + a[3] * 1000
+			if (n++ == 0 || t - p > gap) r++; p = t }
+		END { print r + 0 }'
+}

@@ -79,34 +79,7 @@ export TMPDIR=$run/tmp
 mkdir -p "$TMPDIR" "$W/res"
 
 # --- the image, once --------------------------------------------------------------
-# make_image: the OCI layout $image:1 from $rootfs, four layers at most.
-make_image() {
-	local i=0 part t0
-	[ -d "$rootfs/usr" ] ||
-		die "$rootfs: no tree (make it: WORKLOADS=torch bench/coldstart-remote.sh 1, or set ROOTFS)"
-	note "making $image from $rootfs (once; cached for reruns)"
-	t0=$(now)
-	rm -rf --one-file-system "$image.tmp"
-	umoci init --layout "$image.tmp" > /dev/null
-	umoci new --image "$image.tmp:1" > /dev/null
-	for part in lib rest-lib var rest; do
-		local -a sel=()
-		case $part in
-		lib) sel=(./usr/lib/x86_64-linux-gnu);;
-		rest-lib) sel=(--exclude=./usr/lib/x86_64-linux-gnu ./usr/lib);;
-		var) sel=(./var);;
-		rest) sel=(--exclude=./usr/lib --exclude=./var .);;
-		esac
-		[ -e "$rootfs/${sel[-1]}" ] || continue
-		tar -C "$rootfs" --numeric-owner --xattrs --xattrs-include='*' -cf "$C/layer.tar" "${sel[@]}"
-		umoci raw add-layer --image "$image.tmp:1" "$C/layer.tar" > /dev/null
-		rm -f "$C/layer.tar"
-		i=$((i + 1))
-	done
-	mv "$image.tmp" "$image"
-	note "made $i layers in $(calc "int(($(now) - $t0) / 1e9)") s"
-}
-[ -s "$image/index.json" ] || make_image
+[ -s "$image/index.json" ] || make_oci_image "$rootfs" "$image"
 manifest=$image/blobs/sha256/$(jq -r '.manifests[0].digest | ltrimstr("sha256:")' "$image/index.json")
 [ -f "$manifest" ] || die "$image/index.json names no manifest that is there"
 layers_bytes=$(jq '[.layers[].size] | add' "$manifest")
