@@ -133,3 +133,19 @@ char *cfs_mount_abs_store(const char *loc)
 		p += n + 1;
 	}
 }
+
+/* The binary installed at the path this process was started from (an
+ * upgrade replaces that file, and the name is what ps and pgrep show). */
+char *cfs_mount_self_exe(void)
+{
+	char buf[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+	const char *del = " (deleted)";
+
+	if (n <= 0)
+		return NULL;
+	buf[n] = '\0';
+	if ((size_t)n > strlen(del) && !strcmp(buf + n - strlen(del), del))
+		buf[n - strlen(del)] = '\0';
+	return strdup(buf);
+}

@@ -609,29 +609,13 @@ int cfs_holder_run(struct cfs_holder *h)
 
 /* ---- the holder's process: mounting, detaching, taking over ------------- */
 
-/* The binary a holder runs for its daemons: the one installed at the path
- * this process was started from (an upgrade replaces that file). */
-static char *self_exe(void)
-{
-	char buf[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-	const char *del = " (deleted)";
-
-	if (n <= 0)
-		return NULL;
-	buf[n] = '\0';
-	if ((size_t)n > strlen(del) && !strcmp(buf + n - strlen(del), del))
-		buf[n - strlen(del)] = '\0';
-	return strdup(buf);
-}
-
 /* What a holder runs its daemons with: the binary installed at the path
  * this process came from, its arguments plus -f, the working directory
  * (for relative paths in them), its own arguments for its upgrade.  The
  * caller frees h->exe and h->argv.  0 or -errno. */
 static int holder_args(struct cfs_holder *h, int argc, char **argv, char *cwd, size_t cwd_len)
 {
-	char *exe = self_exe(), **dargv = calloc((size_t)argc + 2, sizeof(*dargv));
+	char *exe = cfs_mount_self_exe(), **dargv = calloc((size_t)argc + 2, sizeof(*dargv));
 
 	if (!exe || !dargv || !getcwd(cwd, cwd_len)) {
 		int e = errno ? errno : ENOMEM;

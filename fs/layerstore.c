@@ -281,6 +281,7 @@ static int mount_live(const char *mp)
 static int mount_spawn(struct cfs_layerstore *ls, char *image, char *mp)
 {
 	posix_spawn_file_actions_t fa;
+	char *exe;
 	posix_spawnattr_t at;
 	sigset_t none, def;
 	char err[LS_ERR_MAX], **argv;
@@ -312,7 +313,11 @@ static int mount_spawn(struct cfs_layerstore *ls, char *image, char *mp)
 	posix_spawnattr_setsigmask(&at, &none);
 	posix_spawnattr_setsigdefault(&at, &def);
 	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	ret = -posix_spawn(&pid, "/proc/self/exe", &fa, &at, argv, ls->envp);
+	/* By its path, not /proc/self/exe: the name ps and pgrep show, and
+	 * the binary an upgrade installed. */
+	exe = cfs_mount_self_exe();
+	ret = -posix_spawn(&pid, exe ? exe : "/proc/self/exe", &fa, &at, argv, ls->envp);
+	free(exe);
 	posix_spawnattr_destroy(&at);
 	posix_spawn_file_actions_destroy(&fa);
 	free(argv);

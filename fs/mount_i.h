@@ -103,6 +103,9 @@ int cfs_mount_fuse_args(const struct cfs_mount_args *a, const char *store_abs, s
  * daemon leaves the working directory.  malloc'd, or NULL (ENOMEM). */
 char *cfs_mount_abs_path(const char *path);
 char *cfs_mount_abs_store(const char *loc);
+/* The binary this process runs, by the path it was started from (" (deleted)"
+ * dropped: an upgrade installed a new one there).  malloc'd, or NULL. */
+char *cfs_mount_self_exe(void);
 
 /* mountinfo.c: the device number of the last mount at mp (absolute) in
  * /proc/self/mountinfo, which names it without entering it.  0, -ENOENT

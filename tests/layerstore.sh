@@ -276,6 +276,9 @@ printed() { [ "$(logged)" -ge "$1" ]; }
 wait_until 30 printed 2 || fail "the container printed nothing: $("${PODMAN[@]}" logs cfs-loop 2>&1 | tail -n 3)"
 # daemon_of MOUNTPOINT: its daemon's pid, from --status
 daemon_of() { "$CFS_MOUNT" --status "$1" | grep -o '"daemon_pid":[0-9]*' | cut -d: -f2; }
+# by its name, as ps and pgrep show it (not "exe")
+pid=$(daemon_of "$LM/${IMAGES[0]#sha256:}")
+[ "$(cat "/proc/$pid/comm")" = cfs-mount ] || fail "a layer mount's daemon is named $(cat "/proc/$pid/comm")"
 for i in 0 1 2; do kill -9 "$(daemon_of "$LM/${IMAGES[$i]#sha256:}")"; done
 kill -9 "$(daemon_of "$ALS")"
 before=$(logged)
