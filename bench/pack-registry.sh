@@ -49,19 +49,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-# tests/lib.sh for serving and fail, which tests/lib-registry.sh uses; then
-# bench/lib.sh's scratch, cleanup and servers.
-# shellcheck source=tests/lib.sh
-source "$here/../tests/lib.sh"
-# shellcheck source=bench/lib.sh
-source "$here/lib.sh"
-# shellcheck source=tests/lib-registry.sh
-source "$here/../tests/lib-registry.sh"
-runs=${1:-${RUNS:-3}}
-latency=${LATENCY_MS:-20}
-rate=${RATE:-100000000}
-rootfs=${ROOTFS:-/var/tmp/cfs-bench-rootfs-torch}
-image=${IMAGE_CACHE:-/var/tmp/cfs-bench-oci-pack-registry}
+# shellcheck source=bench/lib-capped.sh
+source "$here/lib-capped.sh"
 
 [ "$(id -u)" = 0 ] || die "needs root (drop_caches)"
 need_built "$pack" "$proxy_bin"
