@@ -13,8 +13,9 @@
 #     the daemon unharmed by all of it (the holder restarted nothing).
 #  2. podman (its own graphroot; additionallayerstores = the mount), from a
 #     docker-registry behind cfs-faultproxy, which logs every request: pull
-#     fetches no layer blob, run prints the image's output, rmi leaves the
-#     store as it was; with one layer's record missing, the pull fetches
+#     fetches no layer blob, run prints the image's output, a container's
+#     tree (podman export) equals that of the image pulled normally, rmi
+#     leaves the store as it was; with one layer's record missing, the pull fetches
 #     that layer only and the image still runs; a running container reads
 #     on through SIGKILL of its layer mounts' daemons and of the layer
 #     store's (the holders start the next ones).
@@ -211,24 +212,25 @@ storage_conf() { # storage_conf NAME: a graphroot of its own, the layer store
 	EOF
 	export CONTAINERS_STORAGE_CONF=$W/$1.conf
 }
-# layer_gets: how many layer blobs the registry served since the last call
+# layer_gets: sets n to how many layer blobs the registry served since the
+# last call (not in a subshell: it moves LOGPOS on)
 layer_gets() {
-	local n=0 l
+	local l
 	tail -n +"$((${LOGPOS:-0} + 1))" "$PROXY_LOG" >"$W/proxy.new"
 	LOGPOS=$(wc -l <"$PROXY_LOG")
+	n=0
 	for l in "${LAYERS[@]}"; do
 		if grep -q "GET /v2/cfs/app/blobs/$l -> 200" "$W/proxy.new"; then n=$((n + 1)); fi
 	done
-	echo "$n"
 }
-layer_gets >/dev/null
+layer_gets
 snapshot() { (cd "$W/store" && find . -printf '%y %m %s %P\n' | sort && find . -type f -exec sha256sum {} + | sort); }
 snapshot >"$W/store.before"
 
 storage_conf p1
 timeout 120 "${PODMAN[@]}" pull -q --tls-verify=false "$REF" >"$W/pull1.out" 2>"$W/pull1.err" ||
 	fail "podman pull: $(tail -n 3 "$W/pull1.err")"
-n=$(layer_gets)
+layer_gets
 [ "$n" -eq 0 ] || fail "podman pull fetched $n layer blobs: $(grep blobs "$W/proxy.new")"
 grep -q "GET /v2/cfs/app/manifests/1 -> 200" "$W/proxy.new" || fail "no manifest GET"
 grep -c "GET /v2/cfs/app/blobs/" "$W/proxy.new" | grep -qx 1 || fail "more than the config fetched"
@@ -239,6 +241,31 @@ cat "$W/run1.out"
 [ "$(cat "$W/run1.out")" = "$EXPECT" ] || fail "podman run: unexpected output"
 not grep -q "GC doesn't seem to be supported" "$W/pull1.err" "$W/run1.err" ||
 	fail "podman warned about the layer store: $(grep -h GC "$W/pull1.err" | head -n 2)"
+# The container's tree from the layer store is podman's own of the image
+# pulled normally: podman export of each, extracted alike, compared.
+export_tree() { # export_tree NAME: podman export of a container of $REF into $W/NAME
+	timeout 120 "${PODMAN[@]}" create --name "cfs-$1" "$REF" >/dev/null 2>"$W/$1.err" ||
+		fail "podman create ($1): $(tail -n 3 "$W/$1.err")"
+	timeout 120 "${PODMAN[@]}" export "cfs-$1" >"$W/$1.tar" 2>"$W/$1.err" ||
+		fail "podman export ($1): $(tail -n 3 "$W/$1.err")"
+	"${PODMAN[@]}" rm "cfs-$1" >/dev/null 2>&1 || fail "podman rm ($1)"
+	mkdir "$W/$1"
+	tar -C "$W/$1" --xattrs --xattrs-include='*' --numeric-owner -xpf "$W/$1.tar" ||
+		fail "tar -x of the $1 export exited $?"
+	touch -d @0 "$W/$1"
+}
+export_tree export-als
+printf '[storage]\ndriver = "overlay"\nrunroot = "%s"\ngraphroot = "%s"\n' \
+	"$W/p0-run" "$W/p0-root" >"$W/p0.conf"
+CONTAINERS_STORAGE_CONF=$W/p0.conf timeout 120 "${PODMAN[@]}" pull -q --tls-verify=false "$REF" \
+	>/dev/null 2>"$W/pull0.err" || fail "podman pull without the layer store: $(tail -n 3 "$W/pull0.err")"
+layer_gets
+[ "$n" -eq 3 ] || fail "the pull without the layer store did not fetch the 3 layers"
+CONTAINERS_STORAGE_CONF=$W/p0.conf export_tree export-plain
+# Not the directories' mtimes: c/storage dates a directory that a layer
+# holds entries in without naming it (layer 3's opq) as it extracts it.
+compare --ignore-blocks --no-mtime-dirs "$W/export-plain" "$W/export-als"
+echo "  the container's tree equals podman export of the image pulled normally"
 timeout 120 "${PODMAN[@]}" rmi "$REF" >"$W/rmi.out" 2>&1 || fail "podman rmi: $(tail -n 3 "$W/rmi.out")"
 snapshot >"$W/store.after"
 diff "$W/store.before" "$W/store.after" >/dev/null || fail "podman rmi changed the store"
@@ -249,7 +276,7 @@ mv "$W/store/layers/${LAYERS[2]#sha256:}" "$W/layer2.rec"
 storage_conf p2
 timeout 120 "${PODMAN[@]}" pull -q --tls-verify=false "$REF" >"$W/pull2.out" 2>"$W/pull2.err" ||
 	fail "podman pull (a layer missing): $(tail -n 3 "$W/pull2.err")"
-n=$(layer_gets)
+layer_gets
 { [ "$n" -eq 1 ] && grep -q "GET /v2/cfs/app/blobs/${LAYERS[2]} -> 200" "$W/proxy.new"; } ||
 	fail "expected layer 2 alone fetched, got $n: $(grep blobs "$W/proxy.new")"
 timeout 120 "${PODMAN[@]}" run "${RUN_OPTS[@]}" "$REF" >"$W/run2.out" 2>"$W/run2.err" ||
