@@ -101,6 +101,53 @@ int cfs_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned
 	return 0;
 }
 
+int cfs_parse_u64(const char *s, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (!*s || (s[0] == '0' && s[1]))
+		return -EINVAL;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9' || v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
+			return -EINVAL;
+		v = v * 10 + (uint64_t)(*s - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+int cfs_parse_lines(const void *buf, size_t len, size_t max, const char *header,
+		    int (*line)(char *line, void *ctx), void *ctx)
+{
+	size_t hlen = strlen(header);
+	char *copy, *l, *next;
+	int ret = 0;
+
+	if (!buf || len > max || memchr(buf, '\0', len))
+		return -EINVAL;
+	copy = malloc(len + 1);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, buf, len);
+	copy[len] = '\0';
+	next = strchr(copy, '\n');
+	if (!next || (size_t)(next - copy) != hlen || memcmp(copy, header, hlen)) {
+		free(copy);
+		return -EINVAL;
+	}
+	for (l = next + 1; ret == 0 && *l; l = next) {
+		next = strchr(l, '\n');
+		if (!next) {
+			ret = -EINVAL; /* cut short: written whole or not at all */
+			break;
+		}
+		*next++ = '\0';
+		ret = line(l, ctx);
+	}
+	free(copy);
+	return ret;
+}
+
 int cfs_parse_size(const char *s, uint64_t *out)
 {
 	char *end;

@@ -42,6 +42,17 @@ int cfs_parse_size(const char *s, uint64_t *out);
 
 /* A decimal count in [min, max] (no sign, nothing after it): 0 or -EINVAL. */
 int cfs_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *out);
+/* A decimal of a file cfs writes: digits only, no leading zero, fitting
+ * 64 bits.  0 or -EINVAL. */
+int cfs_parse_u64(const char *s, uint64_t *out);
+/* The small text files a store keeps beside images and layers (origins,
+ * layer records): buf (len bytes, at most max, no NUL) must start with
+ * the line header and end with a newline (written whole or not at all);
+ * each line after the header goes to line(), NUL-terminated in a private
+ * copy it may change, until one returns non-zero.  0, -EINVAL, -ENOMEM,
+ * or what line() returned. */
+int cfs_parse_lines(const void *buf, size_t len, size_t max, const char *header,
+		    int (*line)(char *line, void *ctx), void *ctx);
 
 /* The next component of a '/'-separated path, skipping empty and "."
  * components: its start in *name and its length, with *path moved past it

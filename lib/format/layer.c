@@ -54,28 +54,19 @@ CFS_EXPORT int cfs_layer_rec_format(const struct cfs_layer_rec *r, char **buf, s
 	return ret;
 }
 
-/* A decimal without sign, leading zeros or overflow. */
-static int parse_u64(const char *s, uint64_t *out)
-{
-	uint64_t v = 0;
-
-	if (!*s || (s[0] == '0' && s[1]))
-		return -EINVAL;
-	for (; *s; s++) {
-		if (*s < '0' || *s > '9' || v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
-			return -EINVAL;
-		v = v * 10 + (uint64_t)(*s - '0');
-	}
-	*out = v;
-	return 0;
-}
-
 enum { F_IMAGE, F_DIFF_ID, F_DIFF_SIZE, F_SIZE, F_COMP, F_ALL = (1 << 5) - 1 };
 
-/* One line after the header, NUL-terminated, into r; seen collects the
- * fields met. */
-static int layer_line(char *line, struct cfs_layer_rec *r, unsigned *seen)
+/* What the lines of a record fill in: seen collects the fields met. */
+struct rec_parse {
+	struct cfs_layer_rec r;
+	unsigned seen;
+};
+
+/* One line after the header, NUL-terminated, into ctx (a rec_parse). */
+static int layer_line(char *line, void *ctx)
 {
+	struct cfs_layer_rec *r = &((struct rec_parse *)ctx)->r;
+	unsigned *seen = &((struct rec_parse *)ctx)->seen;
 	static const char *const keys[] = {
 		[F_IMAGE] = "image", [F_DIFF_ID] = "diff_id", [F_DIFF_SIZE] = "diff_size",
 		[F_SIZE] = "size", [F_COMP] = "compression",
@@ -100,9 +91,9 @@ static int layer_line(char *line, struct cfs_layer_rec *r, unsigned *seen)
 	case F_DIFF_ID:
 		return cfs_digest_parse(val, false, &r->diff_id) < 0 ? -EINVAL : 0;
 	case F_DIFF_SIZE:
-		return parse_u64(val, &r->diff_size);
+		return cfs_parse_u64(val, &r->diff_size);
 	case F_SIZE:
-		return parse_u64(val, &r->size);
+		return cfs_parse_u64(val, &r->size);
 	default:
 		for (unsigned c = 0; c < CFS_ARRAY_SIZE(comp_names); c++)
 			if (!strcmp(val, comp_names[c])) {
@@ -115,38 +106,12 @@ static int layer_line(char *line, struct cfs_layer_rec *r, unsigned *seen)
 
 CFS_EXPORT int cfs_layer_rec_parse(const void *buf, size_t len, struct cfs_layer_rec *out)
 {
-	struct cfs_layer_rec r = { 0 };
-	unsigned seen = 0;
-	char *copy, *line, *next;
-	int ret = 0;
+	struct rec_parse rp = { 0 };
+	int ret = cfs_parse_lines(buf, len, CFS_LAYER_REC_MAX, LAYER_HEADER, layer_line, &rp);
 
-	if (!buf || len > CFS_LAYER_REC_MAX || memchr(buf, '\0', len))
-		return -EINVAL;
-	copy = malloc(len + 1);
-	if (!copy)
-		return -ENOMEM;
-	memcpy(copy, buf, len);
-	copy[len] = '\0';
-	next = strchr(copy, '\n');
-	if (!next || (size_t)(next - copy) != strlen(LAYER_HEADER) ||
-	    memcmp(copy, LAYER_HEADER, strlen(LAYER_HEADER))) {
-		ret = -EINVAL;
-		goto out;
-	}
-	for (line = next + 1; *line && ret == 0; line = next) {
-		next = strchr(line, '\n');
-		if (!next) {
-			ret = -EINVAL; /* cut short: written whole or not at all */
-			break;
-		}
-		*next++ = '\0';
-		ret = layer_line(line, &r, &seen);
-	}
-	if (ret == 0 && seen != F_ALL)
+	if (ret == 0 && rp.seen != F_ALL)
 		ret = -EINVAL;
 	if (ret == 0)
-		*out = r;
-out:
-	free(copy);
+		*out = rp.r;
 	return ret;
 }

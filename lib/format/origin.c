@@ -51,9 +51,18 @@ CFS_EXPORT int cfs_origin_format(const struct cfs_origin *o, char **buf, size_t 
 	return ret;
 }
 
-/* One line after the header, NUL-terminated, into o. */
-static int origin_line(char *line, struct cfs_origin *o, bool *source, bool *manifest)
+/* What the lines of an origins file fill in. */
+struct origin_parse {
+	struct cfs_origin o;
+	bool source, manifest;
+};
+
+/* One line after the header, NUL-terminated, into ctx (an origin_parse). */
+static int origin_line(char *line, void *ctx)
 {
+	struct origin_parse *op = ctx;
+	struct cfs_origin *o = &op->o;
+	bool *source = &op->source, *manifest = &op->manifest;
 	char *sp = strchr(line, ' '), *val;
 	size_t n;
 
@@ -101,41 +110,14 @@ CFS_EXPORT void cfs_origin_release(struct cfs_origin *o)
 
 CFS_EXPORT int cfs_origin_parse(const void *buf, size_t len, struct cfs_origin *out)
 {
-	struct cfs_origin o = { 0 };
-	bool source = false, manifest = false;
-	const char *p = buf;
-	char *copy, *line, *next;
-	int ret = 0;
+	struct origin_parse op = { 0 };
+	int ret = cfs_parse_lines(buf, len, CFS_ORIGIN_MAX, ORIGIN_HEADER, origin_line, &op);
 
-	if (!buf || len > CFS_ORIGIN_MAX || memchr(buf, '\0', len))
-		return -EINVAL;
-	copy = malloc(len + 1);
-	if (!copy)
-		return -ENOMEM;
-	memcpy(copy, p, len);
-	copy[len] = '\0';
-	next = strchr(copy, '\n');
-	if (!next || (size_t)(next - copy) != strlen(ORIGIN_HEADER) ||
-	    memcmp(copy, ORIGIN_HEADER, strlen(ORIGIN_HEADER))) {
-		ret = -EINVAL;
-		goto out;
-	}
-	for (line = next + 1; *line && ret == 0; line = next) {
-		next = strchr(line, '\n');
-		if (!next) {
-			ret = -EINVAL; /* cut short: written whole or not at all */
-			break;
-		}
-		*next++ = '\0';
-		ret = origin_line(line, &o, &source, &manifest);
-	}
-	if (ret == 0 && (!source || !manifest))
+	if (ret == 0 && (!op.source || !op.manifest))
 		ret = -EINVAL;
 	if (ret == 0)
-		*out = o;
+		*out = op.o;
 	else
-		cfs_origin_release(&o);
-out:
-	free(copy);
+		cfs_origin_release(&op.o);
 	return ret;
 }

@@ -474,22 +474,6 @@ CFS_EXPORT const struct cfs_profile_entry *cfs_profile_entry(const struct cfs_pr
 	return p && i < p->n ? &p->e[i] : NULL;
 }
 
-/* A decimal without sign or leading zeros, that fits 64 bits. */
-static int parse_u64(const char *s, uint64_t *out)
-{
-	uint64_t v = 0;
-
-	if (!*s || (s[0] == '0' && s[1]))
-		return -EINVAL;
-	for (; *s; s++) {
-		if (*s < '0' || *s > '9' || v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
-			return -EINVAL;
-		v = v * 10 + (uint64_t)(*s - '0');
-	}
-	*out = v;
-	return 0;
-}
-
 CFS_EXPORT const char *cfs_profile_unescape(const char *s, char *out, size_t *len)
 {
 	char *d = out;
@@ -584,12 +568,12 @@ static const char *parse_line(struct cfs_profile *p, char *line)
 			return "a chunk record has 5 fields: c <usec> <sha256 hex> <path> <offset>";
 		if (strlen(f[2]) != CFS_DIGEST_HEX_LEN || cfs_digest_parse(f[2], true, &e.digest) < 0)
 			return "bad chunk digest (expected 64 hex digits)";
-		if (parse_u64(f[4], &e.offset) < 0)
+		if (cfs_parse_u64(f[4], &e.offset) < 0)
 			return "bad offset";
 	} else {
 		return NULL; /* a kind this version does not know: skipped */
 	}
-	if (parse_u64(f[1], &e.usec) < 0)
+	if (cfs_parse_u64(f[1], &e.usec) < 0)
 		return "bad time";
 	if (p->n >= PROFILE_RECORDS_MAX)
 		return "too many records (the limit is 16777216)";
